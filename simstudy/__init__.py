@@ -1,0 +1,6 @@
+"""simstudy: simulation studies of optimal treatment regimes from multisite randomized trials."""
+from .designs import ConfigError, Design, Replicate
+from .methods import Method, available, make, register
+
+__version__ = "0.1.0"
+__all__ = ["ConfigError", "Design", "Replicate", "Method", "available", "make", "register"]

@@ -1,0 +1,92 @@
+"""Command line: `simstudy run [hydra overrides]`, `simstudy report DIR`, `simstudy methods`."""
+from __future__ import annotations
+
+import sys
+from importlib import resources
+from pathlib import Path
+
+USAGE = """usage: simstudy COMMAND [...]
+
+commands:
+  run [KEY=VALUE ...]      run or resume a study (Hydra overrides; -m for sweeps;
+                           `simstudy run --help` lists every key)
+  report DIR [DIR ...]     summary table (mean, SD, Monte Carlo SE per metric, method and
+                           condition) printed and written to DIR/summary.csv and summary.md
+  methods                  list the registered method names
+  designs                  list the design presets in conf/design
+"""
+
+
+def config_dir() -> str:
+    """Absolute path of the packaged Hydra config tree (top-level conf/ in the source)."""
+    return str(resources.files("simstudy.conf"))
+
+
+def _run(argv: list[str]) -> int:
+    import hydra
+    from omegaconf import DictConfig, OmegaConf
+
+    from .designs import ConfigError
+    from .runner import StudyConfig, run_study
+
+    status = {"code": 0}
+
+    @hydra.main(config_path=config_dir(), config_name="config", version_base="1.3")
+    def job(cfg: DictConfig) -> None:
+        plain = OmegaConf.to_container(cfg, resolve=True)
+        try:
+            study = StudyConfig.from_config(plain)
+        except ConfigError as exc:
+            print(f"simstudy: config error: {exc}", file=sys.stderr)
+            status["code"] = 2
+            raise SystemExit(2) from None
+        out = Path(plain["out"])
+        try:
+            run_study(study, out, overwrite=bool(plain.get("overwrite")),
+                      progress=bool(plain.get("progress", True)), run_config=plain)
+        except ConfigError as exc:
+            print(f"simstudy: {exc}", file=sys.stderr)
+            status["code"] = 2
+            raise SystemExit(2) from None
+        print(f"simstudy: study stored in {out.resolve()}; summary: simstudy report {out}")
+
+    sys.argv = ["simstudy run", *argv]
+    try:
+        job()
+    except SystemExit as exc:
+        return int(exc.code or status["code"])
+    return status["code"]
+
+
+def _report(argv: list[str]) -> int:
+    from .report.tables import report_main
+    return report_main(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "run":
+        return _run(rest)
+    if cmd == "report":
+        return _report(rest)
+    if cmd == "methods":
+        from .methods import REGISTRY
+        for name, (cls, preset) in sorted(REGISTRY.items()):
+            doc = (cls.__doc__ or "").strip().splitlines()[0]
+            print(f"{name:14s} {doc}")
+        return 0
+    if cmd == "designs":
+        for p in sorted(Path(config_dir(), "design").glob("*.yaml")):
+            first = p.read_text().splitlines()[0].lstrip("# ")
+            print(f"{p.stem:10s} {first}")
+        return 0
+    print(f"simstudy: unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""Ordinary least squares as R's lm computes it: aliased (collinear) columns are detected in
+column order, dropped and reported with coefficient NaN (R's NA), never a silent wrong answer.
+
+A column is aliased when the residual of regressing it on the kept columns before it has
+norm < tol * its own norm (LINPACK dqrdc2's rule, tol = 1e-7 as in lm.fit).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg as sla
+
+
+@dataclass
+class OLSFit:
+    coef: np.ndarray            # length p, NaN where aliased
+    names: list[str]
+    aliased: list[str]
+    rank: int
+    residuals: np.ndarray
+    sigma: float                # residual SD, sqrt(RSS / (n - rank))
+
+    def __getitem__(self, name: str) -> float:
+        return float(self.coef[self.names.index(name)])
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """X @ coef with aliased coefficients as 0 (what R's predict.lm does)."""
+        return np.asarray(X, float) @ np.nan_to_num(self.coef, nan=0.0)
+
+
+def kept_columns(X: np.ndarray, tol: float = 1e-7) -> np.ndarray:
+    """Boolean mask of non-aliased columns, in column order (dqrdc2's limited pivoting)."""
+    X = np.asarray(X, float)
+    G = X.T @ X
+    p = G.shape[0]
+    keep = np.zeros(p, bool)
+    L = np.zeros((p, p))
+    idx: list[int] = []
+    for j in range(p):
+        norm2 = G[j, j]
+        if norm2 <= 0:
+            continue
+        if idx:
+            z = sla.solve_triangular(L[:len(idx), :len(idx)], G[idx, j], lower=True)
+            d = norm2 - z @ z
+        else:
+            z, d = np.empty(0), norm2
+        if d > (tol ** 2) * norm2:
+            k = len(idx)
+            L[k, :k] = z
+            L[k, k] = np.sqrt(d)
+            idx.append(j)
+            keep[j] = True
+    return keep
+
+
+def ols(X: np.ndarray, y: np.ndarray, names: list[str] | None = None, tol: float = 1e-7) -> OLSFit:
+    """Least squares y ~ X (X includes the intercept column if wanted), R's aliasing rule."""
+    X = np.asarray(X, float)
+    y = np.asarray(y, float)
+    n, p = X.shape
+    names = list(names) if names is not None else [f"x{k}" for k in range(p)]
+    keep = kept_columns(X, tol)
+    Q, R = np.linalg.qr(X[:, keep])
+    b = sla.solve_triangular(R, Q.T @ y)
+    coef = np.full(p, np.nan)
+    coef[keep] = b
+    resid = y - X[:, keep] @ b
+    rank = int(keep.sum())
+    sigma = float(np.sqrt(resid @ resid / (n - rank))) if n > rank else np.nan
+    return OLSFit(coef, names, [nm for nm, k in zip(names, keep) if not k], rank, resid, sigma)

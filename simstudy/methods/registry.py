@@ -1,0 +1,112 @@
+"""Method protocol and the registry mapping the paper's names to configured estimators.
+
+A method follows the scikit-learn convention: the constructor stores parameters only,
+`fit(train)` learns and returns self, `benefit_score(frame)` returns a float array whose sign
+gives the decision d(x) = I{f(x) > 0} (paper Section 2.2). Register one with
+
+    @register("my-method")            # or several names with preset parameters
+    class MyMethod(Method): ...
+
+and select it by name in config (`methods: [my-method]`, `plugins: [my_module]`).
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from ..designs import ConfigError
+
+REGISTRY: dict[str, tuple[type, dict[str, Any]]] = {}
+
+
+class Method:
+    """Base class: column names and parameters; subclasses implement `fit` and `benefit_score`."""
+    uses_truth = False          # reference rules that read the true Delta (oracle) set this
+
+    def __init__(self, site: str = "site", treatment: str = "T", outcome: str = "Y",
+                 random_state: int | None = None):
+        self.site, self.treatment, self.outcome = site, treatment, outcome
+        self.random_state = random_state
+
+    def fit(self, train: pd.DataFrame) -> "Method":
+        return self
+
+    def benefit_score(self, frame: pd.DataFrame) -> np.ndarray:
+        raise NotImplementedError
+
+    def decide(self, frame: pd.DataFrame) -> np.ndarray:
+        """d(x) = I{f(x) > 0}."""
+        return (np.asarray(self.benefit_score(frame)) > 0).astype(np.int64)
+
+    @classmethod
+    def param_names(cls) -> set[str]:
+        names: set[str] = set()
+        for klass in cls.__mro__:
+            if "__init__" in vars(klass):
+                sig = inspect.signature(klass.__init__)
+                names |= {p for p in sig.parameters if p not in ("self", "args", "kwargs")}
+        return names
+
+    def get_params(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in sorted(self.param_names()) if hasattr(self, k)}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    # helpers shared by subclasses -------------------------------------------------
+    def _require(self, frame: pd.DataFrame, columns, what: str) -> None:
+        missing = [c for c in columns if c not in frame.columns]
+        if missing:
+            raise KeyError(f"{type(self).__name__}: {what} is missing columns {missing}; "
+                           f"available: {list(frame.columns)}")
+
+
+def register(name: str, **preset: Any) -> Callable[[type], type]:
+    """Class decorator: make `cls(**preset, **options)` available under the paper's `name`."""
+    def deco(cls: type) -> type:
+        if name in REGISTRY and REGISTRY[name][0] is not cls:
+            raise ValueError(f"method name {name!r} is already registered to {REGISTRY[name][0]}")
+        REGISTRY[name] = (cls, dict(preset))
+        return cls
+    return deco
+
+
+def available() -> list[str]:
+    return sorted(REGISTRY)
+
+
+def load_plugins(modules) -> None:
+    """Import user modules whose @register decorators add methods."""
+    for mod in modules or ():
+        try:
+            importlib.import_module(mod)
+        except ImportError as exc:
+            raise ConfigError(f"plugins: cannot import {mod!r} ({exc}); put the module on "
+                              f"PYTHONPATH or install it") from exc
+
+
+def make(name: str, options: dict[str, Any] | None = None, defaults: dict[str, Any] | None = None
+         ) -> Method:
+    """Build the method registered as `name`. `options` must be accepted parameters (checked);
+    `defaults` (e.g. moderators for every method) are passed only where the class accepts them."""
+    if name not in REGISTRY:
+        raise ConfigError(f"unknown method {name!r}; registered methods: {', '.join(available())}")
+    cls, preset = REGISTRY[name]
+    accepted = cls.param_names()
+    options = dict(options or {})
+    bad = sorted(set(options) - accepted)
+    if bad:
+        raise ConfigError(f"method_options.{name} has unknown keys {bad}; "
+                          f"{cls.__name__} accepts {sorted(accepted)}")
+    kwargs = {k: v for k, v in (defaults or {}).items() if k in accepted}
+    kwargs.update(preset)
+    kwargs.update(options)
+    for k, v in kwargs.items():                    # OmegaConf lists -> plain lists
+        if isinstance(v, (list, tuple)) or type(v).__name__ == "ListConfig":
+            kwargs[k] = list(v)
+    return cls(**kwargs)

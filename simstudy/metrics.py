@@ -1,0 +1,91 @@
+"""Performance metrics of a benefit score against the truth (SPEC section 6; paper Section 5).
+
+Pure functions of arrays; no I/O. Decisions are d_hat = I{score > 0}. Undefined cases
+(one class only, constant scores) give NaN, never an exception.
+"""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+from scipy.stats import rankdata
+
+METRICS = ("accuracy", "f1", "spearman", "auc", "value", "regret", "treated_share")
+
+
+def decisions(score) -> np.ndarray:
+    """d_hat = I{f(x) > 0}."""
+    return (np.asarray(score, dtype=float) > 0).astype(np.int64)
+
+
+def accuracy(d_hat, d_opt) -> float:
+    """mean I{d_hat = d_opt}."""
+    d_hat, d_opt = np.asarray(d_hat), np.asarray(d_opt)
+    return float(np.mean(d_hat == d_opt)) if d_hat.size else np.nan
+
+
+def f1(d_hat, d_opt) -> float:
+    """F1 = 2 TP / (2 TP + FP + FN), treat class positive; NaN when TP + FP + FN = 0."""
+    d_hat, d_opt = np.asarray(d_hat) == 1, np.asarray(d_opt) == 1
+    tp = np.sum(d_hat & d_opt)
+    denom = 2 * tp + np.sum(d_hat & ~d_opt) + np.sum(~d_hat & d_opt)
+    return float(2 * tp / denom) if denom > 0 else np.nan
+
+
+def spearman(score, delta) -> float:
+    """Spearman rank correlation of the score with the true Delta (average ranks for ties)."""
+    a, b = rankdata(score), rankdata(delta)
+    a, b = a - a.mean(), b - b.mean()
+    den = np.sqrt(np.sum(a * a) * np.sum(b * b))
+    return float(np.sum(a * b) / den) if den > 0 else np.nan
+
+
+def auc(score, d_opt) -> float:
+    """ROC AUC of the score for the label d_opt (Mann-Whitney with average ranks for ties)."""
+    d_opt = np.asarray(d_opt) == 1
+    n1, n0 = int(d_opt.sum()), int((~d_opt).sum())
+    if n1 == 0 or n0 == 0:
+        return np.nan
+    r = rankdata(score)
+    return float((r[d_opt].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def value(d_hat, y0, y1) -> float:
+    """Value of the rule: mean of Y(d_hat) from the true potential outcomes."""
+    d_hat = np.asarray(d_hat)
+    return float(np.mean(np.where(d_hat == 1, y1, y0))) if d_hat.size else np.nan
+
+
+def regret(d_hat, d_opt, delta) -> float:
+    """mean (d_opt - d_hat) * Delta >= 0."""
+    return float(np.mean((np.asarray(d_opt) - np.asarray(d_hat)) * np.asarray(delta)))
+
+
+def evaluate(score, truth) -> dict[str, float]:
+    """All per-replicate metrics of one method's test-set scores; `truth` has Delta, Y0, Y1, d_opt."""
+    score = np.asarray(score, dtype=float)
+    d_opt = np.asarray(truth["d_opt"])
+    delta = np.asarray(truth["Delta"])
+    if score.shape != d_opt.shape:
+        raise ValueError(f"benefit_score returned shape {score.shape}, expected {d_opt.shape}")
+    if not np.all(np.isfinite(score)):
+        raise ValueError(f"benefit_score returned {np.sum(~np.isfinite(score))} non-finite values")
+    d_hat = decisions(score)
+    return {
+        "accuracy": accuracy(d_hat, d_opt),
+        "f1": f1(d_hat, d_opt),
+        "spearman": spearman(score, delta),
+        "auc": auc(score, d_opt),
+        "value": value(d_hat, truth["Y0"], truth["Y1"]),
+        "regret": regret(d_hat, d_opt, delta),
+        "treated_share": float(d_hat.mean()) if d_hat.size else np.nan,
+    }
+
+
+def congruence(decisions_by_method: dict[str, np.ndarray]) -> list[tuple[str, str, float]]:
+    """Share of rows with the same decision for every unordered pair of methods (paper Fig 2)."""
+    out = []
+    for a, b in itertools.combinations(decisions_by_method, 2):
+        da, db = decisions_by_method[a], decisions_by_method[b]
+        out.append((a, b, float(np.mean(da == db)) if da.size else np.nan))
+    return out
