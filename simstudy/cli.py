@@ -48,7 +48,10 @@ def _run(argv: list[str]) -> int:
             print(f"simstudy: {exc}", file=sys.stderr)
             status["code"] = 2
             raise SystemExit(2) from None
-        print(f"simstudy: study stored in {out.resolve()}; summary: simstudy report {out}")
+        from .report.tables import write_report
+        write_report(out)
+        print(f"simstudy: study stored in {out}; summary table: {out / 'summary.md'} "
+              f"(and summary.csv); print it with `simstudy report {out}`")
 
     sys.argv = ["simstudy run", *argv]
     try:
@@ -64,6 +67,8 @@ def _report(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import signal
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)      # `simstudy report DIR | head` is fine
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)

@@ -217,8 +217,10 @@ def _batches(cfg: StudyConfig, done: set[tuple]) -> list[tuple[Design, int, int,
             continue
         if cfg.batch_size:
             size = cfg.batch_size
-        else:   # small conditions: fewer, larger tasks; large ones: one replicate per task
-            size = max(1, min(math.ceil(len(todo) / (2 * workers)), 40000 // (J * n_j)))
+        elif workers == 1 or cfg.backend == "sequential":
+            size = 1        # no task overhead in-process; finest progress and flushing
+        else:   # small conditions: larger tasks (overhead); large ones: one replicate per task
+            size = max(1, min(math.ceil(len(todo) / (8 * workers)), 10000 // (J * n_j)))
         out += [(design, J, n_j, todo[i:i + size]) for i in range(0, len(todo), size)]
     return out
 

@@ -68,6 +68,7 @@ def compact(summ: pd.DataFrame, metrics=METRICS) -> pd.DataFrame:
 
 def write_report(out) -> pd.DataFrame:
     out = Path(out)
+    read_config(out)                       # a clear error if `out` holds no study
     metrics = read_metrics(out)
     if metrics.empty:
         raise ValueError(f"{out} holds no finished replicates yet")

@@ -1,0 +1,44 @@
+"""User-registered methods used by the tests (the plugin mechanism a user would use)."""
+import os
+import time
+
+import numpy as np
+
+from simstudy import Method, register
+
+
+@register("test-flaky")
+class Flaky(Method):
+    """Raises on replicates whose first training outcome is positive, else scores X3."""
+
+    def fit(self, train):
+        if train["Y"].iloc[0] > 0:
+            raise RuntimeError("deliberate failure for the test")
+        return self
+
+    def benefit_score(self, frame):
+        return frame["X3"].to_numpy()
+
+
+@register("test-random")
+class RandomScore(Method):
+    """Scores from the method's own seed: shows per-method seeding is reproducible."""
+
+    def fit(self, train):
+        self.rng_ = np.random.default_rng(self.random_state)
+        return self
+
+    def benefit_score(self, frame):
+        return self.rng_.standard_normal(len(frame))
+
+
+@register("test-slow")
+class Slow(Method):
+    """Sleeps SIMSTUDY_TEST_SLEEP seconds per fit (to kill a run mid-way in a test)."""
+
+    def fit(self, train):
+        time.sleep(float(os.environ.get("SIMSTUDY_TEST_SLEEP", "0.2")))
+        return self
+
+    def benefit_score(self, frame):
+        return frame["X3"].to_numpy() + 0.3

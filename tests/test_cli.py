@@ -1,0 +1,102 @@
+"""End to end through the installed `simstudy` command (the path a user takes)."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from simstudy.store import read_congruence, read_metrics
+
+HERE = Path(__file__).parent
+SMALL = ["J=[4,5]", "n_j=6", "reps=4", "n_jobs=1", "progress=false"]
+
+
+def simstudy(*args, env=None, check=True, cwd=None):
+    full_env = {**os.environ, "PYTHONPATH": str(HERE), **(env or {})}
+    res = subprocess.run([sys.executable, "-m", "simstudy.cli", *args], capture_output=True,
+                         text=True, env=full_env, cwd=cwd)
+    if check and res.returncode != 0:
+        raise AssertionError(f"simstudy {args} failed:\n{res.stdout}\n{res.stderr}")
+    return res
+
+
+def test_run_and_report(tmp_path):
+    out = tmp_path / "study"
+    simstudy("run", *SMALL, f"out={out}", cwd=tmp_path)
+    assert {p.name for p in out.iterdir()} >= {"metrics.parquet", "congruence.parquet",
+                                                "config.yaml"}
+    assert not any(tmp_path.glob("outputs")), "Hydra must not litter the working directory"
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["study"]["methods"] == ["Q-base", "oracle", "treat-all", "treat-none"]
+    m = read_metrics(out)
+    assert len(m) == 2 * 4 * 4 and set(m.columns) >= {"accuracy", "f1", "spearman", "auc", "value",
+                                                     "regret", "treated_share", "seconds"}
+    res = simstudy("report", str(out))
+    assert "Q-base" in res.stdout and "accuracy" in res.stdout
+    summ = pd.read_csv(out / "summary.csv")
+    direct = m[m.status == "ok"].groupby(["J", "method"])["accuracy"].agg(["mean", "std", "count"])
+    for _, row in summ.iterrows():
+        d = direct.loc[(row["J"], row["method"])]
+        assert row["accuracy_mean"] == pytest.approx(d["mean"])
+        assert row["accuracy_se"] == pytest.approx(d["std"] / np.sqrt(d["count"]), nan_ok=True)
+    assert (out / "summary.md").read_text().count("| design1 |") == len(summ)
+
+
+def test_help_and_listing():
+    res = simstudy("run", "--help")
+    assert "simstudy run" in res.stdout and "reps" in res.stdout and "design1" in res.stdout
+    assert "Q-base" in simstudy("methods").stdout
+    assert "design4" in simstudy("designs").stdout
+    assert "report DIR" in simstudy("--help").stdout
+
+
+def test_bad_input_messages(tmp_path):
+    res = simstudy("run", "design=design9", f"out={tmp_path}", check=False)
+    assert res.returncode != 0 and "design1" in res.stderr and "design9" in res.stderr
+    res = simstudy("run", "methods=[Q-base,Qrs]", f"out={tmp_path}", check=False)
+    assert res.returncode == 2 and "unknown method 'Qrs'" in res.stderr and "oracle" in res.stderr
+    res = simstudy("run", "reps=0", f"out={tmp_path}", check=False)
+    assert res.returncode == 2 and "reps=0" in res.stderr
+    res = simstudy("run", "design.prevalence=1.5", f"out={tmp_path}", check=False)
+    assert res.returncode == 2 and "prevalence" in res.stderr
+    assert not (tmp_path / "metrics.parquet").exists()
+    res = simstudy("report", str(tmp_path / "nothing"), check=False)
+    assert res.returncode == 2 and "no study" in res.stderr
+
+
+def test_multirun_sweep_into_one_store(tmp_path):
+    out = tmp_path / "both"
+    simstudy("run", "-m", "design=design1,design2", *SMALL, f"out={out}", cwd=tmp_path)
+    m = read_metrics(out)
+    assert set(m["design"]) == {"design1", "design2"}
+    assert len(m) == 2 * 2 * 4 * 4
+    assert set(yaml.safe_load((out / "config.yaml").read_text())["designs"]) == {"design1", "design2"}
+
+
+def test_sigkill_mid_run_then_resume_loses_and_duplicates_nothing(tmp_path):
+    args = ["J=3", "n_j=5", "reps=40", "n_jobs=1", "progress=false", "flush_seconds=0.2",
+            "methods=[Q-base,test-slow]", "plugins=[plugin_methods]"]
+    env = {"PYTHONPATH": str(HERE), "SIMSTUDY_TEST_SLEEP": "0.08"}
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "simstudy.cli", "run", *args, f"out={out}"],
+                            env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and len(list((out / "parts").glob("metrics-*.parquet"))) < 2:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = read_metrics(out)
+    assert 0 < partial["replicate"].nunique() < 40, "kill must land mid-run"
+    simstudy("run", *args, f"out={out}", env=env)
+    simstudy("run", *args, f"out={tmp_path / 'clean'}", env=env)
+    a, b = read_metrics(out), read_metrics(tmp_path / "clean")
+    assert len(a) == 80 and not a.duplicated(["replicate", "method"]).any()
+    pd.testing.assert_frame_equal(a.drop(columns="seconds"), b.drop(columns="seconds"))
+    pd.testing.assert_frame_equal(read_congruence(out), read_congruence(tmp_path / "clean"))

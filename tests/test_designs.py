@@ -1,0 +1,111 @@
+import numpy as np
+import pytest
+import statsmodels.api as sm
+from hydra import compose, initialize_config_dir
+from scipy.special import expit
+from scipy.stats import norm
+
+from simstudy import ConfigError, Design
+from simstudy.cli import config_dir
+
+
+def load(name, overrides=()):
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("config", overrides=[f"design={name}", *overrides])
+    from omegaconf import OmegaConf
+    return Design.from_config(OmegaConf.to_container(cfg.design, resolve=True))
+
+
+@pytest.mark.parametrize("name,beta1,nonlinear,R_sd", [
+    ("design1", 0, 0, 0.9), ("design2", 0.2, 0, 0.9), ("design3", 0, 1, 0.9), ("design4", 0, 0, 1.5)])
+def test_presets_match_spec_table(name, beta1, nonlinear, R_sd):
+    d = load(name)
+    assert (d.name, d.beta1, d.nonlinear, d.R_sd, d.prevalence) == (name, beta1, nonlinear, R_sd, 0.5)
+    assert d.delta == {"intercept": 0.2, "X3": 0.5, "X4": -0.2, "X5": -0.2}
+    assert d.main == {"intercept": 0.7, "X1": 1.0, "X2": 1.0, "X3": -2.0, "X4": 1.0, "X5": 0.5}
+    assert d.cluster_main == 2.5 and d.treat_R == 0.8
+
+
+def test_design5_from_overrides_without_python():
+    d = load("design1", ["design.beta1=0.35", "design.name=design5", "design.R_sd=1.2"])
+    assert (d.name, d.beta1, d.R_sd) == ("design5", 0.35, 1.2)
+
+
+def test_replicate_structure_and_truth():
+    d = load("design2")
+    rep = d.simulate(np.random.default_rng(3), J=7, n_j=11)
+    assert rep.train.shape[0] == rep.test.shape[0] == 77
+    assert list(rep.train.columns) == ["site", "X1", "X2", "X3", "X4", "X5", "T", "Y"]
+    assert set(rep.test["site"]) == set(rep.train["site"]) == set(range(7))
+    share = rep.train.groupby("site")["T"].mean()
+    assert ((share > 0) & (share < 1)).all()
+    t = rep.truth
+    assert np.array_equal(t["d_opt"], (t["Delta"] > 0).astype(int))
+    assert np.allclose(t["Y1"] - t["Y0"], t["Delta"])
+    assert np.allclose(rep.test["Y"], np.where(rep.test["T"] == 1, t["Y1"], t["Y0"]))
+    # the cluster moderator U_j is shared by train and test: Delta - linear part is constant per site
+    X = rep.test[["X3", "X4", "X5"]].to_numpy()
+    resid = t["Delta"] - (0.2 + X @ [0.5, -0.2, -0.2])
+    per_site = resid.groupby(rep.test["site"]).agg(["min", "max"])
+    assert np.allclose(per_site["min"], per_site["max"])
+    assert resid.std() > 0.05              # beta1 = 0.2 makes it vary across sites
+
+
+def test_outcome_model_recovered_by_statsmodels():
+    """Large Design 1 sample: OLS on the generated data recovers the SPEC coefficients."""
+    d = load("design1")
+    rep = d.simulate(np.random.default_rng(11), J=200, n_j=200)
+    df = rep.train
+    X = df[["X1", "X2", "X3", "X4", "X5"]]
+    T = df["T"]
+    design = sm.add_constant(np.column_stack([X, T, T * df["X3"], T * df["X4"], T * df["X5"],
+                                              np.eye(200)[df["site"]][:, 1:]]))
+    fit = sm.OLS(df["Y"], design).fit()
+    # intercept is confounded with the site effects; slopes and interactions are not
+    truth = np.array([1, 1, -2, 1, 0.5, 0.2, 0.5, -0.2, -0.2])
+    assert np.all(np.abs(fit.params[1:10] - truth) < 4.5 * fit.bse[1:10])
+    assert abs(np.sqrt(fit.scale) - 1.0) < 0.02
+
+
+def test_treatment_prevalence_closed_form():
+    """Marginal P(T=1) = E[expit(0.8 R)], R ~ N(0, R_sd^2): 0.5 by symmetry; per-site logits
+    follow logit(0.5) + 0.8 R_j, so the SD of site logits is about 0.8 * R_sd."""
+    d = load("design4")
+    rep = d.simulate(np.random.default_rng(5), J=400, n_j=400)
+    assert abs(rep.train["T"].mean() - 0.5) < 0.03
+    p = rep.train.groupby("site")["T"].mean().clip(1e-3, 1 - 1e-3)
+    sd_logit = np.log(p / (1 - p)).std()
+    assert abs(sd_logit - 0.8 * 1.5) < 0.15
+
+
+def test_oracle_treated_share_closed_form():
+    d = load("design1")
+    rep = d.simulate(np.random.default_rng(9), J=100, n_j=300)
+    expected = norm.cdf(0.2 / np.sqrt(0.5**2 + 0.2**2 + 0.2**2))
+    assert abs(rep.truth["d_opt"].mean() - expected) < 0.01
+
+
+def test_rejection_redraws_until_no_pure_cluster():
+    d = Design(R_sd=2.0, name="extreme")
+    draws = []
+    for s in range(10):
+        rep = d.simulate(np.random.default_rng(s), J=10, n_j=8)
+        share = rep.train.groupby("site")["T"].mean()
+        assert ((share > 0) & (share < 1)).all()
+        draws.append(rep.draws)
+    assert max(draws) > 1                   # rejection did happen
+    with pytest.raises(RuntimeError, match="all or no individuals treated"):
+        Design(R_sd=50.0, max_draws=3).simulate(np.random.default_rng(0), J=50, n_j=2)
+
+
+@pytest.mark.parametrize("kw,msg", [
+    ({"prevalence": 1.0}, "prevalence"), ({"prevalence": 0}, "prevalence"),
+    ({"R_sd": -1}, "R_sd"), ({"delta": {"X9": 1.0}}, "unknown terms")])
+def test_bad_design_values(kw, msg):
+    with pytest.raises(ConfigError, match=msg):
+        Design(**kw)
+
+
+def test_unknown_design_key():
+    with pytest.raises(ConfigError, match="unknown keys.*betal"):
+        Design.from_config({"name": "x", "betal": 0.2})

@@ -1,0 +1,53 @@
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.api as sm
+import statsmodels.formula.api as smf
+
+from simstudy import Design, make
+from simstudy.engines.ols import kept_columns, ols
+
+
+def test_ols_matches_statsmodels():
+    rng = np.random.default_rng(0)
+    X = sm.add_constant(rng.normal(size=(300, 6)))
+    y = X @ rng.normal(size=7) + rng.normal(size=300)
+    ref = sm.OLS(y, X).fit()
+    fit = ols(X, y)
+    assert np.allclose(fit.coef, ref.params, rtol=1e-10, atol=1e-12)
+    assert fit.sigma == pytest.approx(np.sqrt(ref.scale), rel=1e-10)
+    assert fit.aliased == [] and fit.rank == 7
+
+
+def test_aliased_columns_dropped_in_order_like_lm():
+    """lm drops the LATER of collinear columns and reports NA (R: coef(lm(y ~ a + b + c)))."""
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(2, 50))
+    c = 2 * a - b                           # aliased with (a, b)
+    X = np.column_stack([np.ones(50), a, b, c, a * b])
+    y = 1 + a - b + 0.5 * a * b + rng.normal(size=50)
+    fit = ols(X, y, ["(Intercept)", "a", "b", "c", "a:b"])
+    assert fit.aliased == ["c"] and np.isnan(fit["c"]) and fit.rank == 4
+    ref = sm.OLS(y, X[:, [0, 1, 2, 4]]).fit()
+    assert np.allclose(fit.coef[[0, 1, 2, 4]], ref.params, rtol=1e-10)
+    assert np.allclose(fit.predict(X), ref.fittedvalues)
+    assert list(kept_columns(np.column_stack([a, a, np.zeros(50), b]))) == [True, False, False, True]
+
+
+def test_qbase_equals_statsmodels_formula():
+    rep = Design().simulate(np.random.default_rng(2), J=10, n_j=30)
+    m = make("Q-base").fit(rep.train)
+    ref = smf.ols("Y ~ X1 + X2 + X3 + X4 + X5 + T + T:X3 + T:X4 + T:X5", rep.train).fit()
+    expected = (ref.params["T"] + ref.params["T:X3"] * rep.test["X3"]
+                + ref.params["T:X4"] * rep.test["X4"] + ref.params["T:X5"] * rep.test["X5"])
+    assert np.allclose(m.benefit_score(rep.test), expected, rtol=1e-9)
+
+
+def test_qbase_custom_moderators_and_missing_column():
+    rep = Design().simulate(np.random.default_rng(3), J=5, n_j=20)
+    m = make("Q-base", {"moderators": ["X3"], "covariates": ["X1", "X3"]}).fit(rep.train)
+    ref = smf.ols("Y ~ X1 + X3 + T + T:X3", rep.train).fit()
+    assert np.allclose(m.benefit_score(rep.test),
+                       ref.params["T"] + ref.params["T:X3"] * rep.test["X3"])
+    with pytest.raises(KeyError, match="missing columns.*X9"):
+        make("Q-base", {"moderators": ["X9"]}).fit(rep.train)

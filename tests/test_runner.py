@@ -1,0 +1,95 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from simstudy import ConfigError
+from simstudy.runner import StudyConfig, run_replicate, run_study
+from simstudy.store import read_congruence, read_metrics
+
+BASE = {"design": {"name": "design1"}, "J": [4, 6], "n_j": [8], "reps": 6, "seed": 7,
+        "methods": ["Q-base", "oracle", "treat-all", "test-random"],
+        "plugins": ["plugin_methods"], "progress": False}
+
+
+def cfg(**kw):
+    return StudyConfig.from_config({**BASE, **kw})
+
+
+def comparable(df):
+    return df.drop(columns=[c for c in ("seconds",) if c in df]).reset_index(drop=True)
+
+
+def test_bit_identical_across_n_jobs_and_batching(tmp_path):
+    a = run_study(cfg(n_jobs=1), tmp_path / "a", progress=False)
+    b = run_study(cfg(n_jobs=2, batch_size=1), tmp_path / "b", progress=False)
+    c = run_study(cfg(n_jobs=2, batch_size=4, backend="threading"), tmp_path / "c", progress=False)
+    ma = comparable(read_metrics(a.out))
+    assert len(ma) == 2 * 6 * 4 and (ma["status"] == "ok").all()
+    for other in (b, c):
+        pd.testing.assert_frame_equal(ma, comparable(read_metrics(other.out)))
+        pd.testing.assert_frame_equal(read_congruence(a.out), read_congruence(other.out))
+
+
+def test_one_replicate_rerun_alone_matches_store(tmp_path):
+    c = cfg()
+    run_study(c, tmp_path, progress=False)
+    stored = read_metrics(tmp_path)
+    rows, pairs = run_replicate(c, c.designs[0], 6, 8, 4)
+    again = pd.DataFrame(rows).set_index("method").sort_index()
+    want = stored[(stored.J == 6) & (stored.replicate == 4)].set_index("method").sort_index()
+    np.testing.assert_array_equal(again["accuracy"].to_numpy(), want["accuracy"].to_numpy())
+    np.testing.assert_array_equal(again["spearman"].to_numpy(), want["spearman"].to_numpy())
+
+
+def test_failing_method_is_recorded_and_study_goes_on(tmp_path):
+    c = cfg(methods=["Q-base", "test-flaky"], reps=8)
+    run_study(c, tmp_path, progress=False)
+    m = read_metrics(tmp_path)
+    flaky = m[m.method == "test-flaky"]
+    assert (flaky.status == "error").any() and (flaky.status == "ok").any()
+    assert flaky[flaky.status == "error"]["error"].str.contains("deliberate failure").all()
+    assert flaky[flaky.status == "error"]["accuracy"].isna().all()
+    assert (m[m.method == "Q-base"].status == "ok").all()
+    # congruence only pairs methods that succeeded on that replicate
+    cg = read_congruence(tmp_path)
+    ok_reps = set(flaky[flaky.status == "ok"][["J", "replicate"]].itertuples(index=False))
+    assert set(cg[["J", "replicate"]].itertuples(index=False)) == ok_reps
+
+
+def test_resume_extends_without_duplicates(tmp_path):
+    run_study(cfg(reps=3), tmp_path / "s", progress=False)
+    run_study(cfg(reps=6), tmp_path / "s", progress=False)      # resumes: only reps 3..5 run
+    run_study(cfg(reps=6), tmp_path / "s", progress=False)      # nothing to do
+    run_study(cfg(reps=6), tmp_path / "fresh", progress=False)
+    pd.testing.assert_frame_equal(comparable(read_metrics(tmp_path / "s")),
+                                  comparable(read_metrics(tmp_path / "fresh")))
+    pd.testing.assert_frame_equal(read_congruence(tmp_path / "s"),
+                                  read_congruence(tmp_path / "fresh"))
+
+
+def test_different_study_in_out_is_refused_unless_overwrite(tmp_path):
+    run_study(cfg(reps=2), tmp_path, progress=False)
+    with pytest.raises(ConfigError, match=r"different config(.|\n)*seed: stored 7, requested 8"):
+        run_study(cfg(reps=2, seed=8), tmp_path, progress=False)
+    with pytest.raises(ConfigError, match="design design1: R_sd"):
+        run_study(cfg(reps=2, design={"name": "design1", "R_sd": 1.1}), tmp_path, progress=False)
+    assert len(read_metrics(tmp_path)) == 2 * 2 * 4               # nothing lost by refusing
+    run_study(cfg(reps=2, seed=8), tmp_path, overwrite=True, progress=False)
+    assert len(read_metrics(tmp_path)) == 2 * 2 * 4
+
+
+@pytest.mark.parametrize("kw,msg", [
+    ({"J": [25, 1]}, "J=1: must be an integer >= 2"),
+    ({"n_j": 1}, "n_j=1: must be an integer >= 2"),
+    ({"reps": 0}, "reps=0: must be an integer >= 1"),
+    ({"J": [2.5]}, "J=2.5"),
+    ({"methods": ["Q-bse"]}, "unknown method 'Q-bse'; registered methods: .*Q-base"),
+    ({"design": {"name": "d", "prevalence": 1.2}}, r"prevalence=1.2: must lie strictly in \(0, 1\)"),
+    ({"method_options": {"Q-base": {"moderator": ["X3"]}}}, "unknown keys \\['moderator'\\]"),
+    ({"method_options": {"Q-rs": {}}}, "not in `methods`"),
+    ({"n_jobs": 0}, "n_jobs=0"),
+    ({"plugins": ["no_such_module_xyz"]}, "cannot import 'no_such_module_xyz'"),
+])
+def test_bad_config_fails_fast(kw, msg):
+    with pytest.raises(ConfigError, match=msg):
+        cfg(**kw)
