@@ -1,13 +1,24 @@
 """Q-learning (outcome regression) estimators of Suk & Park, Sections 3.2 and 4.1 (SPEC 3).
 
 Working model  Y ~ X + T + T:V ; benefit score f(v) = b_T + v' b_{T:V} on the test row's
-original moderators.
+original moderators, plus the row's cluster slope u_1j for the random-slope models.
+
+| name    | fit (as the authors' R code)                                              |
+|---------|---------------------------------------------------------------------------|
+| Q-base  | lm(Y ~ X + T + T:V)                                                       |
+| Q-fe    | lm(Y ~ X + T + T:V + factor(site))       (computed by the within transform) |
+| Q-ri    | lmer(Y ~ X + T + T:V + (1 | site))                                       |
+| Q-rs    | lmer(Y ~ X + T + T:V + (T | site))                                       |
+| Q-dm    | lm(Y~ ~ X~ + T~ + (TV)~), ~ = de-meaned within site                         |
+| Q-dm-ri | lmer(Y ~ X~ + T~ + (TV)~ + (1 | site))    (ORIGINAL Y)                     |
+| Q-dm-rs | lmer(Y ~ X~ + T~ + (TV)~ + (T~ | site))   (random slope on de-meaned T)    |
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
+from ..engines.lmm import fit_lmm
 from ..engines.ols import ols
 from .registry import Method, register
 
@@ -56,3 +67,92 @@ class QBase(OutcomeModel):
         k = 1 + len(self.covariates)
         self._set_effects(self.fit_.coef[k], self.fit_.coef[k + 1:])
         return self
+
+
+def site_codes(site) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, integer code per row) of the site column."""
+    labels, codes = np.unique(np.asarray(site), return_inverse=True)
+    return labels, codes
+
+
+def demean(A: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """A - (site mean of A), column by column (the within transformation)."""
+    A = np.asarray(A, float)
+    A2 = A.reshape(len(A), -1)
+    counts = np.bincount(codes).astype(float)
+    means = np.stack([np.bincount(codes, weights=A2[:, k]) for k in range(A2.shape[1])], 1)
+    out = A2 - (means / counts[:, None])[codes]
+    return out.reshape(A.shape)
+
+
+MODELS = {"fe": (False, False, False), "dm": (True, False, False),
+          "ri": (False, True, False), "rs": (False, True, True),
+          "dm-ri": (True, True, False), "dm-rs": (True, True, True)}
+
+
+@register("Q-fe", model="fe")
+@register("Q-ri", model="ri")
+@register("Q-rs", model="rs")
+@register("Q-dm", model="dm")
+@register("Q-dm-ri", model="dm-ri")
+@register("Q-dm-rs", model="dm-rs")
+class MultilevelQ(OutcomeModel):
+    """Multilevel Q-learning (paper Section 4.1): fixed effects, random intercept or random
+    slope, with or without de-meaned predictors; f(v) = b_T (+ u_1j) + v' b_{T:V}.
+
+    `new_sites`: a test row whose site was not in training gets u_1j = 0 (the population slope,
+    lme4's allow.new.levels) with "population", or an error with "error"."""
+
+    def __init__(self, model: str = "ri", reml: bool = True, new_sites: str = "population", **kw):
+        super().__init__(**kw)
+        if model not in MODELS:
+            raise ValueError(f"model={model!r}: allowed {sorted(MODELS)}")
+        if new_sites not in ("population", "error"):
+            raise ValueError(f"new_sites={new_sites!r}: allowed 'population' or 'error'")
+        self.model, self.reml, self.new_sites = model, reml, new_sites
+
+    def fit(self, train: pd.DataFrame) -> "MultilevelQ":
+        demeaned, mixed, slope = MODELS[self.model]
+        self._require(train, [self.site], "the training frame")
+        X, V, T, y = self._columns(train)
+        labels, codes = site_codes(train[self.site])
+        P = np.column_stack([X, T, T[:, None] * V])                # predictors X, T, T*V
+        names = (self.covariates + [self.treatment]
+                 + [f"{self.treatment}:{v}" for v in self.moderators])
+        k_treat = len(self.covariates)
+        if demeaned or self.model == "fe":
+            P = demean(P, codes)
+        if not mixed:
+            if self.model == "fe":        # lm with site dummies = OLS on within-transformed data
+                fit = ols(P, demean(y, codes), names)
+                coef = fit.coef
+            else:                         # Q-dm: de-meaned Y on de-meaned predictors
+                fit = ols(np.column_stack([np.ones(len(y)), P]), demean(y, codes),
+                          ["(Intercept)"] + names)
+                coef = fit.coef[1:]
+            self.fit_, self.slopes_ = fit, None
+        else:
+            Z = np.column_stack([np.ones(len(y)), P[:, k_treat]]) if slope else None
+            fit = fit_lmm(np.column_stack([np.ones(len(y)), P]), y, codes, Z,
+                          names=["(Intercept)"] + names, reml=self.reml,
+                          re_names=["(Intercept)", self.treatment][:2 if slope else 1])
+            coef = fit.beta[1:]
+            self.fit_ = fit
+            self.slopes_ = (pd.Series(fit.ranef.iloc[:, 1].to_numpy(), index=labels)
+                            if slope else None)
+        self.aliased_ = list(self.fit_.aliased)
+        self._set_effects(coef[k_treat], coef[k_treat + 1:])
+        return self
+
+    def benefit_score(self, frame: pd.DataFrame) -> np.ndarray:
+        score = super().benefit_score(frame)
+        if self.slopes_ is None:
+            return score
+        self._require(frame, [self.site], "the scored frame")
+        u = frame[self.site].map(self.slopes_)
+        unseen = u.isna()
+        if unseen.any() and self.new_sites == "error":
+            raise ValueError(f"{int(unseen.sum())} rows belong to sites not in the training data "
+                             f"(e.g. {frame.loc[unseen, self.site].iloc[0]!r}); their cluster "
+                             f"slope is unknown. Use new_sites='population' to give them u = 0.")
+        return score + u.fillna(0.0).to_numpy(float)

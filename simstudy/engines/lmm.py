@@ -1,0 +1,449 @@
+"""Linear mixed model with one grouping factor, fitted as lme4's lmer does (Bates et al. 2015).
+
+    y = X beta + Z b + e,   b_j = T_theta u_j,  u_j ~ N(0, sigma^2 I_q),  e ~ N(0, sigma^2 I)
+
+T_theta is the q x q lower-triangular relative covariance factor (theta = its lower triangle in
+column order, diagonal >= 0, so singular fits are allowed). beta and sigma are profiled out:
+
+    REML: d(theta) = log|L|^2 + log|R_X|^2 + (n - p) [1 + log(2 pi r^2 / (n - p))]
+    ML:   d(theta) = log|L|^2 + n [1 + log(2 pi r^2 / n)]
+
+with L_j L_j' = T' Z_j'Z_j T + I per group and r^2 the penalised residual sum of squares.
+Per-group cross-products are formed once, so each evaluation costs O(J q^3 + p^3), not O(n).
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from .ols import kept_columns
+
+LOG2PI = np.log(2 * np.pi)
+
+
+@dataclass
+class LMMFit:
+    beta: np.ndarray                 # fixed effects (NaN where aliased)
+    se: np.ndarray
+    names: list[str]
+    aliased: list[str]
+    sigma: float                     # residual SD
+    theta: np.ndarray
+    re_cov: np.ndarray               # q x q covariance of the random effects, sigma^2 T T'
+    re_names: list[str]
+    ranef: pd.DataFrame              # conditional modes (BLUPs) b_j, one row per group
+    criterion: float                 # REML criterion (REML) or deviance (ML) at the optimum
+    reml: bool
+    converged: bool
+    message: str
+    n: int
+    n_groups: int
+
+    @property
+    def re_sd(self) -> np.ndarray:
+        return np.sqrt(np.diag(self.re_cov))
+
+    @property
+    def re_corr(self) -> np.ndarray:
+        sd = self.re_sd
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.re_cov / np.outer(sd, sd)
+
+    @property
+    def singular(self) -> bool:
+        """A boundary fit: some diagonal element of T_theta is (numerically) zero."""
+        q = len(self.re_names)
+        return bool(np.any(self.theta[_diag_positions(q)] < 1e-4))
+
+    @property
+    def loglik(self) -> float:
+        return -0.5 * self.criterion
+
+    def __getitem__(self, name: str) -> float:
+        return float(self.beta[self.names.index(name)])
+
+
+def _diag_positions(q: int) -> np.ndarray:
+    """Positions of T's diagonal in theta (lower triangle, column order, as lme4)."""
+    pos, k = [], 0
+    for j in range(q):
+        pos.append(k)
+        k += q - j
+    return np.array(pos)
+
+
+@functools.lru_cache(maxsize=None)
+def _lower_positions(q: int):
+    """(rows, cols) of theta's elements: T's lower triangle in column-major order (lme4)."""
+    rows, cols = np.tril_indices(q)
+    order = np.lexsort((rows, cols))
+    return rows[order], cols[order]
+
+
+def _theta_to_T(theta: np.ndarray, q: int) -> np.ndarray:
+    T = np.zeros((q, q))
+    rows, cols = _lower_positions(q)
+    T[rows, cols] = theta
+    return T
+
+
+def _bounded_newton(fg, x0, lower, gtol=1e-7, maxiter=200):
+    """Minimise f with gradient `fg(x) -> (f, g)` subject to x >= lower, for the few parameters
+    of theta: Newton steps on the free coordinates with a Hessian from finite differences of the
+    analytic gradient, Levenberg damping when it is not positive definite, projected backtracking.
+    A coordinate at its bound whose gradient pushes outward is held there (a boundary fit).
+    Returns (x, f, converged, iterations, message)."""
+    x = np.maximum(np.asarray(x0, float), lower)
+    f, g = fg(x)
+    if not np.isfinite(f):
+        return x, f, False, 0, "deviance not finite at the starting value"
+    for it in range(1, maxiter + 1):
+        free = ~((x <= lower) & (g > 0))
+        pg = np.where(free, g, 0.0)
+        if np.max(np.abs(pg)) < gtol * max(1.0, abs(f)) * 1e-3 or not free.any():
+            return x, f, True, it, "projected gradient below tolerance"
+        idx = np.flatnonzero(free)
+        H = np.empty((idx.size, idx.size))
+        for c, i in enumerate(idx):
+            h = 1e-6 * max(1.0, abs(x[i]))
+            xe = x.copy()
+            xe[i] += h
+            H[:, c] = (fg(xe)[1][idx] - g[idx]) / h
+        H = 0.5 * (H + H.T)
+        lam = 0.0
+        for _ in range(60):
+            try:
+                Lh = np.linalg.cholesky(H + lam * np.eye(idx.size))
+                break
+            except np.linalg.LinAlgError:
+                lam = max(2 * lam, 1e-6 * max(1.0, np.abs(np.diag(H)).max()))
+        step = np.zeros_like(x)
+        step[idx] = -np.linalg.solve(Lh.T, np.linalg.solve(Lh, g[idx]))
+        # a bounded coordinate may fall to at most a tenth of its value per step: the boundary
+        # theta_k = 0 is a stationary point in its own direction, so landing there early stalls
+        bounded = np.isfinite(lower) & (step < 0) & (x > lower)
+        if bounded.any():
+            room = (x[bounded] - lower[bounded]) * 0.9 / -step[bounded]
+            step = step * min(1.0, room.min()) if room.min() < 1.0 else step
+        t, improved = 1.0, False
+        while t > 1e-12:
+            xn = np.maximum(x + t * step, lower)
+            fn, gn = fg(xn)
+            if fn <= f + 1e-4 * g @ (xn - x):
+                improved = True
+                break
+            t *= 0.5
+        if not improved:
+            small = np.max(np.abs(pg)) < 1e-3 * max(1.0, abs(f)) * 1e-3
+            return x, f, small, it, "line search found no decrease"
+        done = abs(f - fn) <= 1e-14 * max(1.0, abs(f)) and np.max(np.abs(xn - x)) < 1e-10
+        x, f, g = xn, fn, gn
+        if done:
+            return x, f, True, it, "converged (no further change)"
+    return x, f, False, maxiter, "iteration limit reached"
+
+
+def _snap_to_boundary(fg, x, f, lower, scale=1e-4):
+    """Set bounded coordinates that ended within `scale` of their bound exactly onto it when the
+    deviance does not rise (lme4 reports such singular fits with theta_k = 0)."""
+    for i in np.flatnonzero(np.isfinite(lower) & (x - lower < scale) & (x > lower)):
+        xs = x.copy()
+        xs[i] = lower[i]
+        fs = fg(xs)[0]
+        if fs <= f + 1e-10 * max(1.0, abs(f)):
+            x, f = xs, fs
+    return x, f
+
+
+@numba.njit(cache=True)
+def _small_inverse_logdet(A):
+    """Inverse and log-determinant of a small SPD matrix by an explicit Cholesky (no LAPACK call)."""
+    q = A.shape[0]
+    L = np.zeros((q, q))
+    logdet = 0.0
+    for c in range(q):
+        d = A[c, c]
+        for k in range(c):
+            d -= L[c, k] * L[c, k]
+        if not d > 0:
+            return L, -np.inf, False
+        L[c, c] = np.sqrt(d)
+        logdet += 2.0 * np.log(L[c, c])
+        for r in range(c + 1, q):
+            v = A[r, c]
+            for k in range(c):
+                v -= L[r, k] * L[c, k]
+            L[r, c] = v / L[c, c]
+    Li = np.zeros((q, q))                   # L^{-1}, lower triangular
+    for c in range(q):
+        Li[c, c] = 1.0 / L[c, c]
+        for r in range(c + 1, q):
+            v = 0.0
+            for k in range(c, r):
+                v -= L[r, k] * Li[k, c]
+            Li[r, c] = v / L[r, r]
+    inv = np.zeros((q, q))                  # A^{-1} = L^{-T} L^{-1}
+    for a in range(q):
+        for b in range(q):
+            v = 0.0
+            for k in range(max(a, b), q):
+                v += Li[k, a] * Li[k, b]
+            inv[a, b] = v
+    return inv, logdet, True
+
+
+@numba.njit(cache=True)
+def _profiled_deviance(T, rows, cols, ZtZ, ZtX, Zty, XtX, Xty, yty, n, reml, gradient):
+    """d(theta) and its gradient from per-group cross-products (module docstring).
+
+    With A_j = T'Z_j'Z_j T + I and K_j = T A_j^{-1} T', V_j^{-1} = I - Z_j K_j Z_j', hence
+    X'V^{-1}X = X'X - sum_j X_j'Z_j K_j Z_j'X_j, log|V| = sum_j log|A_j|, b_j = K_j Z_j'(y_j - X_j beta).
+    Gradient: d'_k = tr(S D_k) - nu g'D_k g / r^2 with D_k = d(TT')/d theta_k,
+    S = sum_j Z_j'P Z_j (REML) or Z_j'V^{-1}Z_j (ML), g = Z'V^{-1}(y - X beta)."""
+    J, q, p = ZtX.shape
+    K = np.empty((J, q, q))
+    KZX = np.empty((J, q, p))
+    XVX = XtX.copy()
+    XVy = Xty.copy()
+    yVy = yty
+    logdetA = 0.0
+    grad = np.zeros(rows.size)
+    b = np.zeros((J, q))
+    MT = np.empty((q, q))
+    A = np.empty((q, q))
+    TAi = np.empty((q, q))
+    KZy = np.empty(q)
+    for j in range(J):
+        M = ZtZ[j]
+        for a in range(q):                                  # A = T'M T + I
+            for c in range(q):
+                v = 0.0
+                for k in range(q):
+                    v += M[a, k] * T[k, c]
+                MT[a, c] = v
+        for a in range(q):
+            for c in range(q):
+                v = 1.0 if a == c else 0.0
+                for k in range(q):
+                    v += T[k, a] * MT[k, c]
+                A[a, c] = v
+        Ai, ld, ok = _small_inverse_logdet(A)
+        if not ok:
+            return np.inf, grad, np.zeros(p), 0.0, XVX, b, False
+        logdetA += ld
+        for a in range(q):                                  # K = T A^{-1} T'
+            for c in range(q):
+                v = 0.0
+                for k in range(q):
+                    v += T[a, k] * Ai[k, c]
+                TAi[a, c] = v
+        for a in range(q):
+            for c in range(q):
+                v = 0.0
+                for k in range(q):
+                    v += TAi[a, k] * T[c, k]
+                K[j, a, c] = v
+        for a in range(q):
+            KZy[a] = 0.0
+            for k in range(q):
+                KZy[a] += K[j, a, k] * Zty[j, k]
+            for c in range(p):
+                v = 0.0
+                for k in range(q):
+                    v += K[j, a, k] * ZtX[j, k, c]
+                KZX[j, a, c] = v
+        for r in range(p):
+            for c in range(p):
+                v = 0.0
+                for k in range(q):
+                    v += ZtX[j, k, r] * KZX[j, k, c]
+                XVX[r, c] -= v
+            v = 0.0
+            for k in range(q):
+                v += ZtX[j, k, r] * KZy[k]
+            XVy[r] -= v
+        for k in range(q):
+            yVy -= Zty[j, k] * KZy[k]
+    for a in range(p):
+        if not XVX[a, a] > 0:
+            return np.inf, grad, np.zeros(p), 0.0, XVX, b, False
+    RX = np.linalg.cholesky(XVX)
+    C = np.linalg.inv(XVX)
+    beta = C @ XVy
+    r2 = yVy - XVy @ beta
+    if not r2 > 0:
+        return np.inf, grad, beta, r2, RX, b, False
+    nu = n - p if reml else n
+    dev = logdetA + nu * (1.0 + np.log(2.0 * np.pi) + np.log(r2 / nu))
+    if reml:
+        for a in range(p):
+            dev += 2.0 * np.log(RX[a, a])
+    S = np.zeros((q, q))
+    G = np.zeros((q, q))
+    rz = np.empty(q)
+    g = np.empty(q)
+    MK = np.empty((q, q))
+    ZVX = np.empty((q, p))
+    ZVXC = np.empty((q, p))
+    for j in range(J):
+        M = ZtZ[j]
+        for a in range(q):
+            v = Zty[j, a]
+            for c in range(p):
+                v -= ZtX[j, a, c] * beta[c]
+            rz[a] = v
+        for a in range(q):
+            v = 0.0
+            for k in range(q):
+                v += K[j, a, k] * rz[k]
+            b[j, a] = v
+        if not gradient:
+            continue
+        for a in range(q):                                  # MK = M K
+            for c in range(q):
+                v = 0.0
+                for k in range(q):
+                    v += M[a, k] * K[j, k, c]
+                MK[a, c] = v
+        for a in range(q):                                  # g = rz - M K rz = rz - M b_j
+            v = rz[a]
+            for k in range(q):
+                v -= M[a, k] * b[j, k]
+            g[a] = v
+        for a in range(q):                                  # S += M - M K M
+            for c in range(q):
+                v = M[a, c]
+                for k in range(q):
+                    v -= MK[a, k] * M[k, c]
+                S[a, c] += v
+                G[a, c] += g[a] * g[c]
+        if reml:                                            # S -= ZVX C ZVX', ZVX = Z'V^-1 X
+            for a in range(q):
+                for c in range(p):
+                    v = ZtX[j, a, c]
+                    for k in range(q):
+                        v -= M[a, k] * KZX[j, k, c]
+                    ZVX[a, c] = v
+            for a in range(q):
+                for c in range(p):
+                    v = 0.0
+                    for k in range(p):
+                        v += ZVX[a, k] * C[k, c]
+                    ZVXC[a, c] = v
+            for a in range(q):
+                for c in range(q):
+                    v = 0.0
+                    for k in range(p):
+                        v += ZVXC[a, k] * ZVX[c, k]
+                    S[a, c] -= v
+    if gradient:
+        for kk in range(rows.size):                         # D = E T' + T E'
+            rr, cc = rows[kk], cols[kk]
+            tr = 0.0
+            quad = 0.0
+            for a in range(q):
+                for c in range(q):
+                    d = 0.0
+                    if a == rr:
+                        d += T[c, cc]
+                    if c == rr:
+                        d += T[a, cc]
+                    tr += S[a, c] * d
+                    quad += G[a, c] * d
+            grad[kk] = tr - nu * quad / r2
+    return dev, grad, beta, r2, RX, b, True
+
+
+class _Crossprods:
+    """Per-group Z_j'Z_j, Z_j'X_j, Z_j'y_j and totals X'X, X'y, y'y, formed once."""
+
+    def __init__(self, X, y, Z, codes, J):
+        n, p = X.shape
+        q = Z.shape[1]
+        G = sp.csr_matrix((np.ones(n), (codes, np.arange(n))), shape=(J, n))
+        zz = (Z[:, :, None] * Z[:, None, :]).reshape(n, q * q)
+        zx = (Z[:, :, None] * X[:, None, :]).reshape(n, q * p)
+        zy = Z * y[:, None]
+        self.ZtZ = np.asarray(G @ zz).reshape(J, q, q)
+        self.ZtX = np.asarray(G @ zx).reshape(J, q, p)
+        self.Zty = np.asarray(G @ zy).reshape(J, q)
+        self.XtX, self.Xty, self.yty = X.T @ X, X.T @ y, float(y @ y)
+        self.n, self.p, self.q, self.J = n, p, q, J
+
+    def evaluate(self, theta: np.ndarray, reml: bool, gradient: bool = True):
+        """Profiled deviance d(theta), its gradient, beta, r^2, R_X and the modes b_j
+        (compiled kernel `_profiled_deviance`)."""
+        T = _theta_to_T(theta, self.q)
+        rows, cols = _lower_positions(self.q)
+        dev, grad, beta, r2, RX, b, ok = _profiled_deviance(
+            T, rows, cols, self.ZtZ, self.ZtX, self.Zty, self.XtX, self.Xty, self.yty,
+            self.n, reml, gradient)
+        if not ok:
+            raise np.linalg.LinAlgError("profiled deviance undefined at this theta")
+        return dev, grad, beta, r2, RX, b, T
+
+    def objective(self, theta: np.ndarray, reml: bool):
+        try:
+            dev, grad, *_ = self.evaluate(theta, reml)
+        except np.linalg.LinAlgError:
+            return np.inf, np.zeros_like(theta)
+        return dev, grad
+
+
+def _codes(groups):
+    labels, codes = np.unique(np.asarray(groups), return_inverse=True)
+    return labels, codes.astype(np.int64)
+
+
+def fit_lmm(X, y, groups, Z=None, *, names=None, re_names=None, reml: bool = True,
+            tol: float = 1e-7) -> LMMFit:
+    """Fit y ~ X + (Z | groups) by REML (default) or ML; Z defaults to a random intercept.
+
+    Aliased fixed-effect columns are dropped in column order (as lm and lmer) and reported."""
+    X = np.asarray(X, float)
+    y = np.asarray(y, float)
+    n, p_all = X.shape
+    names = list(names) if names is not None else [f"x{k}" for k in range(p_all)]
+    Z = np.ones((n, 1)) if Z is None else np.asarray(Z, float).reshape(n, -1)
+    q = Z.shape[1]
+    re_names = list(re_names) if re_names is not None else [f"z{k}" for k in range(q)]
+    if y.shape != (n,) or Z.shape[0] != n or len(groups) != n:
+        raise ValueError(f"lengths differ: X {n} rows, y {y.shape}, Z {Z.shape[0]}, groups {len(groups)}")
+    if not (np.all(np.isfinite(X)) and np.all(np.isfinite(y)) and np.all(np.isfinite(Z))):
+        raise ValueError("X, y and Z must be finite (no missing values)")
+    labels, codes = _codes(groups)
+    J = labels.size
+    if J < 2:
+        raise ValueError(f"a mixed model needs at least 2 groups, got {J}")
+    keep = kept_columns(X, tol)
+    Xk = X[:, keep]
+    if n <= keep.sum():
+        raise ValueError(f"n = {n} observations do not exceed p = {keep.sum()} fixed effects")
+    cp = _Crossprods(Xk, y, Z, codes, J)
+    k = q * (q + 1) // 2
+    theta0 = np.zeros(k)
+    theta0[_diag_positions(q)] = 1.0
+    lower = np.full(k, -np.inf)
+    lower[_diag_positions(q)] = 0.0
+    theta, dev0, converged, iterations, message = _bounded_newton(
+        lambda th: cp.objective(th, reml), theta0, lower)
+    theta, dev0 = _snap_to_boundary(lambda th: cp.objective(th, reml), theta, dev0, lower)
+    theta[_diag_positions(q)] = np.maximum(theta[_diag_positions(q)], 0.0)
+    dev, grad, beta_k, r2, RX, b, T = cp.evaluate(theta, reml)
+    sigma2 = r2 / (n - keep.sum() if reml else n)
+    RXinv = np.linalg.inv(RX)
+    se_k = np.sqrt(sigma2 * np.sum(RXinv * RXinv, axis=0))
+    beta = np.full(p_all, np.nan)
+    se = np.full(p_all, np.nan)
+    beta[keep], se[keep] = beta_k, se_k
+    return LMMFit(beta=beta, se=se, names=names, aliased=[nm for nm, kk in zip(names, keep) if not kk],
+                  sigma=float(np.sqrt(sigma2)), theta=theta, re_cov=sigma2 * T @ T.T,
+                  re_names=re_names, ranef=pd.DataFrame(b, index=labels, columns=re_names),
+                  criterion=float(dev), reml=reml, converged=bool(converged),
+                  message=f"{message} after {iterations} Newton steps",
+                  n=n, n_groups=J)
