@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 from .ols import kept_columns
 
@@ -359,19 +358,37 @@ def _profiled_deviance(T, rows, cols, ZtZ, ZtX, Zty, XtX, Xty, yty, n, reml, gra
     return dev, grad, beta, r2, RX, b, True
 
 
+@numba.njit(cache=True)
+def _group_crossprods(X, y, Z, codes, J):
+    """One pass over the rows: Z_j'Z_j, Z_j'X_j, Z_j'y_j for every group j."""
+    n, p = X.shape
+    q = Z.shape[1]
+    ZtZ = np.zeros((J, q, q))
+    ZtX = np.zeros((J, q, p))
+    Zty = np.zeros((J, q))
+    for i in range(n):
+        j = codes[i]
+        for a in range(q):
+            za = Z[i, a]
+            if za == 0.0:
+                continue
+            for b in range(q):
+                ZtZ[j, a, b] += za * Z[i, b]
+            for c in range(p):
+                ZtX[j, a, c] += za * X[i, c]
+            Zty[j, a] += za * y[i]
+    return ZtZ, ZtX, Zty
+
+
 class _Crossprods:
     """Per-group Z_j'Z_j, Z_j'X_j, Z_j'y_j and totals X'X, X'y, y'y, formed once."""
 
     def __init__(self, X, y, Z, codes, J):
         n, p = X.shape
         q = Z.shape[1]
-        G = sp.csr_matrix((np.ones(n), (codes, np.arange(n))), shape=(J, n))
-        zz = (Z[:, :, None] * Z[:, None, :]).reshape(n, q * q)
-        zx = (Z[:, :, None] * X[:, None, :]).reshape(n, q * p)
-        zy = Z * y[:, None]
-        self.ZtZ = np.asarray(G @ zz).reshape(J, q, q)
-        self.ZtX = np.asarray(G @ zx).reshape(J, q, p)
-        self.Zty = np.asarray(G @ zy).reshape(J, q)
+        self.ZtZ, self.ZtX, self.Zty = _group_crossprods(
+            np.ascontiguousarray(X), np.ascontiguousarray(y), np.ascontiguousarray(Z),
+            np.ascontiguousarray(codes, dtype=np.int64), J)
         self.XtX, self.Xty, self.yty = X.T @ X, X.T @ y, float(y @ y)
         self.n, self.p, self.q, self.J = n, p, q, J
 

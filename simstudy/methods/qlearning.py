@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..engines.groups import demean, site_codes
 from ..engines.lmm import fit_lmm
 from ..engines.ols import ols
 from .registry import Method, register
@@ -67,22 +68,6 @@ class QBase(OutcomeModel):
         k = 1 + len(self.covariates)
         self._set_effects(self.fit_.coef[k], self.fit_.coef[k + 1:])
         return self
-
-
-def site_codes(site) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, integer code per row) of the site column."""
-    labels, codes = np.unique(np.asarray(site), return_inverse=True)
-    return labels, codes
-
-
-def demean(A: np.ndarray, codes: np.ndarray) -> np.ndarray:
-    """A - (site mean of A), column by column (the within transformation)."""
-    A = np.asarray(A, float)
-    A2 = A.reshape(len(A), -1)
-    counts = np.bincount(codes).astype(float)
-    means = np.stack([np.bincount(codes, weights=A2[:, k]) for k in range(A2.shape[1])], 1)
-    out = A2 - (means / counts[:, None])[codes]
-    return out.reshape(A.shape)
 
 
 MODELS = {"fe": (False, False, False), "dm": (True, False, False),
