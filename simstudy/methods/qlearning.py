@@ -138,6 +138,6 @@ class MultilevelQ(OutcomeModel):
         unseen = u.isna()
         if unseen.any() and self.new_sites == "error":
             raise ValueError(f"{int(unseen.sum())} rows belong to sites not in the training data "
-                             f"(e.g. {frame.loc[unseen, self.site].iloc[0]!r}); their cluster "
+                             f"(e.g. {frame.loc[unseen, self.site].iloc[0]}); their cluster "
                              f"slope is unknown. Use new_sites='population' to give them u = 0.")
         return score + u.fillna(0.0).to_numpy(float)

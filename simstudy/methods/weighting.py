@@ -1,0 +1,133 @@
+"""Weighting estimators (Chen et al. 2017, R package `personalized`, squared loss + lasso) and
+their multilevel modifications, Suk & Park Sections 3.3 and 4.2 (SPEC 4).
+
+    min_{a0, a}  sum_i w_i (Y_i - m_hat(X_i) - T~_i (a0 + V_i'a))^2 + lambda sum_k pf_k |a_k|
+
+T~ = 2T - 1, w_i = 1 / (T~_i p_i + (1 - T~_i) / 2); fitted with glmnet's conventions on the
+columns T~ (1, V) without a glmnet intercept, a0 unpenalised, lambda = lambda.min of 5-fold CV.
+Benefit score f(v) = a0 + v'a.
+
+| name     | propensity p        | augmentation m_hat          | moderators V (penalty)                 |
+|----------|---------------------|-----------------------------|----------------------------------------|
+| W-base   | overall treated share | none                      | X3..X5 (1)                             |
+| W-noaug  | site treated share p_j | none                     | X3..X5 (1)                             |
+| W-aug    | p_j                 | OLS of Y on X               | X3..X5 (1)                             |
+| W-augID  | p_j                 | OLS of Y on X + site dummies | X3..X5 (1)                            |
+| WS-*     | p_j                 | as above                    | X3..X5 (0) + J-1 site dummies (1)      |
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ..engines.groups import demean, group_means, site_codes
+from ..engines.lasso import cv_lasso
+from ..engines.ols import ols
+from .qlearning import DEFAULT_COVARIATES, DEFAULT_MODERATORS
+from .registry import Method, register
+
+
+@register("W-base", propensity="overall", augment="none", site_moderators=False)
+@register("W-noaug", propensity="site", augment="none", site_moderators=False)
+@register("W-aug", propensity="site", augment="covariates", site_moderators=False)
+@register("W-augID", propensity="site", augment="covariates+site", site_moderators=False)
+@register("WS-noaug", propensity="site", augment="none", site_moderators=True)
+@register("WS-aug", propensity="site", augment="covariates", site_moderators=True)
+@register("WS-augID", propensity="site", augment="covariates+site", site_moderators=True)
+class Weighting(Method):
+    """Weighted squared-loss lasso for the benefit score (paper Sections 3.3, 4.2; SPEC 4)."""
+
+    def __init__(self, propensity: str = "site", augment: str = "none",
+                 site_moderators: bool = False, covariates=DEFAULT_COVARIATES,
+                 moderators=DEFAULT_MODERATORS, nfolds: int = 5, lambda_rule: str = "lambda.min",
+                 new_sites: str = "error", foldid=None, **kw):
+        super().__init__(**kw)
+        checks = {"propensity": (propensity, ("overall", "site")),
+                  "augment": (augment, ("none", "covariates", "covariates+site")),
+                  "lambda_rule": (lambda_rule, ("lambda.min", "lambda.1se")),
+                  "new_sites": (new_sites, ("error", "reference"))}
+        for key, (value, allowed) in checks.items():
+            if value not in allowed:
+                raise ValueError(f"{key}={value!r}: allowed {list(allowed)}")
+        self.propensity, self.augment, self.site_moderators = propensity, augment, site_moderators
+        self.covariates, self.moderators = list(covariates), list(moderators)
+        self.nfolds, self.lambda_rule, self.new_sites, self.foldid = nfolds, lambda_rule, new_sites, foldid
+
+    # ------------------------------------------------------------------ pieces
+    def _augmentation(self, train, codes) -> np.ndarray:
+        """m_hat: OLS fitted values of Y on X (W-aug) or on X + site dummies (W-augID, by the
+        within transform: fitted = ybar_j + (X - xbar_j) b_within)."""
+        y = train[self.outcome].to_numpy(float)
+        if self.augment == "none":
+            return np.zeros_like(y)
+        X = train[self.covariates].to_numpy(float)
+        if self.augment == "covariates":
+            D = np.column_stack([np.ones(len(y)), X])
+            return D @ np.nan_to_num(ols(D, y).coef)
+        Xw = demean(X, codes)
+        b = np.nan_to_num(ols(Xw, demean(y, codes)).coef)
+        return (y - demean(y, codes)) + Xw @ b
+
+    def _design(self, frame, codes, J, Tt):
+        """x~ = T~ (1, V, S): dense part and sparse site dummies (first site is the reference)."""
+        V = frame[self.moderators].to_numpy(float)
+        dense = Tt[:, None] * np.column_stack([np.ones(len(V)), V])
+        if not self.site_moderators:
+            return dense
+        rows = np.flatnonzero(codes > 0)
+        S = sp.csr_matrix((Tt[rows], (rows, codes[rows] - 1)), shape=(len(V), J - 1))
+        return sp.hstack([sp.csr_matrix(dense), S], format="csr")
+
+    # ------------------------------------------------------------------ fit / score
+    def fit(self, train: pd.DataFrame) -> "Weighting":
+        need = [self.site, self.treatment, self.outcome] + self.moderators
+        if self.augment != "none":
+            need += self.covariates
+        self._require(train, dict.fromkeys(need), "the training frame")
+        T = train[self.treatment].to_numpy(float)
+        if not np.isin(T, (0, 1)).all():
+            raise ValueError(f"treatment column {self.treatment!r} must be 0/1")
+        labels, codes = site_codes(train[self.site])
+        J = labels.size
+        if self.propensity == "overall":
+            p = np.full(len(T), T.mean())
+        else:
+            share = group_means(T, codes, J)[:, 0]
+            bad = labels[(share <= 0) | (share >= 1)]
+            if bad.size:
+                raise ValueError(f"{bad.size} sites have everyone or no one treated (e.g. site "
+                                 f"{bad[0]}); their propensity p_j is 0 or 1 and the weights "
+                                 f"1/p_j, 1/(1-p_j) are undefined. Drop those sites first.")
+            p = share[codes]
+        Tt = 2 * T - 1
+        w = 1.0 / (Tt * p + (1 - Tt) / 2)
+        y = train[self.outcome].to_numpy(float) - self._augmentation(train, codes)
+        X = self._design(train, codes, J, Tt)
+        k = len(self.moderators)
+        pf = np.r_[0.0, np.full(k, 0.0 if self.site_moderators else 1.0),
+                   np.ones(J - 1 if self.site_moderators else 0)]
+        rng = np.random.default_rng(self.random_state)
+        self.cv_ = cv_lasso(X, y, w, pf, intercept=False, nfolds=self.nfolds, rng=rng,
+                            foldid=self.foldid)
+        _, coef = self.cv_.coef(self.lambda_rule)
+        self.a0_, self.a_ = float(coef[0]), coef[1:1 + k]
+        self.site_effects_ = (pd.Series(np.r_[0.0, coef[1 + k:]], index=labels)
+                              if self.site_moderators else None)
+        return self
+
+    def benefit_score(self, frame: pd.DataFrame) -> np.ndarray:
+        """f(v) = a0 + v'a (+ the row's site-dummy coefficient for WS methods)."""
+        self._require(frame, self.moderators, "the scored frame")
+        score = self.a0_ + frame[self.moderators].to_numpy(float) @ self.a_
+        if self.site_effects_ is None:
+            return score
+        self._require(frame, [self.site], "the scored frame")
+        effect = frame[self.site].map(self.site_effects_)
+        unseen = effect.isna()
+        if unseen.any() and self.new_sites == "error":
+            raise ValueError(f"{int(unseen.sum())} rows belong to sites not in the training data "
+                             f"(e.g. {frame.loc[unseen, self.site].iloc[0]}); a WS method has no "
+                             f"dummy coefficient for them. Use new_sites='reference' to score them "
+                             f"as the reference site (coefficient 0).")
+        return score + effect.fillna(0.0).to_numpy(float)

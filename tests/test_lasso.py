@@ -1,0 +1,86 @@
+"""The weighted-lasso engine against R glmnet (tests/fixtures/glmnet_reference.json, made by
+scripts/make_glmnet_fixtures.R with thresh = 1e-14) and scikit-learn."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn.linear_model import Lasso
+
+from simstudy.engines.lasso import cv_lasso, lasso_path, make_folds
+
+REF = json.loads((Path(__file__).parent / "fixtures" / "glmnet_reference.json").read_text())
+D = REF["data"]
+X, y, w, pf, foldid = (np.array(D[k], float) for k in ("X", "y", "w", "pf", "foldid"))
+
+
+def rel(a, b, floor):
+    return np.max(np.abs(np.asarray(a) - np.asarray(b)) / np.maximum(np.abs(b), floor))
+
+
+@pytest.mark.parametrize("intercept", [True, False])
+def test_path_and_cv_equal_glmnet_with_weights_and_zero_penalties(intercept):
+    r = REF["intercept" if intercept else "nointercept"]
+    fit = lasso_path(X, y, w, pf, intercept=intercept)
+    assert fit.lambdas.size == len(r["lambda"])            # same early end of the path
+    assert rel(fit.lambdas, r["lambda"], 0) < 1e-10
+    beta = np.array(r["beta"])
+    assert rel(fit.beta, beta, 1e-2 * np.abs(beta).max()) < 1e-6
+    assert rel(fit.a0, r["a0"], 1e-2) < 1e-6
+    assert rel(fit.dev_ratio, r["dev_ratio"], 1e-3) < 1e-6
+    cv = cv_lasso(X, y, w, pf, foldid=foldid, intercept=intercept)
+    assert rel(cv.cvm, r["cvm"], 0) < 1e-6 and rel(cv.cvsd, r["cvsd"], 0) < 1e-6
+    assert cv.lambda_min == pytest.approx(r["lambda_min"], rel=1e-10)
+    assert cv.lambda_1se == pytest.approx(r["lambda_1se"], rel=1e-10)
+    a0, b = cv.coef("lambda.min")
+    coef = np.array(r["coef_min"])
+    assert rel(np.r_[a0, b], coef, 1e-2 * np.abs(coef).max()) < 1e-6
+
+
+def test_sparse_input_gives_the_same_answer():
+    a = cv_lasso(X, y, w, pf, foldid=foldid)
+    b = cv_lasso(sp.csr_matrix(X), y, w, pf, foldid=foldid)
+    np.testing.assert_allclose(a.cvm, b.cvm, rtol=1e-12)
+    np.testing.assert_allclose(a.path.beta, b.path.beta, atol=1e-12)
+
+
+def test_wide_problem_lambda_path_and_fit():
+    """p > n: lambda.min.ratio 0.01; coefficients need not be unique there, fitted values are."""
+    Xw, yw = np.array(D["Xw"]), np.array(D["yw"])
+    r = REF["wide"]
+    fit = lasso_path(Xw, yw)
+    assert fit.lambdas.size == 100 and rel(fit.lambdas, r["lambda"], 0) < 1e-10
+    ours = fit.predict(Xw)
+    theirs = np.array(r["a0"])[None, :] + Xw @ np.array(r["beta"])
+    assert np.max(np.abs(ours - theirs)) < 1e-4 * np.abs(yw).max()
+
+
+def test_plain_problem_equals_sklearn_after_change_of_scale():
+    """glmnet standardises X by its (population) SD and penalises the standardised
+    coefficients: sklearn's Lasso(alpha = lambda) on X / sd gives beta * sd."""
+    r = REF["plain"]
+    fit = lasso_path(X, y)
+    assert rel(fit.beta, np.array(r["beta"]), 1e-2) < 1e-6
+    sd = X.std(axis=0)
+    for k in (3, 10, 30):
+        sk = Lasso(alpha=fit.lambdas[k], tol=1e-14, max_iter=100000).fit(X / sd, y)
+        np.testing.assert_allclose(sk.coef_ / sd, fit.beta[:, k], atol=1e-8)
+        assert sk.intercept_ == pytest.approx(fit.a0[k], abs=1e-8)
+
+
+def test_folds_like_cv_glmnet_and_reproducible():
+    f1 = make_folds(103, 5, np.random.default_rng(1))
+    f2 = make_folds(103, 5, np.random.default_rng(1))
+    assert np.array_equal(f1, f2) and sorted(np.bincount(f1)[1:]) == [20, 20, 21, 21, 21]
+    with pytest.raises(ValueError, match="nfolds"):
+        make_folds(10, 2, np.random.default_rng(0))
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="penalty_factor has length"):
+        lasso_path(X, y, w, pf[:3])
+    with pytest.raises(ValueError, match="weights"):
+        lasso_path(X, y, -w, pf)
+    with pytest.raises(ValueError, match="no variation"):
+        lasso_path(X, np.ones_like(y))
