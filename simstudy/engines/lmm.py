@@ -160,10 +160,12 @@ def _snap_to_boundary(fg, x, f, lower, scale=1e-4):
 
 
 @numba.njit(cache=True)
-def _small_inverse_logdet(A):
-    """Inverse and log-determinant of a small SPD matrix by an explicit Cholesky (no LAPACK call)."""
+def _small_inverse_logdet(A, L, Li, inv):
+    """Inverse (into `inv`) and log-determinant of a small SPD matrix by an explicit Cholesky,
+    using the caller's work arrays L, Li (no allocation, no LAPACK call)."""
     q = A.shape[0]
-    L = np.zeros((q, q))
+    L[:] = 0.0
+    Li[:] = 0.0
     logdet = 0.0
     for c in range(q):
         d = A[c, c]
@@ -178,16 +180,14 @@ def _small_inverse_logdet(A):
             for k in range(c):
                 v -= L[r, k] * L[c, k]
             L[r, c] = v / L[c, c]
-    Li = np.zeros((q, q))                   # L^{-1}, lower triangular
-    for c in range(q):
+    for c in range(q):                      # L^{-1}, lower triangular
         Li[c, c] = 1.0 / L[c, c]
         for r in range(c + 1, q):
             v = 0.0
             for k in range(c, r):
                 v -= L[r, k] * Li[k, c]
             Li[r, c] = v / L[r, r]
-    inv = np.zeros((q, q))                  # A^{-1} = L^{-T} L^{-1}
-    for a in range(q):
+    for a in range(q):                      # A^{-1} = L^{-T} L^{-1}
         for b in range(q):
             v = 0.0
             for k in range(max(a, b), q):
@@ -217,6 +217,9 @@ def _profiled_deviance(T, rows, cols, ZtZ, ZtX, Zty, XtX, Xty, yty, n, reml, gra
     A = np.empty((q, q))
     TAi = np.empty((q, q))
     KZy = np.empty(q)
+    Lw = np.empty((q, q))
+    Liw = np.empty((q, q))
+    Aiw = np.empty((q, q))
     for j in range(J):
         M = ZtZ[j]
         for a in range(q):                                  # A = T'M T + I
@@ -231,7 +234,7 @@ def _profiled_deviance(T, rows, cols, ZtZ, ZtX, Zty, XtX, Xty, yty, n, reml, gra
                 for k in range(q):
                     v += T[k, a] * MT[k, c]
                 A[a, c] = v
-        Ai, ld, ok = _small_inverse_logdet(A)
+        Ai, ld, ok = _small_inverse_logdet(A, Lw, Liw, Aiw)
         if not ok:
             return np.inf, grad, np.zeros(p), 0.0, XVX, b, False
         logdetA += ld
