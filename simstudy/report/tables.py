@@ -1,5 +1,6 @@
-"""Summary tables from a study store: mean, SD and Monte Carlo SE (= SD / sqrt(R)) of each
-metric per condition and method, over the replicates whose fit succeeded."""
+"""Report tables from a study store: mean, SD and Monte Carlo SE (= SD / sqrt(R)) of each
+metric per condition and method over the replicates whose fit succeeded, failure counts, and
+the congruence matrix per condition. Reads the store only (partial stores too)."""
 from __future__ import annotations
 
 import argparse
@@ -10,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..metrics import METRICS
-from ..store import read_config, read_metrics
+from ..store import read_config, read_congruence, read_metrics
 
 CONDITION = ["design", "J", "n_j"]
 
@@ -66,17 +67,50 @@ def compact(summ: pd.DataFrame, metrics=METRICS) -> pd.DataFrame:
     return out
 
 
-def write_report(out) -> pd.DataFrame:
+def failures(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Failed fits per condition and method with the most frequent message."""
+    bad = metrics[metrics["status"] != "ok"]
+    if bad.empty:
+        return pd.DataFrame(columns=CONDITION + ["method", "failures", "message"])
+    return (bad.groupby(CONDITION + ["method"], observed=True)["error"]
+            .agg(failures="size", message=lambda e: e.value_counts().index[0])
+            .reset_index())
+
+
+def write_report(out, figures: bool = False) -> pd.DataFrame:
+    """Tables (and with `figures`, the paper's figures) from the store in `out`."""
     out = Path(out)
     read_config(out)                       # a clear error if `out` holds no study
     metrics = read_metrics(out)
     if metrics.empty:
         raise ValueError(f"{out} holds no finished replicates yet")
-    summ = summary(metrics, method_order(out))
+    order = method_order(out)
+    summ = summary(metrics, order)
     summ.to_csv(out / "summary.csv", index=False)
     (out / "summary.md").write_text(
         "Mean (Monte Carlo SE) over replicates; `reps` = successful fits, `errors` = failed.\n\n"
         + to_markdown(compact(summ)))
+    fails = failures(metrics)
+    fails.to_csv(out / "failures.csv", index=False)
+    congruence = read_congruence(out)
+    tables = out / "congruence"
+    tables.mkdir(exist_ok=True)
+    from .figures import boxplots, conditions, congruence_matrix, four_metrics, heatmap
+    for design in metrics["design"].unique():
+        for J, n_j in conditions(metrics[metrics["design"] == design]):
+            M = congruence_matrix(congruence, design, J, n_j, order)
+            stem = f"{design}_J{J}_n{n_j}"
+            M.to_csv(tables / f"{stem}.csv")
+            (tables / f"{stem}.md").write_text(
+                f"Congruence (mean share of equal decisions), {design}, (J, n_j) = ({J}, {n_j})\n\n"
+                + to_markdown((100 * M).round(1).reset_index(names="method"), digits=1))
+            if figures:
+                heatmap(M, f"Congruence, {design}, (J, n_j) = ({J}, {n_j})",
+                        out / "figures" / f"congruence_{stem}")
+        if figures:
+            boxplots(metrics, design, "accuracy", out / "figures" / f"accuracy_{design}")
+            boxplots(metrics, design, "regret", out / "figures" / f"regret_{design}")
+            four_metrics(metrics, design, out / "figures" / f"metrics_{design}")
     return summ
 
 
@@ -84,11 +118,13 @@ def report_main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="simstudy report",
                                  description="Summarise a study store (never refits).")
     ap.add_argument("dirs", nargs="+", help="study directories (the `out` of simstudy run)")
+    ap.add_argument("--no-figures", action="store_true",
+                    help="tables only (summary, failures, congruence); skip DIR/figures/")
     args = ap.parse_args(argv)
     code = 0
     for d in args.dirs:
         try:
-            summ = write_report(d)
+            summ = write_report(d, figures=not args.no_figures)
         except (FileNotFoundError, ValueError) as exc:
             print(f"simstudy report: {exc}", file=sys.stderr)
             code = 2
@@ -98,5 +134,6 @@ def report_main(argv: list[str]) -> int:
             print(f"== {d}: mean (Monte Carlo SE) ==")
             print(compact(summ, ("accuracy", "f1", "spearman", "auc", "regret",
                                  "treated_share")).to_string(index=False))
-        print(f"written: {Path(d) / 'summary.csv'}, {Path(d) / 'summary.md'}")
+        print(f"written: {Path(d) / 'summary.csv'}, summary.md, failures.csv, congruence/"
+              + ("" if args.no_figures else ", figures/"))
     return code

@@ -1,0 +1,168 @@
+"""The paper's figures from a study store (read only; nothing is refitted).
+
+- accuracy boxplots, one row per (J, n_j), Q-learning | weighting panels, mean above each box
+  (Suk & Park Figs 1, 3, 5);
+- the four-metric version: accuracy, F1, rank correlation, AUC (Figs 10-12, 14);
+- congruence heatmaps: upper triangle coloured, lower triangle the numbers, weighting methods
+  in reverse order as the paper lists them (Figs 2, 4, 13, 15);
+- beyond the paper: regret and value per method.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+Q_ORDER = ["Q-base", "Q-fe", "Q-ri", "Q-rs", "Q-dm", "Q-dm-ri", "Q-dm-rs"]
+W_ORDER = ["W-base", "W-noaug", "W-aug", "W-augID", "WS-noaug", "WS-aug", "WS-augID"]
+REFERENCE = {"oracle", "treat-all", "treat-none"}
+CONDITION_ORDER = [(25, 25), (150, 25), (25, 150), (150, 150)]
+METRIC_LABELS = {"accuracy": "Accuracy", "f1": "F1 score", "spearman": "Rank correlation",
+                 "auc": "AUC", "regret": "Regret", "value": "Value"}
+
+
+def families(methods) -> tuple[list[str], list[str]]:
+    """(Q-learning-like, weighting-like) methods in the paper's order; others go with Q."""
+    present = list(dict.fromkeys(methods))
+    q = [m for m in Q_ORDER if m in present]
+    w = [m for m in W_ORDER if m in present]
+    other = [m for m in present if m not in Q_ORDER and m not in W_ORDER and m not in REFERENCE]
+    return q + other, w
+
+
+def congruence_order(methods) -> list[str]:
+    """Q-learning in order, then weighting in reverse order (paper Fig 2)."""
+    q, w = families(methods)
+    return q + w[::-1]
+
+
+def conditions(df: pd.DataFrame) -> list[tuple[int, int]]:
+    have = sorted({(int(a), int(b)) for a, b in df[["J", "n_j"]].itertuples(index=False)})
+    return [c for c in CONDITION_ORDER if c in have] + [c for c in have if c not in CONDITION_ORDER]
+
+
+def _reps_note(ok: pd.DataFrame) -> str:
+    counts = ok.groupby(["J", "n_j", "method"], observed=True).size()
+    lo, hi = int(counts.min()), int(counts.max())
+    return f"R = {lo} replicates per cell" if lo == hi else f"R = {lo}-{hi} replicates per cell (partial store)"
+
+
+def _box_panel(ax, data: pd.DataFrame, methods: list[str], metric: str, show_means: bool):
+    series = [data.loc[data["method"] == m, metric].dropna().to_numpy() for m in methods]
+    keep = [i for i, s in enumerate(series) if s.size]
+    if not keep:
+        ax.set_axis_off()
+        return
+    ax.boxplot([series[i] for i in keep], tick_labels=[methods[i] for i in keep], widths=0.6,
+               showfliers=True, flierprops={"markersize": 2, "alpha": 0.4},
+               medianprops={"color": "black"}, patch_artist=True,
+               boxprops={"facecolor": "#dbe8f5"})
+    ax.tick_params(axis="x", rotation=45, labelsize=8)
+    for lab in ax.get_xticklabels():
+        lab.set_ha("right")
+    if show_means:
+        top = max(np.max(series[i]) for i in keep)
+        bottom = min(np.min(series[i]) for i in keep)
+        pad = 0.06 * (top - bottom if top > bottom else 1.0)
+        for pos, i in enumerate(keep, start=1):
+            ax.text(pos, top + pad, f"{100 * np.mean(series[i]):.1f}" if metric != "regret"
+                    else f"{np.mean(series[i]):.3f}", ha="center", va="bottom", fontsize=7)
+        ax.set_ylim(bottom - pad, top + 3 * pad)
+    ax.grid(axis="y", alpha=0.3)
+
+
+def boxplots(metrics: pd.DataFrame, design: str, metric: str = "accuracy", out: Path | None = None):
+    """One row per (J, n_j); Q-learning | weighting panels; mean printed above each box."""
+    ok = metrics[(metrics["design"] == design) & (metrics["status"] == "ok")]
+    q, w = families(ok["method"].unique())
+    conds = conditions(ok)
+    cols = [c for c in (q, w) if c]
+    fig, axes = plt.subplots(len(conds), len(cols), figsize=(5.2 * len(cols), 2.9 * len(conds)),
+                             squeeze=False)
+    for r, (J, n_j) in enumerate(conds):
+        cell = ok[(ok["J"] == J) & (ok["n_j"] == n_j)]
+        for c, methods in enumerate(cols):
+            ax = axes[r, c]
+            _box_panel(ax, cell, methods, metric, show_means=True)
+            if c == 0:
+                ax.set_ylabel(f"(J, n_j) = ({J}, {n_j})\n{METRIC_LABELS.get(metric, metric)}")
+            if r == 0:
+                ax.set_title("Q-learning" if methods is q else "Weighting")
+    fig.suptitle(f"{METRIC_LABELS.get(metric, metric)} of the estimators, {design} "
+                 f"({_reps_note(ok)}); mean above each box", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+def four_metrics(metrics: pd.DataFrame, design: str, out: Path | None = None):
+    """Accuracy, F1, rank correlation and AUC (paper Figs 10-12, 14): rows (J, n_j), columns metric."""
+    ok = metrics[(metrics["design"] == design) & (metrics["status"] == "ok")]
+    q, w = families(ok["method"].unique())
+    methods = q + w
+    conds = conditions(ok)
+    names = ["accuracy", "f1", "spearman", "auc"]
+    fig, axes = plt.subplots(len(conds), 4, figsize=(22, 3.0 * len(conds)), squeeze=False)
+    for r, (J, n_j) in enumerate(conds):
+        cell = ok[(ok["J"] == J) & (ok["n_j"] == n_j)]
+        for c, metric in enumerate(names):
+            _box_panel(axes[r, c], cell, methods, metric, show_means=False)
+            if r == 0:
+                axes[r, c].set_title(METRIC_LABELS[metric])
+            if c == 0:
+                axes[r, c].set_ylabel(f"(J, n_j) = ({J}, {n_j})")
+    fig.suptitle(f"Performance of the estimators, {design} ({_reps_note(ok)})", fontsize=11)
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+def congruence_matrix(congruence: pd.DataFrame, design: str, J: int, n_j: int,
+                      methods=None) -> pd.DataFrame:
+    """Mean agreement over replicates, methods x methods, 1 on the diagonal (SPEC 6)."""
+    cell = congruence[(congruence["design"] == design) & (congruence["J"] == J)
+                      & (congruence["n_j"] == n_j)]
+    mean = cell.groupby(["method_a", "method_b"], observed=True)["agreement"].mean()
+    names = congruence_order(methods if methods is not None else
+                             pd.unique(cell[["method_a", "method_b"]].to_numpy().ravel()))
+    M = pd.DataFrame(np.nan, index=names, columns=names)
+    for (a, b), v in mean.items():
+        if a in M.index and b in M.index:
+            M.loc[a, b] = M.loc[b, a] = v
+    for m in names:
+        M.loc[m, m] = 1.0
+    return M
+
+
+def heatmap(M: pd.DataFrame, title: str, out: Path | None = None):
+    """Upper triangle coloured, lower triangle the numbers (percent), as the paper draws it."""
+    import seaborn as sns
+    n = len(M)
+    fig, ax = plt.subplots(figsize=(0.55 * n + 2.5, 0.5 * n + 1.5))
+    upper = np.triu(np.ones((n, n), bool), k=1)
+    sns.heatmap(M.where(upper), mask=~upper, cmap="Reds", vmin=0.5, vmax=1.0, ax=ax,
+                cbar_kws={"label": "congruence"}, linewidths=0.3, linecolor="white", square=True)
+    for i in range(n):
+        for j in range(i + 1):
+            v = M.iat[i, j]
+            if np.isfinite(v):
+                ax.text(j + 0.5, i + 0.5, f"{100 * v:.0f}", ha="center", va="center", fontsize=7)
+    ax.set_xticks(np.arange(n) + 0.5, M.columns, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(np.arange(n) + 0.5, M.index, rotation=0, fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+def _save(fig, out: Path | None):
+    if out is None:
+        return fig
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out.with_suffix(".png"), dpi=130)
+    fig.savefig(out.with_suffix(".pdf"))
+    plt.close(fig)
+    return out.with_suffix(".png")

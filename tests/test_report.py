@@ -1,0 +1,89 @@
+"""Reports from a small synthetic store: tables equal a direct pandas computation, figures and
+congruence matrices render, partial stores are reported with their replicate counts."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from simstudy.metrics import METRICS
+from simstudy.report.figures import congruence_order
+from simstudy.report.tables import write_report
+from simstudy.store import Store
+
+METHODS = ["Q-base", "Q-rs", "W-base", "WS-augID", "oracle"]
+
+
+def synthetic_store(path, reps=6, drop=()):
+    rng = np.random.default_rng(0)
+    rows, pairs = [], []
+    for J, n_j in [(25, 25), (25, 150)]:
+        for r in range(reps):
+            for k, m in enumerate(METHODS):
+                if (J, n_j, r, m) in drop:
+                    continue
+                vals = {x: rng.uniform(0.5, 1.0) for x in METRICS}
+                failed = m == "W-base" and r == 0
+                rows.append({"design": "design1", "J": J, "n_j": n_j, "replicate": r, "method": m,
+                             **({x: np.nan for x in METRICS} if failed else vals),
+                             "seconds": 0.01, "status": "error" if failed else "ok",
+                             "error": "ValueError: boom" if failed else None})
+            for a in range(len(METHODS)):
+                for b in range(a + 1, len(METHODS)):
+                    pairs.append(("design1", J, n_j, r, METHODS[a], METHODS[b],
+                                  0.8 + 0.01 * (a + b) + 0.001 * r))
+    with Store(path) as st:
+        st.prepare({"seed": 1, "methods": METHODS}, {"design1": {"name": "design1"}}, {})
+        st.append(pd.DataFrame(rows), pd.DataFrame(pairs, columns=[
+            "design", "J", "n_j", "replicate", "method_a", "method_b", "agreement"]))
+    return pd.DataFrame(rows)
+
+
+def test_tables_equal_direct_pandas(tmp_path):
+    raw = synthetic_store(tmp_path)
+    summ = write_report(tmp_path, figures=False)
+    ok = raw[raw.status == "ok"]
+    direct = ok.groupby(["J", "n_j", "method"])["f1"].agg(["mean", "std", "count"])
+    for _, row in summ.iterrows():
+        d = direct.loc[(row.J, row.n_j, row.method)]
+        assert row.f1_mean == pytest.approx(d["mean"]) and row.f1_sd == pytest.approx(d["std"])
+        assert row.f1_se == pytest.approx(d["std"] / np.sqrt(d["count"]))
+        assert row.reps == d["count"]
+    assert list(summ[summ.J == 25].method.unique()) == METHODS          # study's method order
+    fails = pd.read_csv(tmp_path / "failures.csv")
+    assert set(fails.method) == {"W-base"} and (fails.failures == 1).all()
+    assert (fails.message == "ValueError: boom").all()
+    M = pd.read_csv(tmp_path / "congruence" / "design1_J25_n150.csv", index_col=0)
+    assert list(M.index) == congruence_order(METHODS) == ["Q-base", "Q-rs", "WS-augID", "W-base"]
+    assert np.allclose(M.to_numpy(), M.to_numpy().T) and np.allclose(np.diag(M), 1)
+    # Q-base (0) vs WS-augID (3): mean over r of 0.8 + 0.03 + 0.001 r
+    assert M.loc["Q-base", "WS-augID"] == pytest.approx(0.83 + 0.001 * np.mean(range(6)))
+
+
+def test_figures_render_with_expected_panels(tmp_path):
+    synthetic_store(tmp_path)
+    write_report(tmp_path, figures=True)
+    figs = tmp_path / "figures"
+    for stem in ["accuracy_design1", "regret_design1", "metrics_design1",
+                 "congruence_design1_J25_n25", "congruence_design1_J25_n150"]:
+        assert (figs / f"{stem}.png").stat().st_size > 5000
+        assert (figs / f"{stem}.pdf").exists()
+    from simstudy.report.figures import boxplots
+    from simstudy.store import read_metrics
+    fig = boxplots(read_metrics(tmp_path), "design1")
+    axes = fig.get_axes()
+    assert len(axes) == 2 * 2                                      # 2 conditions x (Q | W)
+    assert axes[0].get_title() == "Q-learning" and axes[1].get_title() == "Weighting"
+    assert [t.get_text() for t in axes[0].get_xticklabels()] == ["Q-base", "Q-rs"]
+    means = [t.get_text() for t in axes[0].texts]
+    ok = read_metrics(tmp_path).query("status == 'ok' and J == 25 and n_j == 25")
+    assert means == [f"{100 * ok[ok.method == m].accuracy.mean():.1f}" for m in ["Q-base", "Q-rs"]]
+
+
+def test_partial_store_reports_replicate_counts(tmp_path):
+    drop = {(25, 150, r, m) for r in (4, 5) for m in METHODS}
+    synthetic_store(tmp_path, drop=drop)
+    summ = write_report(tmp_path, figures=True)
+    assert set(summ[(summ.n_j == 150)].reps.loc[lambda s: s > 0]) <= {4, 3}
+    assert set(summ[(summ.n_j == 25) & (summ.method == "Q-base")].reps) == {6}
+    from simstudy.report.figures import _reps_note
+    from simstudy.store import read_metrics
+    assert "partial store" in _reps_note(read_metrics(tmp_path).query("status == 'ok'"))
