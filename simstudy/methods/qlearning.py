@@ -133,11 +133,6 @@ class MultilevelQ(OutcomeModel):
         score = super().benefit_score(frame)
         if self.slopes_ is None:
             return score
-        self._require(frame, [self.site], "the scored frame")
-        u = frame[self.site].map(self.slopes_)
-        unseen = u.isna()
-        if unseen.any() and self.new_sites == "error":
-            raise ValueError(f"{int(unseen.sum())} rows belong to sites not in the training data "
-                             f"(e.g. {frame.loc[unseen, self.site].iloc[0]}); their cluster "
-                             f"slope is unknown. Use new_sites='population' to give them u = 0.")
-        return score + u.fillna(0.0).to_numpy(float)
+        return score + self._per_site(frame, self.slopes_, self.new_sites == "error",
+                                      "their cluster slope is unknown",
+                                      "Use new_sites='population' to give them u = 0.")

@@ -59,6 +59,18 @@ class Method:
         return f"{type(self).__name__}({args})"
 
     # helpers shared by subclasses -------------------------------------------------
+    def _per_site(self, frame: pd.DataFrame, effects: pd.Series, strict: bool, what: str,
+                  remedy: str) -> np.ndarray:
+        """The training site's value for each row (0 for sites not seen in training, or an error
+        naming the rows when `strict`)."""
+        self._require(frame, [self.site], "the scored frame")
+        value = frame[self.site].map(effects)
+        unseen = value.isna()
+        if unseen.any() and strict:
+            raise ValueError(f"{int(unseen.sum())} rows belong to sites not in the training data "
+                             f"(e.g. {frame.loc[unseen, self.site].iloc[0]}); {what}. {remedy}")
+        return value.fillna(0.0).to_numpy(float)
+
     def _require(self, frame: pd.DataFrame, columns, what: str) -> None:
         missing = [c for c in columns if c not in frame.columns]
         if missing:

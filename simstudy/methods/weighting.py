@@ -122,12 +122,7 @@ class Weighting(Method):
         score = self.a0_ + frame[self.moderators].to_numpy(float) @ self.a_
         if self.site_effects_ is None:
             return score
-        self._require(frame, [self.site], "the scored frame")
-        effect = frame[self.site].map(self.site_effects_)
-        unseen = effect.isna()
-        if unseen.any() and self.new_sites == "error":
-            raise ValueError(f"{int(unseen.sum())} rows belong to sites not in the training data "
-                             f"(e.g. {frame.loc[unseen, self.site].iloc[0]}); a WS method has no "
-                             f"dummy coefficient for them. Use new_sites='reference' to score them "
-                             f"as the reference site (coefficient 0).")
-        return score + effect.fillna(0.0).to_numpy(float)
+        return score + self._per_site(frame, self.site_effects_, self.new_sites == "error",
+                                      "a WS method has no dummy coefficient for them",
+                                      "Use new_sites='reference' to score them as the reference "
+                                      "site (coefficient 0).")
