@@ -8,7 +8,6 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-from scipy.stats import rankdata
 
 METRICS = ("accuracy", "f1", "spearman", "auc", "value", "regret", "treated_share")
 
@@ -32,21 +31,36 @@ def f1(d_hat, d_opt) -> float:
     return float(2 * tp / denom) if denom > 0 else np.nan
 
 
-def spearman(score, delta) -> float:
+def average_ranks(x) -> np.ndarray:
+    """Ranks 1..n with ties given their average rank (scipy's rankdata 'average'), one sort."""
+    x = np.asarray(x, float)
+    order = np.argsort(x)
+    xs = x[order]
+    new = np.r_[True, xs[1:] != xs[:-1]]
+    group = np.cumsum(new) - 1
+    starts = np.flatnonzero(new)
+    ends = np.r_[starts[1:], xs.size]
+    ranks = np.empty(xs.size)
+    ranks[order] = ((starts + ends + 1) / 2.0)[group]
+    return ranks
+
+
+def spearman(score, delta, delta_ranks=None, score_ranks=None) -> float:
     """Spearman rank correlation of the score with the true Delta (average ranks for ties)."""
-    a, b = rankdata(score), rankdata(delta)
+    a = average_ranks(score) if score_ranks is None else score_ranks
+    b = average_ranks(delta) if delta_ranks is None else delta_ranks
     a, b = a - a.mean(), b - b.mean()
     den = np.sqrt(np.sum(a * a) * np.sum(b * b))
     return float(np.sum(a * b) / den) if den > 0 else np.nan
 
 
-def auc(score, d_opt) -> float:
+def auc(score, d_opt, score_ranks=None) -> float:
     """ROC AUC of the score for the label d_opt (Mann-Whitney with average ranks for ties)."""
     d_opt = np.asarray(d_opt) == 1
     n1, n0 = int(d_opt.sum()), int((~d_opt).sum())
     if n1 == 0 or n0 == 0:
         return np.nan
-    r = rankdata(score)
+    r = average_ranks(score) if score_ranks is None else score_ranks
     return float((r[d_opt].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
@@ -61,8 +75,9 @@ def regret(d_hat, d_opt, delta) -> float:
     return float(np.mean((np.asarray(d_opt) - np.asarray(d_hat)) * np.asarray(delta)))
 
 
-def evaluate(score, truth) -> dict[str, float]:
-    """All per-replicate metrics of one method's test-set scores; `truth` has Delta, Y0, Y1, d_opt."""
+def evaluate(score, truth, delta_ranks=None) -> dict[str, float]:
+    """All per-replicate metrics of one method's test-set scores; `truth` has Delta, Y0, Y1, d_opt
+    (`delta_ranks`: Delta's average ranks, computed once per replicate by the runner)."""
     score = np.asarray(score, dtype=float)
     d_opt = np.asarray(truth["d_opt"])
     delta = np.asarray(truth["Delta"])
@@ -71,11 +86,12 @@ def evaluate(score, truth) -> dict[str, float]:
     if not np.all(np.isfinite(score)):
         raise ValueError(f"benefit_score returned {np.sum(~np.isfinite(score))} non-finite values")
     d_hat = decisions(score)
+    ranks = average_ranks(score)
     return {
         "accuracy": accuracy(d_hat, d_opt),
         "f1": f1(d_hat, d_opt),
-        "spearman": spearman(score, delta),
-        "auc": auc(score, d_opt),
+        "spearman": spearman(score, delta, delta_ranks, ranks),
+        "auc": auc(score, d_opt, ranks),
         "value": value(d_hat, truth["Y0"], truth["Y1"]),
         "regret": regret(d_hat, d_opt, delta),
         "treated_share": float(d_hat.mean()) if d_hat.size else np.nan,

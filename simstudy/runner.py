@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .designs import ConfigError, Design, Replicate
-from .metrics import METRICS, congruence, decisions, evaluate
+from .metrics import METRICS, average_ranks, congruence, decisions, evaluate
 from .methods import available, load_plugins, make
 from .store import Store
 
@@ -173,6 +173,7 @@ def run_replicate(cfg: StudyConfig, design: Design, J: int, n_j: int, replicate:
         return ([{**key, "method": m, **nan_metrics, "seconds": 0.0, "status": "error",
                   "error": f"data: {err}"} for m in cfg.methods], [])
     test_truth = None
+    delta_ranks = average_ranks(rep.truth["Delta"])
     rows, decided = [], {}
     for name in cfg.methods:
         t0 = time.perf_counter()
@@ -186,7 +187,7 @@ def run_replicate(cfg: StudyConfig, design: Design, J: int, n_j: int, replicate:
             else:
                 frame = rep.test
             score = np.asarray(method.benefit_score(frame), dtype=float)
-            values = evaluate(score, rep.truth)
+            values = evaluate(score, rep.truth, delta_ranks)
             status, error = "ok", None
             decided[name] = decisions(score)
         except Exception as exc:                                   # noqa: BLE001

@@ -70,3 +70,10 @@ def test_congruence_pairs():
     d = {"a": np.array([1, 0, 1, 1]), "b": np.array([1, 1, 1, 0]), "c": np.array([1, 0, 1, 1])}
     pairs = {(a, b): v for a, b, v in M.congruence(d)}
     assert pairs == {("a", "b"): 0.5, ("a", "c"): 1.0, ("b", "c"): 0.5}
+
+
+def test_average_ranks_equal_scipy():
+    from scipy.stats import rankdata
+    rng = np.random.default_rng(4)
+    x = np.round(rng.normal(size=500), 1)                 # many ties
+    np.testing.assert_array_equal(M.average_ranks(x), rankdata(x))
