@@ -21,7 +21,7 @@ import pandas as pd
 
 from .designs import ConfigError, Design, Replicate
 from .metrics import METRICS, average_ranks, congruence, decisions, evaluate
-from .methods import available, load_plugins, make
+from .methods import load_plugins, make
 from .store import Store
 
 RUNTIME_KEYS = ("n_jobs", "backend", "batch_size", "progress", "overwrite", "out", "flush_seconds")

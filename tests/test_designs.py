@@ -2,7 +2,6 @@ import numpy as np
 import pytest
 import statsmodels.api as sm
 from hydra import compose, initialize_config_dir
-from scipy.special import expit
 from scipy.stats import norm
 
 from simstudy import ConfigError, Design

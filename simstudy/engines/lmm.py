@@ -14,7 +14,7 @@ Per-group cross-products are formed once, so each evaluation costs O(J q^3 + p^3
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numba
 import numpy as np

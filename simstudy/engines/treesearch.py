@@ -17,7 +17,7 @@ Gamma_0), then split like an ordered feature (no one-hot).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numba
 import numpy as np
