@@ -49,9 +49,11 @@ def _run(argv: list[str]) -> int:
             status["code"] = 2
             raise SystemExit(2) from None
         from .report.tables import write_report
-        write_report(out)
+        figures = bool(plain.get("figures", True))
+        write_report(out, figures=figures, designs=[d.name for d in study.designs])
         print(f"simstudy: study stored in {out}; summary table: {out / 'summary.md'} "
-              f"(and summary.csv); print it with `simstudy report {out}`")
+              f"(and summary.csv)" + (f", figures: {out / 'figures'}" if figures else "")
+              + f"; print the table with `simstudy report {out}`")
 
     sys.argv = ["simstudy run", *argv]
     try:

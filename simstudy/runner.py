@@ -24,8 +24,6 @@ from .metrics import METRICS, average_ranks, congruence, decisions, evaluate
 from .methods import load_plugins, make
 from .store import Store
 
-RUNTIME_KEYS = ("n_jobs", "backend", "batch_size", "progress", "overwrite", "out", "flush_seconds")
-
 
 def stable_id(name: str) -> int:
     """A platform- and session-independent integer for a name (Python's hash() is salted)."""

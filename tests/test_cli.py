@@ -14,7 +14,7 @@ import yaml
 from simstudy.store import read_congruence, read_metrics
 
 HERE = Path(__file__).parent
-SMALL = ["J=[4,5]", "n_j=6", "reps=4", "n_jobs=1", "progress=false"]
+SMALL = ["J=[4,5]", "n_j=6", "reps=4", "n_jobs=1", "progress=false", "figures=false"]
 
 
 def simstudy(*args, env=None, check=True, cwd=None):
@@ -28,9 +28,10 @@ def simstudy(*args, env=None, check=True, cwd=None):
 
 def test_run_and_report(tmp_path):
     out = tmp_path / "study"
-    simstudy("run", *SMALL, f"out={out}", cwd=tmp_path)
+    res = simstudy("run", *SMALL[:-1], "figures=true", f"out={out}", cwd=tmp_path)
     assert {p.name for p in out.iterdir()} >= {"metrics.parquet", "congruence.parquet",
-                                                "config.yaml"}
+                                                "config.yaml", "summary.md", "figures"}
+    assert (out / "figures" / "accuracy_design1.png").exists() and "summary.md" in res.stdout
     assert not any(tmp_path.glob("outputs")), "Hydra must not litter the working directory"
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     assert cfg["study"]["methods"][:2] == ["Q-base", "Q-fe"] and "Q-dm-rs" in cfg["study"]["methods"]

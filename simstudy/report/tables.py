@@ -77,8 +77,9 @@ def failures(metrics: pd.DataFrame) -> pd.DataFrame:
             .reset_index())
 
 
-def write_report(out, figures: bool = False) -> pd.DataFrame:
-    """Tables (and with `figures`, the paper's figures) from the store in `out`."""
+def write_report(out, figures: bool = False, designs=None) -> pd.DataFrame:
+    """Tables (and with `figures`, the paper's figures) from the store in `out`; figures only
+    for `designs` when given (a sweep job draws its own design)."""
     out = Path(out)
     read_config(out)                       # a clear error if `out` holds no study
     metrics = read_metrics(out)
@@ -97,6 +98,7 @@ def write_report(out, figures: bool = False) -> pd.DataFrame:
     tables.mkdir(exist_ok=True)
     from .figures import boxplots, conditions, congruence_matrix, four_metrics, heatmap
     for design in metrics["design"].unique():
+        draw = figures and (designs is None or design in designs)
         for J, n_j in conditions(metrics[metrics["design"] == design]):
             M = congruence_matrix(congruence, design, J, n_j, order)
             stem = f"{design}_J{J}_n{n_j}"
@@ -104,10 +106,10 @@ def write_report(out, figures: bool = False) -> pd.DataFrame:
             (tables / f"{stem}.md").write_text(
                 f"Congruence (mean share of equal decisions), {design}, (J, n_j) = ({J}, {n_j})\n\n"
                 + to_markdown((100 * M).round(1).reset_index(names="method"), digits=1))
-            if figures:
+            if draw:
                 heatmap(M, f"Congruence, {design}, (J, n_j) = ({J}, {n_j})",
                         out / "figures" / f"congruence_{stem}")
-        if figures:
+        if draw:
             boxplots(metrics, design, "accuracy", out / "figures" / f"accuracy_{design}")
             boxplots(metrics, design, "regret", out / "figures" / f"regret_{design}")
             four_metrics(metrics, design, out / "figures" / f"metrics_{design}")
