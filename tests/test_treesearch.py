@@ -113,3 +113,34 @@ def test_pt_method_aipw_scores_unbiased_and_scores_from_leaves():
         assert np.allclose(score[leaf == k], contrast[leaf == k].mean())
     acc = np.mean((m.benefit_score(rep.test) > 0) == rep.truth["d_opt"])
     assert acc > 0.75                           # a depth-2 tree on a linear rule
+
+
+def test_sequential_tree_is_at_least_the_first_and_consistent():
+    from simstudy.engines.treesearch import sequential_tree
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(200, 2))
+    G = np.column_stack([np.zeros(200), X[:, 0] * X[:, 1] + 0.3 * rng.normal(size=200)])
+    first = PolicyTreeSearch(1, min_leaf=10, split_points=30).fit(X, G)
+    seq = sequential_tree(X, G, 1, 1, min_leaf=10, split_points=30)
+    assert seq.reward >= first.reward - 1e-9
+    assert seq.reward == pytest.approx(G[np.arange(200), seq.predict(X)].sum())
+    assert max(len(p) for p, _ in seq.leaves()) == 2
+
+
+def test_constraint_caps_the_treated_share_and_tables_add_up():
+    from simstudy.engines.treesearch import constrained_tree, rules_table, welfare_table
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(300, 2))
+    G = np.column_stack([np.zeros(300), 0.5 + X[:, 0] + rng.normal(size=300)])
+    free = PolicyTreeSearch(2, min_leaf=15, split_points=30).fit(X, G)
+    assert np.mean(free.predict(X)) > 0.5
+    tree, cost, share = constrained_tree(X, G, 2, [1.0, 0.3], min_leaf=15, split_points=30)
+    assert share[1] <= 0.3 + 1e-12 and np.mean(tree.predict(X)) == pytest.approx(share[1])
+    assert cost[1] > 0 and cost[0] == 0
+    rules = rules_table(tree, X, G, ["a", "b"], ["control", "treat"])
+    assert rules["n"].sum() == 300 and rules["share"].sum() == pytest.approx(1.0)
+    T = rng.integers(0, 2, 300)
+    w = welfare_table(tree, X, G, T, ["control", "treat"]).set_index("policy")
+    assert w.loc["observed", "welfare"] == pytest.approx(G[np.arange(300), T].mean())
+    assert w.loc["tree", "share_treat"] == pytest.approx(share[1])
+    assert w.loc["random", "welfare"] == pytest.approx(np.mean(T) * G[:, 1].mean())

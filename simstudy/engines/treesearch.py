@@ -213,3 +213,108 @@ class PolicyTreeSearch:
                 if r > best.reward + 1e-12 * max(1.0, abs(r)):
                     best = self._split_node(rows, j, pos, xs, srows, order, r, left, right)
         return best
+
+
+# ---------------------------------------------------------------------- mcf extensions
+def sequential_tree(X, Gamma, first: int, second: int, **search) -> Node:
+    """Sequentially optimal tree "a+b" (mcf): an optimal depth-a tree, then an optimal depth-b
+    tree inside each of its leaves (on the leaf's rows)."""
+    X = np.asarray(X, float)
+    G = np.asarray(Gamma, float)
+    root = PolicyTreeSearch(first, **search).fit(X, G)
+    leaf_of = root.apply(X)
+
+    def graft(node: Node, counter=iter(range(10 ** 6))):
+        if node.is_leaf:
+            rows = np.flatnonzero(leaf_of == next(counter))
+            if len(rows) == 0 or second == 0:
+                return node
+            return PolicyTreeSearch(second, **search).fit(X[rows], G[rows])
+        node.left = graft(node.left, counter)
+        node.right = graft(node.right, counter)
+        node.reward = node.left.reward + node.right.reward
+        return node
+    return graft(root)
+
+
+def constrained_tree(X, Gamma, depth: int, max_share, rounds: int = 30, **search):
+    """Tree respecting maximum shares per treatment (mcf): costs c_d >= 0 are subtracted from the
+    scores, Gamma_id - c_d, and raised by bisection (treatment by treatment, repeated) until
+    every share on the training data is <= max_share[d]. Returns (tree, costs, shares)."""
+    X = np.asarray(X, float)
+    G = np.asarray(Gamma, float)
+    D = G.shape[1]
+    cap = np.asarray(max_share, float)
+    if cap.shape != (D,) or np.any(cap <= 0) or np.any(cap > 1) or cap.sum() < 1:
+        raise ValueError(f"max_share must give D = {D} shares in (0, 1] summing to >= 1")
+    cost = np.zeros(D)
+
+    def fit(c):
+        tree = PolicyTreeSearch(depth, **search).fit(X, G - c)
+        share = np.bincount(tree.predict(X), minlength=D) / len(X)
+        return tree, share
+
+    tree, share = fit(cost)
+    span = np.abs(G).max() * 2 + 1.0
+    for _ in range(3):
+        for d in np.flatnonzero(share > cap + 1e-12):
+            lo, hi = cost[d], cost[d] + span
+            for _ in range(rounds):
+                mid = (lo + hi) / 2
+                c = cost.copy()
+                c[d] = mid
+                if fit(c)[1][d] <= cap[d] + 1e-12:
+                    hi = mid
+                else:
+                    lo = mid
+            cost[d] = hi
+            tree, share = fit(cost)
+        if np.all(share <= cap + 1e-12):
+            break
+    # the reported reward is on the original scores
+    leaf_action = tree.predict(X)
+    tree.reward = float(G[np.arange(len(G)), leaf_action].sum())
+    return tree, cost, share
+
+
+def rules_table(tree: Node, X, Gamma, feature_names=None, action_names=None):
+    """One row per leaf (paper Appendix A.4): conditions, action, n, share, mean scores."""
+    import pandas as pd
+    X = np.asarray(X, float)
+    G = np.asarray(Gamma, float)
+    names = feature_names or [f"x{j}" for j in range(X.shape[1])]
+    acts = action_names or list(range(G.shape[1]))
+    leaf = tree.apply(X)
+    rows = []
+    for k, (path, node) in enumerate(tree.leaves()):
+        conds = []
+        for j, op, v in path:
+            if op in ("in", "not in"):
+                conds.append(f"{names[j]} {op} {{{', '.join(str(int(c)) if float(c).is_integer() else str(c) for c in v)}}}")
+            else:
+                conds.append(f"{names[j]} {op} {v:.4g}")
+        idx = leaf == k
+        row = {"leaf": k, "rule": " & ".join(conds) or "(all)", "action": acts[node.action],
+               "n": int(idx.sum()), "share": float(idx.mean())}
+        for d, a in enumerate(acts):
+            row[f"mean_score_{a}"] = float(G[idx, d].mean()) if idx.any() else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def welfare_table(tree: Node, X, Gamma, observed, action_names=None):
+    """Welfare (mean score of the allocation) and treatment shares for the observed, a random
+    (observed shares, independent of X) and the tree allocation (paper Tables 1-3)."""
+    import pandas as pd
+    G = np.asarray(Gamma, float)
+    D = G.shape[1]
+    acts = action_names or list(range(D))
+    obs = np.asarray(observed, int)
+    share_obs = np.bincount(obs, minlength=D) / len(obs)
+    tree_a = tree.predict(X)
+    share_tree = np.bincount(tree_a, minlength=D) / len(tree_a)
+    rows = [("observed", G[np.arange(len(G)), obs].mean(), share_obs),
+            ("random", float(G.mean(0) @ share_obs), share_obs),
+            ("tree", G[np.arange(len(G)), tree_a].mean(), share_tree)]
+    return pd.DataFrame([{"policy": p, "welfare": w, **{f"share_{a}": s[d] for d, a in enumerate(acts)}}
+                         for p, w, s in rows])
