@@ -10,6 +10,7 @@ and one replicate can be re-run alone (`run_replicate`).
 from __future__ import annotations
 
 import math
+import os
 import time
 import traceback
 import zlib
@@ -208,7 +209,7 @@ def _run_batch(cfg: StudyConfig, design: Design, J: int, n_j: int, replicates: l
 
 # ---------------------------------------------------------------------- the study
 def _batches(cfg: StudyConfig, done: set[tuple]) -> list[tuple[Design, int, int, list[int]]]:
-    workers = cfg.n_jobs if cfg.n_jobs > 0 else max(1, (__import__("os").cpu_count() or 1))
+    workers = cfg.n_jobs if cfg.n_jobs > 0 else max(1, os.cpu_count() or 1)
     out = []
     for design, J, n_j in cfg.conditions():
         todo = [r for r in range(cfg.reps) if (design.name, J, n_j, r) not in done]

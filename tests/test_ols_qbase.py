@@ -50,3 +50,15 @@ def test_qbase_custom_moderators_and_missing_column():
                        ref.params["T"] + ref.params["T:X3"] * rep.test["X3"])
     with pytest.raises(KeyError, match="missing columns.*X9"):
         make("Q-base", {"moderators": ["X9"]}).fit(rep.train)
+
+
+def test_fixed_effects_ols_equals_dummy_regression():
+    from simstudy.engines.ols import fixed_effects_ols
+    rep = Design().simulate(np.random.default_rng(12), 7, 20)
+    d = rep.train
+    fit, alpha = fixed_effects_ols(d[["X1", "X2"]].to_numpy(), d["Y"].to_numpy(),
+                                   d["site"].to_numpy())
+    ref = smf.ols("Y ~ X1 + X2 + C(site)", d).fit()
+    np.testing.assert_allclose(fit.coef, ref.params[["X1", "X2"]], rtol=1e-9)
+    np.testing.assert_allclose(alpha[d["site"]] + d[["X1", "X2"]].to_numpy() @ fit.coef,
+                               ref.fittedvalues, rtol=1e-9)

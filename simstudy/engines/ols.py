@@ -75,3 +75,20 @@ def ols(X: np.ndarray, y: np.ndarray, names: list[str] | None = None, tol: float
     rank = int(keep.sum())
     sigma = float(np.sqrt(resid @ resid / (n - rank))) if n > rank else np.nan
     return OLSFit(coef, names, [nm for nm, k in zip(names, keep) if not k], rank, resid, sigma)
+
+
+def fixed_effects_ols(X: np.ndarray, y: np.ndarray, codes: np.ndarray, J: int | None = None,
+                      names: list[str] | None = None) -> tuple[OLSFit, np.ndarray]:
+    """lm(y ~ X + factor(site)) by the within transformation (Frisch-Waugh-Lovell): slopes b from
+    site-de-meaned data, site intercepts alpha_j = mean_j(y - X b) (NaN for a code with no rows).
+    Fitted values are alpha[codes] + X b; columns constant within every site are aliased."""
+    from .groups import demean
+    X = np.asarray(X, float)
+    y = np.asarray(y, float)
+    J = int(codes.max()) + 1 if J is None else J
+    fit = ols(demean(X, codes), demean(y, codes), names)
+    resid = y - X @ np.nan_to_num(fit.coef)
+    counts = np.bincount(codes, minlength=J)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        alpha = np.bincount(codes, weights=resid, minlength=J) / counts
+    return fit, alpha

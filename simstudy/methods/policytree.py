@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..engines.groups import demean, group_means, site_codes
-from ..engines.ols import ols
+from ..engines.groups import group_means, site_codes
+from ..engines.ols import fixed_effects_ols
 from ..engines.treesearch import PolicyTreeSearch
 from .qlearning import DEFAULT_COVARIATES, DEFAULT_MODERATORS
 from .registry import Method, register
@@ -28,12 +28,9 @@ def aipw_scores(X, T, y, codes, J, folds) -> np.ndarray:
     mu = np.empty((n, 2))
     for k in np.unique(folds):
         test, train = folds == k, folds != k
-        c = codes[train]
-        b = np.nan_to_num(ols(demean(D[train], c), demean(y[train], c)).coef)
-        resid = y[train] - D[train] @ b
-        alpha_seen = np.bincount(c, weights=resid, minlength=J) / np.maximum(np.bincount(c, minlength=J), 1)
-        seen = np.bincount(c, minlength=J) > 0
-        alpha = np.where(seen, alpha_seen, alpha_seen[seen].mean())
+        fit, alpha = fixed_effects_ols(D[train], y[train], codes[train], J)
+        b = np.nan_to_num(fit.coef)
+        alpha = np.where(np.isnan(alpha), np.nanmean(alpha), alpha)   # site absent from the fold
         Xt = X[test]
         for t in (0, 1):
             Dt = np.column_stack([Xt, np.full(len(Xt), t), t * Xt])

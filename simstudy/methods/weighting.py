@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ..engines.groups import demean, group_means, site_codes
+from ..engines.groups import group_means, site_codes
 from ..engines.lasso import cv_lasso
-from ..engines.ols import ols
+from ..engines.ols import fixed_effects_ols, ols
 from .qlearning import DEFAULT_COVARIATES, DEFAULT_MODERATORS
 from .registry import Method, register
 
@@ -65,9 +65,8 @@ class Weighting(Method):
         if self.augment == "covariates":
             D = np.column_stack([np.ones(len(y)), X])
             return D @ np.nan_to_num(ols(D, y).coef)
-        Xw = demean(X, codes)
-        b = np.nan_to_num(ols(Xw, demean(y, codes)).coef)
-        return (y - demean(y, codes)) + Xw @ b
+        fit, alpha = fixed_effects_ols(X, y, codes)
+        return alpha[codes] + X @ np.nan_to_num(fit.coef)
 
     def _design(self, frame, codes, J, Tt):
         """x~ = T~ (1, V, S): dense part and sparse site dummies (first site is the reference)."""
