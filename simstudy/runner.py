@@ -199,6 +199,9 @@ def run_replicate(cfg: StudyConfig, design: Design, J: int, n_j: int, replicate:
 
 def _run_batch(cfg: StudyConfig, design: Design, J: int, n_j: int, replicates: list[int]):
     load_plugins(cfg.plugins)                 # workers import user methods too
+    if cfg.n_jobs != 1 and cfg.backend != "sequential":
+        import numba
+        numba.set_num_threads(1)              # the workers already use the cores
     rows, pairs = [], []
     for r in replicates:
         rr, pp = run_replicate(cfg, design, J, n_j, r)

@@ -50,6 +50,42 @@ def brute(X, G, depth, min_leaf=1, categorical=()):
 small = st.integers(0, 10_000)
 
 
+def brute_rec(X, G, depth, min_leaf=1, categorical=()):
+    """Optimal reward by plain recursion over EVERY split of every node (no histograms, no
+    candidate grids): R(S, l) = max(leaf, max_split R(L, l-1) + R(R, l-1)). Categorical
+    features: every subset of the node's categories where the search claims exactness (D = 2
+    at the level above the leaves), otherwise the prefixes of the node's order by mean contrast
+    (the mcf rule, which is what the search promises there)."""
+    def rec(rows, level):
+        sums = G[rows].sum(0)
+        best = sums.max()
+        if level == 0:
+            return best
+        a = int(np.argmax(sums))
+        for j in range(X.shape[1]):
+            x = X[rows, j]
+            vals = np.unique(x)
+            if j in categorical:
+                if level == 1 and G.shape[1] == 2:
+                    sets = [S for k in range(1, len(vals))
+                            for S in itertools.combinations(vals, k)]
+                else:
+                    Gr = G[rows]
+                    con = Gr[:, a] - (Gr.sum(1) - Gr[:, a]) / (G.shape[1] - 1)
+                    key = [-con[x == v].mean() for v in vals]
+                    order = vals[np.argsort(key, kind="stable")]
+                    sets = [order[:k] for k in range(1, len(vals))]
+                lefts = [np.isin(x, S) for S in sets]
+            else:
+                lefts = [x <= v for v in vals[:-1]]
+            for go in lefts:
+                if go.sum() < min_leaf or (~go).sum() < min_leaf:
+                    continue
+                best = max(best, rec(rows[go], level - 1) + rec(rows[~go], level - 1))
+        return best
+    return rec(np.arange(len(G)), depth)
+
+
 @settings(max_examples=25, deadline=None)
 @given(seed=small, depth=st.sampled_from([1, 2]), D=st.sampled_from([2, 3]))
 def test_equals_brute_force_with_ties(seed, depth, D):
@@ -144,3 +180,67 @@ def test_constraint_caps_the_treated_share_and_tables_add_up():
     assert w.loc["observed", "welfare"] == pytest.approx(G[np.arange(300), T].mean())
     assert w.loc["tree", "share_treat"] == pytest.approx(share[1])
     assert w.loc["random", "welfare"] == pytest.approx(np.mean(T) * G[:, 1].mean())
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=small, depth=st.sampled_from([1, 2, 3]), D=st.sampled_from([2, 3, 4]),
+       min_leaf=st.sampled_from([1, 2, 3]))
+def test_equals_recursive_brute_force(seed, depth, D, min_leaf):
+    """Depth 1-3, several D, ties in X and in Gamma, minimum leaf sizes."""
+    rng = np.random.default_rng(seed)
+    n = {1: 20, 2: 12, 3: 9}[depth]
+    X = np.column_stack([rng.integers(0, 5, n), rng.normal(size=n), rng.integers(0, 2, n)])
+    G = np.round(rng.normal(size=(n, D)), 1)
+    tree = PolicyTreeSearch(depth=depth, min_leaf=min_leaf).fit(X, G)
+    assert tree.reward == pytest.approx(brute_rec(X, G, depth, min_leaf))
+    assert tree.reward == pytest.approx(G[np.arange(n), tree.predict(X)].sum())
+    assert min(leaf.n for _, leaf in tree.leaves()) >= min_leaf
+    assert max(len(path) for path, _ in tree.leaves()) <= depth
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=small, depth=st.sampled_from([1, 2, 3]), D=st.sampled_from([2, 3]))
+def test_categorical_equals_recursive_brute_force(seed, depth, D):
+    rng = np.random.default_rng(seed)
+    n = {1: 16, 2: 12, 3: 9}[depth]
+    X = np.column_stack([rng.integers(0, 4, n) * 10.0, rng.integers(0, 3, n)])
+    G = np.round(rng.normal(size=(n, D)), 1)
+    tree = PolicyTreeSearch(depth=depth, categorical=[0]).fit(X, G)
+    assert tree.reward == pytest.approx(brute_rec(X, G, depth, categorical=[0]))
+    assert tree.reward == pytest.approx(G[np.arange(n), tree.predict(X)].sum())
+
+
+def test_split_points_grid():
+    """A >= the number of distinct values is the exact search; a coarser grid never beats it;
+    the thresholds are data values and the per-level sizes are A, A/2, A/4."""
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(400, 3))
+    G = np.column_stack([np.zeros(400), np.sin(3 * X[:, 0]) + X[:, 1] * X[:, 2]
+                         + rng.normal(size=400)])
+    exact = PolicyTreeSearch(depth=2, min_leaf=5).fit(X, G)
+    same = PolicyTreeSearch(depth=2, min_leaf=5, split_points=1000).fit(X, G)
+    assert same.reward == pytest.approx(exact.reward)
+    approx = PolicyTreeSearch(depth=3, min_leaf=5, split_points=16)
+    t = approx.fit(X, G)
+    assert t.reward <= PolicyTreeSearch(depth=3, min_leaf=5, split_points=64).fit(X, G).reward + 1e-9
+    assert [len(approx.thr_[level][0]) for level in (1, 2, 3)] == [16, 8, 4]
+    for _, leaf in t.leaves():
+        assert leaf.n >= 5
+    node = t
+    while not node.is_leaf:
+        assert node.threshold in set(X[:, node.feature])
+        node = node.left
+
+
+def test_drawn_tree_shows_every_split_and_leaf(tmp_path):
+    from simstudy.report.figures import policy_tree
+    rng = np.random.default_rng(1)
+    X = np.column_stack([rng.normal(size=400), rng.integers(0, 4, 400)])
+    G = np.column_stack([np.zeros(400), X[:, 0] * (X[:, 1] - 1.5) + rng.normal(size=400)])
+    tree = PolicyTreeSearch(2, 20, 50, categorical=[1]).fit(X, G)
+    fig = policy_tree(tree, ["age", "cat1"], ["control", "treat"])
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    leaves = list(tree.leaves())
+    assert sum(t.startswith(("control", "treat")) for t in texts) == len(leaves)
+    assert any(t.startswith("age <=") for t in texts) and any("cat1 in {" in t for t in texts)
+    assert policy_tree(tree, out=tmp_path / "tree").exists()

@@ -5,16 +5,25 @@ Given features X (n x p) and a score matrix Gamma (n x D, larger is better), fin
 depth <= L maximising sum_i Gamma_i(action of i's leaf), every leaf one action:
 
     R(node, 0) = max_d sum_{i in node} Gamma_id
-    R(node, l) = max( R(node, 0), max_{j, s} R(left_js, l - 1) + R(right_js, l - 1) )
+    R(node, l) = max( R(node, 0), max_{j, s in S_l(j)} R(left_js, l - 1) + R(right_js, l - 1) )
 
-over every feature j and candidate split s leaving at least `min_leaf` rows on each side.
-Depth-1 subproblems run compiled: one sorted pass with prefix sums per feature. Candidate
-splits: every distinct value (A = None) or, as mcf, about A evaluation points at the level
-above the leaves, A/2 one level up, A/4 ... (quantiles of the node's values). Unordered
-categorical features split a SET of categories: categories ordered by their mean score of
-the best action against the rest (Gamma_best - mean over the other actions; D = 2: Gamma_1 -
-Gamma_0), then split like an ordered feature (no one-hot).
+over every feature j and candidate split s in the level's candidate set S_l(j), leaving at least
+`min_leaf` rows on each side. Candidate splits (mcf's approximation): at the level above the
+leaves (l = 1) about A thresholds per feature, at l = 2 A/2, at l = 3 A/4 ... -- order statistics
+of the training values at evenly spaced ranks (so monotone transforms of a feature change
+nothing); A = None means every distinct value (the exact search of policytree). Unordered
+categorical features split a SET of categories: within the node the categories are ordered by
+their mean contrast of the node's best action against the others (D = 2: Gamma_1 - Gamma_0)
+and then split like an ordered feature (no one-hot).
+
+The search is compiled (numba) and works on per-feature histograms of the scores over the
+candidate bins: a depth-1 search of a node is one prefix-sum pass over p x B bins; a depth-2
+search adds the node's rows bucket by bucket (in the order of the top feature) to left-hand
+histograms and runs both children's depth-1 searches at every top candidate, so it costs
+O(p (n p + B_2 p B_1) D) instead of re-sorting every child. Levels above 2 recurse over the
+depth-2 kernel. Memory: the bin codes, O(n p) per level.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -80,42 +89,185 @@ class Node:
             yield from self.right.leaves(path + ((name, ">", self.threshold),))
 
 
+_TOL = 1e-12
+
+
 @numba.njit(cache=True)
-def _best_depth1(xs_sorted, G_sorted, cand_mask, min_leaf):
-    """Best single split of one feature: rows sorted by x; a split after position i is allowed
-    where x changes, cand_mask[i] is set and both sides hold >= min_leaf rows.
-    Returns (reward, split position, left action, right action); position -1 = no split."""
-    n, D = G_sorted.shape
-    total = np.zeros(D)
-    for i in range(n):
+def _better(r, best):
+    return r > best + _TOL * max(1.0, abs(r))
+
+
+@numba.njit(cache=True)
+def _cat_order(H, C, B, best):
+    """Categories present in a node (H: (B, D) score sums, C: counts) ordered by decreasing
+    mean contrast of action `best` against the mean of the other actions (stable)."""
+    D = H.shape[1]
+    m = 0
+    for c in range(B):
+        if C[c] > 0:
+            m += 1
+    keys = np.empty(m)
+    cats = np.empty(m, np.int64)
+    i = 0
+    for c in range(B):
+        if C[c] > 0:
+            s = 0.0
+            for d in range(D):
+                s += H[c, d]
+            contrast = (H[c, best] - (s - H[c, best]) / (D - 1)) / C[c]
+            keys[i] = -contrast
+            cats[i] = c
+            i += 1
+    return cats[np.argsort(keys, kind="mergesort")]
+
+
+@numba.njit(cache=True)
+def _argmax(v):
+    a = 0
+    for d in range(1, v.shape[0]):
+        if v[d] > v[a]:
+            a = d
+    return a
+
+
+@numba.njit(cache=True)
+def _hist(rows, codes, nb, G):
+    """Per-feature histograms of a node: H[k, b, d] = sum of Gamma_d over the node's rows in
+    bin b of feature k, C[k, b] their count, and the node's totals."""
+    p = codes.shape[0]
+    D = G.shape[1]
+    H = np.zeros((p, nb.max(), D))
+    C = np.zeros((p, nb.max()), np.int64)
+    tot = np.zeros(D)
+    for r in rows:
         for d in range(D):
-            total[d] += G_sorted[i, d]
-    left = np.zeros(D)
-    best, best_i, best_l, best_r = -np.inf, -1, 0, 0
-    for i in range(n - 1):
-        for d in range(D):
-            left[d] += G_sorted[i, d]
-        if i + 1 < min_leaf or n - i - 1 < min_leaf:
-            continue
-        if xs_sorted[i] == xs_sorted[i + 1] or not cand_mask[i]:
-            continue
-        bl, al = -np.inf, 0
-        br, ar = -np.inf, 0
-        for d in range(D):
-            if left[d] > bl:
-                bl, al = left[d], d
-            if total[d] - left[d] > br:
-                br, ar = total[d] - left[d], d
-        if bl + br > best:
-            best, best_i, best_l, best_r = bl + br, i, al, ar
-    return best, best_i, best_l, best_r
+            tot[d] += G[r, d]
+        for k in range(p):
+            b = codes[k, r]
+            C[k, b] += 1
+            for d in range(D):
+                H[k, b, d] += G[r, d]
+    return H, C, tot
+
+
+@numba.njit(cache=True)
+def _best1(Ha, Ca, Hb, Cb, nb, iscat, tot, n, min_leaf):
+    """Best tree of depth <= 1 from a node's histograms H = Ha - Hb, C = Ca - Cb (a right-hand
+    child is node minus left; Hb = 0 otherwise): one prefix-sum pass per feature.
+    Returns (reward, feature, cut) -- cut i: the first i + 1 bins of the feature's order go
+    left (ordered: bins 0..i; categorical: the node's category order); feature -1 = a leaf."""
+    p = Ha.shape[0]
+    D = Ha.shape[2]
+    abest = _argmax(tot)
+    best, bk, bi = tot[abest], -1, -1
+    left = np.empty(D)
+    for k in range(p):
+        if iscat[k]:
+            order = _cat_order(Ha[k] - Hb[k], Ca[k] - Cb[k], nb[k], abest)
+            m = order.shape[0]
+        else:
+            order = np.empty(0, np.int64)
+            m = nb[k]
+        left[:] = 0.0
+        cl = 0
+        for i in range(m - 1):
+            b = order[i] if iscat[k] else i
+            c = Ca[k, b] - Cb[k, b]
+            if c == 0:
+                continue
+            for d in range(D):
+                left[d] += Ha[k, b, d] - Hb[k, b, d]
+            cl += c
+            if cl < min_leaf:
+                continue
+            if n - cl < min_leaf:
+                break
+            bl, br = -np.inf, -np.inf
+            for d in range(D):
+                if left[d] > bl:
+                    bl = left[d]
+                if tot[d] - left[d] > br:
+                    br = tot[d] - left[d]
+            if _better(bl + br, best):
+                best, bk, bi = bl + br, k, i
+    return best, bk, bi
+
+
+@numba.njit(cache=True, parallel=True)
+def _best2(rows, top, bot, nbt, nbb, iscat, G, min_leaf):
+    """Best tree of depth <= 2 of a node: for every top feature j (in parallel) the node's rows
+    are added bucket by bucket (top bins in order) to left-hand histograms over the bottom bins,
+    and at every top candidate both children's depth-1 searches run on histograms (right =
+    node - left). Returns (reward, feature, cut) as `_best1`; the same for any thread count."""
+    p = top.shape[0]
+    D = G.shape[1]
+    m = rows.shape[0]
+    Ht, Ct, tot = _hist(rows, bot, nbb, G)
+    abest = _argmax(tot)
+    rj = np.full(p, -np.inf)
+    ij = np.full(p, -1, np.int64)
+    for j in numba.prange(p):
+        B = nbt[j]
+        if iscat[j]:                      # categorical: top bins = bottom bins = categories
+            order = _cat_order(Ht[j], Ct[j], B, abest)
+            mo = order.shape[0]
+        else:
+            order = np.empty(0, np.int64)
+            mo = B
+        start = np.zeros(B + 1, np.int64)  # counting sort of the rows by top bin
+        for r in rows:
+            start[top[j, r] + 1] += 1
+        for b in range(B):
+            start[b + 1] += start[b]
+        fill = start[:-1].copy()
+        srt = np.empty(m, np.int64)
+        for r in rows:
+            b = top[j, r]
+            srt[fill[b]] = r
+            fill[b] += 1
+        HL = np.zeros_like(Ht)
+        CL = np.zeros_like(Ct)
+        Z = np.zeros_like(Ht)
+        Zc = np.zeros_like(Ct)
+        totL = np.zeros(D)
+        totR = np.empty(D)
+        nl = 0
+        for i in range(mo - 1):
+            b = order[i] if iscat[j] else i
+            if start[b + 1] == start[b]:
+                continue
+            for q in range(start[b], start[b + 1]):
+                r = srt[q]
+                for d in range(D):
+                    totL[d] += G[r, d]
+                for k in range(p):
+                    bb = bot[k, r]
+                    CL[k, bb] += 1
+                    for d in range(D):
+                        HL[k, bb, d] += G[r, d]
+            nl += start[b + 1] - start[b]
+            if nl < min_leaf:
+                continue
+            if m - nl < min_leaf:
+                break
+            for d in range(D):
+                totR[d] = tot[d] - totL[d]
+            r = (_best1(HL, CL, Z, Zc, nbb, iscat, totL, nl, min_leaf)[0]
+                 + _best1(Ht, Ct, HL, CL, nbb, iscat, totR, m - nl, min_leaf)[0])
+            if _better(r, rj[j]):
+                rj[j], ij[j] = r, i
+    best, bj, bi = tot[abest], -1, -1
+    for j in range(p):                    # merge in feature order: independent of threads
+        if ij[j] >= 0 and _better(rj[j], best):
+            best, bj, bi = rj[j], j, ij[j]
+    return best, bj, bi
 
 
 class PolicyTreeSearch:
     """Exact search over the candidate splits (module docstring)."""
 
     def __init__(self, depth: int = 2, min_leaf: int = 1, split_points: int | None = None,
-                 categorical=()):
+                 categorical=(), halve_split_points: bool = True):
         if not 1 <= int(depth) <= 4:
             raise ValueError(f"depth={depth}: allowed 1..4")
         if int(min_leaf) < 1:
@@ -123,96 +275,134 @@ class PolicyTreeSearch:
         if split_points is not None and int(split_points) < 2:
             raise ValueError(f"split_points={split_points}: None (every value) or >= 2")
         self.depth, self.min_leaf = int(depth), int(min_leaf)
-        self.split_points = split_points
-        self.categorical = set(categorical)
+        self.split_points = None if split_points is None else int(split_points)
+        self.categorical = set(int(c) for c in categorical)
+        self.halve_split_points = bool(halve_split_points)
 
     def fit(self, X, Gamma) -> Node:
         X = np.asarray(X, float)
-        G = np.asarray(Gamma, float)
+        G = np.ascontiguousarray(Gamma, float)
         if X.ndim != 2 or G.ndim != 2 or len(X) != len(G):
             raise ValueError(f"X {X.shape} and Gamma {G.shape} must be 2-D with the same rows")
         if G.shape[1] < 2:
             raise ValueError("Gamma needs one column per action, at least 2")
         if not (np.all(np.isfinite(X)) and np.all(np.isfinite(G))):
             raise ValueError("X and Gamma must be finite")
-        self.X_, self.G_ = X, G
-        return self._best(np.arange(len(X)), self.depth)
+        bad = [c for c in self.categorical if not 0 <= c < X.shape[1]]
+        if bad:
+            raise ValueError(f"categorical feature index {bad} outside 0..{X.shape[1] - 1}")
+        self.G_ = G
+        self._grids(X)
+        return self._search(np.arange(len(X)), self.depth)
 
-    # ------------------------------------------------------------------ search
-    def _leaf(self, rows) -> Node:
-        sums = self.G_[rows].sum(0)
-        a = int(np.argmax(sums))
-        return Node(float(sums[a]), len(rows), action=a)
-
-    def _candidates(self, level: int) -> int | None:
-        """A at the level above the leaves (level 1), A/2 at level 2, A/4 ..."""
+    # ------------------------------------------------------------------ candidates
+    def _level_points(self, level: int) -> int | None:
+        """A at the level above the leaves (level 1), A/2 at level 2, A/4 ... (the paper's
+        approximation); A at every level with halve_split_points=False (mcf 0.9's code)."""
         if self.split_points is None:
             return None
-        return max(2, int(self.split_points) // 2 ** (level - 1))
+        if not self.halve_split_points:
+            return self.split_points
+        return max(2, self.split_points // 2 ** (level - 1))
 
-    def _ordered(self, rows, j):
-        """(sorted x, sorted rows, category order or None) of feature j within the node."""
-        x = self.X_[rows, j]
-        if j in self.categorical:
-            G = self.G_[rows]
-            cats = np.unique(x)
-            best = int(np.argmax(G.sum(0)))
-            contrast = G[:, best] - (G.sum(1) - G[:, best]) / (G.shape[1] - 1)
-            mean = np.array([contrast[x == c].mean() for c in cats])
-            order = cats[np.argsort(-mean, kind="stable")]
-            rank = np.empty(len(x))
-            for r, c in enumerate(order):
-                rank[x == c] = r
-            idx = np.argsort(rank, kind="stable")
-            return rank[idx], rows[idx], order
-        idx = np.argsort(x, kind="stable")
-        return x[idx], rows[idx], None
+    def _grids(self, X):
+        """Per level: thresholds of every ordered feature (x <= t goes left), the bin codes of
+        the rows (number of thresholds below x; categorical: the category's index) and the
+        number of bins."""
+        n, p = X.shape
+        self.iscat_ = np.array([j in self.categorical for j in range(p)])
+        self.cats_ = {j: np.unique(X[:, j]) for j in self.categorical}
+        self.thr_, self.codes_, self.nb_ = {}, {}, {}
+        cache = {}
+        for level in range(1, self.depth + 1):
+            A = self._level_points(level)
+            if A not in cache:
+                thr, codes = [], np.empty((p, n), np.int64)
+                for j in range(p):
+                    x = X[:, j]
+                    if self.iscat_[j]:
+                        thr.append(self.cats_[j])
+                        codes[j] = np.searchsorted(self.cats_[j], x)
+                        continue
+                    xs = np.sort(x)
+                    u = np.unique(xs)
+                    if A is None or len(u) - 1 <= A:
+                        t = u[:-1]
+                    else:                  # order statistics at A evenly spaced ranks (mcf)
+                        half = n / A / 2
+                        t = np.unique(xs[np.linspace(half, n - 1 - half, A).astype(np.int64)])
+                        t = t[t < u[-1]]
+                    thr.append(t)
+                    codes[j] = np.searchsorted(t, x, side="left")
+                nb = np.array([len(t) if self.iscat_[j] else len(t) + 1
+                               for j, t in enumerate(thr)], np.int64)
+                cache[A] = (thr, codes, nb)
+            self.thr_[level], self.codes_[level], self.nb_[level] = cache[A]
 
-    def _mask(self, xs, level):
-        n = len(xs)
-        A = self._candidates(level)
-        mask = np.ones(max(n - 1, 0), np.bool_)
-        if A is None or n <= A:
-            return mask
-        # about A evaluation points: split positions at the node's quantiles
-        pos = np.unique(np.linspace(0, n - 1, A + 2)[1:-1].astype(int))
-        mask[:] = False
-        mask[np.minimum(pos, n - 2)] = True
-        return mask
+    # ------------------------------------------------------------------ search
+    def _order(self, rows, level, j):
+        """The node's bins of feature j in split order and each row's position in it."""
+        code = self.codes_[level][j, rows]
+        if not self.iscat_[j]:
+            return None, code
+        K = self.nb_[level][j]
+        G = self.G_[rows]
+        H = np.stack([np.bincount(code, weights=G[:, d], minlength=K)
+                      for d in range(G.shape[1])], axis=1)
+        C = np.bincount(code, minlength=K)
+        order = _cat_order(H, C, K, _argmax(G.sum(0)))
+        pos = np.full(K, K, np.int64)
+        pos[order] = np.arange(len(order))
+        return order, pos[code]
 
-    def _split_node(self, rows, j, pos, xs, srows, order, reward, left, right) -> Node:
-        if order is not None:
-            cats = tuple(order[: int(xs[pos]) + 1].tolist())
-            return Node(reward, len(rows), feature=j, categories=cats, left=left, right=right)
-        thr = float(xs[pos])
-        return Node(reward, len(rows), feature=j, threshold=thr, left=left, right=right)
-
-    def _best(self, rows, level) -> Node:
-        leaf = self._leaf(rows)
-        if level == 0 or len(rows) < 2 * self.min_leaf:
-            return leaf
-        best = leaf
-        for j in range(self.X_.shape[1]):
-            xs, srows, order = self._ordered(rows, j)
-            mask = self._mask(xs, level)
+    def _best(self, rows, level):
+        """(reward, feature, cut) of the best tree of depth <= level on these rows."""
+        if level == 0:
+            tot = self.G_[rows].sum(0)
+            return float(tot.max()), -1, -1
+        if level == 1 or len(rows) < 2 * self.min_leaf:
+            H, C, tot = _hist(rows, self.codes_[1], self.nb_[1], self.G_)
             if level == 1:
-                r, pos, al, ar = _best_depth1(xs, self.G_[srows], mask, self.min_leaf)
-                if pos >= 0 and r > best.reward + 1e-12 * max(1.0, abs(r)):
-                    lsum = self.G_[srows[:pos + 1]].sum(0)
-                    left = Node(float(lsum[al]), pos + 1, action=int(al))
-                    right = Node(float(r - lsum[al]), len(rows) - pos - 1, action=int(ar))
-                    best = self._split_node(rows, j, pos, xs, srows, order, float(r), left, right)
-                continue
-            n = len(xs)
-            for pos in range(self.min_leaf - 1, n - self.min_leaf):
-                if xs[pos] == xs[pos + 1] or not mask[pos]:
+                return _best1(H, C, np.zeros_like(H), np.zeros_like(C), self.nb_[1],
+                              self.iscat_, tot, len(rows), self.min_leaf)
+            return float(tot.max()), -1, -1
+        if level == 2:
+            return _best2(rows, self.codes_[2], self.codes_[1], self.nb_[2], self.nb_[1],
+                          self.iscat_, self.G_, self.min_leaf)
+        tot = self.G_[rows].sum(0)
+        best, bj, bi = float(tot.max()), -1, -1
+        m = len(rows)
+        for j in range(len(self.iscat_)):
+            _, pos = self._order(rows, level, j)
+            idx = np.argsort(pos, kind="stable")
+            srows, spos = rows[idx], pos[idx]
+            cuts = np.flatnonzero(np.diff(spos)) + 1      # a cut after each present bin
+            for c in cuts:
+                if c < self.min_leaf:
                     continue
-                left = self._best(srows[:pos + 1], level - 1)
-                right = self._best(srows[pos + 1:], level - 1)
-                r = left.reward + right.reward
-                if r > best.reward + 1e-12 * max(1.0, abs(r)):
-                    best = self._split_node(rows, j, pos, xs, srows, order, r, left, right)
-        return best
+                if m - c < self.min_leaf:
+                    break
+                r = (self._best(srows[:c], level - 1)[0]
+                     + self._best(srows[c:], level - 1)[0])
+                if r > best + _TOL * max(1.0, abs(r)):
+                    best, bj, bi = r, j, int(spos[c - 1])
+        return best, bj, bi
+
+    def _search(self, rows, level) -> Node:
+        reward, j, i = self._best(rows, level)
+        if j < 0:
+            sums = self.G_[rows].sum(0)
+            a = int(np.argmax(sums))
+            return Node(float(sums[a]), len(rows), action=a)
+        order, pos = self._order(rows, level, j)
+        go = pos <= i
+        left = self._search(rows[go], level - 1)
+        right = self._search(rows[~go], level - 1)
+        if order is None:
+            return Node(float(reward), len(rows), feature=j, threshold=float(self.thr_[level][j][i]),
+                        left=left, right=right)
+        cats = tuple(self.cats_[j][np.sort(order[: i + 1])].tolist())
+        return Node(float(reward), len(rows), feature=j, categories=cats, left=left, right=right)
 
 
 # ---------------------------------------------------------------------- mcf extensions

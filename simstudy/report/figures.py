@@ -5,7 +5,8 @@
 - the four-metric version: accuracy, F1, rank correlation, AUC (Figs 10-12, 14);
 - congruence heatmaps: upper triangle coloured, lower triangle the numbers, weighting methods
   in reverse order as the paper lists them (Figs 2, 4, 13, 15);
-- beyond the paper: regret and value per method.
+- beyond the paper: regret and value per method;
+- a drawn policy tree (Bodory, Mascolo & Lechner 2024, Figs 2, 4, 6).
 """
 from __future__ import annotations
 
@@ -153,6 +154,64 @@ def heatmap(M: pd.DataFrame, title: str, out: Path | None = None):
     ax.set_xticks(np.arange(n) + 0.5, M.columns, rotation=60, ha="right", fontsize=8)
     ax.set_yticks(np.arange(n) + 0.5, M.index, rotation=0, fontsize=8)
     ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+def _condition(node, names, left: bool) -> str:
+    name = names[node.feature]
+    if node.categories is not None:
+        cats = ", ".join(f"{c:g}" for c in node.categories)
+        return f"{name} {'in' if left else 'not in'} {{{cats}}}"
+    return f"{name} {'<=' if left else '>'} {node.threshold:.4g}"
+
+
+def policy_tree(tree, feature_names=None, action_names=None, title: str = "",
+                out: Path | None = None):
+    """Draw a policy tree top-down: each split shows its condition (left branch = true), each
+    leaf its action, size and share of the sample; leaves coloured by action."""
+    leaves = list(tree.leaves())
+    n_total = tree.n
+    names = feature_names or [f"x{j}" for j in range(64)]
+    acts = action_names or [str(a) for a in range(16)]
+    depth = max(len(path) for path, _ in leaves)
+    fig, ax = plt.subplots(figsize=(max(5.0, 2.3 * len(leaves)), 1.6 * depth + 1.8))
+    colours = plt.get_cmap("Set2")
+    pos, counter = {}, iter(range(len(leaves)))
+
+    def place(node, level):
+        if node.is_leaf:
+            pos[id(node)] = (next(counter), -level)
+        else:
+            place(node.left, level + 1)
+            place(node.right, level + 1)
+            pos[id(node)] = ((pos[id(node.left)][0] + pos[id(node.right)][0]) / 2, -level)
+
+    def draw(node):
+        x, y = pos[id(node)]
+        if node.is_leaf:
+            text = f"{acts[node.action]}\nn = {node.n} ({100 * node.n / n_total:.1f}%)"
+            ax.text(x, y, text, ha="center", va="center", fontsize=8,
+                    bbox=dict(boxstyle="round", fc=colours(node.action % 8), ec="0.3"))
+            return
+        split = _condition(node, names, True)
+        ax.text(x, y, f"{split}\nn = {node.n}", ha="center", va="center", fontsize=8,
+                bbox=dict(boxstyle="round", fc="white", ec="0.3"))
+        for child, label in ((node.left, "yes"), (node.right, "no")):
+            cx, cy = pos[id(child)]
+            ax.annotate("", xy=(cx, cy + 0.25), xytext=(x, y - 0.25),
+                        arrowprops=dict(arrowstyle="->", color="0.4"))
+            ax.text((x + cx) / 2, (y + cy) / 2, label, fontsize=7, color="0.3",
+                    ha="center", va="center", bbox=dict(fc="white", ec="none", pad=0.5))
+            draw(child)
+
+    place(tree, 0)
+    draw(tree)
+    ax.set_xlim(-0.7, len(leaves) - 0.3)
+    ax.set_ylim(-depth - 0.6, 0.6)
+    ax.axis("off")
+    if title:
+        ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return _save(fig, out)
 
