@@ -12,6 +12,10 @@ commands:
                            `simstudy run --help` lists every key)
   report DIR [DIR ...]     summary table (mean, SD, Monte Carlo SE per metric, method and
                            condition) printed and written to DIR/summary.csv and summary.md
+  status DIR               replicates done per cell (point, design, J, n_j) of the planned ones,
+                           and the missing replicate ids
+  merge SRC [SRC ...] DEST add stores of the same study (e.g. gaps run on another machine)
+                           into DEST; a replicate already in DEST is never duplicated
   methods                  list the registered method names
   designs                  list the design presets in conf/design
 """
@@ -35,7 +39,7 @@ def _run(argv: list[str]) -> int:
     def job(cfg: DictConfig) -> None:
         plain = OmegaConf.to_container(cfg, resolve=True)
         try:
-            study = StudyConfig.from_config(plain)
+            study = StudyConfig.from_config(plain, point=swept_keys())
         except ConfigError as exc:
             print(f"simstudy: config error: {exc}", file=sys.stderr)
             status["code"] = 2
@@ -50,7 +54,8 @@ def _run(argv: list[str]) -> int:
             raise SystemExit(2) from None
         from .report.tables import write_report
         figures = bool(plain.get("figures", True))
-        write_report(out, figures=figures, designs=[d.name for d in study.designs])
+        write_report(out, figures=figures, designs=[d.name for d in study.designs],
+                     point=study.label)
         print(f"simstudy: study stored in {out}; summary table: {out / 'summary.md'} "
               f"(and summary.csv)" + (f", figures: {out / 'figures'}" if figures else "")
               + f"; print the table with `simstudy report {out}`")
@@ -61,6 +66,65 @@ def _run(argv: list[str]) -> int:
     except SystemExit as exc:
         return int(exc.code or status["code"])
     return status["code"]
+
+
+# keys that are not a sweep point: the store has columns for them, or they change how (not
+# what) is computed
+NOT_POINT = {"design", "design.name", "J", "n_j", "reps", "methods", "out", "n_jobs", "backend",
+             "batch_size", "flush_seconds", "progress", "figures", "overwrite", "plugins",
+             "dask_address", "replicates"}
+
+
+def swept_keys() -> dict[str, str]:
+    """The sweep point of this Hydra job: its command-line overrides other than NOT_POINT
+    (e.g. design.beta1=0.2, method_options.W-aug.nfolds=10), key -> value as written."""
+    from hydra.core.hydra_config import HydraConfig
+    point = {}
+    for item in HydraConfig.get().overrides.task:
+        key, _, value = item.partition("=")
+        key = key.lstrip("+~")
+        if key in NOT_POINT or key.startswith("hydra"):
+            continue
+        point[key] = value
+    return point
+
+
+def _status(argv: list[str]) -> int:
+    import argparse
+
+    from .report.tables import status_table
+    ap = argparse.ArgumentParser(prog="simstudy status",
+                                 description="Replicates done and missing per cell of a store.")
+    ap.add_argument("dir")
+    args = ap.parse_args(argv)
+    try:
+        table, text = status_table(args.dir)
+    except FileNotFoundError as exc:
+        print(f"simstudy status: {exc}", file=sys.stderr)
+        return 2
+    print(text)
+    return 0
+
+
+def _merge(argv: list[str]) -> int:
+    import argparse
+
+    from .designs import ConfigError
+    from .store import Store
+    ap = argparse.ArgumentParser(prog="simstudy merge",
+                                 description="Merge stores of the same study into DEST.")
+    ap.add_argument("sources", nargs="+")
+    ap.add_argument("dest")
+    args = ap.parse_args(argv)
+    with Store(args.dest) as dest:
+        for src in args.sources:
+            try:
+                added, present = dest.merge_from(src)
+            except (ConfigError, FileNotFoundError) as exc:
+                print(f"simstudy merge: {exc}", file=sys.stderr)
+                return 2
+            print(f"{src}: {added} replicates added, {present} already in {args.dest}")
+    return 0
 
 
 def _report(argv: list[str]) -> int:
@@ -80,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
         return _run(rest)
     if cmd == "report":
         return _report(rest)
+    if cmd == "status":
+        return _status(rest)
+    if cmd == "merge":
+        return _merge(rest)
     if cmd == "methods":
         from .methods import REGISTRY
         for name, (cls, preset) in sorted(REGISTRY.items()):

@@ -9,6 +9,7 @@ and one replicate can be re-run alone (`run_replicate`).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -23,7 +24,7 @@ import pandas as pd
 from .designs import ConfigError, Design, Replicate
 from .metrics import METRICS, average_ranks, congruence, decisions, evaluate
 from .methods import load_plugins, make
-from .store import Store
+from .store import Store, point_label
 
 
 def stable_id(name: str) -> int:
@@ -69,10 +70,14 @@ class StudyConfig:
     backend: str = "loky"
     batch_size: int | None = None       # None = automatic
     flush_seconds: float = 5.0
+    point: dict[str, str] = field(default_factory=dict)   # swept keys of this sweep point
+    replicates: tuple[int, int] | None = None             # run only [start, stop) of 0..reps-1
+    dask_address: str | None = None                       # backend=dask: scheduler or None
 
     @classmethod
-    def from_config(cls, cfg: Mapping) -> "StudyConfig":
-        """Validate a (Hydra/OmegaConf or plain) mapping; errors name the key and allowed values."""
+    def from_config(cls, cfg: Mapping, point: Mapping | None = None) -> "StudyConfig":
+        """Validate a (Hydra/OmegaConf or plain) mapping; errors name the key and allowed values.
+        `point`: the swept keys of this sweep point (the CLI takes them from Hydra's overrides)."""
         cfg = dict(cfg)
         plugins = [str(p) for p in _as_list(cfg.get("plugins") or [], "plugins")] \
             if cfg.get("plugins") else []
@@ -105,14 +110,23 @@ class StudyConfig:
         if n_jobs == 0:
             raise ConfigError("n_jobs=0: use a positive number of workers or -1 for all cores")
         backend = str(cfg.get("backend", "loky"))
-        if backend not in ("loky", "threading", "multiprocessing", "sequential"):
-            raise ConfigError(f"backend={backend!r}: allowed loky, threading, multiprocessing, "
-                              f"sequential")
+        if backend not in BACKENDS:
+            raise ConfigError(f"backend={backend!r}: allowed {', '.join(BACKENDS)}")
+        if backend == "dask":
+            try:
+                import distributed  # noqa: F401
+            except ImportError:
+                raise ConfigError("backend=dask needs dask.distributed: "
+                                  "pip install 'simstudy[dask]'") from None
+        reps_range = _replicate_range(cfg.get("replicates"), reps)
         bs = cfg.get("batch_size", "auto")
         batch_size = None if bs in (None, "auto") else _int(bs, "batch_size", 1)
         seed = _int(cfg.get("seed", 2024), "seed", 0)
+        address = cfg.get("dask_address")
         return cls(designs, J, n_j, reps, methods, seed, defaults, options, plugins,
-                   n_jobs, backend, batch_size, float(cfg.get("flush_seconds", 5.0)))
+                   n_jobs, backend, batch_size, float(cfg.get("flush_seconds", 5.0)),
+                   {str(k): str(v) for k, v in dict(point or {}).items()}, reps_range,
+                   None if address in (None, "", "local") else str(address))
 
     def identity(self) -> tuple[dict, dict]:
         """What makes two runs the same study (stored in config.yaml, checked on resume)."""
@@ -124,6 +138,35 @@ class StudyConfig:
 
     def conditions(self) -> list[tuple[Design, int, int]]:
         return [(d, J, n) for d in self.designs for J in self.J for n in self.n_j]
+
+    @property
+    def label(self) -> str:
+        return point_label(self.point)
+
+    def replicate_ids(self) -> range:
+        lo, hi = self.replicates or (0, self.reps)
+        return range(lo, hi)
+
+    def planned(self) -> list[dict]:
+        return [{"point": self.label, "design": d.name, "J": J, "n_j": n, "reps": self.reps}
+                for d, J, n in self.conditions()]
+
+
+BACKENDS = ("loky", "dask", "threading", "multiprocessing", "sequential")
+
+
+def _replicate_range(value, reps: int) -> tuple[int, int] | None:
+    """`replicates`: null/'all' = 0..reps-1, or 'start:stop' (Python slice, stop <= reps) to run
+    a share of the replicates here and the rest elsewhere (then `simstudy merge`)."""
+    if value in (None, "all", ""):
+        return None
+    try:
+        lo, hi = (int(v) for v in str(value).split(":"))
+    except ValueError:
+        raise ConfigError(f"replicates={value!r}: use 'start:stop', e.g. replicates=0:250") from None
+    if not 0 <= lo < hi <= reps:
+        raise ConfigError(f"replicates={value!r}: need 0 <= start < stop <= reps={reps}")
+    return lo, hi
 
 
 def _plain(obj):
@@ -163,7 +206,7 @@ def _error_text(exc: BaseException) -> str:
 def run_replicate(cfg: StudyConfig, design: Design, J: int, n_j: int, replicate: int
                   ) -> tuple[list[dict], list[tuple]]:
     """Fit every method on one replicate; a method that raises gives an error row."""
-    key = {"design": design.name, "J": J, "n_j": n_j, "replicate": replicate}
+    key = {"point": cfg.label, "design": design.name, "J": J, "n_j": n_j, "replicate": replicate}
     nan_metrics = {m: np.nan for m in METRICS}
     try:
         rep = simulate_replicate(cfg, design, J, n_j, replicate)
@@ -193,7 +236,8 @@ def run_replicate(cfg: StudyConfig, design: Design, J: int, n_j: int, replicate:
             values, status, error = nan_metrics, "error", _error_text(exc)
         rows.append({**key, "method": name, **values, "seconds": time.perf_counter() - t0,
                      "status": status, "error": error})
-    pairs = [(design.name, J, n_j, replicate, a, b, agree) for a, b, agree in congruence(decided)]
+    pairs = [(cfg.label, design.name, J, n_j, replicate, a, b, agree)
+             for a, b, agree in congruence(decided)]
     return rows, pairs
 
 
@@ -215,7 +259,7 @@ def _batches(cfg: StudyConfig, done: set[tuple]) -> list[tuple[Design, int, int,
     workers = cfg.n_jobs if cfg.n_jobs > 0 else max(1, os.cpu_count() or 1)
     out = []
     for design, J, n_j in cfg.conditions():
-        todo = [r for r in range(cfg.reps) if (design.name, J, n_j, r) not in done]
+        todo = [r for r in cfg.replicate_ids() if (cfg.label, design.name, J, n_j, r) not in done]
         if not todo:
             continue
         if cfg.batch_size:
@@ -228,6 +272,27 @@ def _batches(cfg: StudyConfig, done: set[tuple]) -> list[tuple[Design, int, int,
     return out
 
 
+@contextlib.contextmanager
+def _backend(cfg: StudyConfig):
+    """joblib's backend for the run; backend=dask connects a distributed Client to
+    `dask_address` or starts a LocalCluster of n_jobs single-threaded worker processes."""
+    if cfg.backend != "dask":
+        yield
+        return
+    import joblib
+    from distributed import Client, LocalCluster
+    with contextlib.ExitStack() as stack:
+        if cfg.dask_address:
+            client = stack.enter_context(Client(cfg.dask_address))
+        else:
+            workers = cfg.n_jobs if cfg.n_jobs > 0 else max(1, os.cpu_count() or 1)
+            cluster = stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1,
+                                                       processes=True, dashboard_address=None))
+            client = stack.enter_context(Client(cluster))
+        stack.enter_context(joblib.parallel_config(backend="dask"))
+        yield client
+
+
 def run_study(cfg: StudyConfig, out, overwrite: bool = False, progress: bool = True,
               run_config: dict | None = None) -> Store:
     """Run (or resume) the study into `out`; returns the store."""
@@ -236,11 +301,12 @@ def run_study(cfg: StudyConfig, out, overwrite: bool = False, progress: bool = T
 
     study, designs = cfg.identity()
     with Store(out) as store:
-        store.prepare(study, designs, _plain(run_config or {}), overwrite=overwrite)
+        store.prepare(study, designs, _plain(run_config or {}), overwrite=overwrite,
+                      point=cfg.point, planned=cfg.planned())
         done = store.done()
         batches = _batches(cfg, done)
         total = sum(len(b[3]) for b in batches)
-        n_all = len(cfg.conditions()) * cfg.reps
+        n_all = len(cfg.conditions()) * len(cfg.replicate_ids())
         bar = tqdm(total=total, disable=not progress, unit="rep", dynamic_ncols=True,
                    desc=f"replicates ({n_all - total} of {n_all} already done)" if total < n_all
                    else "replicates")
@@ -251,14 +317,18 @@ def run_study(cfg: StudyConfig, out, overwrite: bool = False, progress: bool = T
             nonlocal buf_rows, buf_pairs, last
             if buf_rows:
                 store.append(pd.DataFrame(buf_rows), pd.DataFrame(buf_pairs, columns=[
-                    "design", "J", "n_j", "replicate", "method_a", "method_b", "agreement"]))
+                    "point", "design", "J", "n_j", "replicate", "method_a", "method_b",
+                    "agreement"]))
             buf_rows, buf_pairs, last = [], [], time.monotonic()
 
+        stack = contextlib.ExitStack()
         try:
-            if cfg.n_jobs == 1 or cfg.backend == "sequential":
+            if cfg.backend != "dask" and (cfg.n_jobs == 1 or cfg.backend == "sequential"):
                 results: Iterable = (_run_batch(cfg, *b) for b in batches)
             else:
-                results = Parallel(n_jobs=cfg.n_jobs, backend=cfg.backend,
+                stack.enter_context(_backend(cfg))
+                results = Parallel(n_jobs=-1 if cfg.backend == "dask" else cfg.n_jobs,
+                                   backend=None if cfg.backend == "dask" else cfg.backend,
                                    return_as="generator_unordered")(
                     delayed(_run_batch)(cfg, *b) for b in batches)
             for n_done, rows, pairs in results:
@@ -273,5 +343,6 @@ def run_study(cfg: StudyConfig, out, overwrite: bool = False, progress: bool = T
         finally:
             flush()           # whatever finished is kept, also on Ctrl-C or an exception
             bar.close()
+            stack.close()
         store.consolidate()
     return store

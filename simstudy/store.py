@@ -1,18 +1,24 @@
 """The study store: tidy Parquet tables in an output directory, written atomically.
 
-    out/config.yaml          the study's identity (seed, methods, options, each design's
-                             parameters) and the last run's resolved config
-    out/metrics.parquet      design, J, n_j, replicate, method, accuracy ... status, error
-    out/congruence.parquet   design, J, n_j, replicate, method_a, method_b, agreement
+    out/config.yaml          per sweep point: its swept keys and the study's identity (seed,
+                             methods, options, each design's parameters); the planned cells;
+                             the last run's resolved config
+    out/metrics.parquet      point, design, J, n_j, replicate, method, accuracy ... status, error
+    out/congruence.parquet   point, design, J, n_j, replicate, method_a, method_b, agreement
     out/parts/*.parquet      chunks streamed during a run, merged at its end
 
-Every file is written to a temporary name and renamed, so a reader (or a run killed with
-SIGKILL) sees whole chunks or nothing. A replicate counts as done when its metrics rows
-exist; congruence chunks are written before metrics chunks and duplicates are dropped on
-read, so an interrupted run resumes without losing or duplicating anything.
+A sweep point is one setting of the swept keys (Hydra multirun over e.g. design.beta1 or a
+method option): label "key=value,..." ("" for a plain study). Every file is written to a
+temporary name and renamed, so a reader (or a run killed with SIGKILL) sees whole chunks or
+nothing. A replicate counts as done when its metrics rows exist; congruence chunks are written
+before metrics chunks and duplicates are dropped on read, so an interrupted run resumes
+without losing or duplicating anything, several runs (SLURM jobs of one sweep) may write one
+store at once, and merging two stores of the same study never duplicates a replicate. The
+lock is held only while config.yaml is checked/updated and while parts are merged.
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import shutil
@@ -27,7 +33,7 @@ import yaml
 from .designs import ConfigError
 from .metrics import METRICS
 
-KEY = ["design", "J", "n_j", "replicate"]
+KEY = ["point", "design", "J", "n_j", "replicate"]
 METRIC_COLUMNS = KEY + ["method", *METRICS, "seconds", "status", "error"]
 CONGRUENCE_COLUMNS = KEY + ["method_a", "method_b", "agreement"]
 TABLES = {"metrics": (METRIC_COLUMNS, KEY + ["method"]),
@@ -60,9 +66,10 @@ def write_yaml(obj: Any, path: Path) -> None:
 def _typed(df: pd.DataFrame, table: str) -> pd.DataFrame:
     cols, _ = TABLES[table]
     df = df.reindex(columns=cols)
+    df["point"] = df["point"].fillna("")              # stores written before sweep points
     for c in ("J", "n_j", "replicate"):
         df[c] = df[c].astype("int64")
-    for c in ("design", "method", "method_a", "method_b", "status"):
+    for c in ("point", "design", "method", "method_a", "method_b", "status"):
         if c in df:
             df[c] = df[c].astype("string")
     if "error" in df:
@@ -101,7 +108,37 @@ def read_config(out) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"{out} holds no study (no config.yaml); run `simstudy run out={out}`")
     with open(path) as fh:
-        return yaml.safe_load(fh)
+        cfg = yaml.safe_load(fh) or {}
+    if "points" not in cfg and "study" in cfg:           # a store written before sweep points
+        cfg["points"] = {"": {"keys": {}, "study": cfg.pop("study"),
+                              "designs": cfg.pop("designs", {})}}
+    cfg.setdefault("points", {})
+    cfg.setdefault("planned", [])
+    return cfg
+
+
+def point_label(keys: dict) -> str:
+    """'k1=v1,k2=v2' (sorted keys) for a sweep point; '' for none."""
+    return ",".join(f"{k}={keys[k]}" for k in sorted(keys))
+
+
+def study_methods(cfg: dict) -> list[str]:
+    """Every method of a store's points, in their configured order."""
+    out: list[str] = []
+    for point in cfg.get("points", {}).values():
+        out += [m for m in point["study"].get("methods", []) if m not in out]
+    return out
+
+
+def _merge_planned(planned: list[dict], new: list[dict]) -> list[dict]:
+    cells = {(c["point"], c["design"], c["J"], c["n_j"]): dict(c) for c in planned}
+    for c in new:
+        key = (c["point"], c["design"], c["J"], c["n_j"])
+        if key in cells:
+            cells[key]["reps"] = max(cells[key]["reps"], c["reps"])
+        else:
+            cells[key] = dict(c)
+    return list(cells.values())
 
 
 def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
@@ -124,50 +161,107 @@ class Store:
     def __enter__(self) -> "Store":
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "parts").mkdir(exist_ok=True)
-        self._lock = open(self.out / ".lock", "w")
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock.close()
-            raise ConfigError(f"out={self.out} is being written by another simstudy run; wait for it "
-                              f"or choose another out directory") from None
-        for tmp in self.out.rglob(".*.tmp"):          # leftovers of a killed writer
-            tmp.unlink()
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._lock is not None:
-            fcntl.flock(self._lock, fcntl.LOCK_UN)
-            self._lock.close()
-            self._lock = None
+        pass
+
+    @contextlib.contextmanager
+    def locked(self, timeout: float = 600.0):
+        """Exclusive lock for the short read-modify-write steps (config.yaml, merging parts)."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        fh = open(self.out / ".lock", "w")
+        t0 = time.monotonic()
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() - t0 > timeout:
+                    fh.close()
+                    raise ConfigError(f"out={self.out} stayed locked for {timeout:.0f} s; is a "
+                                      f"simstudy process stuck? remove {self.out / '.lock'} "
+                                      f"if not") from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            fh.close()
 
     def prepare(self, study: dict, designs: dict[str, dict], run_config: dict,
-                overwrite: bool = False) -> None:
-        """Check the stored study identity against this run's; refuse a different study.
-
-        `study` (seed, methods, options) must match exactly; each design name must keep its
-        parameters. New designs and new (J, n_j, reps) extend the store."""
-        path = self.out / "config.yaml"
-        if path.exists() and overwrite:
-            self.clear()
-        stored = read_config(self.out) if path.exists() else None
-        if stored is not None:
-            problems = _diff(stored.get("study", {}), study)
-            for name, params in designs.items():
-                if name in stored.get("designs", {}):
-                    problems += [f"design {name}: {p}" for p in
-                                 _diff(stored["designs"][name], params)]
-            if problems:
-                raise ConfigError(
-                    f"out={self.out} holds a study with a different config:\n  - "
-                    + "\n  - ".join(problems)
-                    + "\nUse another `out=...`, give a changed design a new `design.name=...`, "
-                      "or pass `overwrite=true` to delete the stored results.")
-            all_designs = {**stored.get("designs", {}), **designs}
-        else:
-            all_designs = dict(designs)
-        write_yaml({"study": study, "designs": all_designs, "last_run": run_config}, path)
+                overwrite: bool = False, point: dict | None = None,
+                planned: list[dict] | None = None) -> None:
+        """Check the stored identity of this sweep point against this run's; refuse a different
+        study. Within a point, `study` (seed, methods, options) must match exactly and each
+        design name must keep its parameters; new designs, new points and new (J, n_j, reps)
+        extend the store."""
+        point = dict(point or {})
+        label = point_label(point)
+        with self.locked():
+            path = self.out / "config.yaml"
+            if path.exists() and overwrite:
+                self.clear()
+            stored = read_config(self.out) if path.exists() else {"points": {}, "planned": []}
+            old = stored["points"].get(label)
+            if old is not None:
+                problems = _diff(old.get("study", {}), study)
+                for name, params in designs.items():
+                    if name in old.get("designs", {}):
+                        problems += [f"design {name}: {p}" for p in
+                                     _diff(old["designs"][name], params)]
+                if problems:
+                    where = f" (sweep point {label})" if label else ""
+                    raise ConfigError(
+                        f"out={self.out} holds a study with a different config{where}:\n  - "
+                        + "\n  - ".join(problems)
+                        + "\nUse another `out=...`, give a changed design a new `design.name=...`, "
+                          "or pass `overwrite=true` to delete the stored results.")
+                designs = {**old.get("designs", {}), **designs}
+            stored["points"][label] = {"keys": point, "study": study, "designs": designs}
+            stored["planned"] = _merge_planned(stored["planned"], planned or [])
+            stored["last_run"] = run_config
+            write_yaml(stored, path)
         self.consolidate()
+
+    def merge_from(self, src: str | Path) -> tuple[int, int]:
+        """Add another store of the same study (e.g. the gaps run on another machine): its
+        points must agree with ours where both have them; replicates already here are kept,
+        never duplicated. Returns (replicates added, replicates already present)."""
+        src_cfg = read_config(src)
+        with self.locked():
+            path = self.out / "config.yaml"
+            stored = read_config(self.out) if path.exists() else {"points": {}, "planned": []}
+            problems = []
+            for label, pt in src_cfg["points"].items():
+                old = stored["points"].get(label)
+                if old is None:
+                    continue
+                problems += [f"point {label!r}: {p}" for p in _diff(old["study"], pt["study"])]
+                for name in set(old["designs"]) & set(pt["designs"]):
+                    problems += [f"point {label!r} design {name}: {p}"
+                                 for p in _diff(old["designs"][name], pt["designs"][name])]
+            if problems:
+                raise ConfigError(f"cannot merge {src} into {self.out}: a different study\n  - "
+                                  + "\n  - ".join(problems))
+            for label, pt in src_cfg["points"].items():
+                old = stored["points"].get(label)
+                designs = {**(old or {}).get("designs", {}), **pt["designs"]}
+                stored["points"][label] = {**pt, "designs": designs}
+            stored["planned"] = _merge_planned(stored["planned"], src_cfg["planned"])
+            have = self.done()
+            m = read_metrics(src)
+            c = read_congruence(src)
+            reps = set(map(tuple, m[KEY].drop_duplicates().itertuples(index=False, name=None)))
+            new = reps - have
+            keep = pd.Series([k in new for k in m[KEY].itertuples(index=False, name=None)],
+                             dtype=bool, index=m.index)
+            keepc = pd.Series([k in new for k in c[KEY].itertuples(index=False, name=None)],
+                              dtype=bool, index=c.index)
+            self.append(m[keep], c[keepc])
+            write_yaml(stored, path)
+        self.consolidate()
+        return len(new), len(reps) - len(new)
 
     def clear(self) -> None:
         for name in ("metrics.parquet", "congruence.parquet", "config.yaml"):
@@ -177,7 +271,7 @@ class Store:
 
     # -------------------------------------------------------------- rows
     def done(self) -> set[tuple]:
-        """(design, J, n_j, replicate) of every finished replicate."""
+        """(point, design, J, n_j, replicate) of every finished replicate."""
         m = read_metrics(self.out)
         return set(map(tuple, m[KEY].drop_duplicates().itertuples(index=False, name=None)))
 
@@ -193,10 +287,15 @@ class Store:
     def consolidate(self) -> None:
         """Merge parts into the main tables (atomic), then delete the merged parts."""
         parts = self.out / "parts"
-        for table in TABLES:
-            files = sorted(parts.glob(f"{table}-*.parquet"))
-            if not files:
-                continue
-            write_parquet(read_table(self.out, table), self.out / f"{table}.parquet")
-            for f in files:
-                f.unlink()
+        with self.locked():
+            for tmp in self.out.rglob(".*.tmp"):      # leftovers of a writer killed long ago
+                with contextlib.suppress(OSError):
+                    if time.time() - tmp.stat().st_mtime > 3600:
+                        tmp.unlink()
+            for table in TABLES:
+                files = sorted(parts.glob(f"{table}-*.parquet"))
+                if not files:
+                    continue
+                write_parquet(read_table(self.out, table), self.out / f"{table}.parquet")
+                for f in files:
+                    f.unlink()

@@ -34,7 +34,8 @@ def test_run_and_report(tmp_path):
     assert (out / "figures" / "accuracy_design1.png").exists() and "summary.md" in res.stdout
     assert not any(tmp_path.glob("outputs")), "Hydra must not litter the working directory"
     cfg = yaml.safe_load((out / "config.yaml").read_text())
-    assert cfg["study"]["methods"][:2] == ["Q-base", "Q-fe"] and "Q-dm-rs" in cfg["study"]["methods"]
+    study = cfg["points"][""]["study"]
+    assert study["methods"][:2] == ["Q-base", "Q-fe"] and "Q-dm-rs" in study["methods"]
     m = read_metrics(out)
     assert len(m) == 2 * 4 * 17 and set(m.columns) >= {"accuracy", "f1", "spearman", "auc", "value",
                                                      "regret", "treated_share", "seconds"}
@@ -77,7 +78,7 @@ def test_multirun_sweep_into_one_store(tmp_path):
     m = read_metrics(out)
     assert set(m["design"]) == {"design1", "design2"}
     assert len(m) == 2 * 2 * 4 * 17
-    assert set(yaml.safe_load((out / "config.yaml").read_text())["designs"]) == {"design1", "design2"}
+    assert set(yaml.safe_load((out / "config.yaml").read_text())["points"][""]["designs"]) == {"design1", "design2"}
 
 
 def test_sigkill_mid_run_then_resume_loses_and_duplicates_nothing(tmp_path):

@@ -158,6 +158,48 @@ def heatmap(M: pd.DataFrame, title: str, out: Path | None = None):
     return _save(fig, out)
 
 
+def sweep_lines(summ: pd.DataFrame, x: str, metric: str = "accuracy", out: Path | None = None):
+    """A metric against a swept value: the mean over replicates +- 1.96 Monte Carlo SE as a
+    band, one line per method; one panel per setting of everything else that varies (design,
+    J, n_j, other swept keys). Reference rules (oracle, treat-all/none) are left out."""
+    df = summ[~summ["method"].isin(REFERENCE)].copy()
+    others = [c for c in df.columns if c not in (x, "point", "method") and c in
+              (["design", "J", "n_j"] + [k for k in df.columns if "." in k or k == "seed"])
+              and df[c].nunique() > 1]
+    groups = list(df.groupby(others, sort=True)) if others else [((), df)]
+    q, w = families(df["method"].unique())
+    methods = q + w
+    ncol = min(3, len(groups))
+    nrow = int(np.ceil(len(groups) / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(5.4 * ncol, 3.6 * nrow), squeeze=False)
+    cmap = plt.get_cmap("tab20")
+    for ax, (key, g) in zip(axes.ravel(), groups):
+        for i, m in enumerate(methods):
+            d = g[g["method"] == m].sort_values(x)
+            if d.empty:
+                continue
+            xv = d[x].to_numpy()
+            mean, se = d[f"{metric}_mean"].to_numpy(), d[f"{metric}_se"].fillna(0).to_numpy()
+            ls = "-" if m in q else "--"
+            ax.plot(xv, mean, ls, marker="o", ms=3, color=cmap(i % 20), label=m)
+            ax.fill_between(xv, mean - 1.96 * se, mean + 1.96 * se, color=cmap(i % 20), alpha=0.15)
+        key = key if isinstance(key, tuple) else (key,)
+        ax.set_title(", ".join(f"{k} = {v}" for k, v in zip(others, key)) or metric, fontsize=9)
+        ax.set_xlabel(x)
+        ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+        ax.grid(alpha=0.3)
+    for ax in axes.ravel()[len(groups):]:
+        ax.set_axis_off()
+    handles, labels = axes.ravel()[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    reps = f"R = {int(df['reps'].min())}-{int(df['reps'].max())}" if df["reps"].nunique() > 1 \
+        else f"R = {int(df['reps'].iloc[0])}"
+    fig.suptitle(f"{METRIC_LABELS.get(metric, metric)} against {x} (mean, band = +-1.96 Monte "
+                 f"Carlo SE; {reps} replicates per point)", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, out)
+
+
 def _condition(node, names, left: bool) -> str:
     name = names[node.feature]
     if node.categories is not None:
@@ -217,11 +259,13 @@ def policy_tree(tree, feature_names=None, action_names=None, title: str = "",
 
 
 def _save(fig, out: Path | None):
+    """Write out.png and out.pdf (out may contain dots: sweep labels) and close the figure."""
     if out is None:
         return fig
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out.with_suffix(".png"), dpi=130)
-    fig.savefig(out.with_suffix(".pdf"))
+    png, pdf = out.parent / f"{out.name}.png", out.parent / f"{out.name}.pdf"
+    fig.savefig(png, dpi=130, bbox_inches="tight")
+    fig.savefig(pdf, bbox_inches="tight")
     plt.close(fig)
-    return out.with_suffix(".png")
+    return png

@@ -11,20 +11,34 @@ import numpy as np
 import pandas as pd
 
 from ..metrics import METRICS
-from ..store import read_config, read_congruence, read_metrics
+from ..store import read_config, read_congruence, read_metrics, study_methods
 
-CONDITION = ["design", "J", "n_j"]
+CONDITION = ["point", "design", "J", "n_j"]
 
 
 def method_order(out) -> list[str] | None:
     try:
-        return list(read_config(out)["study"]["methods"])
+        return study_methods(read_config(out)) or None
     except (FileNotFoundError, KeyError, TypeError):
         return None
 
 
+def swept(out) -> pd.DataFrame:
+    """One row per sweep point: its label and the swept keys as columns (numbers where they
+    parse as numbers)."""
+    points = read_config(out)["points"]
+    df = pd.DataFrame([{"point": label, **pt.get("keys", {})} for label, pt in points.items()])
+    for c in df.columns[1:]:
+        num = pd.to_numeric(df[c], errors="coerce")
+        if num.notna().all():
+            df[c] = num
+    return df
+
+
 def summary(metrics: pd.DataFrame, order: list[str] | None = None) -> pd.DataFrame:
-    """One row per (design, J, n_j, method): reps, errors, <metric>_mean/_sd/_se."""
+    """One row per (point, design, J, n_j, method): reps, errors, <metric>_mean/_sd/_se."""
+    if "point" not in metrics:
+        metrics = metrics.assign(point="")
     rows = []
     for key, g in metrics.groupby(CONDITION + ["method"], sort=True, observed=True):
         ok = g[g["status"] == "ok"]
@@ -59,8 +73,9 @@ def to_markdown(df: pd.DataFrame, digits: int = 3) -> str:
 
 
 def compact(summ: pd.DataFrame, metrics=METRICS) -> pd.DataFrame:
-    """mean (MC SE) strings per metric, for printing."""
-    out = summ[CONDITION + ["method", "reps", "errors"]].copy()
+    """mean (MC SE) strings per metric, for printing (no point column in a plain study)."""
+    cond = CONDITION if (summ["point"] != "").any() else CONDITION[1:]
+    out = summ[cond + ["method", "reps", "errors"]].copy()
     for m in metrics:
         out[m] = [f"{a:.3f} ({s:.3f})" if np.isfinite(a) else "NaN"
                   for a, s in zip(summ[f"{m}_mean"], summ[f"{m}_se"].fillna(np.nan))]
@@ -77,9 +92,10 @@ def failures(metrics: pd.DataFrame) -> pd.DataFrame:
             .reset_index())
 
 
-def write_report(out, figures: bool = False, designs=None) -> pd.DataFrame:
-    """Tables (and with `figures`, the paper's figures) from the store in `out`; figures only
-    for `designs` when given (a sweep job draws its own design)."""
+def write_report(out, figures: bool = False, designs=None, point: str | None = None
+                 ) -> pd.DataFrame:
+    """Tables (and with `figures`, the paper's figures) from the store in `out`; per-cell
+    figures only for `designs` and sweep `point` when given (a sweep job draws its own)."""
     out = Path(out)
     read_config(out)                       # a clear error if `out` holds no study
     metrics = read_metrics(out)
@@ -87,6 +103,9 @@ def write_report(out, figures: bool = False, designs=None) -> pd.DataFrame:
         raise ValueError(f"{out} holds no finished replicates yet")
     order = method_order(out)
     summ = summary(metrics, order)
+    keys = swept(out)
+    if keys.shape[1] > 1:                  # the swept keys as columns
+        summ = summ.merge(keys, on="point", how="left")
     summ.to_csv(out / "summary.csv", index=False)
     (out / "summary.md").write_text(
         "Mean (Monte Carlo SE) over replicates; `reps` = successful fits, `errors` = failed.\n\n"
@@ -96,12 +115,27 @@ def write_report(out, figures: bool = False, designs=None) -> pd.DataFrame:
     congruence = read_congruence(out)
     tables = out / "congruence"
     tables.mkdir(exist_ok=True)
-    from .figures import boxplots, conditions, congruence_matrix, four_metrics, heatmap
+    from .figures import boxplots, conditions, congruence_matrix, four_metrics, heatmap, sweep_lines
+    # a metric against each swept value (and against J or n_j when 3+ values were run)
+    xs = [c for c in keys.columns[1:] if keys[c].nunique() > 1] + [
+        c for c in ("J", "n_j") if metrics[c].nunique() > 2]
+    for x in xs if figures else []:
+        for metric in ("accuracy", "regret"):
+            sweep_lines(summ, x, metric, out / "figures" / _safe(f"sweep_{metric}_vs_{x}"))
+    # figures and congruence tables per (sweep point, design): the label names both
+    metrics = metrics.assign(design=_cell_label(metrics))
+    congruence = congruence.assign(design=_cell_label(congruence))
+    if designs is not None or point is not None:
+        base = metrics["design"].str.split(" [", regex=False).str[0]
+        keep = base.isin(designs) if designs is not None else pd.Series(True, index=metrics.index)
+        if point is not None:
+            keep &= metrics["point"] == point
+        designs = set(metrics["design"][keep])
     for design in metrics["design"].unique():
         draw = figures and (designs is None or design in designs)
         for J, n_j in conditions(metrics[metrics["design"] == design]):
             M = congruence_matrix(congruence, design, J, n_j, order)
-            stem = f"{design}_J{J}_n{n_j}"
+            stem = _safe(f"{design}_J{J}_n{n_j}")
             M.to_csv(tables / f"{stem}.csv")
             (tables / f"{stem}.md").write_text(
                 f"Congruence (mean share of equal decisions), {design}, (J, n_j) = ({J}, {n_j})\n\n"
@@ -110,10 +144,66 @@ def write_report(out, figures: bool = False, designs=None) -> pd.DataFrame:
                 heatmap(M, f"Congruence, {design}, (J, n_j) = ({J}, {n_j})",
                         out / "figures" / f"congruence_{stem}")
         if draw:
-            boxplots(metrics, design, "accuracy", out / "figures" / f"accuracy_{design}")
-            boxplots(metrics, design, "regret", out / "figures" / f"regret_{design}")
-            four_metrics(metrics, design, out / "figures" / f"metrics_{design}")
+            boxplots(metrics, design, "accuracy", out / "figures" / _safe(f"accuracy_{design}"))
+            boxplots(metrics, design, "regret", out / "figures" / _safe(f"regret_{design}"))
+            four_metrics(metrics, design, out / "figures" / _safe(f"metrics_{design}"))
     return summ
+
+
+def _cell_label(df: pd.DataFrame) -> pd.Series:
+    """'design1' in a plain study, 'design1 [design.beta1=0.2]' at a sweep point."""
+    point = df["point"].astype(str)
+    return df["design"].astype(str).where(point == "", df["design"].astype(str) + " [" + point + "]")
+
+
+def _safe(name: str) -> str:
+    """A file name from a cell label."""
+    import re
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", name).strip("_")
+
+
+def status_table(out) -> tuple[pd.DataFrame, str]:
+    """Per planned cell (point, design, J, n_j): replicates planned, done (every method has a
+    row), failed fits, and the missing replicate ids as ranges; and a printable text."""
+    cfg = read_config(out)
+    m = read_metrics(out)
+    done = m.groupby(CONDITION, observed=True)["replicate"].agg(lambda r: set(r.tolist()))
+    errors = m[m["status"] != "ok"].groupby(CONDITION, observed=True).size()
+    cells = {(c["point"], c["design"], c["J"], c["n_j"]): c["reps"] for c in cfg["planned"]}
+    for key in done.index:                          # cells of older stores without a plan
+        cells.setdefault(key, max(done[key]) + 1)
+    rows = []
+    for key, reps in sorted(cells.items()):
+        have = done.get(key, set())
+        missing = sorted(set(range(reps)) - have)
+        rows.append({**dict(zip(CONDITION, key)), "planned": reps, "done": len(have & set(range(reps))),
+                     "extra": len(have - set(range(reps))), "failed_fits": int(errors.get(key, 0)),
+                     "missing": _ranges(missing)})
+    table = pd.DataFrame(rows, columns=CONDITION + ["planned", "done", "extra", "failed_fits",
+                                                    "missing"])
+    total, have = table["planned"].sum(), table["done"].sum()
+    text = (f"{out}: {have} of {total} planned replicates done"
+            + (f" ({100 * have / total:.1f}%)" if total else "") + "\n"
+            + table.to_string(index=False))
+    if have < total:
+        text += ("\nResume the gaps with the same `simstudy run` command (here or on a copy of "
+                 "the store elsewhere; `replicates=start:stop` runs a share), then "
+                 "`simstudy merge COPY " + str(out) + "`.")
+    return table, text
+
+
+def _ranges(ids: list[int]) -> str:
+    if not ids:
+        return "-"
+    out, start, prev = [], ids[0], ids[0]
+    for i in ids[1:] + [None]:
+        if i is not None and i == prev + 1:
+            prev = i
+            continue
+        out.append(f"{start}" if start == prev else f"{start}-{prev}")
+        if i is not None:
+            start = prev = i
+    return ",".join(out)
 
 
 def report_main(argv: list[str]) -> int:
