@@ -16,6 +16,8 @@ commands:
                            and the missing replicate ids
   merge SRC [SRC ...] DEST add stores of the same study (e.g. gaps run on another machine)
                            into DEST; a replicate already in DEST is never duplicated
+  apply --data F ...        the estimators, policy trees and rule values on one multisite
+                           trial (`simstudy apply --help`; `--example simulated`)
   methods                  list the registered method names
   designs                  list the design presets in conf/design
 """
@@ -144,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
         return _run(rest)
     if cmd == "report":
         return _report(rest)
+    if cmd == "apply":
+        from .apply import main as apply_main
+        return apply_main(rest)
     if cmd == "status":
         return _status(rest)
     if cmd == "merge":
