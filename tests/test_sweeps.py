@@ -1,9 +1,8 @@
 """Sweeps over any key into one store, backends, status, partial runs and merging (issue 7)."""
-import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from test_cli import HERE, simstudy
+from test_cli import simstudy
 
 from simstudy.runner import StudyConfig, run_study
 from simstudy.store import Store, read_congruence, read_metrics
