@@ -106,12 +106,12 @@ def write_report(out, figures: bool = False, designs=None, point: str | None = N
     keys = swept(out)
     if keys.shape[1] > 1:                  # the swept keys as columns
         summ = summ.merge(keys, on="point", how="left")
-    summ.to_csv(out / "summary.csv", index=False)
+    _plain_study(summ).to_csv(out / "summary.csv", index=False)
     (out / "summary.md").write_text(
         "Mean (Monte Carlo SE) over replicates; `reps` = successful fits, `errors` = failed.\n\n"
         + to_markdown(compact(summ)))
     fails = failures(metrics)
-    fails.to_csv(out / "failures.csv", index=False)
+    _plain_study(fails).to_csv(out / "failures.csv", index=False)
     congruence = read_congruence(out)
     tables = out / "congruence"
     tables.mkdir(exist_ok=True)
@@ -150,6 +150,13 @@ def write_report(out, figures: bool = False, designs=None, point: str | None = N
     return summ
 
 
+def _plain_study(df: pd.DataFrame) -> pd.DataFrame:
+    """Without sweep points the `point` column is empty: leave it out of the written tables."""
+    if "point" in df and (df["point"].astype(str) == "").all():
+        return df.drop(columns="point")
+    return df
+
+
 def _cell_label(df: pd.DataFrame) -> pd.Series:
     """'design1' in a plain study, 'design1 [design.beta1=0.2]' at a sweep point."""
     point = df["point"].astype(str)
@@ -184,7 +191,7 @@ def status_table(out) -> tuple[pd.DataFrame, str]:
     total, have = table["planned"].sum(), table["done"].sum()
     text = (f"{out}: {have} of {total} planned replicates done"
             + (f" ({100 * have / total:.1f}%)" if total else "") + "\n"
-            + table.to_string(index=False))
+            + _plain_study(table).to_string(index=False))
     if have < total:
         text += ("\nResume the gaps with the same `simstudy run` command (here or on a copy of "
                  "the store elsewhere; `replicates=start:stop` runs a share), then "
