@@ -259,27 +259,58 @@ def example(name: str, seed: int = 1) -> tuple[pd.DataFrame, dict]:
                     "X5"], moderators=["X3", "X4", "X5"], by="X4_group")
 
 
+def _from_config(args) -> None:
+    """Fill options not given on the command line from --config FILE (YAML)."""
+    if args.config:
+        import yaml
+        path = Path(args.config)
+        if not path.exists():
+            raise DataError(f"--config {path}: no such file")
+        cfg = yaml.safe_load(path.read_text()) or {}
+        unknown = sorted(set(cfg) - set(vars(args)) - {"drop-sites"})
+        if unknown:
+            raise DataError(f"--config {path}: unknown keys {unknown}; allowed "
+                            f"{sorted(k for k in vars(args) if k != 'config')}")
+        for key, value in cfg.items():
+            key = key.replace("-", "_")
+            if getattr(args, key) in (None, False):
+                setattr(args, key, value)
+    args.methods = args.methods or DEFAULT_METHODS
+    args.seed = 2024 if args.seed is None else int(args.seed)
+    for key in ("covariates", "moderators", "methods"):
+        value = getattr(args, key)
+        if isinstance(value, str):
+            setattr(args, key, value.split())
+
+
 def main(argv) -> int:
     ap = argparse.ArgumentParser(prog="simstudy apply", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = ap.add_mutually_exclusive_group(required=True)
-    src.add_argument("--data", help="csv or parquet file, one row per individual")
-    src.add_argument("--example", help=f"a built-in example: {', '.join(EXAMPLES)}")
+    ap.add_argument("--config", help="a YAML file with any of these options (data, outcome, "
+                    "treatment, site, covariates, moderators, methods, by, out, ...); options "
+                    "given on the command line win")
+    ap.add_argument("--data", help="csv or parquet file, one row per individual")
+    ap.add_argument("--example", help=f"a built-in example: {', '.join(EXAMPLES)}")
     ap.add_argument("--outcome")
     ap.add_argument("--treatment")
     ap.add_argument("--treated", help="the treated label when the treatment is not 0/1")
     ap.add_argument("--site")
     ap.add_argument("--covariates", nargs="+", default=None)
     ap.add_argument("--moderators", nargs="+", default=None)
-    ap.add_argument("--methods", nargs="+", default=DEFAULT_METHODS)
+    ap.add_argument("--methods", nargs="+", default=None, help="default: the 14 estimators")
     ap.add_argument("--by", help="grouping column for Figs 8-9 (shares and scores by group)")
     ap.add_argument("--dropna", action="store_true", help="drop rows with missing values")
     ap.add_argument("--drop-sites", action="store_true",
                     help="drop sites with one person or everyone / no one treated")
-    ap.add_argument("--seed", type=int, default=2024)
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--seed", type=int, default=None, help="default 2024")
+    ap.add_argument("--out")
     args = ap.parse_args(argv)
     try:
+        _from_config(args)
+        if bool(args.data) == bool(args.example):
+            raise DataError("give exactly one of --data FILE or --example NAME")
+        if not args.out:
+            raise DataError("--out DIR is required (where the outputs go)")
         if args.example:
             df, spec = example(args.example)
             print(EXAMPLES[args.example])

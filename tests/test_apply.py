@@ -104,3 +104,17 @@ def test_cli_errors_before_any_work(tmp_path):
                    str(tmp_path / "o"), check=False)
     assert res.returncode == 2 and "['X2'] not in the data (60 rows)" in res.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_config_file_gives_the_same_options(tmp_path):
+    p = tmp_path / "trial.parquet"
+    _trial().to_parquet(p)
+    cfg = tmp_path / "apply.yaml"
+    cfg.write_text(f"data: {p}\noutcome: Y\ntreatment: T\nsite: site\ncovariates: [X1, X2, X3]\n"
+                   f"moderators: [X3, X4]\nmethods: [Q-fe]\nout: {tmp_path / 'o'}\n")
+    simstudy("apply", "--config", str(cfg))
+    scores = pd.read_csv(tmp_path / "o" / "scores.csv")
+    assert "score_Q-fe" in scores and len(scores) == 60
+    cfg.write_text("data: x.csv\nsites: school\n")
+    res = simstudy("apply", "--config", str(cfg), "--out", str(tmp_path / "p"), check=False)
+    assert res.returncode == 2 and "unknown keys ['sites']" in res.stderr
