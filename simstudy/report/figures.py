@@ -172,7 +172,7 @@ def sweep_lines(summ: pd.DataFrame, x: str, metric: str = "accuracy", out: Path 
     ncol = min(3, len(groups))
     nrow = int(np.ceil(len(groups) / ncol))
     fig, axes = plt.subplots(nrow, ncol, figsize=(5.4 * ncol, 3.6 * nrow), squeeze=False)
-    cmap = plt.get_cmap("tab20")
+    cmap = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")
     for ax, (key, g) in zip(axes.ravel(), groups):
         for i, m in enumerate(methods):
             d = g[g["method"] == m].sort_values(x)
@@ -181,8 +181,9 @@ def sweep_lines(summ: pd.DataFrame, x: str, metric: str = "accuracy", out: Path 
             xv = d[x].to_numpy()
             mean, se = d[f"{metric}_mean"].to_numpy(), d[f"{metric}_se"].fillna(0).to_numpy()
             ls = "-" if m in q else "--"
-            ax.plot(xv, mean, ls, marker="o", ms=3, color=cmap(i % 20), label=m)
-            ax.fill_between(xv, mean - 1.96 * se, mean + 1.96 * se, color=cmap(i % 20), alpha=0.15)
+            ax.plot(xv, mean, ls, marker="o", ms=3, color=cmap(i % cmap.N), label=m)
+            ax.fill_between(xv, mean - 1.96 * se, mean + 1.96 * se, color=cmap(i % cmap.N),
+                            alpha=0.15)
         key = key if isinstance(key, tuple) else (key,)
         ax.set_title(", ".join(f"{k} = {v}" for k, v in zip(others, key)) or metric, fontsize=9)
         ax.set_xlabel(x)
