@@ -279,15 +279,20 @@ def _backend(cfg: StudyConfig):
     if cfg.backend != "dask":
         yield
         return
+    import logging
+
     import joblib
     from distributed import Client, LocalCluster
+    for name in ("distributed", "bokeh", "tornado"):     # Hydra's logging config says INFO
+        logging.getLogger(name).setLevel(logging.WARNING)
     with contextlib.ExitStack() as stack:
         if cfg.dask_address:
             client = stack.enter_context(Client(cfg.dask_address))
         else:
             workers = cfg.n_jobs if cfg.n_jobs > 0 else max(1, os.cpu_count() or 1)
             cluster = stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1,
-                                                       processes=True, dashboard_address=None))
+                                                       processes=True, dashboard_address=None,
+                                                       silence_logs=logging.WARNING))
             client = stack.enter_context(Client(cluster))
         stack.enter_context(joblib.parallel_config(backend="dask"))
         yield client
