@@ -129,15 +129,19 @@ def analyse(df, outcome, treatment, site, cov, mod, methods, by=None, seed=2024,
     defaults = {"covariates": cov, "moderators": mod, "features": mod, "site": site,
                 "treatment": treatment, "outcome": outcome}
     scores, decisions, errors = {}, {}, {}
+    import time
     for k, name in enumerate(methods):
+        t0 = time.perf_counter()
         try:
             m = make(name, None, defaults)
             m.random_state = seed + k
             s = np.asarray(m.fit(df).benefit_score(df), float)
             scores[name], decisions[name] = s, (s > 0).astype(int)
+            log(f"[{k + 1}/{len(methods)}] {name}: {100 * decisions[name].mean():.1f}% "
+                f"recommended for treatment ({time.perf_counter() - t0:.1f} s)")
         except Exception as exc:                                   # noqa: BLE001
             errors[name] = f"{type(exc).__name__}: {exc}"
-            log(f"{name}: failed ({errors[name]})")
+            log(f"[{k + 1}/{len(methods)}] {name}: failed ({errors[name]})")
     # doubly robust scores (cross-fitted, site fixed effects, site treated shares)
     labels, codes = site_codes(df[site])
     rng = np.random.default_rng(seed)
@@ -146,6 +150,7 @@ def analyse(df, outcome, treatment, site, cov, mod, methods, by=None, seed=2024,
                     df[outcome].to_numpy(float), codes, labels.size, fold)
     F = df[mod].to_numpy(float)
     trees, rules = {}, {}
+    log(f"policy trees of depth {', '.join(map(str, depths))} on cross-fitted doubly robust scores")
     for depth in depths:
         min_leaf = max(1, int(0.1 * len(df) / (2 * depth)))
         tree = PolicyTreeSearch(depth, min_leaf, 100).fit(F, G)
