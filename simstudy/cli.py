@@ -16,7 +16,7 @@ commands:
                            and the missing replicate ids
   merge SRC [SRC ...] DEST add stores of the same study (e.g. gaps run on another machine)
                            into DEST; a replicate already in DEST is never duplicated
-  apply --data F ...        the estimators, policy trees and rule values on one multisite
+  apply --data F ...       the estimators, policy trees and rule values on one multisite
                            trial (`simstudy apply --help`; `--example simulated`)
   methods                  list the registered method names
   designs                  list the design presets in conf/design
