@@ -70,14 +70,17 @@ def main():
     ap.add_argument("--mcf-python", required=True, help="python of a venv with mcf installed")
     ap.add_argument("--timeout", type=float, default=900, help="seconds allowed per mcf run")
     ap.add_argument("--out", default="results/bench_policytree.md", help="markdown copy of the table")
+    ap.add_argument("--blocks", default="a100,a10", help="which case blocks: a100, a10 or both")
     args = ap.parse_args()
     X, G = case_data(200, 3, 2, 0)                       # compile the kernels
     ours(X, G, 3, 10, 5, 1)
     ours(X, G, 3, 10, 5, 2)
-    blocks = [("A = 100", 100, [(n, p, D, depth) for depth in (2, 3) for p in (5, 10)
-                                for D in (2, 3) for n in (1000, 5000, 20000)]),
-              ("A = 10 (depth 3 where mcf finishes)", 10,
+    blocks = [("a100", "A = 100", 100, [(n, p, D, depth) for depth in (2, 3) for p in (5, 10)
+                                        for D in (2, 3) for n in (1000, 5000, 20000)]),
+              ("a10", "A = 10 (depth 3 where mcf finishes)", 10,
                [(n, p, D, 3) for p in (5, 10) for D in (2, 3) for n in (1000, 5000)])]
+    wanted = set(args.blocks.split(","))
+    blocks = [b[1:] for b in blocks if b[0] in wanted]
     head = (f"| {'n':>6} | {'p':>3} | {'D':>2} | depth | {'ours s':>8} | {'ours 2 thr s':>12} | "
             f"{'ours halving s':>14} | {'mcf s':>9} | {'ratio':>9} | {'welfare ours':>12} | "
             f"{'welfare mcf':>11} | ours >= mcf |")
