@@ -159,11 +159,11 @@ def analyse(df, outcome, treatment, site, cov, mod, methods, by=None, seed=2024,
         rules[depth] = rules_table(tree, F, G, mod, ["control", "treat"])
     n = len(df)
 
-    def value(d):
+    def value(rule, d):
         v = G[np.arange(n), d]
-        return v.mean(), v.std(ddof=1) / np.sqrt(n)
-    rows = [{"rule": r, "treated_share": float(np.mean(d)), "value": value(d)[0],
-             "value_se": value(d)[1]} for r, d in
+        return {"rule": rule, "treated_share": float(np.mean(d)), "value": v.mean(),
+                "value_se": v.std(ddof=1) / np.sqrt(n)}
+    rows = [value(r, d) for r, d in
             [("treat-all", np.ones(n, int)), ("treat-none", np.zeros(n, int)), *decisions.items()]]
     values = pd.DataFrame(rows)
     shares = values[~values["rule"].isin(["treat-all", "treat-none"])][["rule", "treated_share"]]

@@ -140,14 +140,21 @@ def _hist(rows, codes, nb, G):
     C = np.zeros((p, nb.max()), np.int64)
     tot = np.zeros(D)
     for r in rows:
-        for d in range(D):
-            tot[d] += G[r, d]
-        for k in range(p):
-            b = codes[k, r]
-            C[k, b] += 1
-            for d in range(D):
-                H[k, b, d] += G[r, d]
+        _add_row(H, C, tot, codes, G, r)
     return H, C, tot
+
+
+@numba.njit(cache=True, inline="always")
+def _add_row(H, C, tot, codes, G, r):
+    """Add row r's scores to the node totals and to every feature's histogram bin."""
+    D = G.shape[1]
+    for d in range(D):
+        tot[d] += G[r, d]
+    for k in range(codes.shape[0]):
+        b = codes[k, r]
+        C[k, b] += 1
+        for d in range(D):
+            H[k, b, d] += G[r, d]
 
 
 @numba.njit(cache=True)
@@ -237,14 +244,7 @@ def _best2(rows, top, bot, nbt, nbb, iscat, G, min_leaf):
             if start[b + 1] == start[b]:
                 continue
             for q in range(start[b], start[b + 1]):
-                r = srt[q]
-                for d in range(D):
-                    totL[d] += G[r, d]
-                for k in range(p):
-                    bb = bot[k, r]
-                    CL[k, bb] += 1
-                    for d in range(D):
-                        HL[k, bb, d] += G[r, d]
+                _add_row(HL, CL, totL, bot, G, srt[q])
             nl += start[b + 1] - start[b]
             if nl < min_leaf:
                 continue
