@@ -74,8 +74,7 @@ def to_markdown(df: pd.DataFrame, digits: int = 3) -> str:
 
 def compact(summ: pd.DataFrame, metrics=METRICS) -> pd.DataFrame:
     """mean (MC SE) strings per metric, for printing (no point column in a plain study)."""
-    cond = CONDITION if (summ["point"] != "").any() else CONDITION[1:]
-    out = summ[cond + ["method", "reps", "errors"]].copy()
+    out = _plain_study(summ[CONDITION + ["method", "reps", "errors"]]).copy()
     for m in metrics:
         out[m] = [f"{a:.3f} ({s:.3f})" if np.isfinite(a) else "NaN"
                   for a, s in zip(summ[f"{m}_mean"], summ[f"{m}_se"].fillna(np.nan))]
