@@ -10,6 +10,7 @@ import itertools
 import numpy as np
 
 METRICS = ("accuracy", "f1", "spearman", "auc", "value", "regret", "treated_share")
+DIAGNOSTICS = ("fits",)      # per-fit facts a method reports (Method.diagnostics), NaN if none
 
 
 def decisions(score) -> np.ndarray:

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .designs import ConfigError, Design, Replicate
-from .metrics import METRICS, average_ranks, congruence, decisions, evaluate
+from .metrics import DIAGNOSTICS, METRICS, average_ranks, congruence, decisions, evaluate
 from .methods import load_plugins, make
 from .store import Store, point_label
 
@@ -230,6 +230,8 @@ def run_replicate(cfg: StudyConfig, design: Design, J: int, n_j: int, replicate:
                 frame = rep.test
             score = np.asarray(method.benefit_score(frame), dtype=float)
             values = evaluate(score, rep.truth, delta_ranks)
+            values.update({k: float(v) for k, v in method.diagnostics().items()
+                           if k in DIAGNOSTICS})
             status, error = "ok", None
             decided[name] = decisions(score)
         except Exception as exc:                                   # noqa: BLE001

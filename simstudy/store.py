@@ -31,10 +31,10 @@ import pandas as pd
 import yaml
 
 from .designs import ConfigError
-from .metrics import METRICS
+from .metrics import DIAGNOSTICS, METRICS
 
 KEY = ["point", "design", "J", "n_j", "replicate"]
-METRIC_COLUMNS = KEY + ["method", *METRICS, "seconds", "status", "error"]
+METRIC_COLUMNS = KEY + ["method", *METRICS, "seconds", "status", "error", *DIAGNOSTICS]
 CONGRUENCE_COLUMNS = KEY + ["method_a", "method_b", "agreement"]
 TABLES = {"metrics": (METRIC_COLUMNS, KEY + ["method"]),
           "congruence": (CONGRUENCE_COLUMNS, KEY + ["method_a", "method_b"])}

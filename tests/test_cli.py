@@ -35,9 +35,9 @@ def test_run_and_report(tmp_path):
     assert not any(tmp_path.glob("outputs")), "Hydra must not litter the working directory"
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     study = cfg["points"][""]["study"]
-    assert study["methods"][:2] == ["Q-base", "Q-fe"] and "Q-dm-rs" in study["methods"]
+    assert study["methods"][:2] == ["Q-base", "Q-fe"] and {"Q-dm-rs", "PT"} <= set(study["methods"])
     m = read_metrics(out)
-    assert len(m) == 2 * 4 * 17 and set(m.columns) >= {"accuracy", "f1", "spearman", "auc", "value",
+    assert len(m) == 2 * 4 * 18 and set(m.columns) >= {"accuracy", "f1", "spearman", "auc", "value",
                                                      "regret", "treated_share", "seconds"}
     res = simstudy("report", str(out))
     assert "Q-base" in res.stdout and "accuracy" in res.stdout
@@ -77,7 +77,7 @@ def test_multirun_sweep_into_one_store(tmp_path):
     simstudy("run", "-m", "design=design1,design2", *SMALL, f"out={out}", cwd=tmp_path)
     m = read_metrics(out)
     assert set(m["design"]) == {"design1", "design2"}
-    assert len(m) == 2 * 2 * 4 * 17
+    assert len(m) == 2 * 2 * 4 * 18
     assert set(yaml.safe_load((out / "config.yaml").read_text())["points"][""]["designs"]) == {"design1", "design2"}
 
 

@@ -93,3 +93,20 @@ def test_different_study_in_out_is_refused_unless_overwrite(tmp_path):
 def test_bad_config_fails_fast(kw, msg):
     with pytest.raises(ConfigError, match=msg):
         cfg(**kw)
+
+
+def test_refit_counts_stored_and_independent_of_workers(tmp_path):
+    """The weighting refit loop draws its folds from the method's own seed: n_jobs does not
+    change anything, and the number of fits is stored per row and summarised by the report."""
+    from simstudy.report.tables import summary
+    c = dict(methods=["W-noaug", "WS-aug", "Q-base"], J=[25], n_j=[25], reps=8, plugins=[])
+    a = run_study(cfg(**c, n_jobs=1), tmp_path / "a", progress=False)
+    b = run_study(cfg(**c, n_jobs=2, batch_size=1), tmp_path / "b", progress=False)
+    ma, mb = comparable(read_metrics(a.out)), comparable(read_metrics(b.out))
+    pd.testing.assert_frame_equal(ma, mb)
+    fits = ma.set_index("method")["fits"]
+    assert fits["Q-base"].isna().all() and (fits["WS-aug"] == 1).all()
+    assert fits["W-noaug"].between(1, 5).all() and (fits["W-noaug"] > 1).any()
+    s = summary(ma).set_index("method")
+    assert s.loc["W-noaug", "refit_share"] == pytest.approx(np.mean(fits["W-noaug"] > 1))
+    assert np.isnan(s.loc["Q-base", "refit_share"])

@@ -54,3 +54,61 @@ def test_pure_site_and_unseen_site_errors():
     lenient = make("WS-aug", {"new_sites": "reference"}).fit(rep.train)
     assert np.all(np.isfinite(lenient.benefit_score(test)))
     assert np.all(np.isfinite(make("W-aug").fit(rep.train).benefit_score(test)))
+
+
+# ---------------------------------------------------------------- personalized's refit loop
+def _first_fit_and_manual_loop(method, train, seed, max_fits=5):
+    """An independent re-statement of SPEC 4a: fit with folds from the seed's stream; while no
+    coefficient besides the contrast intercept is non-zero at lambda.min, draw the next folds
+    from the same stream and refit; keep the last. Returns (first fit's nsel, fits, last coef)."""
+    from simstudy.engines.lasso import cv_lasso, make_folds
+    one = make(method, {"random_state": seed, "max_fits": 1}).fit(train)
+    rng = np.random.default_rng(seed)
+    cv = None
+    fits, nsel0 = 0, None
+    X, y, w, pf = one._last_problem
+    while fits < max_fits:
+        folds = make_folds(len(y), 5, rng)
+        cv = cv_lasso(X, y, w, pf, intercept=False, foldid=folds)
+        fits += 1
+        nsel = int(np.sum(cv.coef("lambda.min")[1][1:] != 0))
+        nsel0 = nsel if nsel0 is None else nsel0
+        if nsel > 0:
+            break
+    return nsel0, fits, cv.coef("lambda.min")[1], one
+
+
+@pytest.mark.parametrize("method", ["W-base", "W-noaug", "W-aug"])
+def test_refit_loop_triggers_exactly_when_no_moderator_is_selected(method):
+    seen = set()
+    for seed in range(10):
+        rep = Design().simulate(np.random.default_rng(seed), 25, 25)
+        nsel0, fits, coef, one = _first_fit_and_manual_loop(method, rep.train, seed)
+        m = make(method, {"random_state": seed}).fit(rep.train)
+        assert m.fits_ == fits and one.fits_ == 1
+        assert (m.fits_ > 1) == (nsel0 == 0)
+        np.testing.assert_allclose(np.r_[m.a0_, m.a_], coef, rtol=1e-12, atol=1e-14)
+        if m.fits_ == 1:                         # no refit: the single-fit scores, bit for bit
+            np.testing.assert_array_equal(m.benefit_score(rep.test), one.benefit_score(rep.test))
+        seen.add(m.fits_ > 1)
+    assert seen == {True, False}                 # both branches were exercised
+
+
+@pytest.mark.parametrize("method", ["WS-noaug", "WS-aug", "WS-augID"])
+def test_refit_loop_never_fires_for_WS_methods(method):
+    for seed in range(6):
+        rep = Design().simulate(np.random.default_rng(seed), 25, 25)
+        assert make(method, {"random_state": seed}).fit(rep.train).fits_ == 1
+
+
+def test_refit_loop_skipped_with_given_folds_and_max_fits_validated():
+    rep = Design().simulate(np.random.default_rng(11), 25, 25)
+    folds = np.resize(np.arange(1, 6), len(rep.train))
+    for seed in range(8):
+        assert make("W-noaug", {"random_state": seed, "foldid": folds}).fit(rep.train).fits_ == 1
+    from simstudy import ConfigError
+    for bad in (0, -1, 2.5, "abc", True):
+        with pytest.raises(ConfigError, match="max_fits"):
+            make("W-aug", {"max_fits": bad})
+    with pytest.raises(ConfigError, match="nfolds"):
+        make("W-aug", {"nfolds": 1})

@@ -423,9 +423,12 @@ def make_folds(n: int, nfolds: int, rng: np.random.Generator) -> np.ndarray:
 
 def cv_lasso(X, y, weights=None, penalty_factor=None, *, foldid=None, nfolds: int = 5,
              rng: np.random.Generator | None = None, intercept: bool = True,
-             standardize: bool = True, thresh: float = 1e-16, **path_kw) -> CVLasso:
+             standardize: bool = True, thresh: float = 1e-16, path: LassoPath | None = None,
+             **path_kw) -> CVLasso:
     """cv.glmnet(type.measure = "mse", grouped = TRUE): weighted MSE per fold, averaged with the
-    folds' weight sums; cvsd from the fold spread; lambda.min and lambda.1se as R picks them."""
+    folds' weight sums; cvsd from the fold spread; lambda.min and lambda.1se as R picks them.
+    `path`: the full-data path of an earlier call on the same data (it does not depend on the
+    folds), so a refit with new folds only redoes the folds (personalized's refit loop)."""
     X = _matrix(X)
     y = np.asarray(y, float)
     n, p = X.shape
@@ -435,8 +438,9 @@ def cv_lasso(X, y, weights=None, penalty_factor=None, *, foldid=None, nfolds: in
     foldid = np.asarray(foldid)
     total = Moments.of(X, y, w)
     ju = _varies(total)
-    full = lasso_path(X, y, w, penalty_factor, intercept=intercept, standardize=standardize,
-                      thresh=thresh, moments=total, exclude=~ju, **path_kw)
+    full = path if path is not None else lasso_path(
+        X, y, w, penalty_factor, intercept=intercept, standardize=standardize, thresh=thresh,
+        moments=total, exclude=~ju, **path_kw)
     folds = np.unique(foldid)
     K = folds.size
     fold_mse = np.empty((K, full.lambdas.size))

@@ -1,5 +1,5 @@
 """Registry of estimators; importing this package registers the built-in methods."""
-from .registry import REGISTRY, Method, available, load_plugins, make, register
+from .registry import FAMILIES, REGISTRY, Method, available, load_plugins, make, register
 from . import reference, qlearning, weighting, policytree  # noqa: F401  (registration)
 
-__all__ = ["REGISTRY", "Method", "available", "load_plugins", "make", "register"]
+__all__ = ["FAMILIES", "REGISTRY", "Method", "available", "load_plugins", "make", "register"]

@@ -41,7 +41,7 @@ def aipw_scores(X, T, y, codes, J, folds) -> np.ndarray:
     return G
 
 
-@register("PT")
+@register("PT", family="Policy tree")
 class PolicyTree(Method):
     """Optimal policy tree on doubly robust scores (Zhou et al. 2023; mcf, Bodory et al. 2024)."""
 

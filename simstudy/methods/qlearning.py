@@ -55,7 +55,7 @@ class OutcomeModel(Method):
         self.b_interaction_ = np.nan_to_num(np.asarray(b_interaction, float))
 
 
-@register("Q-base")
+@register("Q-base", family="Q-learning")
 class QBase(OutcomeModel):
     """Q-base: OLS  Y ~ 1 + X + T + T:V  ignoring clusters (paper Section 3.2)."""
 
@@ -75,12 +75,12 @@ MODELS = {"fe": (False, False, False), "dm": (True, False, False),
           "dm-ri": (True, True, False), "dm-rs": (True, True, True)}
 
 
-@register("Q-fe", model="fe")
-@register("Q-ri", model="ri")
-@register("Q-rs", model="rs")
-@register("Q-dm", model="dm")
-@register("Q-dm-ri", model="dm-ri")
-@register("Q-dm-rs", model="dm-rs")
+@register("Q-fe", family="Q-learning", model="fe")
+@register("Q-ri", family="Q-learning", model="ri")
+@register("Q-rs", family="Q-learning", model="rs")
+@register("Q-dm", family="Q-learning", model="dm")
+@register("Q-dm-ri", family="Q-learning", model="dm-ri")
+@register("Q-dm-rs", family="Q-learning", model="dm-rs")
 class MultilevelQ(OutcomeModel):
     """Multilevel Q-learning (paper Section 4.1): fixed effects, random intercept or random
     slope, with or without de-meaned predictors; f(v) = b_T (+ u_1j) + v' b_{T:V}.

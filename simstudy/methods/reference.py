@@ -7,7 +7,7 @@ import pandas as pd
 from .registry import Method, register
 
 
-@register("oracle")
+@register("oracle", family="Reference")
 class Oracle(Method):
     """f(x) = Delta(x), the true CATE: accuracy 1 and regret 0 by construction."""
     uses_truth = True
@@ -17,8 +17,8 @@ class Oracle(Method):
         return frame["Delta"].to_numpy(dtype=float)
 
 
-@register("treat-all", constant=1.0)
-@register("treat-none", constant=-1.0)
+@register("treat-all", family="Reference", constant=1.0)
+@register("treat-none", family="Reference", constant=-1.0)
 class Constant(Method):
     """f(x) = constant: treat everyone (> 0) or no one (<= 0)."""
 

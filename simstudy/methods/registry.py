@@ -21,6 +21,7 @@ import pandas as pd
 from ..designs import ConfigError
 
 REGISTRY: dict[str, tuple[type, dict[str, Any]]] = {}
+FAMILIES: dict[str, str] = {}       # name -> family: the report's panel ("Q-learning", ...)
 
 
 class Method:
@@ -37,6 +38,11 @@ class Method:
 
     def benefit_score(self, frame: pd.DataFrame) -> np.ndarray:
         raise NotImplementedError
+
+    def diagnostics(self) -> dict:
+        """Per-fit facts stored beside the metrics (columns `metrics.DIAGNOSTICS`, e.g. the
+        number of lasso fits of the weighting refit loop); {} when there are none."""
+        return {}
 
     def decide(self, frame: pd.DataFrame) -> np.ndarray:
         """d(x) = I{f(x) > 0}."""
@@ -78,12 +84,15 @@ class Method:
                            f"available: {list(frame.columns)}")
 
 
-def register(name: str, **preset: Any) -> Callable[[type], type]:
-    """Class decorator: make `cls(**preset, **options)` available under the paper's `name`."""
+def register(name: str, *, family: str = "Other", **preset: Any) -> Callable[[type], type]:
+    """Class decorator: make `cls(**preset, **options)` available under the paper's `name`;
+    `family` groups it in the report's panels (Q-learning, Weighting, Policy tree, Reference,
+    or a family of the user's own)."""
     def deco(cls: type) -> type:
         if name in REGISTRY and REGISTRY[name][0] is not cls:
             raise ValueError(f"method name {name!r} is already registered to {REGISTRY[name][0]}")
         REGISTRY[name] = (cls, dict(preset))
+        FAMILIES[name] = str(family)
         return cls
     return deco
 
@@ -121,4 +130,7 @@ def make(name: str, options: dict[str, Any] | None = None, defaults: dict[str, A
     for k, v in kwargs.items():                    # OmegaConf lists -> plain lists
         if isinstance(v, (list, tuple)) or type(v).__name__ == "ListConfig":
             kwargs[k] = list(v)
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"method_options.{name}: {exc}") from None

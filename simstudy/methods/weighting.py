@@ -5,7 +5,9 @@ their multilevel modifications, Suk & Park Sections 3.3 and 4.2 (SPEC 4).
 
 T~ = 2T - 1, w_i = 1 / (T~_i p_i + (1 - T~_i) / 2); fitted with glmnet's conventions on the
 columns T~ (1, V) without a glmnet intercept, a0 unpenalised, lambda = lambda.min of 5-fold CV.
-Benefit score f(v) = a0 + v'a.
+Benefit score f(v) = a0 + v'a. personalized's refit loop (SPEC 4a): while the fit at lambda.min
+has no non-zero coefficient besides a0, draw new folds and refit (at most `max_fits` fits in all,
+the last one kept); `fits_` records how many were made.
 
 | name     | propensity p        | augmentation m_hat          | moderators V (penalty)                 |
 |----------|---------------------|-----------------------------|----------------------------------------|
@@ -28,20 +30,27 @@ from .qlearning import DEFAULT_COVARIATES, DEFAULT_MODERATORS
 from .registry import Method, register
 
 
-@register("W-base", propensity="overall", augment="none", site_moderators=False)
-@register("W-noaug", propensity="site", augment="none", site_moderators=False)
-@register("W-aug", propensity="site", augment="covariates", site_moderators=False)
-@register("W-augID", propensity="site", augment="covariates+site", site_moderators=False)
-@register("WS-noaug", propensity="site", augment="none", site_moderators=True)
-@register("WS-aug", propensity="site", augment="covariates", site_moderators=True)
-@register("WS-augID", propensity="site", augment="covariates+site", site_moderators=True)
+@register("W-base", family="Weighting",
+          propensity="overall", augment="none", site_moderators=False)
+@register("W-noaug", family="Weighting",
+          propensity="site", augment="none", site_moderators=False)
+@register("W-aug", family="Weighting",
+          propensity="site", augment="covariates", site_moderators=False)
+@register("W-augID", family="Weighting",
+          propensity="site", augment="covariates+site", site_moderators=False)
+@register("WS-noaug", family="Weighting",
+          propensity="site", augment="none", site_moderators=True)
+@register("WS-aug", family="Weighting",
+          propensity="site", augment="covariates", site_moderators=True)
+@register("WS-augID", family="Weighting",
+          propensity="site", augment="covariates+site", site_moderators=True)
 class Weighting(Method):
     """Weighted squared-loss lasso for the benefit score (paper Sections 3.3, 4.2; SPEC 4)."""
 
     def __init__(self, propensity: str = "site", augment: str = "none",
                  site_moderators: bool = False, covariates=DEFAULT_COVARIATES,
                  moderators=DEFAULT_MODERATORS, nfolds: int = 5, lambda_rule: str = "lambda.min",
-                 new_sites: str = "error", foldid=None, **kw):
+                 new_sites: str = "error", foldid=None, max_fits: int = 5, **kw):
         super().__init__(**kw)
         checks = {"propensity": (propensity, ("overall", "site")),
                   "augment": (augment, ("none", "covariates", "covariates+site")),
@@ -50,9 +59,13 @@ class Weighting(Method):
         for key, (value, allowed) in checks.items():
             if value not in allowed:
                 raise ValueError(f"{key}={value!r}: allowed {list(allowed)}")
+        for key, value, low in (("nfolds", nfolds, 3), ("max_fits", max_fits, 1)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise ValueError(f"{key}={value!r}: must be an integer >= {low}")
         self.propensity, self.augment, self.site_moderators = propensity, augment, site_moderators
         self.covariates, self.moderators = list(covariates), list(moderators)
         self.nfolds, self.lambda_rule, self.new_sites, self.foldid = nfolds, lambda_rule, new_sites, foldid
+        self.max_fits = max_fits
 
     # ------------------------------------------------------------------ pieces
     def _augmentation(self, train, codes) -> np.ndarray:
@@ -107,13 +120,26 @@ class Weighting(Method):
         pf = np.r_[0.0, np.full(k, 0.0 if self.site_moderators else 1.0),
                    np.ones(J - 1 if self.site_moderators else 0)]
         rng = np.random.default_rng(self.random_state)
+        self._last_problem = (X, y, w, pf)          # the lasso problem, for diagnostics/tests
         self.cv_ = cv_lasso(X, y, w, pf, intercept=False, nfolds=self.nfolds, rng=rng,
                             foldid=self.foldid)
+        self.fits_ = 1
+        # personalized's loop `while (nsel == 0 & ct <= 4)`: new random folds from the same
+        # stream (fold draw k+1 of the method's seed), the full path reused (fold-free);
+        # with user-given folds a refit would be identical, so none is made
+        while (self.foldid is None and self.fits_ < self.max_fits
+               and not np.any(self.cv_.coef("lambda.min")[1][1:] != 0)):
+            self.cv_ = cv_lasso(X, y, w, pf, intercept=False, nfolds=self.nfolds, rng=rng,
+                                path=self.cv_.path)
+            self.fits_ += 1
         _, coef = self.cv_.coef(self.lambda_rule)
         self.a0_, self.a_ = float(coef[0]), coef[1:1 + k]
         self.site_effects_ = (pd.Series(np.r_[0.0, coef[1 + k:]], index=labels)
                               if self.site_moderators else None)
         return self
+
+    def diagnostics(self) -> dict:
+        return {"fits": self.fits_}
 
     def benefit_score(self, frame: pd.DataFrame) -> np.ndarray:
         """f(v) = a0 + v'a (+ the row's site-dummy coefficient for WS methods)."""

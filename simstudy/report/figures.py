@@ -27,17 +27,36 @@ METRIC_LABELS = {"accuracy": "Accuracy", "f1": "F1 score", "spearman": "Rank cor
                  "auc": "AUC", "regret": "Regret", "value": "Value"}
 
 
-def families(methods) -> tuple[list[str], list[str]]:
-    """(Q-learning-like, weighting-like) methods in the paper's order; others go with Q."""
+PANEL_ORDER = ["Q-learning", "Weighting", "Policy tree"]
+
+
+def panels(methods) -> list[tuple[str, list[str]]]:
+    """[(family, methods)] from the registry's families (`register(..., family=...)`): the
+    paper's Q-learning and weighting panels in its order, the policy tree, then any family of
+    the user's own; reference rules (oracle, treat-all/none) left out. A name the registry does
+    not know (a plugin not imported) goes to "Other"."""
+    from ..methods import FAMILIES
     present = list(dict.fromkeys(methods))
-    q = [m for m in Q_ORDER if m in present]
-    w = [m for m in W_ORDER if m in present]
-    other = [m for m in present if m not in Q_ORDER and m not in W_ORDER and m not in REFERENCE]
-    return q + other, w
+    fam = {m: FAMILIES.get(m, "Reference" if m in REFERENCE else "Other") for m in present}
+    rank = {m: i for i, m in enumerate(Q_ORDER + W_ORDER)}
+    names = PANEL_ORDER + sorted({f for f in fam.values()} - set(PANEL_ORDER) - {"Reference"})
+    out = []
+    for f in names:
+        ms = sorted((m for m in present if fam[m] == f), key=lambda m: rank.get(m, len(rank)))
+        if ms:
+            out.append((f, ms))
+    return out
+
+
+def families(methods) -> tuple[list[str], list[str]]:
+    """(every non-weighting method, weighting methods), each in the paper's order."""
+    groups = panels(methods)
+    return ([m for f, ms in groups if f != "Weighting" for m in ms],
+            [m for f, ms in groups if f == "Weighting" for m in ms])
 
 
 def congruence_order(methods) -> list[str]:
-    """Q-learning in order, then weighting in reverse order (paper Fig 2)."""
+    """Q-learning (and other families) in order, then weighting in reverse order (paper Fig 2)."""
     q, w = families(methods)
     return q + w[::-1]
 
@@ -53,16 +72,23 @@ def _reps_note(ok: pd.DataFrame) -> str:
     return f"R = {lo} replicates per cell" if lo == hi else f"R = {lo}-{hi} replicates per cell (partial store)"
 
 
-def _box_panel(ax, data: pd.DataFrame, methods: list[str], metric: str, show_means: bool):
+FAMILY_COLOURS = {"Q-learning": "#dbe8f5", "Weighting": "#f7e3cf", "Policy tree": "#d9efd6"}
+
+
+def _box_panel(ax, data: pd.DataFrame, methods: list[str], metric: str, show_means: bool,
+               colours: dict[str, str] | None = None):
     series = [data.loc[data["method"] == m, metric].dropna().to_numpy() for m in methods]
     keep = [i for i, s in enumerate(series) if s.size]
     if not keep:
         ax.set_axis_off()
         return
-    ax.boxplot([series[i] for i in keep], tick_labels=[methods[i] for i in keep], widths=0.6,
+    bp = ax.boxplot([series[i] for i in keep], tick_labels=[methods[i] for i in keep], widths=0.6,
                showfliers=True, flierprops={"markersize": 2, "alpha": 0.4},
                medianprops={"color": "black"}, patch_artist=True,
                boxprops={"facecolor": "#dbe8f5"})
+    if colours:
+        for patch, i in zip(bp["boxes"], keep):
+            patch.set_facecolor(colours.get(methods[i], "#e6e6e6"))
     ax.tick_params(axis="x", rotation=45, labelsize=8)
     for lab in ax.get_xticklabels():
         lab.set_ha("right")
@@ -78,22 +104,24 @@ def _box_panel(ax, data: pd.DataFrame, methods: list[str], metric: str, show_mea
 
 
 def boxplots(metrics: pd.DataFrame, design: str, metric: str = "accuracy", out: Path | None = None):
-    """One row per (J, n_j); Q-learning | weighting panels; mean printed above each box."""
+    """One row per (J, n_j); a panel per family (Q-learning | weighting | policy tree ...), its
+    width following its number of methods; mean printed above each box."""
     ok = metrics[(metrics["design"] == design) & (metrics["status"] == "ok")]
-    q, w = families(ok["method"].unique())
+    cols = panels(ok["method"].unique())
     conds = conditions(ok)
-    cols = [c for c in (q, w) if c]
-    fig, axes = plt.subplots(len(conds), len(cols), figsize=(5.2 * len(cols), 2.9 * len(conds)),
-                             squeeze=False)
+    widths = [max(len(ms), 2) for _, ms in cols]
+    fig, axes = plt.subplots(len(conds), len(cols), squeeze=False,
+                             figsize=(0.75 * sum(widths) + 0.8 * len(cols), 2.9 * len(conds)),
+                             gridspec_kw={"width_ratios": widths})
     for r, (J, n_j) in enumerate(conds):
         cell = ok[(ok["J"] == J) & (ok["n_j"] == n_j)]
-        for c, methods in enumerate(cols):
+        for c, (family, methods) in enumerate(cols):
             ax = axes[r, c]
             _box_panel(ax, cell, methods, metric, show_means=True)
             if c == 0:
                 ax.set_ylabel(f"(J, n_j) = ({J}, {n_j})\n{METRIC_LABELS.get(metric, metric)}")
             if r == 0:
-                ax.set_title("Q-learning" if methods is q else "Weighting")
+                ax.set_title(family)
     fig.suptitle(f"{METRIC_LABELS.get(metric, metric)} of the estimators, {design} "
                  f"({_reps_note(ok)}); mean above each box", fontsize=10)
     fig.tight_layout()
@@ -103,19 +131,23 @@ def boxplots(metrics: pd.DataFrame, design: str, metric: str = "accuracy", out: 
 def four_metrics(metrics: pd.DataFrame, design: str, out: Path | None = None):
     """Accuracy, F1, rank correlation and AUC (paper Figs 10-12, 14): rows (J, n_j), columns metric."""
     ok = metrics[(metrics["design"] == design) & (metrics["status"] == "ok")]
-    q, w = families(ok["method"].unique())
-    methods = q + w
+    groups = panels(ok["method"].unique())
+    methods = [m for _, ms in groups for m in ms]
+    colours = {m: FAMILY_COLOURS.get(f, "#e6e6e6") for f, ms in groups for m in ms}
     conds = conditions(ok)
     names = ["accuracy", "f1", "spearman", "auc"]
     fig, axes = plt.subplots(len(conds), 4, figsize=(22, 3.0 * len(conds)), squeeze=False)
     for r, (J, n_j) in enumerate(conds):
         cell = ok[(ok["J"] == J) & (ok["n_j"] == n_j)]
         for c, metric in enumerate(names):
-            _box_panel(axes[r, c], cell, methods, metric, show_means=False)
+            _box_panel(axes[r, c], cell, methods, metric, show_means=False, colours=colours)
             if r == 0:
                 axes[r, c].set_title(METRIC_LABELS[metric])
             if c == 0:
                 axes[r, c].set_ylabel(f"(J, n_j) = ({J}, {n_j})")
+    from matplotlib.patches import Patch
+    fig.legend([Patch(fc=FAMILY_COLOURS.get(f, "#e6e6e6"), ec="0.3") for f, _ in groups],
+               [f for f, _ in groups], loc="upper right", fontsize=9, ncol=len(groups))
     fig.suptitle(f"Performance of the estimators, {design} ({_reps_note(ok)})", fontsize=11)
     fig.tight_layout()
     return _save(fig, out)

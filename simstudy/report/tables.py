@@ -51,6 +51,10 @@ def summary(metrics: pd.DataFrame, order: list[str] | None = None) -> pd.DataFra
             row[f"{m}_mean"] = x.mean() if x.size else np.nan
             row[f"{m}_sd"] = x.std(ddof=1) if x.size > 1 else np.nan
             row[f"{m}_se"] = row[f"{m}_sd"] / np.sqrt(x.size) if x.size > 1 else np.nan
+        fits = ok["fits"].to_numpy(float) if "fits" in ok else np.empty(0)
+        fits = fits[np.isfinite(fits)]          # the weighting refit loop (SPEC 4a)
+        row["fits_mean"] = fits.mean() if fits.size else np.nan
+        row["refit_share"] = np.mean(fits > 1) if fits.size else np.nan
         rows.append(row)
     df = pd.DataFrame(rows)
     if len(df) and order:
@@ -78,6 +82,9 @@ def compact(summ: pd.DataFrame, metrics=METRICS) -> pd.DataFrame:
     for m in metrics:
         out[m] = [f"{a:.3f} ({s:.3f})" if np.isfinite(a) else "NaN"
                   for a, s in zip(summ[f"{m}_mean"], summ[f"{m}_se"].fillna(np.nan))]
+    if "refit_share" in summ and summ["refit_share"].notna().any():
+        out["refitted"] = [f"{100 * v:.0f}%" if np.isfinite(v) else ""
+                           for v in summ["refit_share"]]
     return out
 
 
@@ -107,7 +114,9 @@ def write_report(out, figures: bool = False, designs=None, point: str | None = N
         summ = summ.merge(keys, on="point", how="left")
     _plain_study(summ).to_csv(out / "summary.csv", index=False)
     (out / "summary.md").write_text(
-        "Mean (Monte Carlo SE) over replicates; `reps` = successful fits, `errors` = failed.\n\n"
+        "Mean (Monte Carlo SE) over replicates; `reps` = successful fits, `errors` = failed; "
+        "`refitted` = share of replicates where the weighting lasso was refitted with new folds "
+        "because its first fit selected no moderator (personalized's loop, SPEC 4a).\n\n"
         + to_markdown(compact(summ)))
     fails = failures(metrics)
     _plain_study(fails).to_csv(out / "failures.csv", index=False)
@@ -162,10 +171,15 @@ def _cell_label(df: pd.DataFrame) -> pd.Series:
     return df["design"].astype(str).where(point == "", df["design"].astype(str) + " [" + point + "]")
 
 
-def _safe(name: str) -> str:
-    """A file name from a cell label."""
+def _safe(name: str, limit: int = 120) -> str:
+    """A file name from a cell label; a long label (many swept keys) is cut and given a short
+    hash of the whole label, so file names stay unique and under the file system's limit."""
     import re
-    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", name).strip("_")
+    import zlib
+    safe = re.sub(r"[^A-Za-z0-9_.=-]+", "_", name).strip("_")
+    if len(safe) <= limit:
+        return safe
+    return f"{safe[:limit - 40]}~{zlib.crc32(name.encode()):08x}~{safe[-30:]}"
 
 
 def status_table(out) -> tuple[pd.DataFrame, str]:
