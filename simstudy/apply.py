@@ -1,15 +1,21 @@
 """Apply the estimators to one multisite randomized trial (Suk & Park Section 6, Figs 6-9),
 plus policy trees on doubly robust scores and the estimated value of every rule.
 
+    simstudy apply --example star --out DIR          # Project STAR (shipped), Thornton, simulated
     simstudy apply --data trial.csv --outcome Y --treatment T --site school \
         --covariates X1 X2 X3 --moderators X3 X4 [--methods ...] [--by X4] --out DIR
 
 Every method is fitted on all rows and scores the same rows (the paper's in-sample decisions,
 Section 6). Categorical columns are expanded as R's model.matrix does (treatment contrasts:
-one 0/1 column per level except the first, named column + level). A rule's value is the mean
-of the cross-fitted AIPW scores Gamma_i(d_i) (SPEC 5) over the rows, with SE = SD / sqrt(n);
-it is an in-sample estimate for rules learnt on the same rows (optimistic), printed next to
-treat-all and treat-none.
+one 0/1 column per level except the first, named column + level). Two values per rule:
+- in-sample: mean of the cross-fitted AIPW scores Gamma_i(d_i) (SPEC 5) over all rows for the
+  rule learnt on all rows (optimistic: learnt and valued on the same people), SE clustered by
+  site;
+- cross-fitted over sites: the sites are split into K folds; each rule is learnt on K-1 folds
+  and applied to the held-out fold's people, valued with AIPW scores whose outcome model was
+  fitted on the other folds (propensity: the held-out site's treated share, the within-site
+  randomisation); mean over all rows, SE clustered by site; also the paired difference from
+  treating everyone with its SE. This values each rule for NEW sites like the trial's.
 """
 from __future__ import annotations
 
@@ -118,71 +124,165 @@ def prepare(df: pd.DataFrame, outcome: str, treatment: str, site: str, covariate
 
 
 # ---------------------------------------------------------------------- the analysis
+def rules_of(methods, depths) -> list[tuple[str, str, dict | None]]:
+    """(label, registered method, options): the estimators, then a policy tree per depth."""
+    return ([(m, m, None) for m in methods]
+            + [(f"tree depth {d}", "PT", {"depth": int(d)}) for d in depths])
+
+
+def cluster_se(x, codes) -> float:
+    """SE of mean(x) clustered by site: sqrt(J/(J-1) sum_j (sum_i in j (x_i - mean))^2) / n."""
+    x = np.asarray(x, float)
+    r = np.bincount(codes, weights=x - x.mean())
+    J = r.size
+    return float(np.sqrt(J / (J - 1) * np.sum(r * r)) / x.size) if J > 1 else np.nan
+
+
+def site_folds(labels, K: int, seed: int) -> np.ndarray:
+    """Fold of each site (0..K-1): a random permutation of rep(0:K-1, length = J), so every
+    site lies in exactly one fold and fold sizes differ by at most one site."""
+    from .runner import named_seed
+    if not 2 <= K <= len(labels):
+        raise DataError(f"--value-folds {K}: need 2 <= K <= the number of sites ({len(labels)})")
+    rng = np.random.default_rng(named_seed(seed, "apply", "site folds"))
+    return rng.permutation(np.resize(np.arange(K), len(labels)))
+
+
+def crossfit_aipw(X, T, y, codes, train, test, J) -> np.ndarray:
+    """(n_test, 2) AIPW scores of held-out rows: mu_t from OLS of Y on (1, X, T, T X) fitted on
+    the training rows only (held-out sites are new, so no site effects), propensity the row's
+    site treated share (the within-site randomisation)."""
+    from .engines.groups import group_means
+    from .engines.ols import ols
+    D = np.column_stack([np.ones(len(y)), X, T, T[:, None] * X])
+    b = np.nan_to_num(ols(D[train], y[train]).coef)
+    Xt, Tt, yt = X[test], T[test], y[test]
+    p = group_means(T, codes, J)[:, 0][codes[test]]
+    mu = np.column_stack([np.column_stack([np.ones(len(yt)), Xt, np.full(len(yt), t), t * Xt]) @ b
+                          for t in (0, 1)])
+    G = mu.copy()
+    G[:, 1] += Tt * (yt - mu[:, 1]) / p
+    G[:, 0] += (1 - Tt) * (yt - mu[:, 0]) / (1 - p)
+    return G
+
+
 def analyse(df, outcome, treatment, site, cov, mod, methods, by=None, seed=2024, folds=5,
-            depths=(2, 3), out=None, log=print) -> dict:
+            depths=(2, 3), value_folds=5, out=None, log=print) -> dict:
+    """Fit every rule on all rows (one fit path with `simstudy run`: `runner.fit_and_score`,
+    each rule seeded from its NAME), value it in-sample and cross-fitted over sites."""
+    import time
+
     from .engines.groups import site_codes
-    from .engines.treesearch import PolicyTreeSearch, rules_table
-    from .methods import make
+    from .engines.treesearch import rules_table
+    from .methods import REGISTRY
     from .methods.policytree import aipw_scores
     from .metrics import congruence
+    from .runner import fit_and_score, named_seed
 
     defaults = {"covariates": cov, "moderators": mod, "features": mod, "site": site,
                 "treatment": treatment, "outcome": outcome}
-    scores, decisions, errors = {}, {}, {}
-    import time
-    for k, name in enumerate(methods):
-        t0 = time.perf_counter()
-        try:
-            m = make(name, None, defaults)
-            m.random_state = seed + k
-            s = np.asarray(m.fit(df).benefit_score(df), float)
-            scores[name], decisions[name] = s, (s > 0).astype(int)
-            log(f"[{k + 1}/{len(methods)}] {name}: {100 * decisions[name].mean():.1f}% "
-                f"recommended for treatment ({time.perf_counter() - t0:.1f} s)")
-        except Exception as exc:                                   # noqa: BLE001
-            errors[name] = f"{type(exc).__name__}: {exc}"
-            log(f"[{k + 1}/{len(methods)}] {name}: failed ({errors[name]})")
-    # doubly robust scores (cross-fitted, site fixed effects, site treated shares)
+    rules = rules_of(methods, depths)
     labels, codes = site_codes(df[site])
-    rng = np.random.default_rng(seed)
-    fold = rng.permutation(np.resize(np.arange(folds), len(df)))
-    G = aipw_scores(df[cov].to_numpy(float), df[treatment].to_numpy(float),
-                    df[outcome].to_numpy(float), codes, labels.size, fold)
-    F = df[mod].to_numpy(float)
-    trees, rules = {}, {}
-    log(f"policy trees of depth {', '.join(map(str, depths))} on cross-fitted doubly robust scores")
-    for depth in depths:
-        min_leaf = max(1, int(0.1 * len(df) / (2 * depth)))
-        tree = PolicyTreeSearch(depth, min_leaf, 100).fit(F, G)
-        trees[f"tree depth {depth}"] = tree
-        decisions[f"tree depth {depth}"] = tree.predict(F)
-        rules[depth] = rules_table(tree, F, G, mod, ["control", "treat"])
+    fold_of_site = site_folds(labels, value_folds, seed)           # checked before any fit
     n = len(df)
+    scores, decisions, errors, fitted = {}, {}, {}, {}
+    for k, (label, name, opts) in enumerate(rules):
+        fit = fit_and_score(name, df, df, named_seed(seed, "apply", label), opts, defaults)
+        if fit.error is None:
+            scores[label], decisions[label] = fit.score, (fit.score > 0).astype(int)
+            fitted[label] = fit.method
+            log(f"[{k + 1}/{len(rules)}] {label}: {100 * decisions[label].mean():.1f}% "
+                f"recommended for treatment ({fit.seconds:.1f} s)")
+        else:
+            errors[label] = fit.error
+            log(f"[{k + 1}/{len(rules)}] {label}: failed ({fit.error})")
+    # in-sample value: doubly robust scores cross-fitted over people (site fixed effects)
+    X, T, y = (df[cov].to_numpy(float), df[treatment].to_numpy(float),
+               df[outcome].to_numpy(float))
+    rng = np.random.default_rng(named_seed(seed, "apply", "aipw"))
+    G = aipw_scores(X, T, y, codes, labels.size, rng.permutation(np.resize(np.arange(folds), n)))
+    # cross-fitted over sites: learn on K-1 folds of sites, decide and value on the held-out fold
+    row_fold = fold_of_site[codes]
+    G_cf = np.empty((n, 2))
+    d_cf = {label: np.full(n, -1) for label, _, _ in rules}
+    cf_errors: dict[str, str] = {}
+    log(f"cross-fitted values: {value_folds} folds of sites "
+        f"({', '.join(str(int(np.sum(fold_of_site == k))) for k in range(value_folds))} sites)")
+    t0 = time.perf_counter()
+    for k in range(value_folds):
+        test, train = row_fold == k, row_fold != k
+        G_cf[test] = crossfit_aipw(X, T, y, codes, train, test, labels.size)
+        tr, te = df[train], df[test]
+        for label, name, opts in rules:
+            if label in cf_errors:
+                continue
+            cls = REGISTRY[name][0]
+            fit = fit_and_score(name, tr, te, named_seed(seed, "apply", label, "site fold", k),
+                                {**cls.new_site_options, **(opts or {})}, defaults)
+            if fit.error is None:
+                d_cf[label][test] = (fit.score > 0).astype(int)
+            else:
+                cf_errors[label] = f"fold {k}: {fit.error}"
+    log(f"cross-fitting done ({time.perf_counter() - t0:.1f} s)")
+    trees, rule_tables = {}, {}
+    for label, m in fitted.items():
+        if label.startswith("tree depth"):
+            trees[label] = m.tree_
+            rule_tables[int(label.split()[-1])] = rules_table(
+                m.tree_, m._features(df, m.labels_), m.scores_, mod, ["control", "treat"])
+    rows_ix = np.arange(n)
 
-    def value(rule, d):
-        v = G[np.arange(n), d]
-        return {"rule": rule, "treated_share": float(np.mean(d)), "value": v.mean(),
-                "value_se": v.std(ddof=1) / np.sqrt(n)}
-    rows = [value(r, d) for r, d in
-            [("treat-all", np.ones(n, int)), ("treat-none", np.zeros(n, int)), *decisions.items()]]
-    values = pd.DataFrame(rows)
+    def value(rule, d, dcf):
+        v = G[rows_ix, d]
+        row = {"rule": rule, "treated_share": float(np.mean(d)), "value_insample": v.mean(),
+               "se_insample": cluster_se(v, codes)}
+        if dcf is None or np.any(dcf < 0):
+            return {**row, "value_crossfit": np.nan, "se_crossfit": np.nan,
+                    "vs_treat_all_crossfit": np.nan, "se_vs_treat_all": np.nan,
+                    "treated_share_crossfit": np.nan}
+        vc = G_cf[rows_ix, dcf]
+        diff = vc - G_cf[:, 1]
+        return {**row, "value_crossfit": vc.mean(), "se_crossfit": cluster_se(vc, codes),
+                "vs_treat_all_crossfit": diff.mean(),
+                "se_vs_treat_all": cluster_se(diff, codes) if np.any(diff) else 0.0,
+                "treated_share_crossfit": float(np.mean(dcf))}
+    const = [("treat-all", np.ones(n, int)), ("treat-none", np.zeros(n, int))]
+    values = pd.DataFrame([value(r, d, d) for r, d in const]
+                          + [value(r, d, None if r in cf_errors else d_cf[r])
+                             for r, d in decisions.items()])
     shares = values[~values["rule"].isin(["treat-all", "treat-none"])][["rule", "treated_share"]]
     pairs = congruence({k: v.astype(bool) for k, v in decisions.items()})
     names = list(decisions)
     M = pd.DataFrame(np.eye(len(names)), index=names, columns=names)
     for a, b, agree in pairs:
         M.loc[a, b] = M.loc[b, a] = agree
-    res = {"scores": scores, "decisions": decisions, "errors": errors, "G": G, "trees": trees,
-           "rules": rules, "values": values, "shares": shares, "congruence": M}
+    res = {"scores": scores, "decisions": decisions, "errors": errors, "G": G, "G_crossfit": G_cf,
+           "decisions_crossfit": d_cf, "crossfit_errors": cf_errors, "trees": trees,
+           "rules": rule_tables, "values": values, "shares": shares, "congruence": M,
+           "site_folds": pd.DataFrame({site: labels, "fold": fold_of_site}),
+           "fitted": fitted}
     if out is not None:
         write(res, df, site, by, mod, Path(out), log)
     return res
 
 
+VALUES_NOTE = (
+    "Estimated value of each rule (mean outcome if the rule decided who is treated), from "
+    "doubly robust (AIPW) scores.\n\n"
+    "- `value_insample` (SE `se_insample`, clustered by site): the rule learnt on ALL rows and valued "
+    "on the same rows: optimistic for learnt rules.\n"
+    "- `value_crossfit` (SE `se_crossfit`, clustered by site): sites split into K folds; each "
+    "rule learnt without the fold it is valued on, AIPW outcome model fitted without that fold: "
+    "an honest estimate of the rule's value for new sites like these.\n"
+    "- `vs_treat_all_crossfit` (SE `se_vs_treat_all`, paired over rows, clustered by site): "
+    "cross-fitted value minus treating everyone.\n"
+    "- `treated_share`: share the rule learnt on all rows treats; `treated_share_crossfit`: "
+    "share treated by the held-out-fold decisions.\n\n")
+
+
 def write(res, df, site, by, mod, out: Path, log=print):
-    from .report.figures import heatmap, policy_tree
+    from .report import figures as F
     from .report.tables import to_markdown
-    import matplotlib.pyplot as plt
 
     out.mkdir(parents=True, exist_ok=True)
     fig_dir = out / "figures"
@@ -193,75 +293,83 @@ def write(res, df, site, by, mod, out: Path, log=print):
         rows[f"score_{name}"] = s
     for name, d in res["decisions"].items():
         rows[f"decision_{name}"] = d
+    for name, d in res["decisions_crossfit"].items():
+        if name not in res["crossfit_errors"] and name in res["decisions"]:
+            rows[f"decision_crossfit_{name}"] = d
     rows.to_parquet(out / "scores.parquet", index=False)
     rows.to_csv(out / "scores.csv", index=False)
     res["values"].to_csv(out / "values.csv", index=False)
-    (out / "values.md").write_text(
-        "Estimated value of each rule: mean cross-fitted AIPW score (SE); in-sample for rules "
-        "learnt on these rows.\n\n" + to_markdown(res["values"], digits=4))
+    note = VALUES_NOTE
+    if res["crossfit_errors"]:
+        note += "Cross-fitting failed for: " + "; ".join(
+            f"{k} ({v})" for k, v in res["crossfit_errors"].items()) + "\n\n"
+    (out / "values.md").write_text(note + to_markdown(res["values"], digits=4))
+    res["site_folds"].to_csv(out / "site_folds.csv", index=False)
     res["congruence"].to_csv(out / "congruence.csv")
     for depth, table in res["rules"].items():
         table.to_csv(out / f"tree_depth{depth}_rules.csv", index=False)
         (out / f"tree_depth{depth}_rules.md").write_text(to_markdown(table, digits=3))
     for name, tree in res["trees"].items():
-        policy_tree(tree, mod, ["control", "treat"], f"Policy tree, {name}",
-                    fig_dir / name.replace(" ", "_"))
-    # Fig 6: recommended share per method
-    sh = res["shares"]
-    fig, ax = plt.subplots(figsize=(0.45 * len(sh) + 2, 3.2))
-    ax.bar(sh["rule"], 100 * sh["treated_share"], color="#6a9fcf")
-    for i, v in enumerate(sh["treated_share"]):
-        ax.text(i, 100 * v + 1, f"{100 * v:.0f}", ha="center", fontsize=7)
-    ax.set_ylabel("recommended for treatment (%)")
-    ax.set_ylim(0, 105)
-    ax.tick_params(axis="x", rotation=60, labelsize=8)
-    fig.tight_layout()
-    fig.savefig(fig_dir / "shares.png", dpi=130)
-    plt.close(fig)
-    heatmap(res["congruence"], "Congruence of the decisions", fig_dir / "congruence")
+        F.policy_tree(tree, mod, ["control", "treat"], f"Policy tree, {name}",
+                      fig_dir / name.replace(" ", "_"))
+    sh = res["shares"].set_index("rule")["treated_share"]
+    F.shares(sh, "Share recommended for treatment (paper Fig 6)", fig_dir / "shares")
+    F.heatmap(res["congruence"], "Congruence of the decisions (paper Fig 7)",
+              fig_dir / "congruence")
+    F.values(res["values"], "Value of each rule: in-sample vs cross-fitted over sites",
+             fig_dir / "values")
     if by:                                              # Figs 8, 9 by a grouping column
-        dec = pd.DataFrame(res["decisions"]).assign(_by=df[by].to_numpy())
-        share_by = dec.groupby("_by").mean().T
+        share_by = pd.DataFrame(res["decisions"]).assign(_by=df[by].to_numpy()).groupby("_by").mean().T
+        share_by.columns.name = by
         share_by.to_csv(out / f"shares_by_{by}.csv")
-        fig, ax = plt.subplots(figsize=(0.45 * len(share_by) + 2.5, 3.4))
-        (100 * share_by).plot.bar(ax=ax, width=0.8)
-        ax.set_ylabel("recommended for treatment (%)")
-        ax.legend(title=by, fontsize=7)
-        fig.tight_layout()
-        fig.savefig(fig_dir / f"shares_by_{by}.png", dpi=130)
-        plt.close(fig)
-        sc = pd.DataFrame(res["scores"]).assign(_by=df[by].to_numpy())
-        long = sc.melt(id_vars="_by", var_name="method", value_name="benefit score")
-        import seaborn as sns
-        fig, ax = plt.subplots(figsize=(0.5 * len(res["scores"]) + 3, 3.6))
-        sns.boxplot(long, x="method", y="benefit score", hue="_by", ax=ax, fliersize=1)
-        ax.axhline(0, color="0.3", lw=0.8)
-        ax.tick_params(axis="x", rotation=60, labelsize=8)
-        ax.legend(title=by, fontsize=7)
-        fig.tight_layout()
-        fig.savefig(fig_dir / f"scores_by_{by}.png", dpi=130)
-        plt.close(fig)
-    log(f"written to {out}: scores.parquet/.csv, values.csv/.md, congruence.csv, "
-        f"tree_depth*_rules.csv/.md, figures/")
+        F.shares_by_group(share_by, by, f"Share recommended for treatment by {by} (paper Fig 8)",
+                          fig_dir / f"shares_by_{by}")
+        F.scores_by_group(pd.DataFrame(res["scores"]), df[by].to_numpy(), by,
+                          f"Benefit scores by {by} (paper Fig 9)", fig_dir / f"scores_by_{by}")
+    log(f"written to {out}: scores.parquet/.csv, values.csv/.md, site_folds.csv, congruence.csv, "
+        f"tree_depth*_rules.csv/.md, figures/ (PNG and PDF)")
 
 
 # ---------------------------------------------------------------------- examples
 EXAMPLES = {
-    "simulated": "A simulated multisite trial (Suk & Park Design 2, J = 40 sites of 60 pupils; "
-                 "SPEC 2), NOT real data: the real multisite trial data sets this command should "
-                 "ship are not available in this repository yet.",
+    "star": dict(
+        text="Tennessee Project STAR, kindergarten 1985-86 (shipped: simstudy/data/star_k.csv): "
+             "pupils randomised to small (13-17) vs regular (22-25) classes within 79 schools; "
+             "outcome = reading + math scaled score (Stanford Achievement Test).",
+        data="star", outcome="scorek", outcomes=("scorek", "readk", "mathk"), treatment="small",
+        site="school", covariates=["female", "black", "age", "free_lunch", "urbanicity"],
+        moderators=["female", "black", "age", "free_lunch"], by="urbanicity", drop_sites=True),
+    "thornton": dict(
+        text="Thornton (2008), rural Malawi (shipped: simstudy/data/thornton_hiv.csv): a "
+             "randomised cash incentive (any vs none) to learn one's HIV test result; people in "
+             "119 villages; outcome = learned the result (0/1).",
+        data="thornton", outcome="got", outcomes=("got",), treatment="any", site="village",
+        covariates=["age", "distvct", "hiv2004"], moderators=["age", "distvct", "hiv2004"],
+        by="hiv2004", drop_sites=True),
+    "simulated": dict(
+        text="A SIMULATED multisite trial (Suk & Park Design 2, J = 40 sites of 60 pupils; "
+             "SPEC 2): NOT real data.",
+        data=None, outcome="Y", outcomes=("Y",), treatment="T", site="site",
+        covariates=["X1", "X2", "X3", "X4", "X5"], moderators=["X3", "X4", "X5"],
+        by="X4_group", drop_sites=False),
 }
 
 
 def example(name: str, seed: int = 1) -> tuple[pd.DataFrame, dict]:
+    """(data, spec) of a built-in example: the shipped STAR / Thornton files or a simulated trial."""
     if name not in EXAMPLES:
         raise DataError(f"--example {name!r}: available examples {sorted(EXAMPLES)}")
+    ex = EXAMPLES[name]
+    spec = {k: ex[k] for k in ("outcome", "treatment", "site", "covariates", "moderators", "by")}
+    spec["drop_sites"] = ex["drop_sites"]
+    if ex["data"] is not None:
+        from . import data
+        return data.load(ex["data"]), spec
     from .designs import Design
     rep = Design(name="design2").simulate(np.random.default_rng(seed), 40, 60)
     df = rep.train.copy()
     df["X4_group"] = np.where(df["X4"] > df["X4"].median(), "high", "low")
-    return df, dict(outcome="Y", treatment="T", site="site", covariates=["X1", "X2", "X3", "X4",
-                    "X5"], moderators=["X3", "X4", "X5"], by="X4_group")
+    return df, spec
 
 
 def _from_config(args) -> None:
@@ -272,12 +380,14 @@ def _from_config(args) -> None:
         if not path.exists():
             raise DataError(f"--config {path}: no such file")
         cfg = yaml.safe_load(path.read_text()) or {}
-        unknown = sorted(set(cfg) - set(vars(args)) - {"drop-sites"})
+        if not isinstance(cfg, dict):
+            raise DataError(f"--config {path}: must be a YAML mapping of options (key: value)")
+        cfg = {str(k).replace("-", "_"): v for k, v in cfg.items()}
+        unknown = sorted(set(cfg) - set(vars(args)))
         if unknown:
             raise DataError(f"--config {path}: unknown keys {unknown}; allowed "
                             f"{sorted(k for k in vars(args) if k != 'config')}")
         for key, value in cfg.items():
-            key = key.replace("-", "_")
             if getattr(args, key) in (None, False):
                 setattr(args, key, value)
     args.methods = args.methods or DEFAULT_METHODS
@@ -288,6 +398,26 @@ def _from_config(args) -> None:
             setattr(args, key, value.split())
 
 
+def _check_yaml_types(args) -> None:
+    """Options from a --config file have the types the command line would give."""
+    for key in ("covariates", "moderators", "methods", "depths"):
+        value = getattr(args, key, None)
+        if value is None:
+            continue
+        if isinstance(value, str):
+            value = value.split()
+        if not isinstance(value, (list, tuple)) or not all(
+                isinstance(v, (str, int)) and not isinstance(v, bool) for v in value):
+            raise DataError(f"{key}: {value!r} must be a list of names, e.g. [X1, X2]")
+        setattr(args, key, [str(v) for v in value] if key != "depths" else value)
+    for key in ("outcome", "treatment", "site", "by", "data", "out", "example", "treated"):
+        value = getattr(args, key, None)
+        if value is not None and not isinstance(value, (str, int, float)):
+            raise DataError(f"{key}: {value!r} must be a single name")
+        if value is not None:
+            setattr(args, key, str(value))
+
+
 def main(argv) -> int:
     ap = argparse.ArgumentParser(prog="simstudy apply", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -295,7 +425,10 @@ def main(argv) -> int:
                     "treatment, site, covariates, moderators, methods, by, out, ...); options "
                     "given on the command line win")
     ap.add_argument("--data", help="csv or parquet file, one row per individual")
-    ap.add_argument("--example", help=f"a built-in example: {', '.join(EXAMPLES)}")
+    ap.add_argument("--example", help="a built-in example: star (Project STAR, shipped), "
+                    "thornton (Thornton 2008, shipped) or simulated (NOT real data); its "
+                    "columns are preset, any option given here overrides them "
+                    "(e.g. --example star --outcome mathk)")
     ap.add_argument("--outcome")
     ap.add_argument("--treatment")
     ap.add_argument("--treated", help="the treated label when the treatment is not 0/1")
@@ -303,23 +436,32 @@ def main(argv) -> int:
     ap.add_argument("--covariates", nargs="+", default=None)
     ap.add_argument("--moderators", nargs="+", default=None)
     ap.add_argument("--methods", nargs="+", default=None, help="default: the 14 estimators")
+    ap.add_argument("--depths", nargs="*", type=int, default=None,
+                    help="policy-tree depths (default 2 3; none: --depths with no value)")
     ap.add_argument("--by", help="grouping column for Figs 8-9 (shares and scores by group)")
     ap.add_argument("--dropna", action="store_true", help="drop rows with missing values")
     ap.add_argument("--drop-sites", action="store_true",
                     help="drop sites with one person or everyone / no one treated")
+    ap.add_argument("--value-folds", type=int, default=None,
+                    help="K folds of sites for the cross-fitted values (default 5)")
     ap.add_argument("--seed", type=int, default=None, help="default 2024")
     ap.add_argument("--out")
     args = ap.parse_args(argv)
     try:
         _from_config(args)
+        _check_yaml_types(args)
         if bool(args.data) == bool(args.example):
             raise DataError("give exactly one of --data FILE or --example NAME")
         if not args.out:
             raise DataError("--out DIR is required (where the outputs go)")
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise DataError(f"--out {out} is a file; give a directory (it is created if missing)")
         if args.example:
             df, spec = example(args.example)
-            print(EXAMPLES[args.example])
+            print(EXAMPLES[args.example]["text"])
             spec = {**spec, **{k: v for k, v in vars(args).items() if k in spec and v}}
+            drop_sites = spec.pop("drop_sites") or args.drop_sites
         else:
             df = load(args.data)
             spec = dict(outcome=args.outcome, treatment=args.treatment, site=args.site,
@@ -327,18 +469,40 @@ def main(argv) -> int:
             lacking = [f"--{k}" for k, v in spec.items() if k != "by" and not v]
             if lacking:
                 raise DataError(f"{' '.join(lacking)} required with --data")
+            drop_sites = args.drop_sites
         from .methods import available
         unknown = [m for m in args.methods if m not in available()]
         if unknown:
             raise DataError(f"--methods {unknown} not registered; choose from {available()}")
+        depths = [2, 3] if args.depths is None else [int(d) for d in args.depths]
+        bad = [d for d in depths if not 1 <= d <= 4]
+        if bad:
+            raise DataError(f"--depths {bad}: policy-tree depths must be 1..4")
         frame, cov, mod = prepare(df, spec["outcome"], spec["treatment"], spec["site"],
                                   spec["covariates"], spec["moderators"], spec.get("by"),
-                                  args.treated, args.dropna, args.drop_sites)
-    except ConfigError as exc:
+                                  args.treated, args.dropna, drop_sites)
+        by = spec.get("by")
+        if by and frame[by].nunique() > MAX_GROUPS:
+            raise DataError(f"--by {by}: {frame[by].nunique()} distinct values; Figs 8-9 draw one "
+                            f"group each, so use a column with at most {MAX_GROUPS} (cut a "
+                            f"continuous column into bands first)")
+        K = 5 if args.value_folds is None else int(args.value_folds)
+        site_folds(frame[spec["site"]].unique(), K, args.seed)      # K vs sites, before any fit
+    except (ConfigError, OSError, ValueError) as exc:
         print(f"simstudy apply: {exc}", file=sys.stderr)
         return 2
     res = analyse(frame, spec["outcome"], spec["treatment"], spec["site"], cov, mod, args.methods,
-                  spec.get("by"), args.seed, out=args.out)
-    with pd.option_context("display.width", 200):
-        print(res["values"].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    return 1 if len(res["errors"]) == len(args.methods) else 0
+                  by, args.seed, depths=depths, value_folds=K, out=out)
+    with pd.option_context("display.width", 250, "display.max_columns", 20):
+        print("\nValue of each rule (mean outcome under the rule; AIPW). in-sample = learnt and "
+              "valued on the same rows (optimistic); crossfit = learnt without the fold of sites "
+              "it is valued on (SE clustered by site); vs_all = crossfit minus treat-all:")
+        cols = {"rule": "rule", "treated_share": "share", "value_insample": "in-sample",
+                "se_insample": "(SE)", "value_crossfit": "crossfit", "se_crossfit": "(SE) ",
+                "vs_treat_all_crossfit": "vs_all", "se_vs_treat_all": "(SE)  "}
+        print(res["values"][list(cols)].rename(columns=cols).to_string(
+            index=False, float_format=lambda v: f"{v:.4f}"))
+    return 1 if len(res["errors"]) == len(res["values"]) - 2 else 0
+
+
+MAX_GROUPS = 20

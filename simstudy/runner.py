@@ -184,10 +184,45 @@ def data_seed(seed: int, design: str, J: int, n_j: int, replicate: int) -> np.ra
     return np.random.SeedSequence(seed, spawn_key=(stable_id(design), J, n_j, replicate, 0))
 
 
+def named_seed(seed: int, *keys) -> int:
+    """A seed from the study seed and a path of names and integers (names by `stable_id`), so a
+    method's randomness follows its NAME, never its position in a list."""
+    key = tuple(int(k) if isinstance(k, (int, np.integer)) else stable_id(k) for k in keys)
+    return int(np.random.SeedSequence(seed, spawn_key=key).generate_state(1, np.uint32)[0])
+
+
 def method_seed(seed: int, design: str, J: int, n_j: int, replicate: int, method: str) -> int:
-    ss = np.random.SeedSequence(seed, spawn_key=(stable_id(design), J, n_j, replicate, 1,
-                                                 stable_id(method)))
-    return int(ss.generate_state(1, np.uint32)[0])
+    """SeedSequence(seed, spawn_key=(design, J, n_j, replicate, 1, method)): a method's own
+    randomness (CV folds, cross-fitting) in one replicate."""
+    return named_seed(seed, design, J, n_j, replicate, 1, method)
+
+
+@dataclass
+class Fitted:
+    """One method fitted and scored: the method, its benefit scores, or the error text."""
+    name: str
+    method: Any
+    score: np.ndarray | None
+    error: str | None
+    seconds: float
+
+
+def fit_and_score(name: str, train: pd.DataFrame, frame, random_state: int,
+                  options: Mapping | None = None, defaults: Mapping | None = None) -> Fitted:
+    """The one fit path of `simstudy run` and `simstudy apply`: build the registered method
+    `name` with its options, seed it, fit on `train`, score `frame` (a DataFrame, or a callable
+    method -> DataFrame for rules that read the truth). Never raises: a failure is returned."""
+    t0 = time.perf_counter()
+    method = None
+    try:
+        method = make(name, options, defaults)
+        method.random_state = random_state
+        method.fit(train)
+        rows = frame(method) if callable(frame) else frame
+        score = np.asarray(method.benefit_score(rows), dtype=float)
+        return Fitted(name, method, score, None, time.perf_counter() - t0)
+    except Exception as exc:                                       # noqa: BLE001
+        return Fitted(name, method, None, _error_text(exc), time.perf_counter() - t0)
 
 
 def simulate_replicate(cfg: StudyConfig, design: Design, J: int, n_j: int, replicate: int
@@ -217,25 +252,28 @@ def run_replicate(cfg: StudyConfig, design: Design, J: int, n_j: int, replicate:
     test_truth = None
     delta_ranks = average_ranks(rep.truth["Delta"])
     rows, decided = [], {}
+    def frame_for(method):
+        nonlocal test_truth
+        if not method.uses_truth:
+            return rep.test
+        test_truth = rep.test_with_truth() if test_truth is None else test_truth
+        return test_truth
+
     for name in cfg.methods:
         t0 = time.perf_counter()
-        try:
-            method = make(name, cfg.method_options.get(name), cfg.method_defaults)
-            method.random_state = method_seed(cfg.seed, design.name, J, n_j, replicate, name)
-            method.fit(rep.train)
-            if method.uses_truth:
-                test_truth = rep.test_with_truth() if test_truth is None else test_truth
-                frame = test_truth
-            else:
-                frame = rep.test
-            score = np.asarray(method.benefit_score(frame), dtype=float)
-            values = evaluate(score, rep.truth, delta_ranks)
-            values.update({k: float(v) for k, v in method.diagnostics().items()
-                           if k in DIAGNOSTICS})
-            status, error = "ok", None
-            decided[name] = decisions(score)
-        except Exception as exc:                                   # noqa: BLE001
-            values, status, error = nan_metrics, "error", _error_text(exc)
+        fit = fit_and_score(name, rep.train, frame_for,
+                            method_seed(cfg.seed, design.name, J, n_j, replicate, name),
+                            cfg.method_options.get(name), cfg.method_defaults)
+        values, status, error = nan_metrics, "error", fit.error
+        if fit.error is None:
+            try:
+                values = evaluate(fit.score, rep.truth, delta_ranks)
+                values.update({k: float(v) for k, v in fit.method.diagnostics().items()
+                               if k in DIAGNOSTICS})
+                status = "ok"
+                decided[name] = decisions(fit.score)
+            except Exception as exc:                               # noqa: BLE001
+                values, error = nan_metrics, _error_text(exc)
         rows.append({**key, "method": name, **values, "seconds": time.perf_counter() - t0,
                      "status": status, "error": error})
     pairs = [(cfg.label, design.name, J, n_j, replicate, a, b, agree)

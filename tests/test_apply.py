@@ -3,6 +3,8 @@ simulation path (issue 8)."""
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_cli import simstudy
 
 from simstudy import Design, make
@@ -33,28 +35,97 @@ def test_end_to_end_on_the_example(tmp_path):
     assert rules["n"].sum() == len(scores)
 
 
+def _cluster_se_statsmodels(x, groups):
+    """SE of a mean clustered by site, from statsmodels (intercept-only OLS, cluster-robust)."""
+    import statsmodels.api as sm
+    fit = sm.OLS(np.asarray(x, float), np.ones((len(x), 1))).fit(
+        cov_type="cluster", cov_kwds={"groups": pd.factorize(np.asarray(groups))[0]})
+    return float(fit.bse[0])
+
+
 def test_values_are_the_mean_aipw_score_of_each_rule():
     df, spec = example("simulated")
     frame, cov, mod = prepare(df, **{k: spec[k] for k in COLS})
-    res = analyse(frame, "Y", "T", "site", cov, mod, ["Q-fe"])
+    res = analyse(frame, "Y", "T", "site", cov, mod, ["Q-fe"], depths=())
     G, n = res["G"], len(frame)
     v = res["values"].set_index("rule")
-    assert v.loc["treat-all", "value"] == pytest.approx(G[:, 1].mean())
+    assert v.loc["treat-all", "value_insample"] == pytest.approx(G[:, 1].mean())
     d = res["decisions"]["Q-fe"]
-    assert v.loc["Q-fe", "value"] == pytest.approx(G[np.arange(n), d].mean())
-    assert v.loc["Q-fe", "value_se"] == pytest.approx(G[np.arange(n), d].std(ddof=1) / np.sqrt(n))
+    assert v.loc["Q-fe", "value_insample"] == pytest.approx(G[np.arange(n), d].mean())
+    assert v.loc["Q-fe", "se_insample"] == pytest.approx(
+        _cluster_se_statsmodels(G[np.arange(n), d], frame["site"]), rel=1e-10)
 
 
-def test_apply_scores_equal_the_simulation_path():
-    rep = Design(name="design1").simulate(np.random.default_rng(3), 12, 20)
+def test_crossfitted_values_equal_a_direct_computation():
+    """Small trial, K = 3 folds of sites: refit Q-base and the AIPW outcome model by hand on each
+    fold's complement (statsmodels OLS), decide and value the held-out sites, compare."""
+    import statsmodels.api as sm
+    from simstudy.apply import site_folds
+    rep = Design(name="design2").simulate(np.random.default_rng(8), 9, 14)
     frame, cov, mod = prepare(rep.train, **COLS)
-    methods = ["Q-base", "Q-ri", "Q-dm-rs", "W-aug", "WS-augID", "PT"]
-    res = analyse(frame, "Y", "T", "site", cov, mod, methods, seed=10)
-    for k, name in enumerate(methods):
-        m = make(name, None, {"covariates": cov, "moderators": mod, "features": mod})
-        m.random_state = 10 + k
-        expect = m.fit(rep.train).benefit_score(rep.train)
-        np.testing.assert_allclose(res["scores"][name], expect, rtol=1e-12, atol=1e-12)
+    res = analyse(frame, "Y", "T", "site", cov, mod, ["Q-base"], depths=(), value_folds=3, seed=5)
+    labels = np.sort(frame["site"].unique())
+    fold = dict(zip(labels, site_folds(labels, 3, 5)))
+    row_fold = frame["site"].map(fold).to_numpy()
+    n = len(frame)
+    G = np.empty((n, 2))
+    d = np.empty(n, int)
+    share = frame.groupby("site")["T"].mean()
+    for k in range(3):
+        tr, te = frame[row_fold != k], frame[row_fold == k]
+        Xd = lambda f, t: np.column_stack([np.ones(len(f)), f[cov], t, np.asarray(t)[:, None] * f[cov]])
+        b = sm.OLS(tr["Y"], Xd(tr, tr["T"].to_numpy())).fit().params.to_numpy()
+        mu = [Xd(te, np.full(len(te), t)) @ b for t in (0, 1)]
+        p = te["site"].map(share).to_numpy()
+        Tt, yt = te["T"].to_numpy(), te["Y"].to_numpy()
+        G[row_fold == k, 1] = mu[1] + Tt * (yt - mu[1]) / p
+        G[row_fold == k, 0] = mu[0] + (1 - Tt) * (yt - mu[0]) / (1 - p)
+        q = sm.OLS(tr["Y"], np.column_stack([np.ones(len(tr)), tr[cov], tr["T"],
+                                               tr["T"].to_numpy()[:, None] * tr[mod]])).fit()
+        c = q.params.to_numpy()[1 + len(cov):]
+        d[row_fold == k] = (c[0] + te[mod].to_numpy() @ c[1:] > 0).astype(int)
+    np.testing.assert_allclose(res["G_crossfit"], G, rtol=1e-9, atol=1e-9)
+    np.testing.assert_array_equal(res["decisions_crossfit"]["Q-base"], d)
+    v = res["values"].set_index("rule")
+    val = G[np.arange(n), d]
+    assert v.loc["Q-base", "value_crossfit"] == pytest.approx(val.mean(), rel=1e-12)
+    assert v.loc["Q-base", "se_crossfit"] == pytest.approx(
+        _cluster_se_statsmodels(val, frame["site"]), rel=1e-10)
+    diff = val - G[:, 1]
+    assert v.loc["Q-base", "vs_treat_all_crossfit"] == pytest.approx(diff.mean(), rel=1e-10)
+    assert v.loc["Q-base", "se_vs_treat_all"] == pytest.approx(
+        _cluster_se_statsmodels(diff, frame["site"]), rel=1e-10)
+    assert v.loc["treat-none", "value_crossfit"] == pytest.approx(G[:, 0].mean(), rel=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(J=st.integers(2, 60), K=st.integers(2, 12), seed=st.integers(0, 10**6))
+def test_site_split_puts_each_site_in_exactly_one_fold(J, K, seed):
+    from simstudy.apply import site_folds
+    labels = np.arange(100, 100 + J)
+    if K > J:
+        with pytest.raises(DataError, match="number of sites"):
+            site_folds(labels, K, seed)
+        return
+    f = site_folds(labels, K, seed)
+    assert f.shape == (J,) and set(f) == set(range(K))
+    sizes = np.bincount(f, minlength=K)
+    assert sizes.max() - sizes.min() <= 1
+
+
+def test_scores_do_not_depend_on_the_other_methods_listed():
+    df, spec = example("simulated")
+    frame, cov, mod = prepare(df, **{k: spec[k] for k in COLS})
+    alone = analyse(frame, "Y", "T", "site", cov, mod, ["W-aug"], depths=(2,))
+    many = analyse(frame, "Y", "T", "site", cov, mod, ["Q-base", "WS-aug", "W-noaug", "W-aug"],
+                   depths=(3, 2))
+    np.testing.assert_array_equal(alone["scores"]["W-aug"], many["scores"]["W-aug"])
+    np.testing.assert_array_equal(alone["scores"]["tree depth 2"], many["scores"]["tree depth 2"])
+    for k in ("W-aug", "tree depth 2"):
+        np.testing.assert_array_equal(alone["decisions_crossfit"][k], many["decisions_crossfit"][k])
+    pd.testing.assert_frame_equal(alone["values"].iloc[[0, 1, 2]].reset_index(drop=True),
+                                  many["values"].set_index("rule").loc[
+                                      ["treat-all", "treat-none", "W-aug"]].reset_index())
 
 
 def test_categorical_columns_expand_as_model_matrix():

@@ -87,6 +87,7 @@ class MultilevelQ(OutcomeModel):
 
     `new_sites`: a test row whose site was not in training gets u_1j = 0 (the population slope,
     lme4's allow.new.levels) with "population", or an error with "error"."""
+    new_site_options = {"new_sites": "population"}
 
     def __init__(self, model: str = "ri", reml: bool = True, new_sites: str = "population", **kw):
         super().__init__(**kw)

@@ -27,6 +27,9 @@ FAMILIES: dict[str, str] = {}       # name -> family: the report's panel ("Q-lea
 class Method:
     """Base class: column names and parameters; subclasses implement `fit` and `benefit_score`."""
     uses_truth = False          # reference rules that read the true Delta (oracle) set this
+    # options that let a fitted rule score people of sites it was not trained on (cross-fitting
+    # over sites in `simstudy apply`); {} when the rule does not depend on the site
+    new_site_options: dict[str, Any] = {}
 
     def __init__(self, site: str = "site", treatment: str = "T", outcome: str = "Y",
                  random_state: int | None = None):
@@ -66,16 +69,16 @@ class Method:
 
     # helpers shared by subclasses -------------------------------------------------
     def _per_site(self, frame: pd.DataFrame, effects: pd.Series, strict: bool, what: str,
-                  remedy: str) -> np.ndarray:
-        """The training site's value for each row (0 for sites not seen in training, or an error
-        naming the rows when `strict`)."""
+                  remedy: str, fill: float = 0.0) -> np.ndarray:
+        """The training site's value for each row (`fill` for sites not seen in training, or an
+        error naming the rows when `strict`)."""
         self._require(frame, [self.site], "the scored frame")
         value = frame[self.site].map(effects)
         unseen = value.isna()
         if unseen.any() and strict:
             raise ValueError(f"{int(unseen.sum())} rows belong to sites not in the training data "
                              f"(e.g. {frame.loc[unseen, self.site].iloc[0]}); {what}. {remedy}")
-        return value.fillna(0.0).to_numpy(float)
+        return value.fillna(fill).to_numpy(float)
 
     def _require(self, frame: pd.DataFrame, columns, what: str) -> None:
         missing = [c for c in columns if c not in frame.columns]

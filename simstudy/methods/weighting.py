@@ -46,6 +46,7 @@ from .registry import Method, register
           propensity="site", augment="covariates+site", site_moderators=True)
 class Weighting(Method):
     """Weighted squared-loss lasso for the benefit score (paper Sections 3.3, 4.2; SPEC 4)."""
+    new_site_options = {"new_sites": "average"}
 
     def __init__(self, propensity: str = "site", augment: str = "none",
                  site_moderators: bool = False, covariates=DEFAULT_COVARIATES,
@@ -55,7 +56,7 @@ class Weighting(Method):
         checks = {"propensity": (propensity, ("overall", "site")),
                   "augment": (augment, ("none", "covariates", "covariates+site")),
                   "lambda_rule": (lambda_rule, ("lambda.min", "lambda.1se")),
-                  "new_sites": (new_sites, ("error", "reference"))}
+                  "new_sites": (new_sites, ("error", "reference", "average"))}
         for key, (value, allowed) in checks.items():
             if value not in allowed:
                 raise ValueError(f"{key}={value!r}: allowed {list(allowed)}")
@@ -147,7 +148,9 @@ class Weighting(Method):
         score = self.a0_ + frame[self.moderators].to_numpy(float) @ self.a_
         if self.site_effects_ is None:
             return score
+        fill = self.site_effects_.mean() if self.new_sites == "average" else 0.0
         return score + self._per_site(frame, self.site_effects_, self.new_sites == "error",
                                       "a WS method has no dummy coefficient for them",
-                                      "Use new_sites='reference' to score them as the reference "
-                                      "site (coefficient 0).")
+                                      "Use new_sites='average' to score them as the average "
+                                      "training site (mean site coefficient) or 'reference' as "
+                                      "the reference site (coefficient 0).", fill)

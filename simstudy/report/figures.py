@@ -6,7 +6,9 @@
 - congruence heatmaps: upper triangle coloured, lower triangle the numbers, weighting methods
   in reverse order as the paper lists them (Figs 2, 4, 13, 15);
 - beyond the paper: regret and value per method;
-- a drawn policy tree (Bodory, Mascolo & Lechner 2024, Figs 2, 4, 6).
+- a drawn policy tree (Bodory, Mascolo & Lechner 2024, Figs 2, 4, 6);
+- for one trial (`simstudy apply`, paper Section 6): shares recommended (Fig 6), shares and
+  score distributions by a grouping (Figs 8, 9), each rule's in-sample and cross-fitted value.
 """
 from __future__ import annotations
 
@@ -229,6 +231,87 @@ def sweep_lines(summ: pd.DataFrame, x: str, metric: str = "accuracy", out: Path 
         else f"R = {int(df['reps'].iloc[0])}"
     fig.suptitle(f"{METRIC_LABELS.get(metric, metric)} against {x} (mean, band = +-1.96 Monte "
                  f"Carlo SE; {reps} replicates per point)", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+# ------------------------------------------------------------------ one trial (simstudy apply)
+def _rule_colours(rules) -> list[str]:
+    from ..methods import FAMILIES
+    fam = [FAMILIES.get(r, "Policy tree" if r.startswith("tree") else "Other") for r in rules]
+    return [FAMILY_COLOURS.get(f, "#e6e6e6") for f in fam]
+
+
+def shares(share: pd.Series, title: str = "", out: Path | None = None):
+    """Share of the trial recommended for treatment by each rule (paper Fig 6)."""
+    fig, ax = plt.subplots(figsize=(0.45 * len(share) + 2, 3.4))
+    ax.bar(share.index, 100 * share.to_numpy(), color=_rule_colours(share.index), ec="0.4", lw=0.5)
+    for i, v in enumerate(share.to_numpy()):
+        ax.text(i, 100 * v + 1, f"{100 * v:.0f}", ha="center", fontsize=7)
+    ax.set_ylabel("recommended for treatment (%)")
+    ax.set_ylim(0, 108)
+    ax.tick_params(axis="x", rotation=60, labelsize=8)
+    for lab in ax.get_xticklabels():
+        lab.set_ha("right")
+    ax.grid(axis="y", alpha=0.3)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+def shares_by_group(share_by: pd.DataFrame, by: str, title: str = "", out: Path | None = None):
+    """Share recommended for treatment by rule (rows) within each group of `by` (paper Fig 8)."""
+    fig, ax = plt.subplots(figsize=(0.5 * len(share_by) + 3, 3.6))
+    (100 * share_by).plot.bar(ax=ax, width=0.8, colormap="tab10", ec="0.3", lw=0.3)
+    ax.set_ylabel("recommended for treatment (%)")
+    ax.set_ylim(0, 108)
+    ax.legend(title=by, fontsize=7, title_fontsize=8, loc="upper left", bbox_to_anchor=(1, 1))
+    ax.tick_params(axis="x", rotation=60, labelsize=8)
+    for lab in ax.get_xticklabels():
+        lab.set_ha("right")
+    ax.grid(axis="y", alpha=0.3)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+def scores_by_group(scores: pd.DataFrame, groups, by: str, title: str = "",
+                    out: Path | None = None):
+    """Distribution of each estimator's benefit score within each group of `by`, 0 = the
+    decision boundary (paper Fig 9)."""
+    import seaborn as sns
+    long = scores.assign(_by=np.asarray(groups)).melt(id_vars="_by", var_name="method",
+                                                      value_name="benefit score")
+    fig, ax = plt.subplots(figsize=(0.55 * scores.shape[1] + 3, 3.8))
+    sns.boxplot(long, x="method", y="benefit score", hue="_by", ax=ax, fliersize=1, linewidth=0.6)
+    ax.axhline(0, color="0.3", lw=0.8)
+    ax.tick_params(axis="x", rotation=60, labelsize=8)
+    for lab in ax.get_xticklabels():
+        lab.set_ha("right")
+    ax.legend(title=by, fontsize=7, title_fontsize=8, loc="upper left", bbox_to_anchor=(1, 1))
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+def values(table: pd.DataFrame, title: str = "", out: Path | None = None):
+    """Each rule's estimated value, in-sample and cross-fitted over sites, with 95% intervals."""
+    t = table.iloc[::-1]
+    y = np.arange(len(t))
+    fig, ax = plt.subplots(figsize=(6.5, 0.28 * len(t) + 1.4))
+    ax.errorbar(t["value_insample"], y + 0.15, xerr=1.96 * t["se_insample"], fmt="o", ms=3,
+                color="0.55", label="in-sample (optimistic)")
+    ax.errorbar(t["value_crossfit"], y - 0.15, xerr=1.96 * t["se_crossfit"], fmt="s", ms=3,
+                color="#c0392b", label="cross-fitted over sites")
+    ax.set_yticks(y, t["rule"], fontsize=8)
+    ax.set_xlabel("estimated value (mean outcome under the rule)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    if title:
+        ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return _save(fig, out)
 
