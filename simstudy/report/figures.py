@@ -309,7 +309,7 @@ def values(table: pd.DataFrame, title: str = "", out: Path | None = None):
     ax.set_yticks(y, t["rule"], fontsize=8)
     ax.set_xlabel("estimated value (mean outcome under the rule)")
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.09), ncol=2)
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
