@@ -14,6 +14,8 @@ commands:
                            condition) printed and written to DIR/summary.csv and summary.md
   status DIR               replicates done per cell (point, design, J, n_j) of the planned ones,
                            and the missing replicate ids
+  repair DIR               move unreadable (truncated) Parquet files to DIR/quarantine; the
+                           next run recomputes their replicates
   merge SRC [SRC ...] DEST add stores of the same study (e.g. gaps run on another machine)
                            into DEST; a replicate already in DEST is never duplicated
   apply --data F ...       the estimators, policy trees and rule values on one multisite
@@ -33,36 +35,45 @@ def _run(argv: list[str]) -> int:
     from omegaconf import DictConfig, OmegaConf
 
     from .designs import ConfigError
-    from .runner import StudyConfig, run_study
+    from .errors import install_sigterm, report
+    from .runner import StudyConfig, check_out, run_study
 
     status = {"code": 0}
 
     @hydra.main(config_path=config_dir(), config_name="config", version_base="1.3")
     def job(cfg: DictConfig) -> None:
-        plain = OmegaConf.to_container(cfg, resolve=True)
+        # the error boundary sits inside the Hydra job (Hydra would print a traceback)
+        resume = None
         try:
-            study = StudyConfig.from_config(plain, point=swept_keys())
-        except ConfigError as exc:
-            print(f"simstudy: config error: {exc}", file=sys.stderr)
-            status["code"] = 2
-            raise SystemExit(2) from None
-        out = Path(plain["out"])
-        try:
+            plain = OmegaConf.to_container(cfg, resolve=True)
+            keys = swept_keys()
+            study = StudyConfig.from_config(plain, point=point_of(keys), point_keys=keys)
+            out = check_out(plain.get("out"))
+            resume = f"`simstudy status {out}` shows what is missing"
             run_study(study, out, overwrite=bool(plain.get("overwrite")),
-                      progress=bool(plain.get("progress", True)), run_config=plain)
-        except ConfigError as exc:
-            print(f"simstudy: {exc}", file=sys.stderr)
-            status["code"] = 2
-            raise SystemExit(2) from None
-        from .report.tables import write_report
-        figures = bool(plain.get("figures", True))
-        write_report(out, figures=figures, designs=[d.name for d in study.designs],
-                     point=study.label)
-        print(f"simstudy: study stored in {out}; summary table: {out / 'summary.md'} "
-              f"(and summary.csv)" + (f", figures: {out / 'figures'}" if figures else "")
-              + f"; print the table with `simstudy report {out}`")
+                      progress=bool(plain.get("progress", True)), run_config=plain,
+                      probe=bool(plain.get("probe", True)),
+                      retry_errors=bool(plain.get("retry_errors", False)))
+            from .report.tables import write_report
+            figures = bool(plain.get("figures", True))
+            write_report(out, figures=figures, designs=[d.name for d in study.designs],
+                         point=study.label)
+            print(f"simstudy: study stored in {out}; summary table: {out / 'summary.md'} "
+                  f"(and summary.csv)" + (f", figures: {out / 'figures'}" if figures else "")
+                  + f"; print the table with `simstudy report {out}`")
+        except BaseException as exc:                              # noqa: BLE001
+            if isinstance(exc, SystemExit):
+                raise
+            status["code"] = report(exc, "simstudy", resume)
+            raise SystemExit(status["code"]) from None
 
+    bad = [a for a in argv if not a.startswith("-") and "=" not in a
+           and a not in ("run",)]
+    if bad and not any(a.startswith("--config") or a in ("-cd", "-cn", "-cp") for a in argv):
+        raise ConfigError(f"{bad[0]!r} is not KEY=VALUE; a value with a space must be quoted as "
+                          f"a whole, e.g. \"out='my results'\" (and lists as 'J=[25,150]')")
     sys.argv = ["simstudy run", *argv]
+    install_sigterm()
     try:
         job()
     except SystemExit as exc:
@@ -74,21 +85,73 @@ def _run(argv: list[str]) -> int:
 # what) is computed
 NOT_POINT = {"design", "design.name", "J", "n_j", "reps", "methods", "out", "n_jobs", "backend",
              "batch_size", "flush_seconds", "progress", "figures", "overwrite", "plugins",
-             "dask_address", "replicates"}
+             "dask_address", "replicates", "probe", "retry_errors"}
+
+
+def canonical(value) -> str:
+    """One spelling per value: YAML-parsed, integral numbers without a decimal point (0 == 0.0),
+    other numbers by repr, lists element-wise, booleans lower case."""
+    import math
+
+    import yaml
+    if isinstance(value, str):
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        x = float(value)
+        if math.isfinite(x) and x.is_integer() and abs(x) < 1e15:
+            return str(int(x))
+        return repr(x)
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(canonical(v) for v in value) + "]"
+    return "null" if value is None else str(value)
+
+
+def _defaults(design: str | None) -> dict[str, str]:
+    """Canonical default of every key: conf/config.yaml and the chosen design preset, dotted."""
+    import yaml
+    flat: dict[str, str] = {}
+
+    def walk(obj, prefix):
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                walk(v, f"{prefix}{k}.")
+        else:
+            flat[prefix.rstrip(".")] = canonical(obj)
+    base = yaml.safe_load(Path(config_dir(), "config.yaml").read_text()) or {}
+    walk({k: v for k, v in base.items() if k not in ("defaults", "hydra")}, "")
+    if design and Path(config_dir(), "design", f"{design}.yaml").exists():
+        walk(yaml.safe_load(Path(config_dir(), "design", f"{design}.yaml").read_text()) or {},
+             "design.")
+    return flat
 
 
 def swept_keys() -> dict[str, str]:
     """The sweep point of this Hydra job: its command-line overrides other than NOT_POINT
-    (e.g. design.beta1=0.2, method_options.W-aug.nfolds=10), key -> value as written."""
+    (e.g. design.beta1=0.2, method_options.W-aug.nfolds=10), key -> canonical value; a key
+    given at its default value is no sweep point (seed=2024 is the plain study)."""
     from hydra.core.hydra_config import HydraConfig
+    hc = HydraConfig.get()
+    defaults = _defaults(hc.runtime.choices.get("design"))
     point = {}
-    for item in HydraConfig.get().overrides.task:
+    for item in hc.overrides.task:
         key, _, value = item.partition("=")
         key = key.lstrip("+~")
         if key in NOT_POINT or key.startswith("hydra"):
             continue
-        point[key] = value
+        point[key] = canonical(value)
     return point
+
+
+def point_of(keys: dict[str, str]) -> dict[str, str]:
+    """The swept keys that name the sweep point: those not at their default value."""
+    from hydra.core.hydra_config import HydraConfig
+    defaults = _defaults(HydraConfig.get().runtime.choices.get("design"))
+    return {k: v for k, v in keys.items() if defaults.get(k) != v}
 
 
 def _status(argv: list[str]) -> int:
@@ -129,6 +192,26 @@ def _merge(argv: list[str]) -> int:
     return 0
 
 
+def _repair(argv: list[str]) -> int:
+    import argparse
+
+    from .store import Store
+    ap = argparse.ArgumentParser(prog="simstudy repair", description="Move unreadable Parquet "
+                                 "files of a store to DIR/quarantine; the next run recomputes "
+                                 "their replicates.")
+    ap.add_argument("dir")
+    args = ap.parse_args(argv)
+    if not Path(args.dir, "config.yaml").exists():
+        print(f"simstudy repair: {args.dir} holds no study (no config.yaml)", file=sys.stderr)
+        return 2
+    with Store(args.dir) as store:
+        bad = store.repair()
+    print(f"{args.dir}: " + (f"{len(bad)} unreadable file(s) moved to quarantine/: "
+                             + ", ".join(f.name for f in bad) + "; re-run the study's command to "
+                             "recompute their replicates" if bad else "every file is readable"))
+    return 0
+
+
 def _report(argv: list[str]) -> int:
     from .report.tables import report_main
     return report_main(argv)
@@ -142,6 +225,16 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0
     cmd, rest = argv[0], argv[1:]
+    from .errors import report
+    try:
+        return _dispatch(cmd, rest)
+    except BaseException as exc:                                  # noqa: BLE001
+        if isinstance(exc, SystemExit):
+            raise
+        return report(exc, f"simstudy {cmd}")
+
+
+def _dispatch(cmd: str, rest: list[str]) -> int:
     if cmd == "run":
         return _run(rest)
     if cmd == "report":
@@ -153,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
         return _status(rest)
     if cmd == "merge":
         return _merge(rest)
+    if cmd == "repair":
+        return _repair(rest)
     if cmd == "methods":
         from .methods import REGISTRY
         for name, (cls, preset) in sorted(REGISTRY.items()):

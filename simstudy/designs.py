@@ -58,12 +58,31 @@ class Design:
     max_draws: int = 1000        # give up (error) after this many rejected draws
 
     def __post_init__(self):
-        object.__setattr__(self, "delta", dict(self.delta))
-        object.__setattr__(self, "main", dict(self.main))
+        for part in ("delta", "main"):
+            if isinstance(getattr(self, part), Mapping):
+                object.__setattr__(self, part, dict(getattr(self, part)))
         self.validate()
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
+        import math
+        numbers = {"beta1": self.beta1, "nonlinear": self.nonlinear, "R_sd": self.R_sd,
+                   "prevalence": self.prevalence, "treat_R": self.treat_R,
+                   "cluster_main": self.cluster_main, "noise_sd": self.noise_sd,
+                   "n_covariates": self.n_covariates, "test_size": self.test_size,
+                   "max_draws": self.max_draws}
+        for part in ("delta", "main"):
+            if not isinstance(getattr(self, part), Mapping):
+                raise ConfigError(f"design.{part} must be a mapping of terms to numbers, e.g. "
+                                  f"{{intercept: 0.2, X3: 0.5}}")
+            numbers.update({f"{part}.{k}": v for k, v in getattr(self, part).items()})
+        for key, v in numbers.items():
+            ok = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+            if not ok or not math.isfinite(float(v)):
+                raise ConfigError(f"design.{key}={v!r}: must be a finite number")
+        for key in ("n_covariates", "max_draws"):
+            if float(numbers[key]) != int(numbers[key]) or int(numbers[key]) < 1:
+                raise ConfigError(f"design.{key}={numbers[key]!r}: must be an integer >= 1")
         if not 0.0 < float(self.prevalence) < 1.0:
             raise ConfigError(f"design.prevalence={self.prevalence}: must lie strictly in (0, 1)")
         if self.R_sd < 0:

@@ -16,6 +16,7 @@ import time
 import traceback
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -24,7 +25,7 @@ import pandas as pd
 from .designs import ConfigError, Design, Replicate
 from .metrics import DIAGNOSTICS, METRICS, average_ranks, congruence, decisions, evaluate
 from .methods import load_plugins, make
-from .store import Store, point_label
+from .store import CONGRUENCE_COLUMNS, Store, point_label
 
 
 def stable_id(name: str) -> int:
@@ -44,10 +45,12 @@ def _as_list(value, key: str) -> list:
 
 def _int(value, key: str, minimum: int) -> int:
     try:
+        if isinstance(value, bool):
+            raise ValueError
         iv = int(value)
         if iv != value and not (isinstance(value, str) and str(iv) == value.strip()):
             raise ValueError
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ConfigError(f"{key}={value!r}: must be an integer >= {minimum}") from None
     if iv < minimum:
         raise ConfigError(f"{key}={iv}: must be an integer >= {minimum}")
@@ -73,9 +76,11 @@ class StudyConfig:
     point: dict[str, str] = field(default_factory=dict)   # swept keys of this sweep point
     replicates: tuple[int, int] | None = None             # run only [start, stop) of 0..reps-1
     dask_address: str | None = None                       # backend=dask: scheduler or None
+    point_keys: dict[str, str] = field(default_factory=dict)  # every swept key, defaults too
 
     @classmethod
-    def from_config(cls, cfg: Mapping, point: Mapping | None = None) -> "StudyConfig":
+    def from_config(cls, cfg: Mapping, point: Mapping | None = None,
+                    point_keys: Mapping | None = None) -> "StudyConfig":
         """Validate a (Hydra/OmegaConf or plain) mapping; errors name the key and allowed values.
         `point`: the swept keys of this sweep point (the CLI takes them from Hydra's overrides)."""
         cfg = dict(cfg)
@@ -123,10 +128,22 @@ class StudyConfig:
         batch_size = None if bs in (None, "auto") else _int(bs, "batch_size", 1)
         seed = _int(cfg.get("seed", 2024), "seed", 0)
         address = cfg.get("dask_address")
+        flush = _number(cfg.get("flush_seconds", 5.0), "flush_seconds", 0.0, 86400.0,
+                        open_low=True)
+        cells = [(d, a, b) for d in designs for a in J for b in n_j]
+        rows = max((a * b * (1 + d.test_size) for d, a, b in cells), default=0)
+        need = rows * BYTES_PER_ROW * _workers(n_jobs, backend)
+        have = available_memory()
+        if need > have:
+            raise ConfigError(
+                f"J x n_j up to {max(a * b for _, a, b in cells):,} rows per replicate needs about "
+                f"{need / 2 ** 30:,.1f} GiB with {_workers(n_jobs, backend)} worker(s); this machine "
+                f"has {have / 2 ** 30:,.1f} GiB available: use smaller J / n_j or fewer workers")
         return cls(designs, J, n_j, reps, methods, seed, defaults, options, plugins,
-                   n_jobs, backend, batch_size, float(cfg.get("flush_seconds", 5.0)),
+                   n_jobs, backend, batch_size, flush,
                    {str(k): str(v) for k, v in dict(point or {}).items()}, reps_range,
-                   None if address in (None, "", "local") else str(address))
+                   None if address in (None, "", "local") else str(address),
+                   {str(k): str(v) for k, v in dict(point_keys or point or {}).items()})
 
     def identity(self) -> tuple[dict, dict]:
         """What makes two runs the same study (stored in config.yaml, checked on resume)."""
@@ -153,6 +170,61 @@ class StudyConfig:
 
 
 BACKENDS = ("loky", "dask", "threading", "multiprocessing", "sequential")
+BYTES_PER_ROW = 3000        # peak memory of one replicate per training + test row, all methods
+                            # (measured: ~1.5 KB at J = 500, n_j = 200; x2 for safety)
+
+
+def _number(value, key: str, low: float, high: float = math.inf, open_low: bool = False) -> float:
+    """A finite number in [low, high] (or (low, high]); the message gives the range."""
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        x = float(value)
+    except (TypeError, ValueError):
+        x = math.nan
+    ok = math.isfinite(x) and (x > low if open_low else x >= low) and x <= high
+    if not ok:
+        rng = f"{'(' if open_low else '['}{low:g}, {high:g}]"
+        raise ConfigError(f"{key}={value!r}: must be a finite number in {rng}")
+    return x
+
+
+def check_out(out) -> Path:
+    """`out` must name a directory we can create or write: not empty, not a file, names short
+    enough for the file system."""
+    if out is None or not str(out).strip():
+        raise ConfigError("out is empty; give the study directory, e.g. out=results/my_study")
+    path = Path(str(out)).expanduser()
+    for part in path.parts:
+        if len(part.encode()) > 200:
+            raise ConfigError(f"out={str(out)[:60]}...: a path component has {len(part)} "
+                              f"characters; the file system allows about 255 (figure names add "
+                              f"to it): use a shorter name")
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"out={out} is a file; give a directory (created if missing)")
+    parent = path
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"out={out}: {parent} is a file, so the directory cannot be created")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"out={out}: {parent} is not writable; choose another out=...")
+    return path
+
+
+def available_memory() -> int:
+    """Bytes of memory available now (MemAvailable), or the machine's total."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 2 ** 40
 
 
 def _replicate_range(value, reps: int) -> tuple[int, int] | None:
@@ -177,6 +249,14 @@ def _plain(obj):
     if isinstance(obj, np.generic):
         return obj.item()
     return obj
+
+
+def _workers(n_jobs: int, backend: str) -> int:
+    """Worker processes on this machine: n_jobs capped at the cores (-1 = all cores)."""
+    cores = max(1, os.cpu_count() or 1)
+    if backend == "sequential" or n_jobs == 1:
+        return 1
+    return cores if n_jobs < 0 else min(n_jobs, cores)
 
 
 # ---------------------------------------------------------------------- one replicate
@@ -281,11 +361,14 @@ def run_replicate(cfg: StudyConfig, design: Design, J: int, n_j: int, replicate:
     return rows, pairs
 
 
-def _run_batch(cfg: StudyConfig, design: Design, J: int, n_j: int, replicates: list[int]):
+def _run_batch(cfg: StudyConfig, design: Design, J: int, n_j: int, replicates: list[int],
+               main_pid: int | None = None):
     load_plugins(cfg.plugins)                 # workers import user methods too
     if cfg.n_jobs != 1 and cfg.backend != "sequential":
         import numba
         numba.set_num_threads(1)              # the workers already use the cores
+    if main_pid is not None and os.getpid() != main_pid:
+        _watch_parent()                       # a worker process: exit with its parent
     rows, pairs = [], []
     for r in replicates:
         rr, pp = run_replicate(cfg, design, J, n_j, r)
@@ -338,18 +421,74 @@ def _backend(cfg: StudyConfig):
         yield client
 
 
+def probe_replicate(cfg: StudyConfig, batches) -> tuple[list[dict], list[tuple]] | None:
+    """Fit every method on the first replicate still to do (in this process) before the study
+    starts: a method that fails there (a bad option, a missing column, a degenerate design) is
+    reported now instead of filling the store with error rows. Its rows are kept if all went
+    well (the replicate is computed exactly as a worker would)."""
+    if not batches:
+        return None
+    design, J, n_j, reps = batches[0]
+    rows, pairs = run_replicate(cfg, design, J, n_j, reps[0])
+    bad = [r for r in rows if r["status"] != "ok"]
+    if bad:
+        detail = "; ".join(f"{r['method']}: {r['error']}" for r in bad[:4])
+        raise ConfigError(
+            f"the probe replicate ({design.name}, J={J}, n_j={n_j}, replicate {reps[0]}) failed "
+            f"for {len(bad)} of {len(rows)} methods before the study started -- {detail}. Fix "
+            f"the method options, or pass probe=false if these methods fail only sometimes")
+    return rows, pairs
+
+
+def _watch_parent() -> None:
+    """In a worker: exit when the parent process dies (SIGKILL of `simstudy run` must not leave
+    workers computing for minutes)."""
+    import threading
+    parent = os.getppid()
+    if getattr(_watch_parent, "started", False) or parent <= 1:
+        return
+    _watch_parent.started = True
+
+    def watch():
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(1)
+    threading.Thread(target=watch, daemon=True, name="simstudy-parent-watch").start()
+
+
 def run_study(cfg: StudyConfig, out, overwrite: bool = False, progress: bool = True,
-              run_config: dict | None = None) -> Store:
-    """Run (or resume) the study into `out`; returns the store."""
+              run_config: dict | None = None, probe: bool = False,
+              retry_errors: bool = False) -> Store:
+    """Run (or resume) the study into `out`; returns the store. `probe`: fit every method on one
+    replicate first and stop with a ConfigError if one fails; `retry_errors`: recompute the
+    stored replicates in which a method failed (e.g. after fixing an option or adding memory)."""
     from joblib import Parallel, delayed
     from tqdm.auto import tqdm
 
     study, designs = cfg.identity()
     with Store(out) as store:
+        bad = store.repair()
+        if bad:
+            print(f"simstudy: {len(bad)} unreadable file(s) moved to {store.out / 'quarantine'} "
+                  f"({', '.join(f.name for f in bad[:3])}); their replicates are recomputed")
         store.prepare(study, designs, _plain(run_config or {}), overwrite=overwrite,
-                      point=cfg.point, planned=cfg.planned())
+                      point=cfg.point, planned=cfg.planned(), keys=cfg.point_keys)
+        if retry_errors:
+            n = store.drop_failed(cfg.label)
+            if n and progress:
+                print(f"simstudy: retry_errors: {n} replicates with failed fits will be recomputed")
         done = store.done()
         batches = _batches(cfg, done)
+        if probe and batches:
+            rows, pairs = probe_replicate(cfg, batches)
+            store.append(pd.DataFrame(rows), pd.DataFrame(pairs, columns=CONGRUENCE_COLUMNS))
+            done = store.done()
+            batches = _batches(cfg, done)
+        workers = min(_workers(cfg.n_jobs, cfg.backend), max(1, len(batches)))
+        if cfg.backend != "dask" and cfg.n_jobs > workers and progress:
+            print(f"simstudy: n_jobs={cfg.n_jobs} capped at {workers} (the machine's "
+                  f"{os.cpu_count()} cores and {len(batches)} tasks to do)")
         total = sum(len(b[3]) for b in batches)
         n_all = len(cfg.conditions()) * len(cfg.replicate_ids())
         bar = tqdm(total=total, disable=not progress, unit="rep", dynamic_ncols=True,
@@ -361,21 +500,20 @@ def run_study(cfg: StudyConfig, out, overwrite: bool = False, progress: bool = T
         def flush():
             nonlocal buf_rows, buf_pairs, last
             if buf_rows:
-                store.append(pd.DataFrame(buf_rows), pd.DataFrame(buf_pairs, columns=[
-                    "point", "design", "J", "n_j", "replicate", "method_a", "method_b",
-                    "agreement"]))
+                store.append(pd.DataFrame(buf_rows),
+                             pd.DataFrame(buf_pairs, columns=CONGRUENCE_COLUMNS))
             buf_rows, buf_pairs, last = [], [], time.monotonic()
 
         stack = contextlib.ExitStack()
         try:
-            if cfg.backend != "dask" and (cfg.n_jobs == 1 or cfg.backend == "sequential"):
+            if cfg.backend != "dask" and (workers == 1 or cfg.backend == "sequential"):
                 results: Iterable = (_run_batch(cfg, *b) for b in batches)
             else:
                 stack.enter_context(_backend(cfg))
-                results = Parallel(n_jobs=-1 if cfg.backend == "dask" else cfg.n_jobs,
+                results = Parallel(n_jobs=-1 if cfg.backend == "dask" else workers,
                                    backend=None if cfg.backend == "dask" else cfg.backend,
                                    return_as="generator_unordered")(
-                    delayed(_run_batch)(cfg, *b) for b in batches)
+                    delayed(_run_batch)(cfg, *b, main_pid=os.getpid()) for b in batches)
             for n_done, rows, pairs in results:
                 buf_rows += rows
                 buf_pairs += pairs

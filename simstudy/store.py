@@ -77,17 +77,51 @@ def _typed(df: pd.DataFrame, table: str) -> pd.DataFrame:
     return df
 
 
+class StoreDamaged(ConfigError):
+    """Files of the store cannot be read (truncated by a crash or a full disk)."""
+
+    def __init__(self, out: Path, files: list[Path]):
+        self.files = files
+        names = ", ".join(str(f.relative_to(out)) for f in files[:5])
+        super().__init__(f"{out}: {len(files)} unreadable file(s) ({names}); `simstudy repair "
+                         f"{out}` moves them to {out / 'quarantine'} and the next run recomputes "
+                         f"their replicates")
+
+
+def table_files(out: str | Path, table: str) -> list[Path]:
+    out = Path(out)
+    files = [out / f"{table}.parquet"] if (out / f"{table}.parquet").exists() else []
+    if (out / "parts").is_dir():
+        files += sorted((out / "parts").glob(f"{table}-*.parquet"))
+    return files
+
+
+def unreadable(out: str | Path) -> list[Path]:
+    """The store's Parquet files that cannot be read."""
+    bad = []
+    for table in TABLES:
+        for f in table_files(out, table):
+            try:
+                pd.read_parquet(f, columns=["replicate"])
+            except Exception:                                    # noqa: BLE001
+                bad.append(f)
+    return bad
+
+
 def read_table(out: str | Path, table: str) -> pd.DataFrame:
     """The merged table (main file + unmerged parts), duplicates dropped, sorted by key."""
     out = Path(out)
     cols, key = TABLES[table]
-    frames = []
-    main = out / f"{table}.parquet"
-    if main.exists():
-        frames.append(pd.read_parquet(main))
-    parts = out / "parts"
-    if parts.is_dir():
-        frames += [pd.read_parquet(p) for p in sorted(parts.glob(f"{table}-*.parquet"))]
+    frames, bad = [], []
+    for f in table_files(out, table):
+        try:
+            frames.append(pd.read_parquet(f))
+        except FileNotFoundError:             # merged and removed by a concurrent consolidate
+            continue
+        except Exception:                                        # noqa: BLE001
+            bad.append(f)
+    if bad:
+        raise StoreDamaged(out, bad)
     if not frames:
         return _typed(pd.DataFrame(columns=cols), table)
     df = _typed(pd.concat(frames, ignore_index=True), table)
@@ -107,8 +141,15 @@ def read_config(out) -> dict:
     path = Path(out) / "config.yaml"
     if not path.exists():
         raise FileNotFoundError(f"{out} holds no study (no config.yaml); run `simstudy run out={out}`")
-    with open(path) as fh:
-        cfg = yaml.safe_load(fh) or {}
+    try:
+        with open(path) as fh:
+            cfg = yaml.safe_load(fh) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML ({str(exc).splitlines()[0]}); restore it from "
+                          f"a copy, or delete the store's results (overwrite=true)") from None
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{path} is not a simstudy config (a {type(cfg).__name__}, not a "
+                          f"mapping); restore it, or delete the store's results (overwrite=true)")
     if "points" not in cfg and "study" in cfg:           # a store written before sweep points
         cfg["points"] = {"": {"keys": {}, "study": cfg.pop("study"),
                               "designs": cfg.pop("designs", {})}}
@@ -191,16 +232,22 @@ class Store:
 
     def prepare(self, study: dict, designs: dict[str, dict], run_config: dict,
                 overwrite: bool = False, point: dict | None = None,
-                planned: list[dict] | None = None) -> None:
+                planned: list[dict] | None = None, keys: dict | None = None) -> None:
         """Check the stored identity of this sweep point against this run's; refuse a different
         study. Within a point, `study` (seed, methods, options) must match exactly and each
         design name must keep its parameters; new designs, new points and new (J, n_j, reps)
         extend the store."""
         point = dict(point or {})
         label = point_label(point)
+        self.consolidate()
         with self.locked():
             path = self.out / "config.yaml"
-            if path.exists() and overwrite:
+            if not path.exists() and self._has_rows():
+                if not overwrite:
+                    raise ConfigError(
+                        f"out={self.out} holds results but no config.yaml (deleted?), so their "
+                        f"study cannot be checked against this one: restore config.yaml, use "
+                        f"another out=..., or pass overwrite=true to delete those results")
                 self.clear()
             stored = read_config(self.out) if path.exists() else {"points": {}, "planned": []}
             old = stored["points"].get(label)
@@ -210,6 +257,13 @@ class Store:
                     if name in old.get("designs", {}):
                         problems += [f"design {name}: {p}" for p in
                                      _diff(old["designs"][name], params)]
+                if problems and overwrite:
+                    # overwrite deletes THIS point's rows only (a sweep job never deletes another
+                    # point's), and only when its stored study differs
+                    self._drop(lambda df: df["point"] == label)
+                    old, problems = None, []
+                    stored["points"].pop(label, None)
+                    stored["planned"] = [c for c in stored["planned"] if c["point"] != label]
                 if problems:
                     where = f" (sweep point {label})" if label else ""
                     raise ConfigError(
@@ -217,8 +271,12 @@ class Store:
                         + "\n  - ".join(problems)
                         + "\nUse another `out=...`, give a changed design a new `design.name=...`, "
                           "or pass `overwrite=true` to delete the stored results.")
+            if old is not None:
                 designs = {**old.get("designs", {}), **designs}
-            stored["points"][label] = {"keys": point, "study": study, "designs": designs}
+            # keys: every swept key of the runs that wrote this point (a key at its default
+            # value is not in the label but is a column of the report)
+            keys = {**(old or {}).get("keys", {}), **point, **(keys or {})}
+            stored["points"][label] = {"keys": keys, "study": study, "designs": designs}
             stored["planned"] = _merge_planned(stored["planned"], planned or [])
             stored["last_run"] = run_config
             write_yaml(stored, path)
@@ -263,6 +321,49 @@ class Store:
         self.consolidate()
         return len(new), len(reps) - len(new)
 
+    def _has_rows(self) -> bool:
+        return (self.out / "metrics.parquet").exists() or any(
+            (self.out / "parts").glob("metrics-*.parquet"))
+
+    def _drop(self, where) -> int:
+        """Delete the rows of both tables for which `where(df)` holds (lock held by the caller;
+        parts are merged first). Returns the number of metric rows deleted."""
+        dropped = 0
+        for table in TABLES:
+            files = sorted((self.out / "parts").glob(f"{table}-*.parquet"))
+            df = read_table(self.out, table)
+            keep = ~where(df).to_numpy(bool)
+            dropped += int((~keep).sum()) if table == "metrics" else 0
+            write_parquet(df[keep], self.out / f"{table}.parquet")
+            for f in files:                 # only the parts read: a concurrent job's new part stays
+                f.unlink()
+        return dropped
+
+    def drop_failed(self, label: str) -> int:
+        """Delete every replicate of sweep point `label` in which a method failed, so the run
+        computes it again (`retry_errors=true`). Returns the number of replicates deleted."""
+        self.consolidate()
+        with self.locked():
+            m = read_metrics(self.out)
+            bad = m[(m["point"] == label) & (m["status"] != "ok")][KEY].drop_duplicates()
+            keys = set(map(tuple, bad.itertuples(index=False, name=None)))
+            if keys:
+                self._drop(lambda df: pd.Series([k in keys for k in df[KEY].itertuples(
+                    index=False, name=None)], index=df.index, dtype=bool))
+        return len(keys)
+
+    def repair(self) -> list[Path]:
+        """Move unreadable Parquet files to out/quarantine/ (their replicates count as not done,
+        so the next run recomputes them, identically: seeds do not depend on anything else)."""
+        with self.locked():
+            bad = unreadable(self.out)
+            if bad:
+                q = self.out / "quarantine"
+                q.mkdir(exist_ok=True)
+                for f in bad:
+                    os.replace(f, q / f"{f.name}.{uuid.uuid4().hex[:6]}")
+        return bad
+
     def clear(self) -> None:
         for name in ("metrics.parquet", "congruence.parquet", "config.yaml"):
             (self.out / name).unlink(missing_ok=True)
@@ -288,9 +389,9 @@ class Store:
         """Merge parts into the main tables (atomic), then delete the merged parts."""
         parts = self.out / "parts"
         with self.locked():
-            for tmp in self.out.rglob(".*.tmp"):      # leftovers of a writer killed long ago
-                with contextlib.suppress(OSError):
-                    if time.time() - tmp.stat().st_mtime > 3600:
+            for tmp in self.out.rglob(".*.tmp"):      # leftovers of a killed writer: the main
+                with contextlib.suppress(OSError):     # files are written under this lock only
+                    if tmp.parent == self.out or time.time() - tmp.stat().st_mtime > 600:
                         tmp.unlink()
             for table in TABLES:
                 files = sorted(parts.glob(f"{table}-*.parquet"))

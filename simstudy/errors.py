@@ -1,0 +1,80 @@
+"""One error boundary for every command: whatever goes wrong becomes one line that says what,
+where and what to do; the exit code is 2 for the user's input (config, data, paths, a damaged
+store), 1 for an internal error, whose traceback goes to a log file named in the message, and
+130 for Ctrl-C / SIGTERM, with what was saved and how to resume."""
+from __future__ import annotations
+
+import errno
+import os
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+from .designs import ConfigError
+
+USER_ERRNO = {errno.ENOSPC: "the disk is full", errno.EACCES: "permission denied",
+              errno.EROFS: "the file system is read-only", errno.ENAMETOOLONG: "a name is too long",
+              errno.ENOTDIR: "a path component is a file, not a directory",
+              errno.EISDIR: "a directory stands where a file is expected",
+              errno.ENOENT: "no such file or directory", errno.EDQUOT: "the disk quota is exceeded"}
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, raised as KeyboardInterrupt so the runner flushes what it has."""
+
+
+def log_path() -> Path:
+    base = Path(os.environ.get("SIMSTUDY_LOG_DIR") or tempfile.gettempdir())
+    return base / f"simstudy-error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split()) if "\n" not in str(text).strip() else str(text).strip()
+
+
+def report(exc: BaseException, prog: str = "simstudy", resume: str | None = None) -> int:
+    """Print `exc` as a message for a person and return the exit code."""
+    if isinstance(exc, KeyboardInterrupt):
+        what = "terminated" if isinstance(exc, Interrupted) else "interrupted"
+        msg = f"{prog}: {what}"
+        if resume:
+            msg += (f"; every replicate finished so far is saved: re-run the same command to "
+                    f"resume ({resume})")
+        print(msg, file=sys.stderr)
+        return 130
+    if isinstance(exc, ConfigError):
+        print(f"{prog}: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    if isinstance(exc, MemoryError):
+        print(f"{prog}: out of memory; use smaller J x n_j, fewer workers (n_jobs) or a machine "
+              f"with more memory", file=sys.stderr)
+        return 2
+    if isinstance(exc, OSError) and exc.errno in USER_ERRNO:
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"{prog}: {USER_ERRNO[exc.errno]}{where}: {exc.strerror or exc}; fix the path or "
+              f"free the space, then re-run the same command (finished work is kept)",
+              file=sys.stderr)
+        return 2
+    path = log_path()
+    try:
+        path.write_text("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+        where = f"; the traceback is in {path}"
+    except OSError:
+        where = ""
+    print(f"{prog}: internal error: {type(exc).__name__}: {_one_line(exc)[:500]}{where}; please "
+          f"report it with that file", file=sys.stderr)
+    return 1
+
+
+def install_sigterm() -> None:
+    """SIGTERM behaves like Ctrl-C: the runner flushes finished rows, workers are stopped."""
+    import signal
+
+    def handler(signum, frame):
+        raise Interrupted()
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:                      # not the main thread
+        pass
