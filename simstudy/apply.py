@@ -41,11 +41,27 @@ def load(path) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         raise DataError(f"--data {path}: no such file")
-    if path.suffix.lower() in (".parquet", ".pq"):
-        return pd.read_parquet(path)
-    if path.suffix.lower() in (".csv", ".txt"):
-        return pd.read_csv(path)
-    raise DataError(f"--data {path}: use a .csv or .parquet file")
+    if path.is_dir():
+        raise DataError(f"--data {path} is a directory; give a .csv or .parquet file")
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            df = pd.read_parquet(path)
+        elif path.suffix.lower() in (".csv", ".txt"):
+            df = pd.read_csv(path)
+        else:
+            raise DataError(f"--data {path}: use a .csv or .parquet file")
+    except DataError:
+        raise
+    except pd.errors.EmptyDataError:
+        raise DataError(f"--data {path} is empty (no header, no rows)") from None
+    except pd.errors.ParserError as exc:
+        raise DataError(f"--data {path} is not a well-formed CSV: {str(exc).strip()} (rows with "
+                        f"more fields than the header?)") from None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"--data {path} cannot be read: {exc}") from None
+    if df.empty:
+        raise DataError(f"--data {path} has a header but no rows")
+    return df
 
 
 def prepare(df: pd.DataFrame, outcome: str, treatment: str, site: str, covariates, moderators,
@@ -54,6 +70,15 @@ def prepare(df: pd.DataFrame, outcome: str, treatment: str, site: str, covariate
     """Check and clean the data; returns (frame with columns Y, T, site, design columns, by),
     expanded covariate names, expanded moderator names."""
     covariates, moderators = list(covariates), list(moderators)
+    roles = {"outcome": outcome, "treatment": treatment, "site": site}
+    for role, col in roles.items():     # a column has one role: trees must not split on Y
+        clash = [r for r, cols in (("covariates", covariates), ("moderators", moderators))
+                 if col in cols]
+        if clash:
+            raise DataError(f"{col!r} is the {role} and cannot also be in --{clash[0]}; remove it")
+    if len(set(roles.values())) < 3:
+        raise DataError(f"outcome, treatment and site must be three different columns, got "
+                        f"{roles}")
     need = [outcome, treatment, site, *covariates, *moderators] + ([by] if by else [])
     missing = [c for c in dict.fromkeys(need) if c not in df.columns]
     if missing:
@@ -86,6 +111,13 @@ def prepare(df: pd.DataFrame, outcome: str, treatment: str, site: str, covariate
         df[treatment] = (df[treatment].astype(str) == str(treated)).astype(int)
     if not pd.api.types.is_numeric_dtype(df[outcome]):
         raise DataError(f"outcome column {outcome!r} is not numeric (dtype {df[outcome].dtype})")
+    numeric = [c for c in dict.fromkeys([outcome, *covariates, *moderators])
+               if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])]
+    inf = {c: int(np.isinf(df[c].to_numpy(float)).sum()) for c in numeric}
+    inf = {c: k for c, k in inf.items() if k}
+    if inf:
+        raise DataError("infinite values in " + ", ".join(f"{c} ({k} rows)" for c, k in inf.items())
+                        + "; fix or drop those rows")
     # sites
     size = df.groupby(site)[treatment].agg(["size", "mean"])
     bad = {"one person": size.index[size["size"] < 2],
@@ -102,7 +134,13 @@ def prepare(df: pd.DataFrame, outcome: str, treatment: str, site: str, covariate
                             f"{len(drop)} sites ({n_rows} rows)")
         df = df[~df[site].isin(drop)]
         log(f"dropped {len(drop)} sites ({n_rows} rows): {detail}")
+    if df[site].nunique() < 2:
+        raise DataError(f"{df[site].nunique()} usable site(s) in {site!r} ({len(df)} rows): the "
+                        f"estimators compare sites and need at least 2 with treated and control "
+                        f"people" + (" after dropping the degenerate ones" if bad else ""))
     # design columns: categorical expansion as R's model.matrix (treatment contrasts)
+    created: set[str] = set()
+
     def expand(cols):
         names = []
         for c in cols:
@@ -112,6 +150,11 @@ def prepare(df: pd.DataFrame, outcome: str, treatment: str, site: str, covariate
             lev = sorted(pd.unique(df[c]), key=str)
             for level in lev[1:]:
                 name = f"{c}{level}"
+                if name in df.columns and name not in created:
+                    raise DataError(f"categorical column {c!r} level {level!r} would create the "
+                                    f"dummy {name!r}, but the data already has a column {name!r}; "
+                                    f"rename one of them")
+                created.add(name)
                 df[name] = (df[c] == level).astype(float)
                 names.append(name)
         return names

@@ -43,6 +43,7 @@ def _run(argv: list[str]) -> int:
     @hydra.main(config_path=config_dir(), config_name="config", version_base="1.3")
     def job(cfg: DictConfig) -> None:
         # the error boundary sits inside the Hydra job (Hydra would print a traceback)
+        status["ran"] = True
         resume = None
         try:
             plain = OmegaConf.to_container(cfg, resolve=True)
@@ -77,7 +78,10 @@ def _run(argv: list[str]) -> int:
     try:
         job()
     except SystemExit as exc:
-        return int(exc.code or status["code"])
+        code = int(exc.code or status["code"])
+        # Hydra itself exits 1 for a bad override (unknown key, bad grammar) before the job
+        # runs: that is the user's input, so exit 2 as every other input error
+        return 2 if code == 1 and not status.get("ran") else code
     return status["code"]
 
 

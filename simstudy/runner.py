@@ -410,7 +410,13 @@ def _backend(cfg: StudyConfig):
         logging.getLogger(name).setLevel(logging.WARNING)
     with contextlib.ExitStack() as stack:
         if cfg.dask_address:
-            client = stack.enter_context(Client(cfg.dask_address))
+            try:
+                client = stack.enter_context(Client(cfg.dask_address, timeout="10s"))
+            except (OSError, TimeoutError) as exc:
+                raise ConfigError(f"dask_address={cfg.dask_address}: no dask scheduler answered "
+                                  f"within 10 s ({type(exc).__name__}); start one (`dask "
+                                  f"scheduler`) or leave dask_address empty for a local "
+                                  f"cluster") from None
         else:
             workers = cfg.n_jobs if cfg.n_jobs > 0 else max(1, os.cpu_count() or 1)
             cluster = stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1,
@@ -476,7 +482,7 @@ def run_study(cfg: StudyConfig, out, overwrite: bool = False, progress: bool = T
                       point=cfg.point, planned=cfg.planned(), keys=cfg.point_keys)
         if retry_errors:
             n = store.drop_failed(cfg.label)
-            if n and progress:
+            if n:
                 print(f"simstudy: retry_errors: {n} replicates with failed fits will be recomputed")
         done = store.done()
         batches = _batches(cfg, done)
@@ -486,7 +492,7 @@ def run_study(cfg: StudyConfig, out, overwrite: bool = False, progress: bool = T
             done = store.done()
             batches = _batches(cfg, done)
         workers = min(_workers(cfg.n_jobs, cfg.backend), max(1, len(batches)))
-        if cfg.backend != "dask" and cfg.n_jobs > workers and progress:
+        if cfg.backend != "dask" and cfg.n_jobs > workers:
             print(f"simstudy: n_jobs={cfg.n_jobs} capped at {workers} (the machine's "
                   f"{os.cpu_count()} cores and {len(batches)} tasks to do)")
         total = sum(len(b[3]) for b in batches)

@@ -140,6 +140,9 @@ def read_congruence(out) -> pd.DataFrame:
 def read_config(out) -> dict:
     path = Path(out) / "config.yaml"
     if not path.exists():
+        if (Path(out) / "metrics.parquet").exists() or any(Path(out).glob("parts/metrics-*")):
+            raise ConfigError(f"{out} holds results but no config.yaml (deleted?); restore it "
+                              f"from a copy, or re-run the study's command with overwrite=true")
         raise FileNotFoundError(f"{out} holds no study (no config.yaml); run `simstudy run out={out}`")
     try:
         with open(path) as fh:

@@ -42,3 +42,16 @@ class Slow(Method):
 
     def benefit_score(self, frame):
         return frame["X3"].to_numpy() + 0.3
+
+
+@register("test-envfail")
+class EnvFail(Method):
+    """Fails while SIMSTUDY_TEST_FAIL is set (a transient cause: memory, a missing file)."""
+
+    def fit(self, train):
+        if os.environ.get("SIMSTUDY_TEST_FAIL"):
+            raise MemoryError("deliberate transient failure for the test")
+        return self
+
+    def benefit_score(self, frame):
+        return frame["X3"].to_numpy()

@@ -49,6 +49,17 @@ class PolicyTree(Method):
                  min_leaf: int | None = None, split_points: int | None = 100,
                  site_feature: bool = False, crossfit_folds: int = 5, **kw):
         super().__init__(**kw)
+        for key, value, low, high, optional in (("depth", depth, 1, 4, False),
+                                                ("min_leaf", min_leaf, 1, None, True),
+                                                ("split_points", split_points, 2, None, True),
+                                                ("crossfit_folds", crossfit_folds, 2, None, False)):
+            if optional and value is None:
+                continue
+            if (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+                    or value < low or (high is not None and value > high)):
+                allowed = f"{low}..{high}" if high else f">= {low}"
+                raise ValueError(f"{key}={value!r}: must be an integer {allowed}"
+                                 + (" or null" if optional else ""))
         self.depth, self.features, self.covariates = depth, list(features), list(covariates)
         self.min_leaf, self.split_points, self.site_feature = min_leaf, split_points, site_feature
         self.crossfit_folds = crossfit_folds

@@ -95,6 +95,8 @@ class MultilevelQ(OutcomeModel):
             raise ValueError(f"model={model!r}: allowed {sorted(MODELS)}")
         if new_sites not in ("population", "error"):
             raise ValueError(f"new_sites={new_sites!r}: allowed 'population' or 'error'")
+        if not isinstance(reml, bool):
+            raise ValueError(f"reml={reml!r}: must be true or false")
         self.model, self.reml, self.new_sites = model, reml, new_sites
 
     def fit(self, train: pd.DataFrame) -> "MultilevelQ":
