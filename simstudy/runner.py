@@ -486,18 +486,21 @@ def run_study(cfg: StudyConfig, out, overwrite: bool = False, progress: bool = T
                 print(f"simstudy: retry_errors: {n} replicates with failed fits will be recomputed")
         done = store.done()
         batches = _batches(cfg, done)
+        probed = 0
         if probe and batches:
             rows, pairs = probe_replicate(cfg, batches)
             store.append(pd.DataFrame(rows), pd.DataFrame(pairs, columns=CONGRUENCE_COLUMNS))
             done = store.done()
             batches = _batches(cfg, done)
+            probed = 1
         workers = min(_workers(cfg.n_jobs, cfg.backend), max(1, len(batches)))
         if cfg.backend != "dask" and cfg.n_jobs > workers:
             print(f"simstudy: n_jobs={cfg.n_jobs} capped at {workers} (the machine's "
                   f"{os.cpu_count()} cores and {len(batches)} tasks to do)")
-        total = sum(len(b[3]) for b in batches)
+        total = sum(len(b[3]) for b in batches) + probed      # the probe counts as done now
         n_all = len(cfg.conditions()) * len(cfg.replicate_ids())
-        bar = tqdm(total=total, disable=not progress, unit="rep", dynamic_ncols=True,
+        bar = tqdm(total=total, initial=probed, disable=not progress, unit="rep",
+                   dynamic_ncols=True,
                    desc=f"replicates ({n_all - total} of {n_all} already done)" if total < n_all
                    else "replicates")
         buf_rows, buf_pairs, last = [], [], time.monotonic()

@@ -352,7 +352,7 @@ CSV_CHANGES = {
     "bool treatment": lambda d: d.assign(T=d["T"].astype(bool)),
     "duplicate rows": lambda d: pd.concat([d, d]),
     "negative site ids": lambda d: d.assign(site=-d.site),
-    "huge values": lambda d: d.assign(X1=d.X1 * 1e300),
+    "huge values": lambda d: d.assign(X4=d.X4 * 1e300),
 }
 
 
