@@ -10,7 +10,9 @@ import itertools
 import numpy as np
 
 METRICS = ("accuracy", "f1", "spearman", "auc", "value", "regret", "treated_share")
-DIAGNOSTICS = ("fits",)      # per-fit facts a method reports (Method.diagnostics), NaN if none
+# per-fit facts a method reports (Method.diagnostics): the weighting lasso's number of fits
+# (SPEC 4a) and a warning text (non-convergence, a singular mixed model, a constant rule)
+DIAGNOSTICS = ("fits", "warning")
 
 
 def decisions(score) -> np.ndarray:

@@ -348,8 +348,8 @@ def run_replicate(cfg: StudyConfig, design: Design, J: int, n_j: int, replicate:
         if fit.error is None:
             try:
                 values = evaluate(fit.score, rep.truth, delta_ranks)
-                values.update({k: float(v) for k, v in fit.method.diagnostics().items()
-                               if k in DIAGNOSTICS})
+                values.update({k: (v if k == "warning" else float(v))
+                               for k, v in fit.method.diagnostics().items() if k in DIAGNOSTICS})
                 status = "ok"
                 decided[name] = decisions(fit.score)
             except Exception as exc:                               # noqa: BLE001

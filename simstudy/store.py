@@ -72,8 +72,9 @@ def _typed(df: pd.DataFrame, table: str) -> pd.DataFrame:
     for c in ("point", "design", "method", "method_a", "method_b", "status"):
         if c in df:
             df[c] = df[c].astype("string")
-    if "error" in df:
-        df["error"] = df["error"].astype("string")
+    for c in ("error", "warning"):
+        if c in df:
+            df[c] = df[c].astype("string")
     return df
 
 

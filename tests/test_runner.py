@@ -110,3 +110,30 @@ def test_refit_counts_stored_and_independent_of_workers(tmp_path):
     s = summary(ma).set_index("method")
     assert s.loc["W-noaug", "refit_share"] == pytest.approx(np.mean(fits["W-noaug"] > 1))
     assert np.isnan(s.loc["Q-base", "refit_share"])
+
+
+def test_warnings_recorded_per_row_and_counted(tmp_path):
+    """Non-convergence / singular mixed models and constant lasso rules are stored as warning
+    text per row and counted per cell; the texts follow the fitted objects' own flags."""
+    from simstudy import make
+    from simstudy.report.tables import summary
+    from simstudy.runner import data_seed, method_seed
+    c = cfg(methods=["Q-rs", "W-noaug"], J=[25], n_j=[25], reps=6, plugins=[])
+    run_study(c, tmp_path, progress=False)
+    m = read_metrics(tmp_path)
+    for _, row in m.iterrows():
+        r = int(row.replicate)
+        rep = c.designs[0].simulate(np.random.default_rng(data_seed(c.seed, "design1", 25, 25, r)),
+                                    25, 25)
+        meth = make(row.method)
+        meth.random_state = method_seed(c.seed, "design1", 25, 25, r, row.method)
+        meth.fit(rep.train)
+        if row.method == "Q-rs":
+            assert ("singular" in str(row.warning)) == meth.fit_.singular
+        else:
+            constant = not np.any(meth.cv_.coef("lambda.min")[1][1:] != 0)
+            assert ("no moderator" in str(row.warning)) == constant
+    s = summary(m).set_index("method")
+    for meth in ("Q-rs", "W-noaug"):
+        assert s.loc[meth, "warnings"] == m[m.method == meth]["warning"].notna().sum()
+    assert m["warning"].notna().any()

@@ -132,6 +132,16 @@ class MultilevelQ(OutcomeModel):
         self._set_effects(coef[k_treat], coef[k_treat + 1:])
         return self
 
+    def diagnostics(self) -> dict:
+        """lme4's messages: a fit that did not converge, a boundary (singular) fit."""
+        fit = self.fit_
+        notes = []
+        if getattr(fit, "converged", True) is False:
+            notes.append(f"mixed model did not converge ({fit.message})")
+        if hasattr(fit, "singular") and fit.singular:
+            notes.append("boundary (singular) fit: a random-effect variance is 0")
+        return {"warning": "; ".join(notes)} if notes else {}
+
     def benefit_score(self, frame: pd.DataFrame) -> np.ndarray:
         score = super().benefit_score(frame)
         if self.slopes_ is None:

@@ -140,7 +140,11 @@ class Weighting(Method):
         return self
 
     def diagnostics(self) -> dict:
-        return {"fits": self.fits_}
+        out = {"fits": self.fits_}
+        if not np.any(self.cv_.coef("lambda.min")[1][1:] != 0):
+            out["warning"] = (f"lasso selected no moderator in {self.fits_} fit(s): the rule is "
+                              f"constant (treat all or none)")
+        return out
 
     def benefit_score(self, frame: pd.DataFrame) -> np.ndarray:
         """f(v) = a0 + v'a (+ the row's site-dummy coefficient for WS methods)."""

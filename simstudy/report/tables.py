@@ -45,6 +45,7 @@ def summary(metrics: pd.DataFrame, order: list[str] | None = None) -> pd.DataFra
         row = dict(zip(CONDITION + ["method"], key))
         row["reps"] = int(len(ok))
         row["errors"] = int(len(g) - len(ok))
+        row["warnings"] = int(ok["warning"].fillna("").ne("").sum()) if "warning" in ok else 0
         for m in METRICS:
             x = ok[m].to_numpy(float)
             x = x[np.isfinite(x)]
@@ -78,7 +79,8 @@ def to_markdown(df: pd.DataFrame, digits: int = 3) -> str:
 
 def compact(summ: pd.DataFrame, metrics=METRICS) -> pd.DataFrame:
     """mean (MC SE) strings per metric, for printing (no point column in a plain study)."""
-    out = _plain_study(summ[CONDITION + ["method", "reps", "errors"]]).copy()
+    out = _plain_study(summ[CONDITION + ["method", "reps", "errors"]
+                            + (["warnings"] if "warnings" in summ else [])]).copy()
     for m in metrics:
         out[m] = [f"{a:.3f} ({s:.3f})" if np.isfinite(a) else "NaN"
                   for a, s in zip(summ[f"{m}_mean"], summ[f"{m}_se"].fillna(np.nan))]
@@ -114,7 +116,9 @@ def write_report(out, figures: bool = False, designs=None, point: str | None = N
         summ = summ.merge(keys, on="point", how="left")
     _plain_study(summ).to_csv(out / "summary.csv", index=False)
     (out / "summary.md").write_text(
-        "Mean (Monte Carlo SE) over replicates; `reps` = successful fits, `errors` = failed; "
+        "Mean (Monte Carlo SE) over replicates; `reps` = successful fits, `errors` = failed, "
+        "`warnings` = successful fits with a warning (a singular or non-converged mixed model, a "
+        "lasso that selected no moderator; texts in metrics.parquet); "
         "`refitted` = share of replicates where the weighting lasso was refitted with new folds "
         "because its first fit selected no moderator (personalized's loop, SPEC 4a).\n\n"
         + to_markdown(compact(summ)))
