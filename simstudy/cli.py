@@ -1,6 +1,7 @@
 """Command line: `simstudy run [hydra overrides]`, `simstudy report DIR`, `simstudy methods`."""
 from __future__ import annotations
 
+import os
 import sys
 from importlib import resources
 from pathlib import Path
@@ -14,6 +15,8 @@ commands:
                            condition) printed and written to DIR/summary.csv and summary.md
   status DIR               replicates done per cell (point, design, J, n_j) of the planned ones,
                            and the missing replicate ids
+  plan DIR --target SE     replicates each cell needs for a Monte Carlo SE, from a pilot store,
+                           and the wall time
   repair DIR               move unreadable (truncated) Parquet files to DIR/quarantine; the
                            next run recomputes their replicates
   merge SRC [SRC ...] DEST add stores of the same study (e.g. gaps run on another machine)
@@ -89,7 +92,8 @@ def _run(argv: list[str]) -> int:
 # what) is computed
 NOT_POINT = {"design", "design.name", "J", "n_j", "reps", "methods", "out", "n_jobs", "backend",
              "batch_size", "flush_seconds", "progress", "figures", "overwrite", "plugins",
-             "dask_address", "replicates", "probe", "retry_errors"}
+             "dask_address", "replicates", "probe", "retry_errors", "target_mcse",
+             "target_metric", "target_reference", "min_reps", "max_reps", "batch_reps", "aim"}
 
 
 def canonical(value) -> str:
@@ -216,6 +220,40 @@ def _repair(argv: list[str]) -> int:
     return 0
 
 
+def _plan(argv: list[str]) -> int:
+    import argparse
+
+    from .designs import ConfigError
+    import pandas as pd
+
+    from .report.study import plan
+    from .report.tables import _plain_study
+    from .store import read_config, read_metrics
+    ap = argparse.ArgumentParser(prog="simstudy plan", description="Replicates each cell needs "
+                                 "for a target Monte Carlo SE, estimated from the replicates "
+                                 "already in a store (a pilot), and the wall time that takes.")
+    ap.add_argument("dir")
+    ap.add_argument("--target", type=float, required=True, help="MC SE to reach, e.g. 0.001")
+    ap.add_argument("--metric", default="accuracy")
+    ap.add_argument("--n-jobs", type=int, default=max(1, os.cpu_count() or 1))
+    args = ap.parse_args(argv)
+    if not args.target > 0:
+        raise ConfigError(f"--target {args.target}: must be > 0")
+    read_config(args.dir)
+    table = plan(read_metrics(args.dir), args.target, args.metric, args.n_jobs)
+    if table.empty:
+        raise ConfigError(f"{args.dir} has no successful replicates to plan from")
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(f"{args.dir}: replicates per cell for MC SE <= {args.target} of the mean "
+              f"{args.metric} (worst method of each cell), at the stored seconds per replicate "
+              f"on {args.n_jobs} worker(s)")
+        print(_plain_study(table).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        print(f"in all: {int(table['more_reps'].sum())} more replicates, about "
+              f"{table['wall_minutes'].sum():.1f} minutes; run them with `simstudy run ... "
+              f"reps=auto target_mcse={args.target}` (or reps=N)")
+    return 0
+
+
 def _report(argv: list[str]) -> int:
     from .report.tables import report_main
     return report_main(argv)
@@ -252,6 +290,8 @@ def _dispatch(cmd: str, rest: list[str]) -> int:
         return _merge(rest)
     if cmd == "repair":
         return _repair(rest)
+    if cmd == "plan":
+        return _plan(rest)
     if cmd == "methods":
         from .methods import REGISTRY
         for name, (cls, preset) in sorted(REGISTRY.items()):

@@ -25,7 +25,7 @@ import pandas as pd
 from .designs import ConfigError, Design, Replicate
 from .metrics import DIAGNOSTICS, METRICS, average_ranks, congruence, decisions, evaluate
 from .methods import load_plugins, make
-from .store import CONGRUENCE_COLUMNS, Store, point_label
+from .store import CONGRUENCE_COLUMNS, Store, point_label, read_metrics
 
 
 def stable_id(name: str) -> int:
@@ -77,6 +77,7 @@ class StudyConfig:
     replicates: tuple[int, int] | None = None             # run only [start, stop) of 0..reps-1
     dask_address: str | None = None                       # backend=dask: scheduler or None
     point_keys: dict[str, str] = field(default_factory=dict)  # every swept key, defaults too
+    auto: dict[str, Any] | None = None     # reps=auto: target_mcse, metric, min/max/batch reps
 
     @classmethod
     def from_config(cls, cfg: Mapping, point: Mapping | None = None,
@@ -98,10 +99,17 @@ class StudyConfig:
             raise ConfigError(f"design names must be unique, got {names}")
         J = [_int(v, "J", 2) for v in _as_list(cfg.get("J", [25]), "J")]
         n_j = [_int(v, "n_j", 2) for v in _as_list(cfg.get("n_j", [25]), "n_j")]
-        reps = _int(cfg.get("reps", 1), "reps", 1)
+        auto = None
+        if str(cfg.get("reps", 1)).strip().lower() == "auto":
+            auto = _auto(cfg)
+            reps = auto["max_reps"]
+        else:
+            reps = _int(cfg.get("reps", 1), "reps", 1)
         methods = [str(m) for m in _as_list(cfg.get("methods", []), "methods")]
         if len(set(methods)) != len(methods):
             raise ConfigError(f"methods lists a name twice: {methods}")
+        if auto and auto.get("reference") and auto["reference"] not in methods:
+            raise ConfigError(f"target_reference={auto['reference']!r} is not in methods {methods}")
         defaults = {k: v for k, v in dict(cfg.get("method_defaults") or {}).items()}
         options = {str(k): dict(v or {}) for k, v in dict(cfg.get("method_options") or {}).items()}
         unknown = sorted(set(options) - set(methods))
@@ -143,7 +151,8 @@ class StudyConfig:
                    n_jobs, backend, batch_size, flush,
                    {str(k): str(v) for k, v in dict(point or {}).items()}, reps_range,
                    None if address in (None, "", "local") else str(address),
-                   {str(k): str(v) for k, v in dict(point_keys or point or {}).items()})
+                   {str(k): str(v) for k, v in dict(point_keys or point or {}).items()},
+                   auto)
 
     def identity(self) -> tuple[dict, dict]:
         """What makes two runs the same study (stored in config.yaml, checked on resume)."""
@@ -187,6 +196,25 @@ def _number(value, key: str, low: float, high: float = math.inf, open_low: bool 
         rng = f"{'(' if open_low else '['}{low:g}, {high:g}]"
         raise ConfigError(f"{key}={value!r}: must be a finite number in {rng}")
     return x
+
+
+def _auto(cfg: Mapping) -> dict[str, Any]:
+    """reps=auto settings: target_mcse (required), target_metric, target_reference (the MC SE of
+    the paired difference from that method instead), min_reps, max_reps, batch_reps."""
+    from .metrics import METRICS
+    if cfg.get("target_mcse") in (None, ""):
+        raise ConfigError("reps=auto needs target_mcse, the Monte Carlo SE to reach, e.g. "
+                          "reps=auto target_mcse=0.005 (see `simstudy plan` for what it costs)")
+    target = _number(cfg["target_mcse"], "target_mcse", 0.0, 1e9, open_low=True)
+    metric = str(cfg.get("target_metric") or "accuracy")
+    if metric not in METRICS:
+        raise ConfigError(f"target_metric={metric!r}: allowed {', '.join(METRICS)}")
+    lo = _int(cfg.get("min_reps") or 20, "min_reps", 2)
+    hi = _int(cfg.get("max_reps") or 1000, "max_reps", lo)
+    step = _int(cfg.get("batch_reps") or lo, "batch_reps", 1)
+    ref = cfg.get("target_reference")
+    return {"target_mcse": target, "metric": metric, "min_reps": lo, "max_reps": hi,
+            "batch_reps": step, "reference": str(ref) if ref else None}
 
 
 def check_out(out) -> Path:
@@ -378,11 +406,17 @@ def _run_batch(cfg: StudyConfig, design: Design, J: int, n_j: int, replicates: l
 
 
 # ---------------------------------------------------------------------- the study
-def _batches(cfg: StudyConfig, done: set[tuple]) -> list[tuple[Design, int, int, list[int]]]:
+def _batches(cfg: StudyConfig, done: set[tuple], limits: dict | None = None
+             ) -> list[tuple[Design, int, int, list[int]]]:
+    """The replicates still to do, in tasks; `limits[(design, J, n_j)] = n` runs only
+    replicates < n of that cell (reps=auto)."""
     workers = cfg.n_jobs if cfg.n_jobs > 0 else max(1, os.cpu_count() or 1)
     out = []
     for design, J, n_j in cfg.conditions():
-        todo = [r for r in cfg.replicate_ids() if (cfg.label, design.name, J, n_j, r) not in done]
+        ids = cfg.replicate_ids()
+        if limits is not None:
+            ids = range(ids.start, min(ids.stop, limits.get((design.name, J, n_j), 0)))
+        todo = [r for r in ids if (cfg.label, design.name, J, n_j, r) not in done]
         if not todo:
             continue
         if cfg.batch_size:
@@ -469,9 +503,6 @@ def run_study(cfg: StudyConfig, out, overwrite: bool = False, progress: bool = T
     """Run (or resume) the study into `out`; returns the store. `probe`: fit every method on one
     replicate first and stop with a ConfigError if one fails; `retry_errors`: recompute the
     stored replicates in which a method failed (e.g. after fixing an option or adding memory)."""
-    from joblib import Parallel, delayed
-    from tqdm.auto import tqdm
-
     study, designs = cfg.identity()
     with Store(out) as store:
         bad = store.repair()
@@ -484,57 +515,116 @@ def run_study(cfg: StudyConfig, out, overwrite: bool = False, progress: bool = T
             n = store.drop_failed(cfg.label)
             if n:
                 print(f"simstudy: retry_errors: {n} replicates with failed fits will be recomputed")
-        done = store.done()
-        batches = _batches(cfg, done)
-        probed = 0
-        if probe and batches:
-            rows, pairs = probe_replicate(cfg, batches)
-            store.append(pd.DataFrame(rows), pd.DataFrame(pairs, columns=CONGRUENCE_COLUMNS))
-            done = store.done()
-            batches = _batches(cfg, done)
-            probed = 1
-        workers = min(_workers(cfg.n_jobs, cfg.backend), max(1, len(batches)))
-        if cfg.backend != "dask" and cfg.n_jobs > workers:
-            print(f"simstudy: n_jobs={cfg.n_jobs} capped at {workers} (the machine's "
-                  f"{os.cpu_count()} cores and {len(batches)} tasks to do)")
-        total = sum(len(b[3]) for b in batches) + probed      # the probe counts as done now
-        n_all = len(cfg.conditions()) * len(cfg.replicate_ids())
-        bar = tqdm(total=total, initial=probed, disable=not progress, unit="rep",
-                   dynamic_ncols=True,
-                   desc=f"replicates ({n_all - total} of {n_all} already done)" if total < n_all
-                   else "replicates")
-        buf_rows, buf_pairs, last = [], [], time.monotonic()
-        errors = 0
-
-        def flush():
-            nonlocal buf_rows, buf_pairs, last
-            if buf_rows:
-                store.append(pd.DataFrame(buf_rows),
-                             pd.DataFrame(buf_pairs, columns=CONGRUENCE_COLUMNS))
-            buf_rows, buf_pairs, last = [], [], time.monotonic()
-
-        stack = contextlib.ExitStack()
-        try:
-            if cfg.backend != "dask" and (workers == 1 or cfg.backend == "sequential"):
-                results: Iterable = (_run_batch(cfg, *b) for b in batches)
-            else:
-                stack.enter_context(_backend(cfg))
-                results = Parallel(n_jobs=-1 if cfg.backend == "dask" else workers,
-                                   backend=None if cfg.backend == "dask" else cfg.backend,
-                                   return_as="generator_unordered")(
-                    delayed(_run_batch)(cfg, *b, main_pid=os.getpid()) for b in batches)
-            for n_done, rows, pairs in results:
-                buf_rows += rows
-                buf_pairs += pairs
-                errors += sum(r["status"] != "ok" for r in rows)
-                bar.update(n_done)
-                if errors:
-                    bar.set_postfix(errors=errors)
-                if time.monotonic() - last >= cfg.flush_seconds:
-                    flush()
-        finally:
-            flush()           # whatever finished is kept, also on Ctrl-C or an exception
-            bar.close()
-            stack.close()
+        if cfg.auto is None:
+            _execute(cfg, store, probe, progress)
+        else:
+            _run_auto(cfg, store, probe, progress)
         store.consolidate()
     return store
+
+
+def _execute(cfg: StudyConfig, store: Store, probe: bool, progress: bool,
+             limits: dict | None = None) -> None:
+    """Compute every replicate still missing (below `limits` per cell), in parallel, streaming
+    finished rows to the store."""
+    from joblib import Parallel, delayed
+    from tqdm.auto import tqdm
+    done = store.done()
+    batches = _batches(cfg, done, limits)
+    probed = 0
+    if probe and batches:
+        rows, pairs = probe_replicate(cfg, batches)
+        store.append(pd.DataFrame(rows), pd.DataFrame(pairs, columns=CONGRUENCE_COLUMNS))
+        done = store.done()
+        batches = _batches(cfg, done, limits)
+        probed = 1
+    workers = min(_workers(cfg.n_jobs, cfg.backend), max(1, len(batches)))
+    if cfg.backend != "dask" and cfg.n_jobs > workers and batches:
+        print(f"simstudy: n_jobs={cfg.n_jobs} capped at {workers} (the machine's "
+              f"{os.cpu_count()} cores and {len(batches)} tasks to do)")
+    total = sum(len(b[3]) for b in batches) + probed      # the probe counts as done now
+    n_all = (len(cfg.conditions()) * len(cfg.replicate_ids()) if limits is None
+             else sum(limits.values()))
+    bar = tqdm(total=total, initial=probed, disable=not progress, unit="rep",
+               dynamic_ncols=True,
+               desc=f"replicates ({n_all - total} of {n_all} already done)" if total < n_all
+               else "replicates")
+    buf_rows, buf_pairs, last = [], [], time.monotonic()
+    errors = 0
+
+    def flush():
+        nonlocal buf_rows, buf_pairs, last
+        if buf_rows:
+            store.append(pd.DataFrame(buf_rows),
+                         pd.DataFrame(buf_pairs, columns=CONGRUENCE_COLUMNS))
+        buf_rows, buf_pairs, last = [], [], time.monotonic()
+
+    stack = contextlib.ExitStack()
+    try:
+        if cfg.backend != "dask" and (workers == 1 or cfg.backend == "sequential"):
+            results: Iterable = (_run_batch(cfg, *b) for b in batches)
+        else:
+            stack.enter_context(_backend(cfg))
+            results = Parallel(n_jobs=-1 if cfg.backend == "dask" else workers,
+                               backend=None if cfg.backend == "dask" else cfg.backend,
+                               return_as="generator_unordered")(
+                delayed(_run_batch)(cfg, *b, main_pid=os.getpid()) for b in batches)
+        for n_done, rows, pairs in results:
+            buf_rows += rows
+            buf_pairs += pairs
+            errors += sum(r["status"] != "ok" for r in rows)
+            bar.update(n_done)
+            if errors:
+                bar.set_postfix(errors=errors)
+            if time.monotonic() - last >= cfg.flush_seconds:
+                flush()
+    finally:
+        flush()           # whatever finished is kept, also on Ctrl-C or an exception
+        bar.close()
+        stack.close()
+
+
+def cell_mcse(metrics: pd.DataFrame, label: str, cell: tuple, n: int, metric: str,
+              reference: str | None = None) -> float:
+    """Largest Monte Carlo SE over the cell's methods (reference rules excluded) of the mean of
+    `metric` over replicates 0..n-1, or of its paired difference from `reference`."""
+    design, J, n_j = cell
+    m = metrics[(metrics["point"] == label) & (metrics["design"] == design) & (metrics["J"] == J)
+                & (metrics["n_j"] == n_j) & (metrics["replicate"] < n)
+                & (metrics["status"] == "ok")]
+    w = m.pivot_table(index="replicate", columns="method", values=metric, observed=True)
+    w = w.drop(columns=[c for c in ("oracle", "treat-all", "treat-none") if c in w])
+    if reference is not None and reference in w:
+        w = w.drop(columns=reference).sub(w[reference], axis=0)
+    se = w.std(ddof=1) / np.sqrt(w.count())
+    return float(se.max()) if len(se) and se.notna().any() else math.inf
+
+
+def _run_auto(cfg: StudyConfig, store: Store, probe: bool, progress: bool) -> None:
+    """reps=auto: every cell starts with min_reps replicates and grows by `batch_reps` until
+    the largest MC SE of its target metric is <= target_mcse or it has max_reps. Replicate r
+    is always the same draw, so a cell's result does not depend on how the batches fell, and
+    the first n in min_reps, min_reps + batch, ... that meets the target is where it stops."""
+    a = cfg.auto
+    cells = [(d.name, J, n) for d, J, n in cfg.conditions()]
+    limits = {c: a["min_reps"] for c in cells}
+    open_cells = set(cells)
+    reasons = {}
+    while open_cells:
+        _execute(cfg, store, probe, progress, limits)
+        probe = False
+        store.consolidate()
+        metrics = read_metrics(store.out)
+        for c in sorted(open_cells):
+            se = cell_mcse(metrics, cfg.label, c, limits[c], a["metric"], a.get("reference"))
+            if se <= a["target_mcse"]:
+                reasons[c] = f"target met: MC SE {se:.5f} <= {a['target_mcse']} at {limits[c]} reps"
+            elif limits[c] >= a["max_reps"]:
+                reasons[c] = f"max_reps {a['max_reps']} reached: MC SE {se:.5f}"
+            else:
+                limits[c] = min(a["max_reps"], limits[c] + a["batch_reps"])
+                continue
+            open_cells.discard(c)
+            if progress:
+                print(f"simstudy: {c[0]} (J={c[1]}, n_j={c[2]}): {reasons[c]}")
+    store.record_stops(cfg.label, {c: (limits[c], reasons[c]) for c in cells})

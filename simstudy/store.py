@@ -368,6 +368,17 @@ class Store:
                     os.replace(f, q / f"{f.name}.{uuid.uuid4().hex[:6]}")
         return bad
 
+    def record_stops(self, label: str, stops: dict[tuple, tuple[int, str]]) -> None:
+        """reps=auto: each cell's final number of replicates and why it stopped, in the plan."""
+        with self.locked():
+            path = self.out / "config.yaml"
+            stored = read_config(self.out)
+            for c in stored["planned"]:
+                key = (c["design"], c["J"], c["n_j"])
+                if c["point"] == label and key in stops:
+                    c["reps"], c["stopped"] = int(stops[key][0]), stops[key][1]
+            write_yaml(stored, path)
+
     def clear(self) -> None:
         for name in ("metrics.parquet", "congruence.parquet", "config.yaml"):
             (self.out / name).unlink(missing_ok=True)

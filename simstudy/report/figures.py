@@ -235,6 +235,74 @@ def sweep_lines(summ: pd.DataFrame, x: str, metric: str = "accuracy", out: Path 
     return _save(fig, out)
 
 
+# ------------------------------------------------------------------ the study's own statistics
+def paired_differences(comp: pd.DataFrame, design: str, metric: str = "accuracy",
+                       out: Path | None = None):
+    """Paired difference of each method from the reference with its 95% interval, one panel
+    per (J, n_j): which differences are real at this number of replicates."""
+    d = comp[(comp["design"] == design) & (comp["metric"] == metric)]
+    if d.empty:
+        return None
+    conds = conditions(d)
+    methods = [m for _, ms in panels(d["method"].unique()) for m in ms]   # no reference rules
+    ref = d["reference"].iloc[0]
+    fig, axes = plt.subplots(1, len(conds), figsize=(3.3 * len(conds) + 1.2,
+                                                     0.27 * len(methods) + 1.6),
+                             squeeze=False, sharey=True)
+    for ax, (J, n_j) in zip(axes[0], conds):
+        c = d[(d["J"] == J) & (d["n_j"] == n_j)].set_index("method").reindex(methods)
+        y = np.arange(len(methods))[::-1]
+        real = (c["ci_low"] > 0) | (c["ci_high"] < 0)
+        ax.errorbar(c["mean_diff"], y, xerr=1.96 * c["mcse"], fmt="none", ecolor="0.45", lw=1)
+        ax.scatter(c["mean_diff"], y, s=14, zorder=3,
+                   c=np.where(real, "#c0392b", "0.55"))
+        ax.axvline(0, color="0.2", lw=0.8)
+        ax.set_title(f"(J, n_j) = ({J}, {n_j})", fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+        ax.set_yticks(y, methods, fontsize=8)
+        ax.tick_params(axis="x", labelsize=8)
+    fig.supxlabel(f"paired difference in {METRIC_LABELS.get(metric, metric).lower()} from {ref} "
+                  f"(mean, 95% interval; red = interval excludes 0)", fontsize=9)
+    fig.suptitle(f"{METRIC_LABELS.get(metric, metric)}: each method minus {ref} on the same "
+                 f"replicates, {design}", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+def nested_loop(data: pd.DataFrame, factors: list[str], metric: str = "accuracy",
+                title: str = "", out: Path | None = None):
+    """Nested-loop plot (Ruecker & Schwarzer 2014): every condition of a factorial study on the
+    x axis (first factor varying slowest), the metric's mean per method as step lines, and
+    under them one step line per factor showing its level."""
+    methods = [c for c in data.columns if c not in ["x", *factors]]
+    order = [m for _, ms in panels(methods) for m in ms]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.42 * len(data) + 3), 5.2))
+    cmap = plt.get_cmap("tab10" if len(order) <= 10 else "tab20")
+    x = data["x"].to_numpy(float)
+    for i, m in enumerate(order):
+        ax.step(x, data[m], where="mid", color=cmap(i % cmap.N), lw=1.3, label=m)
+    top = np.nanmin(data[order].to_numpy(float))
+    span = np.nanmax(data[order].to_numpy(float)) - top or 1.0
+    band = 0.09 * span
+    for k, f in enumerate(factors):
+        codes, levels = pd.factorize(data[f], sort=True)
+        base = top - (k + 1.4) * band
+        y = base + 0.7 * band * codes / max(1, len(levels) - 1)
+        ax.step(x, y, where="mid", color="0.25", lw=1)
+        ax.text(x[-1] + 0.7, base + 0.35 * band,
+                f"{f}: " + ", ".join(str(v) for v in levels), fontsize=7, va="center")
+    ax.set_xlim(x[0] - 0.5, x[-1] + 0.5 + 0.15 * len(x))
+    ax.set_xticks(x, [str(int(v) + 1) for v in x], fontsize=7)
+    ax.set_xlabel("condition (factors nested: the first varies slowest)")
+    ax.set_ylabel(f"mean {METRIC_LABELS.get(metric, metric).lower()}")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.set_title(title or f"Nested-loop plot of {METRIC_LABELS.get(metric, metric).lower()} over "
+                 f"{len(data)} conditions", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, out)
+
+
 # ------------------------------------------------------------------ one trial (simstudy apply)
 def _rule_colours(rules) -> list[str]:
     from ..methods import FAMILIES

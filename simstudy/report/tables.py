@@ -100,12 +100,14 @@ def failures(metrics: pd.DataFrame) -> pd.DataFrame:
             .reset_index())
 
 
-def write_report(out, figures: bool = False, designs=None, point: str | None = None
-                 ) -> pd.DataFrame:
+def write_report(out, figures: bool = False, designs=None, point: str | None = None,
+                 reference: str | None = None) -> pd.DataFrame:
     """Tables (and with `figures`, the paper's figures) from the store in `out`; per-cell
-    figures only for `designs` and sweep `point` when given (a sweep job draws its own)."""
+    figures only for `designs` and sweep `point` when given (a sweep job draws its own).
+    `reference`: the method the paired comparisons are against (default: the first method)."""
+    from .study import ademp, measures, nested_loop_data, paired
     out = Path(out)
-    read_config(out)                       # a clear error if `out` holds no study
+    cfg = read_config(out)                 # a clear error if `out` holds no study
     metrics = read_metrics(out)
     if metrics.empty:
         raise ValueError(f"{out} holds no finished replicates yet")
@@ -115,7 +117,26 @@ def write_report(out, figures: bool = False, designs=None, point: str | None = N
     if keys.shape[1] > 1:                  # the swept keys as columns
         summ = summ.merge(keys, on="point", how="left")
     _plain_study(summ).to_csv(out / "summary.csv", index=False)
+    present = [m for m in (order or []) if m in set(metrics["method"])] or sorted(
+        set(metrics["method"]))
+    reference = reference or present[0]
+    if reference not in present:
+        raise ValueError(f"--reference {reference!r} is not a method of {out}: {present}")
+    comp = paired(metrics, reference)
+    if len(comp) and keys.shape[1] > 1:
+        comp = comp.merge(keys, on="point", how="left")
+    _plain_study(comp).to_csv(out / "comparison.csv", index=False)
+    acc = comp[comp["metric"] == "accuracy"] if len(comp) else comp
+    (out / "comparison.md").write_text(
+        f"Paired comparison against {reference}: each method minus {reference} on the same "
+        f"replicates (mean difference, its Monte Carlo SE, 95% interval, and the replicates "
+        f"where the method wins / ties / loses; all metrics in comparison.csv). Accuracy:\n\n"
+        + (to_markdown(_plain_study(acc.drop(columns=["metric", "reference"])), digits=4)
+           if len(acc) else "(no pairs)\n"))
+    meas = measures(metrics)
+    _plain_study(meas).to_csv(out / "measures.csv", index=False)
     (out / "summary.md").write_text(
+        ademp(cfg, metrics) + "## Results\n\n"
         "Mean (Monte Carlo SE) over replicates; `reps` = successful fits, `errors` = failed, "
         "`warnings` = successful fits with a warning (a singular or non-converged mixed model, a "
         "lasso that selected no moderator; texts in metrics.parquet); "
@@ -134,6 +155,19 @@ def write_report(out, figures: bool = False, designs=None, point: str | None = N
     for x in xs if figures else []:
         for metric in ("accuracy", "regret"):
             sweep_lines(summ, x, metric, out / "figures" / _safe(f"sweep_{metric}_vs_{x}"))
+    if figures:
+        data, factors = nested_loop_data(summ, "accuracy")
+        if factors and len(data) > 2:
+            from .figures import nested_loop
+            nested_loop(data, factors, "accuracy", out=out / "figures" / "nested_loop_accuracy")
+            data.to_csv(out / "nested_loop_accuracy.csv", index=False)
+        from .figures import paired_differences
+        for design in comp["design"].unique() if len(comp) else []:
+            sub = comp[comp["point"] == (point if point is not None else comp["point"].iloc[0])] \
+                if keys.shape[1] > 1 else comp
+            if designs is None or design in designs:
+                paired_differences(sub, design, "accuracy",
+                                   out / "figures" / _safe(f"paired_accuracy_{design}"))
     # figures and congruence tables per (sweep point, design): the label names both
     metrics = metrics.assign(design=_cell_label(metrics))
     congruence = congruence.assign(design=_cell_label(congruence))
@@ -194,6 +228,8 @@ def status_table(out) -> tuple[pd.DataFrame, str]:
     done = m.groupby(CONDITION, observed=True)["replicate"].agg(lambda r: set(r.tolist()))
     errors = m[m["status"] != "ok"].groupby(CONDITION, observed=True).size()
     cells = {(c["point"], c["design"], c["J"], c["n_j"]): c["reps"] for c in cfg["planned"]}
+    stopped = {(c["point"], c["design"], c["J"], c["n_j"]): c.get("stopped", "")
+               for c in cfg["planned"]}
     for key in done.index:                          # cells of older stores without a plan
         cells.setdefault(key, max(done[key]) + 1)
     rows = []
@@ -202,9 +238,11 @@ def status_table(out) -> tuple[pd.DataFrame, str]:
         missing = sorted(set(range(reps)) - have)
         rows.append({**dict(zip(CONDITION, key)), "planned": reps, "done": len(have & set(range(reps))),
                      "extra": len(have - set(range(reps))), "failed_fits": int(errors.get(key, 0)),
-                     "missing": _ranges(missing)})
-    table = pd.DataFrame(rows, columns=CONDITION + ["planned", "done", "extra", "failed_fits",
-                                                    "missing"])
+                     "missing": _ranges(missing), "stopped": stopped.get(key, "")})
+    cols = CONDITION + ["planned", "done", "extra", "failed_fits", "missing"]
+    if any(stopped.values()):
+        cols.append("stopped")             # reps=auto: why each cell stopped
+    table = pd.DataFrame(rows).reindex(columns=cols)
     total, have = table["planned"].sum(), table["done"].sum()
     text = (f"{out}: {have} of {total} planned replicates done"
             + (f" ({100 * have / total:.1f}%)" if total else "") + "\n"
@@ -236,11 +274,13 @@ def report_main(argv: list[str]) -> int:
     ap.add_argument("dirs", nargs="+", help="study directories (the `out` of simstudy run)")
     ap.add_argument("--no-figures", action="store_true",
                     help="tables only (summary, failures, congruence); skip DIR/figures/")
+    ap.add_argument("--reference", help="method the paired comparisons are against "
+                    "(default: the study's first method)")
     args = ap.parse_args(argv)
     code = 0
     for d in args.dirs:
         try:
-            summ = write_report(d, figures=not args.no_figures)
+            summ = write_report(d, figures=not args.no_figures, reference=args.reference)
         except (FileNotFoundError, ValueError) as exc:
             print(f"simstudy report: {exc}", file=sys.stderr)
             code = 2
@@ -250,6 +290,7 @@ def report_main(argv: list[str]) -> int:
             print(f"== {d}: mean (Monte Carlo SE) ==")
             print(compact(summ, ("accuracy", "f1", "spearman", "auc", "regret",
                                  "treated_share")).to_string(index=False))
-        print(f"written: {Path(d) / 'summary.csv'}, summary.md, failures.csv, congruence/"
+        print(f"written: {Path(d) / 'summary.csv'}, summary.md, comparison.csv/.md, measures.csv, "
+              f"failures.csv, congruence/"
               + ("" if args.no_figures else ", figures/"))
     return code

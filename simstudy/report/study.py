@@ -1,0 +1,183 @@
+"""The statistics of the study itself (Morris, White & Crowther 2019, "Using simulation studies
+to evaluate statistical methods", Stat Med): paired comparisons against a reference method,
+performance measures with their Monte Carlo SEs, the data of a nested-loop plot (Ruecker &
+Schwarzer 2014), replicate planning, and the ADEMP protocol block. Reads stored rows only.
+
+Every method sees the same replicate, so differences are paired: for method m and reference r
+in one cell, d_i = metric_i(m) - metric_i(r) over the replicates i where both succeeded;
+mean(d) with MC SE = SD(d) / sqrt(n) and the 95% interval mean +- 1.96 SE.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+CONDITION = ["point", "design", "J", "n_j"]
+COMPARED = ("accuracy", "f1", "spearman", "auc", "value", "regret")
+LOWER_IS_BETTER = {"regret"}
+REFERENCE_RULES = {"oracle", "treat-all", "treat-none"}
+
+
+def paired(metrics: pd.DataFrame, reference: str, compared=COMPARED) -> pd.DataFrame:
+    """Per cell, metric and method: paired mean difference from `reference`, its MC SE, a 95%
+    interval, and win / tie / loss counts (win = better than the reference; for regret lower
+    is better; tie = equal to 1e-12)."""
+    ok = metrics[metrics["status"] == "ok"]
+    if reference not in set(ok["method"]):
+        raise ValueError(f"report reference {reference!r} has no successful rows; methods: "
+                         f"{sorted(set(ok['method']))}")
+    rows = []
+    for key, cell in ok.groupby(CONDITION, sort=True, observed=True):
+        wide = {m: cell.pivot_table(index="replicate", columns="method", values=m,
+                                    observed=True) for m in compared}
+        for metric in compared:
+            w = wide[metric]
+            if reference not in w:
+                continue
+            for method in w.columns:
+                if method == reference:
+                    continue
+                both = w[[method, reference]].dropna()
+                d = (both[method] - both[reference]).to_numpy(float)
+                n = d.size
+                mean = d.mean() if n else np.nan
+                se = d.std(ddof=1) / math.sqrt(n) if n > 1 else np.nan
+                sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+                rows.append({**dict(zip(CONDITION, key)), "metric": metric, "method": method,
+                             "reference": reference, "pairs": n, "mean_diff": mean,
+                             "mcse": se, "ci_low": mean - 1.96 * se, "ci_high": mean + 1.96 * se,
+                             "wins": int(np.sum(sign * d > 1e-12)),
+                             "ties": int(np.sum(np.abs(d) <= 1e-12)),
+                             "losses": int(np.sum(sign * d < -1e-12))})
+    return pd.DataFrame(rows)
+
+
+def measures(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Per cell and method: SD of each metric across replicates with its MC SE
+    (SD / sqrt(2 (n - 1)), Morris et al. Table 6), the share of replicates whose rule is
+    constant (treats all or none), and the relative regret: regret / (V(d_opt) - best constant
+    rule's value), the share of the personalisation gain lost (needs oracle, treat-all and
+    treat-none in the study; NaN otherwise)."""
+    ok = metrics[metrics["status"] == "ok"]
+    rows = []
+    for key, cell in ok.groupby(CONDITION, sort=True, observed=True):
+        v = cell.pivot_table(index="replicate", columns="method", values="value", observed=True)
+        gain = None
+        if REFERENCE_RULES <= set(v.columns):
+            gain = v["oracle"] - np.maximum(v["treat-all"], v["treat-none"])
+        for method, g in cell.groupby("method", observed=True):
+            row = {**dict(zip(CONDITION, key)), "method": method, "reps": len(g)}
+            for m in ("accuracy", "value", "regret"):
+                x = g[m].to_numpy(float)
+                x = x[np.isfinite(x)]
+                sd = x.std(ddof=1) if x.size > 1 else np.nan
+                row[f"{m}_sd"] = sd
+                row[f"{m}_sd_mcse"] = sd / math.sqrt(2 * (x.size - 1)) if x.size > 1 else np.nan
+            share = g["treated_share"].to_numpy(float)
+            row["constant_rule_share"] = float(np.mean((share == 0) | (share == 1)))
+            if gain is not None:
+                r = g.set_index("replicate")["regret"].reindex(gain.index)
+                rel = (r / gain.where(gain > 0)).to_numpy(float)
+                rel = rel[np.isfinite(rel)]
+                row["relative_regret"] = rel.mean() if rel.size else np.nan
+                row["relative_regret_mcse"] = (rel.std(ddof=1) / math.sqrt(rel.size)
+                                               if rel.size > 1 else np.nan)
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def nested_loop_data(summ: pd.DataFrame, metric: str = "accuracy",
+                     factors: list[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """The data of a nested-loop plot: one row per condition (every combination of the
+    factors that vary: design, J, n_j and swept keys), sorted with the first factor varying
+    slowest, with its x position and the mean of `metric` per method as columns."""
+    s = summ[~summ["method"].isin(REFERENCE_RULES)]
+    if factors is None:
+        candidates = ["design", "J", "n_j"] + [c for c in s.columns if "." in c or c == "seed"]
+        factors = [c for c in candidates if c in s and s[c].nunique() > 1]
+    key = factors or ["design"]
+    wide = s.pivot_table(index=key, columns="method", values=f"{metric}_mean",
+                         observed=True).sort_index()
+    wide = wide.reset_index()
+    wide.insert(0, "x", np.arange(len(wide)))
+    return wide, factors
+
+
+def plan(metrics: pd.DataFrame, target: float, metric: str = "accuracy",
+         n_jobs: int = 1) -> pd.DataFrame:
+    """Replicates each cell needs for MC SE <= `target` of `metric` (the worst method in the
+    cell): ceil((SD / target)^2) from the stored (pilot) replicates, and the wall time that
+    takes at the stored seconds per replicate (all methods) on `n_jobs` workers."""
+    ok = metrics[metrics["status"] == "ok"]
+    rows = []
+    for key, cell in ok.groupby(CONDITION, sort=True, observed=True):
+        sd = cell.groupby("method", observed=True)[metric].std(ddof=1)
+        sd = sd[sd.notna()]
+        if sd.empty:
+            continue
+        worst = sd.idxmax()
+        need = int(math.ceil((sd.max() / target) ** 2))
+        have = int(cell["replicate"].nunique())
+        per_rep = float(cell.groupby("replicate")["seconds"].sum().mean())
+        extra = max(0, need - have)
+        rows.append({**dict(zip(CONDITION, key)), "pilot_reps": have, "worst_method": worst,
+                     "sd": float(sd.max()), "mcse_now": float(sd.max() / math.sqrt(have)),
+                     "reps_needed": need, "more_reps": extra,
+                     "seconds_per_rep": per_rep,
+                     "wall_minutes": extra * per_rep / max(1, n_jobs) / 60})
+    return pd.DataFrame(rows)
+
+
+def ademp(cfg: dict, metrics: pd.DataFrame) -> str:
+    """The protocol block opening summary.md (Morris et al.: Aims, Data-generating mechanisms,
+    Estimands, Methods, Performance measures), generated from the stored config."""
+    from ..metrics import METRICS
+    last = cfg.get("last_run", {}) or {}
+    aim = last.get("aim") or ("compare estimators of the optimal treatment rule learnt from "
+                              "multisite randomized trials (Suk & Park)")
+    lines = ["## Protocol (ADEMP)", "", f"- **Aims**: {aim}."]
+    lines.append("- **Data-generating mechanisms** (SPEC 2; train and test sets of new people in "
+                 "the same sites):")
+    for label, pt in cfg.get("points", {}).items():
+        where = f" at sweep point `{label}`" if label else ""
+        for name, params in pt.get("designs", {}).items():
+            flat = []
+            for k, v in params.items():
+                if isinstance(v, dict):
+                    flat += [f"{k}.{kk}={vv}" for kk, vv in v.items()]
+                elif k != "name":
+                    flat.append(f"{k}={v}")
+            lines.append(f"  - `{name}`{where}: " + ", ".join(flat))
+    sizes = sorted({(int(a), int(b)) for a, b in metrics[["J", "n_j"]].itertuples(index=False)})
+    lines.append("  - sites x people per site (J, n_j): " + ", ".join(f"({a}, {b})" for a, b in sizes))
+    lines.append("- **Estimand**: the optimal rule d_opt(x) = 1{Delta(x) > 0} on each test set "
+                 "(and its value E[Y(d_opt)]), known from the design's potential outcomes.")
+    methods, options = [], {}
+    for pt in cfg.get("points", {}).values():
+        st = pt.get("study", {})
+        methods += [m for m in st.get("methods", []) if m not in methods]
+        for m, o in (st.get("method_options") or {}).items():
+            options.setdefault(m, o)
+        defaults = st.get("method_defaults") or {}
+    lines.append("- **Methods**: " + ", ".join(
+        f"{m}" + (f" ({', '.join(f'{k}={v}' for k, v in options[m].items())})" if m in options else "")
+        for m in methods) + (f"; for all: {', '.join(f'{k}={v}' for k, v in defaults.items())}"
+                             if methods and defaults else ""))
+    lines.append(f"- **Performance measures** (test set, per replicate; mean, SD and their Monte "
+                 f"Carlo SEs over replicates): {', '.join(METRICS)}; paired differences against "
+                 f"a reference method; the share of constant rules; relative regret.")
+    ok = metrics[metrics["status"] == "ok"]
+    reps = ok.groupby(CONDITION + ["method"], observed=True)["replicate"].nunique()
+    worst = (ok.groupby(CONDITION + ["method"], observed=True)["accuracy"].std(ddof=1)
+             / np.sqrt(reps)).max()
+    planned = {c.get("reps") for c in cfg.get("planned", [])}
+    stops = [f"{c['design']} ({c['J']}, {c['n_j']}): {c['stopped']}"
+             for c in cfg.get("planned", []) if c.get("stopped")]
+    why = ("reps=auto, replicates added until the Monte Carlo SE target was met: "
+           + "; ".join(stops)) if stops else (
+        f"{', '.join(map(str, sorted(planned)))} planned per cell" if planned else "as stored")
+    lines.append(f"- **Replicates**: {int(reps.min())}-{int(reps.max())} per cell ({why}); the "
+                 f"largest Monte Carlo SE of a mean accuracy is {worst:.4f}.")
+    return "\n".join(lines) + "\n\n"

@@ -1,0 +1,166 @@
+"""The statistics of the study itself (issue 17): paired comparisons, performance measures with
+MC SEs, reps=auto, planning, the nested-loop plot and the ADEMP block, each checked against a
+direct computation on the stored rows."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from simstudy.report.study import ademp, measures, nested_loop_data, paired, plan
+from simstudy.report.tables import summary, write_report
+from simstudy.runner import StudyConfig, run_study
+from simstudy.store import read_config, read_metrics
+
+METHODS = ["Q-base", "Q-fe", "W-noaug", "oracle", "treat-all", "treat-none"]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    out = tmp_path_factory.mktemp("stats")
+    cfg = StudyConfig.from_config({"design": {"name": "design1"}, "J": [6, 10], "n_j": [12],
+                                   "reps": 12, "methods": METHODS, "seed": 3})
+    run_study(cfg, out, progress=False)
+    return out
+
+
+def test_paired_difference_and_its_mcse_equal_a_direct_computation(store):
+    m = read_metrics(store)
+    comp = paired(m, "Q-fe")
+    row = comp[(comp.J == 6) & (comp.metric == "accuracy") & (comp.method == "W-noaug")].iloc[0]
+    a = m[(m.J == 6) & (m.method == "W-noaug")].set_index("replicate")["accuracy"]
+    b = m[(m.J == 6) & (m.method == "Q-fe")].set_index("replicate")["accuracy"]
+    d = (a - b).to_numpy()
+    assert row.pairs == 12 and row.mean_diff == pytest.approx(d.mean(), abs=1e-15)
+    assert row.mcse == pytest.approx(np.std(d, ddof=1) / math.sqrt(12), rel=1e-12)
+    assert row.ci_low == pytest.approx(d.mean() - 1.96 * row.mcse)
+    assert (row.wins, row.ties, row.losses) == ((d > 1e-12).sum(), (abs(d) <= 1e-12).sum(),
+                                                (d < -1e-12).sum())
+    reg = comp[(comp.J == 6) & (comp.metric == "regret") & (comp.method == "W-noaug")].iloc[0]
+    r = (m[(m.J == 6) & (m.method == "W-noaug")].set_index("replicate")["regret"]
+         - m[(m.J == 6) & (m.method == "Q-fe")].set_index("replicate")["regret"]).to_numpy()
+    assert reg.wins == (r < -1e-12).sum()          # lower regret is a win
+    # paired SE is far smaller than the unpaired one when methods share the replicate
+    q = comp[(comp.J == 10) & (comp.metric == "accuracy") & (comp.method == "Q-base")].iloc[0]
+    s = summary(m).set_index(["J", "method"])
+    unpaired = math.hypot(s.loc[(10, "Q-base"), "accuracy_se"], s.loc[(10, "Q-fe"), "accuracy_se"])
+    assert q.mcse < unpaired
+
+
+def test_measures_sd_mcse_constant_rules_and_relative_regret(store):
+    m = read_metrics(store)
+    meas = measures(m).set_index(["J", "method"])
+    g = m[(m.J == 6) & (m.method == "W-noaug")]
+    sd = g["accuracy"].std(ddof=1)
+    assert meas.loc[(6, "W-noaug"), "accuracy_sd"] == pytest.approx(sd)
+    assert meas.loc[(6, "W-noaug"), "accuracy_sd_mcse"] == pytest.approx(sd / math.sqrt(2 * 11))
+    assert meas.loc[(6, "W-noaug"), "constant_rule_share"] == pytest.approx(
+        g["treated_share"].isin([0, 1]).mean())
+    assert meas.loc[(6, "treat-all"), "constant_rule_share"] == 1.0
+    v = m[m.J == 6].pivot_table(index="replicate", columns="method", values="value")
+    gain = v["oracle"] - np.maximum(v["treat-all"], v["treat-none"])
+    rel = (g.set_index("replicate")["regret"] / gain).mean()
+    assert meas.loc[(6, "W-noaug"), "relative_regret"] == pytest.approx(rel)
+    assert meas.loc[(6, "oracle"), "relative_regret"] == pytest.approx(0.0)
+
+
+def _grid_stop(m, cell_J, target, lo, step, hi):
+    """Independent statement of the stopping rule: the first n in lo, lo+step, ... whose
+    largest MC SE (methods other than the reference rules) is <= target, else hi."""
+    n = lo
+    while True:
+        sub = m[(m.J == cell_J) & (m.replicate < n) & ~m.method.isin(["oracle", "treat-all",
+                                                                       "treat-none"])]
+        se = sub.groupby("method")["accuracy"].agg(lambda x: x.std(ddof=1) / math.sqrt(len(x)))
+        if se.max() <= target or n >= hi:
+            return n
+        n = min(hi, n + step)
+
+
+def test_reps_auto_stops_exactly_when_the_target_is_met(tmp_path):
+    base = {"design": {"name": "design1"}, "J": [8, 25], "n_j": [25], "seed": 5,
+            "methods": ["Q-base", "Q-fe", "W-noaug"]}
+    fixed = StudyConfig.from_config({**base, "reps": 10})
+    run_study(fixed, tmp_path / "a", progress=False)
+    before = read_metrics(tmp_path / "a")
+    auto = StudyConfig.from_config({**base, "reps": "auto", "target_mcse": 0.02, "min_reps": 10,
+                                    "max_reps": 60, "batch_reps": 10})
+    run_study(auto, tmp_path / "a", progress=False)       # same store: extends, never recomputes
+    after = read_metrics(tmp_path / "a")
+    kept = after[after.replicate < 10].reset_index(drop=True)
+    pd.testing.assert_frame_equal(kept, before)
+    cfg = read_config(tmp_path / "a")
+    stops = {c["J"]: (c["reps"], c["stopped"]) for c in cfg["planned"]}
+    for J in (8, 25):
+        n = _grid_stop(after, J, 0.02, 10, 10, 60)
+        assert after[after.J == J]["replicate"].nunique() == n == stops[J][0]
+        assert ("target met" in stops[J][1]) if n < 60 else ("max_reps" in stops[J][1]
+                                                             or "target met" in stops[J][1])
+    assert max(s[0] for s in stops.values()) > 10, "no cell grew: the test would prove nothing"
+    # interrupted (here: stopped early by a lower max_reps) and resumed == one run
+    small = StudyConfig.from_config({**base, "reps": "auto", "target_mcse": 0.02, "min_reps": 10,
+                                     "max_reps": 20, "batch_reps": 10})
+    run_study(small, tmp_path / "b", progress=False)
+    run_study(auto, tmp_path / "b", progress=False)
+    cols = ["J", "replicate", "method", "accuracy", "regret"]
+    pd.testing.assert_frame_equal(read_metrics(tmp_path / "b")[cols], after[cols])
+
+
+def test_plan_estimates_replicates_from_the_pilot(store):
+    m = read_metrics(store)
+    p = plan(m, 0.01, "accuracy", n_jobs=2).set_index("J")
+    sd = m[m.J == 6].groupby("method")["accuracy"].std(ddof=1)
+    assert p.loc[6, "reps_needed"] == math.ceil((sd.max() / 0.01) ** 2)
+    assert p.loc[6, "worst_method"] == sd.idxmax()
+    per_rep = m[m.J == 6].groupby("replicate")["seconds"].sum().mean()
+    assert p.loc[6, "wall_minutes"] == pytest.approx(max(0, p.loc[6, "reps_needed"] - 12)
+                                                     * per_rep / 2 / 60)
+
+
+def test_nested_loop_plot_has_one_point_per_condition_and_a_step_line_per_factor(tmp_path):
+    from simstudy.report.figures import nested_loop
+    rows = []
+    for d in ("design1", "design2"):
+        for J in (25, 150):
+            for n in (25, 150):
+                for meth in ("Q-fe", "W-aug"):
+                    rows.append({"point": "", "design": d, "J": J, "n_j": n, "method": meth,
+                                 "accuracy_mean": 0.5 + 0.001 * J + 0.0001 * n
+                                 + (d == "design2") * 0.1 + (meth == "Q-fe") * 0.05})
+    summ = pd.DataFrame(rows)
+    data, factors = nested_loop_data(summ)
+    assert factors == ["design", "J", "n_j"] and len(data) == 8
+    assert list(data["design"]) == ["design1"] * 4 + ["design2"] * 4   # first factor slowest
+    assert list(data["n_j"]) == [25, 150] * 4
+    fig = nested_loop(data, factors)
+    lines = fig.axes[0].get_lines()
+    assert len(lines) == 2 + 3                            # a line per method + per factor
+    for line in lines:
+        assert len(line.get_xdata()) == 8
+    np.testing.assert_allclose(lines[0].get_ydata(), data["Q-fe"])
+
+
+def test_ademp_block_lists_every_design_parameter(store):
+    from dataclasses import fields
+
+    from simstudy import Design
+    text = ademp(read_config(store), read_metrics(store))
+    for f in fields(Design):
+        if f.name == "name":
+            continue
+        if f.name in ("delta", "main"):
+            for k in getattr(Design(), f.name):
+                assert f"{f.name}.{k}=" in text
+        else:
+            assert f"{f.name}=" in text
+    for word in ("Aims", "Data-generating", "Estimand", "Methods", "Performance", "Replicates"):
+        assert word in text
+    write_report(store, figures=True, reference="Q-fe")
+    assert (store / "summary.md").read_text().startswith("## Protocol (ADEMP)")
+    comp = pd.read_csv(store / "comparison.csv")
+    assert set(comp["reference"]) == {"Q-fe"} and (store / "measures.csv").exists()
+    assert (store / "figures" / "paired_accuracy_design1.png").exists()
+    with pytest.raises(ValueError, match="not a method"):
+        write_report(store, reference="nope")
+    assert yaml.safe_load((store / "config.yaml").read_text())["points"]
