@@ -8,10 +8,12 @@ cd "$(dirname "$0")/.."
 out=results/paper/store
 start=$(date +%s)
 simstudy run -m --config-dir experiments --config-name paper "out=$out" "$@"
-simstudy report "$out"
+simstudy report "$out" --reference Q-fe      # paired comparisons against Q-fe
 # the small outputs that are committed: tables, figures, resolved config (not the Parquet store)
 mkdir -p results/paper
-cp "$out"/summary.csv "$out"/summary.md "$out"/failures.csv "$out"/config.yaml results/paper/
+cp "$out"/summary.csv "$out"/summary.md "$out"/failures.csv "$out"/config.yaml \
+   "$out"/comparison.csv "$out"/comparison.md "$out"/measures.csv "$out"/nested_loop_accuracy.csv \
+   results/paper/
 rm -rf results/paper/figures results/paper/congruence
 cp -r "$out"/figures "$out"/congruence results/paper/
 echo "reproduction finished in $(( $(date +%s) - start )) s; outputs in results/paper/"
