@@ -140,13 +140,11 @@ def _defaults(design: str | None) -> dict[str, str]:
 
 def swept_keys() -> dict[str, str]:
     """The sweep point of this Hydra job: its command-line overrides other than NOT_POINT
-    (e.g. design.beta1=0.2, method_options.W-aug.nfolds=10), key -> canonical value; a key
-    given at its default value is no sweep point (seed=2024 is the plain study)."""
+    (e.g. design.beta1=0.2, method_options.W-aug.nfolds=10), key -> canonical value (the point
+    itself leaves out keys at their default: `point_of`)."""
     from hydra.core.hydra_config import HydraConfig
-    hc = HydraConfig.get()
-    defaults = _defaults(hc.runtime.choices.get("design"))
     point = {}
-    for item in hc.overrides.task:
+    for item in HydraConfig.get().overrides.task:
         key, _, value = item.partition("=")
         key = key.lstrip("+~")
         if key in NOT_POINT or key.startswith("hydra"):
@@ -223,9 +221,9 @@ def _repair(argv: list[str]) -> int:
 def _plan(argv: list[str]) -> int:
     import argparse
 
-    from .designs import ConfigError
     import pandas as pd
 
+    from .designs import ConfigError
     from .report.study import plan
     from .report.tables import _plain_study
     from .store import read_config, read_metrics

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_cli import simstudy
 
-from simstudy import Design, make
+from simstudy import Design
 from simstudy.apply import DataError, analyse, example, prepare
 
 COLS = dict(outcome="Y", treatment="T", site="site", covariates=["X1", "X2", "X3", "X4", "X5"],

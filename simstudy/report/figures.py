@@ -316,8 +316,14 @@ def shares(share: pd.Series, title: str = "", out: Path | None = None):
     ax.bar(share.index, 100 * share.to_numpy(), color=_rule_colours(share.index), ec="0.4", lw=0.5)
     for i, v in enumerate(share.to_numpy()):
         ax.text(i, 100 * v + 1, f"{100 * v:.0f}", ha="center", fontsize=7)
-    ax.set_ylabel("recommended for treatment (%)")
-    ax.set_ylim(0, 108)
+    return _finish_rules(fig, ax, title, out, share=True)
+
+
+def _finish_rules(fig, ax, title, out, share: bool):
+    """One style for the per-rule figures of a trial: rotated rule names, grid, title, save."""
+    if share:
+        ax.set_ylabel("recommended for treatment (%)")
+        ax.set_ylim(0, 108)
     ax.tick_params(axis="x", rotation=60, labelsize=8)
     for lab in ax.get_xticklabels():
         lab.set_ha("right")
@@ -332,17 +338,8 @@ def shares_by_group(share_by: pd.DataFrame, by: str, title: str = "", out: Path 
     """Share recommended for treatment by rule (rows) within each group of `by` (paper Fig 8)."""
     fig, ax = plt.subplots(figsize=(0.5 * len(share_by) + 3, 3.6))
     (100 * share_by).plot.bar(ax=ax, width=0.8, colormap="tab10", ec="0.3", lw=0.3)
-    ax.set_ylabel("recommended for treatment (%)")
-    ax.set_ylim(0, 108)
     ax.legend(title=by, fontsize=7, title_fontsize=8, loc="upper left", bbox_to_anchor=(1, 1))
-    ax.tick_params(axis="x", rotation=60, labelsize=8)
-    for lab in ax.get_xticklabels():
-        lab.set_ha("right")
-    ax.grid(axis="y", alpha=0.3)
-    if title:
-        ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    return _save(fig, out)
+    return _finish_rules(fig, ax, title, out, share=True)
 
 
 def scores_by_group(scores: pd.DataFrame, groups, by: str, title: str = "",
@@ -355,14 +352,8 @@ def scores_by_group(scores: pd.DataFrame, groups, by: str, title: str = "",
     fig, ax = plt.subplots(figsize=(0.55 * scores.shape[1] + 3, 3.8))
     sns.boxplot(long, x="method", y="benefit score", hue="_by", ax=ax, fliersize=1, linewidth=0.6)
     ax.axhline(0, color="0.3", lw=0.8)
-    ax.tick_params(axis="x", rotation=60, labelsize=8)
-    for lab in ax.get_xticklabels():
-        lab.set_ha("right")
     ax.legend(title=by, fontsize=7, title_fontsize=8, loc="upper left", bbox_to_anchor=(1, 1))
-    if title:
-        ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    return _save(fig, out)
+    return _finish_rules(fig, ax, title, out, share=False)
 
 
 def values(table: pd.DataFrame, title: str = "", out: Path | None = None):
