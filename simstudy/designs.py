@@ -1,13 +1,15 @@
 """Data-generating designs of Suk & Park (2024), Section 5 / SPEC section 2.
 
-A `Design` is a frozen set of parameters; `simulate(rng)` draws one replicate: a training set,
+A design is a frozen dataclass of parameters registered under a family name
+(`@register_design("multisite")`); `simulate(rng, J, n_j)` draws one replicate: a training set,
 a test set of NEW individuals in the SAME clusters, and the truth (Delta, Y0, Y1, d_opt).
-Designs 1-4 are presets in conf/design/*.yaml, not subclasses.
+Designs 1-4 are presets of the `multisite` family in conf/design/*.yaml; `design.family`
+chooses another registered family (`plasmode`, or a plugin's: `plugins=[module]`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Mapping
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
 import pandas as pd
@@ -32,15 +34,99 @@ class Replicate:
         return pd.concat([self.test, self.truth], axis=1)
 
 
+DESIGNS: dict[str, type] = {}
+
+
+def register_design(family: str):
+    """Class decorator: make a design class (a frozen dataclass with `name` and
+    `simulate(rng, J, n_j) -> Replicate`) available as `design.family: <family>`."""
+    def deco(cls: type) -> type:
+        if family in DESIGNS and DESIGNS[family] is not cls:
+            raise ValueError(f"design family {family!r} is already registered to {DESIGNS[family]}")
+        DESIGNS[family] = cls
+        cls.family = family
+        return cls
+    return deco
+
+
+def make_design(cfg: Mapping) -> Any:
+    """The design of a config mapping: its `family` (default multisite) and parameters."""
+    cfg = dict(cfg)
+    family = str(cfg.pop("family", "multisite"))
+    if family not in DESIGNS:
+        raise ConfigError(f"design.family={family!r}: registered families "
+                          f"{', '.join(sorted(DESIGNS))} (a plugin module registers more: "
+                          f"plugins=[my_module])")
+    return DESIGNS[family].from_config(cfg)
+
+
+def design_defaults(family: str) -> dict:
+    """Default parameters of a family (to read stores written before a parameter existed)."""
+    cls = DESIGNS.get(family)
+    if cls is None:
+        return {}
+    out = {}
+    for f in fields(cls):
+        if f.default is not MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not MISSING:
+            out[f.name] = f.default_factory()
+    return out
+
+
+class DesignBase:
+    """What every registered design shares: validated construction from a config mapping."""
+    family: ClassVar[str] = ""
+    name: str
+
+    @classmethod
+    def from_config(cls, cfg: Mapping):
+        cfg = dict(cfg)
+        family = cfg.pop("family", cls.family)
+        if family != cls.family:
+            raise ConfigError(f"design.family={family!r} given to the {cls.family} family; use "
+                              f"simstudy.designs.make_design to choose the family")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(cfg) - known)
+        if unknown:
+            raise ConfigError(f"design has unknown keys {unknown}; the {cls.family} family "
+                              f"allows: {sorted(known)}")
+        try:
+            return cls(**{k: (dict(v) if isinstance(v, Mapping) else
+                              list(v) if type(v).__name__ == "ListConfig" else v)
+                          for k, v in cfg.items()})
+        except ConfigError:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"design ({cls.family}): {exc}") from None
+
+    def identity(self) -> dict:
+        """Family and parameters: what the store records for this design."""
+        return {"family": self.family, **{f.name: getattr(self, f.name) for f in fields(self)}}
+
+
+SITE_SIZES = ("equal", "poisson", "uniform", "lognormal", "file")
+
+
+def _expit(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+@register_design("multisite")
 @dataclass(frozen=True)
-class Design:
+class Design(DesignBase):
     """Multisite randomized trial (SPEC 2).
 
     logit P(T=1) = logit(prevalence) + treat_R * R_j,  R_j ~ N(0, R_sd^2)
     Delta = delta[intercept] + sum_k delta[Xk] Xk + beta1 U_j,  U_j ~ N(0, 1)
     m(X)  = main[intercept] + sum_k main[Xk] Xk + nonlinear exp(-0.6 X1 X2 + 0.3 X1) + cluster_main U_j
-    Y(t)  = m(X) + t Delta + e,  e ~ N(0, noise_sd^2)
+    Y(t)  = m(X) + t Delta + e,  e ~ N(0, noise_sd^2)                       (outcome=continuous)
+    P(Y(t) = 1) = expit(m(X) + t Delta_lin), truth Delta = p1 - p0             (outcome=binary)
+    site sizes: n_j each (equal), or drawn per replicate with mean n_j: Poisson, uniform on
+    n_j (1 -+ site_size_spread), lognormal with CV site_size_spread, or a data file's sizes
+    (site_sizes_file, site_sizes_column) scaled to mean n_j; at least min_site_size.
     """
+    SIZE_RULES: ClassVar[tuple] = SITE_SIZES
     name: str = "design1"
     beta1: float = 0.0
     nonlinear: float = 0.0
@@ -56,6 +142,12 @@ class Design:
         "intercept": 0.7, "X1": 1.0, "X2": 1.0, "X3": -2.0, "X4": 1.0, "X5": 0.5})
     test_size: float = 1.0       # test individuals per cluster, as a multiple of n_j
     max_draws: int = 1000        # give up (error) after this many rejected draws
+    site_sizes: str = "equal"    # equal | poisson | uniform | lognormal | file
+    site_size_spread: float = 0.5  # uniform: half-width / n_j; lognormal: coefficient of variation
+    site_sizes_file: str | None = None   # site_sizes=file: a CSV (or shipped star / thornton)
+    site_sizes_column: str | None = None  # its site column
+    min_site_size: int = 2
+    outcome: str = "continuous"  # continuous | binary (logistic outcome model)
 
     def __post_init__(self):
         for part in ("delta", "main"):
@@ -89,6 +181,17 @@ class Design:
             raise ConfigError(f"design.R_sd={self.R_sd}: must be >= 0")
         if self.noise_sd < 0:
             raise ConfigError(f"design.noise_sd={self.noise_sd}: must be >= 0")
+        if self.site_sizes not in self.SIZE_RULES:
+            raise ConfigError(f"design.site_sizes={self.site_sizes!r}: allowed "
+                              f"{', '.join(self.SIZE_RULES)}")
+        if self.outcome not in ("continuous", "binary"):
+            raise ConfigError(f"design.outcome={self.outcome!r}: allowed continuous, binary")
+        if not (isinstance(self.site_size_spread, (int, float)) and 0 <= self.site_size_spread < 10):
+            raise ConfigError(f"design.site_size_spread={self.site_size_spread!r}: must be in [0, 10)")
+        if not isinstance(self.min_site_size, (int, np.integer)) or self.min_site_size < 2:
+            raise ConfigError(f"design.min_site_size={self.min_site_size!r}: must be an integer >= 2")
+        if self.site_sizes == "file":
+            self._file_sizes()                              # a clear error now, not per replicate
         if int(self.n_covariates) < 1:
             raise ConfigError(f"design.n_covariates={self.n_covariates}: must be >= 1")
         if self.test_size <= 0:
@@ -101,14 +204,6 @@ class Design:
                                   f"intercept, X1..X{self.n_covariates}")
         if self.nonlinear and self.n_covariates < 2:
             raise ConfigError("design.nonlinear != 0 needs n_covariates >= 2 (uses X1, X2)")
-
-    @classmethod
-    def from_config(cls, cfg: Mapping) -> "Design":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(cfg) - known)
-        if unknown:
-            raise ConfigError(f"design has unknown keys {unknown}; allowed: {sorted(known)}")
-        return cls(**{k: (dict(v) if isinstance(v, Mapping) else v) for k, v in cfg.items()})
 
     @property
     def covariates(self) -> list[str]:
@@ -123,20 +218,67 @@ class Design:
                 out += c * X[:, k]
         return out
 
+    def _file_sizes(self) -> np.ndarray:
+        """Per-site counts of the site_sizes_file."""
+        if not self.site_sizes_file or not self.site_sizes_column:
+            raise ConfigError("design.site_sizes=file needs site_sizes_file (a CSV, or star / "
+                              "thornton) and site_sizes_column (its site column)")
+        from . import data
+        path = (data.path(self.site_sizes_file) if self.site_sizes_file in data.FILES
+                else self.site_sizes_file)
+        try:
+            col = pd.read_csv(path, usecols=[self.site_sizes_column])[self.site_sizes_column]
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"design.site_sizes_file={self.site_sizes_file!r}, column "
+                              f"{self.site_sizes_column!r}: {exc}") from None
+        return col.value_counts().to_numpy(float)
+
+    def _sizes(self, rng: np.random.Generator, J: int, n_j: int, sites=None) -> np.ndarray:
+        """Training individuals per site (no random draw for equal sizes: the paper's designs)."""
+        if self.site_sizes == "equal":
+            return np.full(J, n_j, dtype=np.int64)
+        if self.site_sizes == "poisson":
+            sizes = rng.poisson(n_j, J)
+        elif self.site_sizes == "uniform":
+            lo = max(self.min_site_size, int(np.floor(n_j * (1 - self.site_size_spread))))
+            hi = max(lo, int(np.ceil(n_j * (1 + self.site_size_spread))))
+            sizes = rng.integers(lo, hi + 1, J)
+        elif self.site_sizes == "lognormal":
+            s2 = np.log1p(self.site_size_spread ** 2)
+            sizes = np.rint(rng.lognormal(np.log(n_j) - s2 / 2, np.sqrt(s2), J))
+        else:
+            real = self._file_sizes()
+            sizes = np.rint(rng.choice(real, J) * n_j / real.mean())
+        return np.maximum(sizes.astype(np.int64), int(self.min_site_size))
+
+    def _covariates(self, rng: np.random.Generator, site: np.ndarray, sites) -> np.ndarray:
+        """X of the individuals of `site` (codes 0..J-1): iid standard normal (SPEC 2)."""
+        return rng.standard_normal((site.size, int(self.n_covariates)))
+
+    def _sites(self, rng: np.random.Generator, J: int):
+        """Per-replicate site facts a family needs (the plasmode's real sites); none here."""
+        return None
+
     def _individuals(self, rng: np.random.Generator, site: np.ndarray, R: np.ndarray,
-                     U: np.ndarray):
+                     U: np.ndarray, sites=None):
         n = site.size
-        X = rng.standard_normal((n, int(self.n_covariates)))
+        X = self._covariates(rng, site, sites)
         logit = np.log(self.prevalence / (1 - self.prevalence)) + self.treat_R * R[site]
         T = (rng.random(n) < 1.0 / (1.0 + np.exp(-logit))).astype(np.int64)
         delta = self._linear(self.delta, X) + self.beta1 * U[site]
         m = self._linear(self.main, X) + self.cluster_main * U[site]
         if self.nonlinear:
             m = m + self.nonlinear * np.exp(-0.6 * X[:, 0] * X[:, 1] + 0.3 * X[:, 0])
-        e = self.noise_sd * rng.standard_normal(n)
-        Y0 = m + e
-        Y1 = Y0 + delta
-        Y = np.where(T == 1, Y1, Y0)
+        if self.outcome == "binary":           # logistic model; truth on the probability scale
+            p0, p1 = _expit(m), _expit(m + delta)
+            u = rng.random(n)
+            Y = np.where(T == 1, u < p1, u < p0).astype(float)
+            Y0, Y1, delta = p0, p1, p1 - p0
+        else:
+            e = self.noise_sd * rng.standard_normal(n)
+            Y0 = m + e
+            Y1 = Y0 + delta
+            Y = np.where(T == 1, Y1, Y0)
         frame = pd.DataFrame(X, columns=self.covariates)
         frame.insert(0, SITE, site)
         frame[TREAT] = T
@@ -147,15 +289,20 @@ class Design:
 
     def simulate(self, rng: np.random.Generator, J: int, n_j: int) -> Replicate:
         """Draw one replicate; redraw it whole while a training cluster has treated share 0 or 1."""
-        n_test = max(1, int(round(self.test_size * n_j)))
         for draw in range(1, int(self.max_draws) + 1):
+            sites = self._sites(rng, J)
+            sizes = self._sizes(rng, J, n_j, sites)
+            n_test = np.maximum(1, np.rint(self.test_size * sizes)).astype(np.int64)
             R = self.R_sd * rng.standard_normal(J)
             U = rng.standard_normal(J)
-            train, _ = self._individuals(rng, np.repeat(np.arange(J), n_j), R, U)
-            test, truth = self._individuals(rng, np.repeat(np.arange(J), n_test), R, U)
-            share = np.bincount(train[SITE], weights=train[TREAT], minlength=J) / n_j
+            train, _ = self._individuals(rng, np.repeat(np.arange(J), sizes), R, U, sites)
+            test, truth = self._individuals(rng, np.repeat(np.arange(J), n_test), R, U, sites)
+            share = np.bincount(train[SITE], weights=train[TREAT], minlength=J) / sizes
             if np.all((share > 0) & (share < 1)):
                 return Replicate(train, test, truth, draws=draw)
         raise RuntimeError(f"design {self.name}: every one of {self.max_draws} draws had a training "
                            f"cluster with all or no individuals treated (J={J}, n_j={n_j}); "
                            f"raise n_j or lower R_sd / move prevalence towards 0.5")
+
+
+from . import plasmode  # noqa: E402,F401  (registers the plasmode family)

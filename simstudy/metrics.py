@@ -15,6 +15,30 @@ METRICS = ("accuracy", "f1", "spearman", "auc", "value", "regret", "treated_shar
 DIAGNOSTICS = ("fits", "warning")
 
 
+EXTRA_METRICS: dict = {}      # name -> fn(score, truth, test) -> float (register_metric)
+
+
+def register_metric(name: str):
+    """Decorator: a performance measure of your own, `fn(score, truth, test) -> float` (score:
+    the method's benefit scores on the test rows; truth: Delta, Y0, Y1, d_opt; test: the test
+    frame). Computed for every method and replicate, stored as a column `name`, summarised by
+    the report like the built-in metrics. Load it with plugins=[module]."""
+    def deco(fn):
+        if name in METRICS or name in ("seconds", "status", "error", "fits", "warning"):
+            raise ValueError(f"metric name {name!r} is taken by a built-in column")
+        EXTRA_METRICS[name] = fn
+        return fn
+    return deco
+
+
+def extra_metrics(score, truth, test, plugins=()) -> dict[str, float]:
+    """The registered metrics of the study's plugin modules for one method's scores (a metric
+    some other import registered is not the study's: results never depend on what else the
+    process imported)."""
+    return {name: float(fn(score, truth, test)) for name, fn in EXTRA_METRICS.items()
+            if fn.__module__ in plugins}
+
+
 def decisions(score) -> np.ndarray:
     """d_hat = I{f(x) > 0}."""
     return (np.asarray(score, dtype=float) > 0).astype(np.int64)

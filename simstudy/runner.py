@@ -22,8 +22,8 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from .designs import ConfigError, Design, Replicate
-from .metrics import DIAGNOSTICS, METRICS, average_ranks, congruence, decisions, evaluate
+from .designs import ConfigError, Design, Replicate, make_design
+from .metrics import DIAGNOSTICS, METRICS, average_ranks, extra_metrics, congruence, decisions, evaluate
 from .methods import load_plugins, make
 from .store import CONGRUENCE_COLUMNS, Store, point_label, read_metrics
 
@@ -43,7 +43,7 @@ def _as_list(value, key: str) -> list:
     return out
 
 
-def _int(value, key: str, minimum: int) -> int:
+def _int(value, key: str, minimum: int, maximum: int = 10 ** 9) -> int:
     try:
         if isinstance(value, bool):
             raise ValueError
@@ -54,6 +54,8 @@ def _int(value, key: str, minimum: int) -> int:
         raise ConfigError(f"{key}={value!r}: must be an integer >= {minimum}") from None
     if iv < minimum:
         raise ConfigError(f"{key}={iv}: must be an integer >= {minimum}")
+    if iv > maximum:
+        raise ConfigError(f"{key}={iv}: must be an integer <= {maximum:,}")
     return iv
 
 
@@ -93,12 +95,12 @@ class StudyConfig:
             raise ConfigError("design is missing; choose one of conf/design/*.yaml, e.g. design=design1")
         if isinstance(raw_designs, Mapping) or type(raw_designs).__name__ == "DictConfig":
             raw_designs = [raw_designs]
-        designs = [Design.from_config(dict(d)) for d in raw_designs]
+        designs = [make_design(_plain(d)) for d in raw_designs]
         names = [d.name for d in designs]
         if len(set(names)) != len(names):
             raise ConfigError(f"design names must be unique, got {names}")
-        J = [_int(v, "J", 2) for v in _as_list(cfg.get("J", [25]), "J")]
-        n_j = [_int(v, "n_j", 2) for v in _as_list(cfg.get("n_j", [25]), "n_j")]
+        J = [_int(v, "J", 2, 10 ** 7) for v in _as_list(cfg.get("J", [25]), "J")]
+        n_j = [_int(v, "n_j", 2, 10 ** 7) for v in _as_list(cfg.get("n_j", [25]), "n_j")]
         auto = None
         if str(cfg.get("reps", 1)).strip().lower() == "auto":
             auto = _auto(cfg)
@@ -139,7 +141,8 @@ class StudyConfig:
         flush = _number(cfg.get("flush_seconds", 5.0), "flush_seconds", 0.0, 86400.0,
                         open_low=True)
         cells = [(d, a, b) for d in designs for a in J for b in n_j]
-        rows = max((a * b * (1 + d.test_size) for d, a, b in cells), default=0)
+        rows = max((float(a) * b * (1 + getattr(d, "test_size", 1.0)) for d, a, b in cells),
+                   default=0.0)
         need = rows * BYTES_PER_ROW * _workers(n_jobs, backend)
         have = available_memory()
         if need > have:
@@ -159,7 +162,7 @@ class StudyConfig:
         study = {"seed": self.seed, "methods": list(self.methods),
                  "method_defaults": _plain(self.method_defaults),
                  "method_options": _plain(self.method_options), "plugins": list(self.plugins)}
-        designs = {d.name: _plain(vars(d)) for d in self.designs}
+        designs = {d.name: _plain(d.identity()) for d in self.designs}
         return study, designs
 
     def conditions(self) -> list[tuple[Design, int, int]]:
@@ -376,6 +379,7 @@ def run_replicate(cfg: StudyConfig, design: Design, J: int, n_j: int, replicate:
         if fit.error is None:
             try:
                 values = evaluate(fit.score, rep.truth, delta_ranks)
+                values.update(extra_metrics(fit.score, rep.truth, rep.test, cfg.plugins))
                 values.update({k: (v if k == "warning" else float(v))
                                for k, v in fit.method.diagnostics().items() if k in DIAGNOSTICS})
                 status = "ok"

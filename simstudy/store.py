@@ -65,7 +65,8 @@ def write_yaml(obj: Any, path: Path) -> None:
 
 def _typed(df: pd.DataFrame, table: str) -> pd.DataFrame:
     cols, _ = TABLES[table]
-    df = df.reindex(columns=cols)
+    # a plugin metric's column (register_metric) is kept after the built-in ones
+    df = df.reindex(columns=cols + [c for c in df.columns if c not in cols])
     df["point"] = df["point"].fillna("")              # stores written before sweep points
     for c in ("J", "n_j", "replicate"):
         df[c] = df[c].astype("int64")
@@ -195,6 +196,19 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [f"{prefix.rstrip('.')}: stored {a!r}, requested {b!r}"]
 
 
+def _with_defaults(params: dict) -> dict:
+    """A stored design's parameters with the family and the parameters added since it was
+    stored at their defaults (stores written before the design registry resume unchanged)."""
+    from .designs import design_defaults
+    family = params.get("family", "multisite")
+    defaults = {k: _plain_value(v) for k, v in design_defaults(family).items()}
+    return {"family": family, **defaults, **params}
+
+
+def _plain_value(v):
+    return dict(v) if isinstance(v, dict) else list(v) if isinstance(v, tuple) else v
+
+
 class Store:
     """A study directory. Use as a context manager: it holds an exclusive lock while open."""
 
@@ -260,7 +274,7 @@ class Store:
                 for name, params in designs.items():
                     if name in old.get("designs", {}):
                         problems += [f"design {name}: {p}" for p in
-                                     _diff(old["designs"][name], params)]
+                                     _diff(_with_defaults(old["designs"][name]), params)]
                 if problems and overwrite:
                     # overwrite deletes THIS point's rows only (a sweep job never deletes another
                     # point's), and only when its stored study differs
@@ -302,7 +316,8 @@ class Store:
                 problems += [f"point {label!r}: {p}" for p in _diff(old["study"], pt["study"])]
                 for name in set(old["designs"]) & set(pt["designs"]):
                     problems += [f"point {label!r} design {name}: {p}"
-                                 for p in _diff(old["designs"][name], pt["designs"][name])]
+                                 for p in _diff(_with_defaults(old["designs"][name]),
+                                                _with_defaults(pt["designs"][name]))]
             if problems:
                 raise ConfigError(f"cannot merge {src} into {self.out}: a different study\n  - "
                                   + "\n  - ".join(problems))

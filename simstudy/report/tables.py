@@ -40,13 +40,14 @@ def summary(metrics: pd.DataFrame, order: list[str] | None = None) -> pd.DataFra
     if "point" not in metrics:
         metrics = metrics.assign(point="")
     rows = []
+    names = list(METRICS) + extra_columns(metrics)
     for key, g in metrics.groupby(CONDITION + ["method"], sort=True, observed=True):
         ok = g[g["status"] == "ok"]
         row = dict(zip(CONDITION + ["method"], key))
         row["reps"] = int(len(ok))
         row["errors"] = int(len(g) - len(ok))
         row["warnings"] = int(ok["warning"].fillna("").ne("").sum()) if "warning" in ok else 0
-        for m in METRICS:
+        for m in names:
             x = ok[m].to_numpy(float)
             x = x[np.isfinite(x)]
             row[f"{m}_mean"] = x.mean() if x.size else np.nan
@@ -65,6 +66,13 @@ def summary(metrics: pd.DataFrame, order: list[str] | None = None) -> pd.DataFra
     return df.reset_index(drop=True)
 
 
+def extra_columns(metrics: pd.DataFrame) -> list[str]:
+    """Numeric columns a plugin metric added to the metrics table (register_metric)."""
+    from ..store import METRIC_COLUMNS
+    return [c for c in metrics.columns if c not in METRIC_COLUMNS
+            and pd.api.types.is_numeric_dtype(metrics[c])]
+
+
 def to_markdown(df: pd.DataFrame, digits: int = 3) -> str:
     """A GitHub Markdown table (no extra dependency)."""
     def fmt(v):
@@ -77,8 +85,12 @@ def to_markdown(df: pd.DataFrame, digits: int = 3) -> str:
     return "\n".join([head, rule, *body]) + "\n"
 
 
-def compact(summ: pd.DataFrame, metrics=METRICS) -> pd.DataFrame:
-    """mean (MC SE) strings per metric, for printing (no point column in a plain study)."""
+def compact(summ: pd.DataFrame, metrics=None) -> pd.DataFrame:
+    """mean (MC SE) strings per metric, for printing (no point column in a plain study);
+    default: the built-in metrics and any plugin metric in the summary."""
+    if metrics is None:
+        metrics = list(METRICS) + [c[:-5] for c in summ.columns if c.endswith("_mean")
+                                   and c[:-5] not in METRICS and c != "fits_mean"]
     out = _plain_study(summ[CONDITION + ["method", "reps", "errors"]
                             + (["warnings"] if "warnings" in summ else [])]).copy()
     for m in metrics:
@@ -288,8 +300,10 @@ def report_main(argv: list[str]) -> int:
         with pd.option_context("display.width", 250, "display.max_columns", 30,
                                "display.max_rows", 500):
             print(f"== {d}: mean (Monte Carlo SE) ==")
+            extras = [c[:-5] for c in summ.columns if c.endswith("_mean")
+                      and c[:-5] not in METRICS and c != "fits_mean"]
             print(compact(summ, ("accuracy", "f1", "spearman", "auc", "regret",
-                                 "treated_share")).to_string(index=False))
+                                 "treated_share", *extras)).to_string(index=False))
         print(f"written: {Path(d) / 'summary.csv'}, summary.md, comparison.csv/.md, measures.csv, "
               f"failures.csv, congruence/"
               + ("" if args.no_figures else ", figures/"))
