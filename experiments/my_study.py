@@ -2,9 +2,9 @@
 
     PYTHONPATH=experiments simstudy run -m hydra.searchpath=[file://experiments/conf] \\
         design=threshold design.site_sd=0,0.5,1 plugins=[my_study] \\
-        "methods=[Q-base,Q-rs,W-augID,x1-rule,oracle]" J=25 n_j=40 reps=50 out=results/my_study
+        "methods=[Q-base,Q-rs,W-augID,x3-rule,oracle]" J=25 n_j=40 reps=50 out=results/my_study
 
-The design has a site-specific threshold: Delta = effect (X1 - c_j); x1-rule ignores the sites;
+The design has a site-specific threshold: Delta = effect (X3 - c_j); x3-rule ignores the sites;
 top_decile_gain is the mean true effect among the 10% the method ranks highest.
 """
 from dataclasses import dataclass
@@ -20,7 +20,7 @@ from simstudy.metrics import register_metric
 @register_design("threshold")
 @dataclass(frozen=True)
 class Threshold(DesignBase):
-    """Sites with a site-specific threshold: Delta = effect * (X1 - c_j), c_j ~ N(0, site_sd^2)."""
+    """Sites with a site-specific threshold: Delta = effect * (X3 - c_j), c_j ~ N(0, site_sd^2)."""
     name: str = "threshold"
     effect: float = 1.0
     site_sd: float = 0.5
@@ -32,7 +32,7 @@ class Threshold(DesignBase):
             site = np.repeat(np.arange(J), n)
             X = rng.standard_normal((site.size, 5))
             T = np.tile(np.r_[np.ones(n // 2), np.zeros(n - n // 2)], J).astype(int)
-            delta = self.effect * (X[:, 0] - c[site])
+            delta = self.effect * (X[:, 2] - c[site])
             y0 = X[:, 1] + rng.standard_normal(site.size)
             frame = pd.DataFrame(X, columns=[f"X{k}" for k in range(1, 6)])
             frame.insert(0, "site", site)
@@ -45,11 +45,11 @@ class Threshold(DesignBase):
         return Replicate(train, test, truth)
 
 
-@register("x1-rule", family="My rules")
-class X1Rule(Method):
-    """Treat when X1 > 0 (ignores the sites)."""
+@register("x3-rule", family="My rules")
+class X3Rule(Method):
+    """Treat when X3 > 0 (ignores the sites)."""
     def benefit_score(self, frame):
-        return frame["X1"].to_numpy()
+        return frame["X3"].to_numpy()
 
 
 @register_metric("top_decile_gain")

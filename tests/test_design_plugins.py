@@ -33,15 +33,15 @@ def test_plugin_design_method_and_metric_from_the_command_line(tmp_path, capsys,
     out = tmp_path / "mine"
     code = main(["run", "-m", "hydra.searchpath=[file://experiments/conf]", "design=threshold",
                  "design.site_sd=0,1", "plugins=[my_study]",
-                 "methods=[Q-base,Q-rs,x1-rule,oracle]", "J=8", "n_j=20", "reps=4", "n_jobs=1",
+                 "methods=[Q-base,Q-rs,x3-rule,oracle]", "J=8", "n_j=20", "reps=4", "n_jobs=1",
                  "progress=false", f"out={out}"])
     assert code == 0, capsys.readouterr().err
     m = read_metrics(out)
     assert set(m["point"]) == {"design.site_sd=0", "design.site_sd=1"}
     assert m["top_decile_gain"].notna().all()
     # the plugin metric is the stored column a direct computation gives
-    ora = m[(m.method == "x1-rule") & (m.point == "design.site_sd=0")]
-    assert (ora["accuracy"] == 1.0).all()          # c_j = 0: X1 > 0 is the optimal rule
+    ora = m[(m.method == "x3-rule") & (m.point == "design.site_sd=0")]
+    assert (ora["accuracy"] == 1.0).all()          # c_j = 0: X3 > 0 is the optimal rule
     summ = pd.read_csv(out / "summary.csv")
     assert "top_decile_gain_mean" in summ and (out / "figures" /
                                                "sweep_accuracy_vs_design.site_sd.png").exists()
