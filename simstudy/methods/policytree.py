@@ -65,7 +65,7 @@ class PolicyTree(Method):
         self.crossfit_folds = crossfit_folds
 
     def _features(self, frame, labels):
-        F = frame[self.features].to_numpy(float)
+        F = self._matrix(frame, self.features)
         if self.site_feature:
             code = pd.Series(np.arange(len(labels)), index=labels)
             F = np.column_stack([F, frame[self.site].map(code).fillna(-1).to_numpy(float)])
@@ -78,7 +78,7 @@ class PolicyTree(Method):
         rng = np.random.default_rng(self.random_state)
         n = len(train)
         folds = rng.permutation(np.resize(np.arange(self.crossfit_folds), n))
-        G = aipw_scores(train[self.covariates].to_numpy(float), train[self.treatment].to_numpy(float),
+        G = aipw_scores(self._matrix(train, self.covariates), train[self.treatment].to_numpy(float),
                         train[self.outcome].to_numpy(float), codes, labels.size, folds)
         min_leaf = self.min_leaf or max(1, int(0.1 * n / (2 * self.depth)))   # mcf's default
         F = self._features(train, labels)

@@ -38,8 +38,8 @@ class OutcomeModel(Method):
     def _columns(self, frame: pd.DataFrame):
         cols = self.covariates + [c for c in self.moderators if c not in self.covariates]
         self._require(frame, cols + [self.treatment, self.outcome], "the training frame")
-        X = frame[self.covariates].to_numpy(float)
-        V = frame[self.moderators].to_numpy(float)
+        X = self._matrix(frame, self.covariates)
+        V = self._matrix(frame, self.moderators)
         T = frame[self.treatment].to_numpy(float)
         y = frame[self.outcome].to_numpy(float)
         return X, V, T, y
@@ -47,7 +47,7 @@ class OutcomeModel(Method):
     def benefit_score(self, frame: pd.DataFrame) -> np.ndarray:
         """f(v) = b_T + v' b_{T:V} (+ the row's cluster slope for random-slope models)."""
         self._require(frame, self.moderators, "the scored frame")
-        V = frame[self.moderators].to_numpy(float)
+        V = self._matrix(frame, self.moderators)
         return self.b_treat_ + V @ self.b_interaction_
 
     def _set_effects(self, b_treat: float, b_interaction: np.ndarray) -> None:

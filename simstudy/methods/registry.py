@@ -53,12 +53,14 @@ class Method:
 
     @classmethod
     def param_names(cls) -> set[str]:
-        names: set[str] = set()
-        for klass in cls.__mro__:
-            if "__init__" in vars(klass):
-                sig = inspect.signature(klass.__init__)
-                names |= {p for p in sig.parameters if p not in ("self", "args", "kwargs")}
-        return names
+        if "_param_names" not in vars(cls):           # once per class (inspect is slow)
+            names: set[str] = set()
+            for klass in cls.__mro__:
+                if "__init__" in vars(klass):
+                    sig = inspect.signature(klass.__init__)
+                    names |= {p for p in sig.parameters if p not in ("self", "args", "kwargs")}
+            cls._param_names = frozenset(names)
+        return set(cls._param_names)
 
     def get_params(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in sorted(self.param_names()) if hasattr(self, k)}
@@ -68,6 +70,13 @@ class Method:
         return f"{type(self).__name__}({args})"
 
     # helpers shared by subclasses -------------------------------------------------
+    @staticmethod
+    def _matrix(frame: pd.DataFrame, columns) -> np.ndarray:
+        """The columns as a float (n, k) array, column by column (a list lookup in pandas
+        costs ~4x more; the values are the same)."""
+        return np.column_stack([frame[c].to_numpy(float) for c in columns]) if len(columns) \
+            else np.empty((len(frame), 0))
+
     def _per_site(self, frame: pd.DataFrame, effects: pd.Series, strict: bool, what: str,
                   remedy: str, fill: float = 0.0) -> np.ndarray:
         """The training site's value for each row (`fill` for sites not seen in training, or an

@@ -75,7 +75,7 @@ class Weighting(Method):
         y = train[self.outcome].to_numpy(float)
         if self.augment == "none":
             return np.zeros_like(y)
-        X = train[self.covariates].to_numpy(float)
+        X = self._matrix(train, self.covariates)
         if self.augment == "covariates":
             D = np.column_stack([np.ones(len(y)), X])
             return D @ np.nan_to_num(ols(D, y).coef)
@@ -84,7 +84,7 @@ class Weighting(Method):
 
     def _design(self, frame, codes, J, Tt):
         """x~ = T~ (1, V, S): dense part and sparse site dummies (first site is the reference)."""
-        V = frame[self.moderators].to_numpy(float)
+        V = self._matrix(frame, self.moderators)
         dense = Tt[:, None] * np.column_stack([np.ones(len(V)), V])
         if not self.site_moderators:
             return dense
@@ -149,7 +149,7 @@ class Weighting(Method):
     def benefit_score(self, frame: pd.DataFrame) -> np.ndarray:
         """f(v) = a0 + v'a (+ the row's site-dummy coefficient for WS methods)."""
         self._require(frame, self.moderators, "the scored frame")
-        score = self.a0_ + frame[self.moderators].to_numpy(float) @ self.a_
+        score = self.a0_ + self._matrix(frame, self.moderators) @ self.a_
         if self.site_effects_ is None:
             return score
         fill = self.site_effects_.mean() if self.new_sites == "average" else 0.0
