@@ -84,3 +84,29 @@ def test_bad_inputs():
         lasso_path(X, y, -w, pf)
     with pytest.raises(ValueError, match="no variation"):
         lasso_path(X, np.ones_like(y))
+
+
+def test_site_dummy_design_equals_the_explicit_matrix():
+    """The structured [D | signed site dummies] design gives the moments, the CV fit and the
+    predictions of the same matrix written out (scipy.sparse), to rounding."""
+    from simstudy.engines.lasso import Moments, SiteDummyDesign
+    rng = np.random.default_rng(3)
+    n, J = 300, 12
+    codes = rng.integers(0, J, n)
+    sign = rng.choice([-1.0, 1.0], n)
+    D = sign[:, None] * np.column_stack([np.ones(n), rng.standard_normal((n, 3))])
+    y, w = rng.standard_normal(n) + 0.3 * codes, rng.uniform(1, 3, n)
+    Z = SiteDummyDesign(D, codes, sign, J)
+    A = Z.toarray()
+    assert A.shape == Z.shape == (n, 4 + J - 1)
+    a, b = Moments.of(Z, y, w), Moments.of(sp.csr_matrix(A), y, w)
+    for f in ("sx", "sxx", "sxy"):
+        np.testing.assert_allclose(getattr(a, f), getattr(b, f), rtol=1e-12, atol=1e-12)
+    pf = np.r_[0.0, 0, 0, 0, np.ones(J - 1)]
+    folds = np.resize(np.arange(1, 6), n)
+    c1 = cv_lasso(Z, y, w, pf, foldid=folds, intercept=False)
+    c2 = cv_lasso(sp.csr_matrix(A), y, w, pf, foldid=folds, intercept=False)
+    assert c1.index_min == c2.index_min
+    np.testing.assert_allclose(c1.path.beta, c2.path.beta, rtol=1e-9, atol=1e-11)
+    B = c1.path.beta
+    np.testing.assert_allclose(Z[folds == 2] @ B, A[folds == 2] @ B, rtol=1e-12, atol=1e-12)

@@ -260,8 +260,55 @@ class _Shape:
         self.shape = (n, p)
 
 
+class SiteDummyDesign:
+    """The design [D | S] of dense columns D (n x k) and signed site dummies S (n x (J-1)):
+    S[i, c_i - 1] = s_i for rows of site c_i > 0 (the first site is the reference). Its
+    weighted moments take O(n k) per-site sums (np.bincount) instead of sparse products."""
+
+    def __init__(self, dense, codes, sign, J: int):
+        self.dense = np.asarray(dense, float)
+        self.codes = np.asarray(codes, np.int64)
+        self.sign = np.asarray(sign, float)
+        self.J = int(J)
+        self.shape = (self.dense.shape[0], self.dense.shape[1] + self.J - 1)
+
+    def __getitem__(self, rows) -> "SiteDummyDesign":
+        return SiteDummyDesign(self.dense[rows], self.codes[rows], self.sign[rows], self.J)
+
+    def __matmul__(self, B):
+        k = self.dense.shape[1]
+        B = np.asarray(B, float)
+        out = self.dense @ B[:k]
+        full = np.vstack([np.zeros((1,) + B.shape[1:]), B[k:]])     # reference site: 0
+        return out + (self.sign[:, None] * full[self.codes] if B.ndim == 2
+                      else self.sign * full[self.codes])
+
+    def toarray(self) -> np.ndarray:
+        S = np.zeros((self.shape[0], self.J))
+        S[np.arange(self.shape[0]), self.codes] = self.sign
+        return np.column_stack([self.dense, S[:, 1:]])
+
+    def moments(self, y, w) -> "Moments":
+        D, c, J = self.dense, self.codes, self.J
+        ws = w * self.sign
+        Dw = D * w[:, None]
+        k = D.shape[1]
+        p = k + J - 1
+        sxx = np.zeros((p, p))
+        sxx[:k, :k] = D.T @ Dw
+        cross = np.column_stack([np.bincount(c, weights=ws * D[:, j], minlength=J)[1:]
+                                 for j in range(k)]) if k else np.zeros((J - 1, 0))
+        sxx[k:, :k] = cross
+        sxx[:k, k:] = cross.T
+        sxx[np.arange(k, p), np.arange(k, p)] = np.bincount(c, weights=ws * self.sign,
+                                                            minlength=J)[1:]
+        sx = np.r_[Dw.sum(0), np.bincount(c, weights=ws, minlength=J)[1:]]
+        sxy = np.r_[Dw.T @ y, np.bincount(c, weights=ws * y, minlength=J)[1:]]
+        return Moments(float(w.sum()), sx, sxx, float(w @ y), sxy, float((w * y) @ y))
+
+
 def _matrix(X):
-    if isinstance(X, _Shape):
+    if isinstance(X, (_Shape, SiteDummyDesign)):
         return X
     return sp.csr_matrix(X, dtype=float) if sp.issparse(X) else np.asarray(X, float)
 
@@ -285,7 +332,9 @@ class Moments:
 
     @classmethod
     def of(cls, X, y, w):
-        """X dense or scipy.sparse (e.g. site dummies): the cost follows the non-zeros."""
+        """X dense, scipy.sparse, or a SiteDummyDesign (signed site dummies, per-site sums)."""
+        if isinstance(X, SiteDummyDesign):
+            return X.moments(np.asarray(y, float), np.asarray(w, float))
         if sp.issparse(X):
             Xw = sp.csr_matrix(X.multiply(w[:, None]))
             sxx = np.asarray((X.T @ Xw).todense())

@@ -21,10 +21,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 from ..engines.groups import group_means, site_codes
-from ..engines.lasso import cv_lasso
+from ..engines.lasso import SiteDummyDesign, cv_lasso
 from ..engines.ols import fixed_effects_ols, ols
 from .qlearning import DEFAULT_COVARIATES, DEFAULT_MODERATORS
 from .registry import Method, register
@@ -88,9 +87,7 @@ class Weighting(Method):
         dense = Tt[:, None] * np.column_stack([np.ones(len(V)), V])
         if not self.site_moderators:
             return dense
-        rows = np.flatnonzero(codes > 0)
-        S = sp.csr_matrix((Tt[rows], (rows, codes[rows] - 1)), shape=(len(V), J - 1))
-        return sp.hstack([sp.csr_matrix(dense), S], format="csr")
+        return SiteDummyDesign(dense, codes, Tt, J)
 
     # ------------------------------------------------------------------ fit / score
     def fit(self, train: pd.DataFrame) -> "Weighting":
