@@ -1,0 +1,100 @@
+"""Milliseconds per replicate, per method and in total, at the paper's four sizes (single
+thread, warm numba cache, median over replicates after a warm-up), beside the authors' R
+pipeline's per-replicate times measured on this machine kind (issue 14: their generator + the
+14 estimators with lm, lme4 and personalized/glmnet), the share of each family, and a cProfile
+breakdown of one size (what is compiled arithmetic, what is Python / pandas / scipy overhead).
+
+    python scripts/bench_replicate.py [--reps 7] [--out results/bench_replicate.md]
+"""
+import argparse
+import cProfile
+import io
+import os
+import pstats
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from simstudy.runner import StudyConfig, run_replicate
+
+METHODS = ["Q-base", "Q-fe", "Q-ri", "Q-rs", "Q-dm", "Q-dm-ri", "Q-dm-rs", "W-base", "W-noaug",
+           "W-aug", "W-augID", "WS-noaug", "WS-aug", "WS-augID", "PT", "oracle", "treat-all",
+           "treat-none"]
+FAMILY = {m: ("Q-learning" if m.startswith("Q") else "Weighting" if m.startswith("W")
+              else "Policy tree" if m == "PT" else "Reference") for m in METHODS}
+SIZES = [(25, 25), (25, 150), (150, 25), (150, 150)]
+# authors' R pipeline, seconds per replicate (issue 14's measurements on this machine kind);
+# None where it was not measured
+R_SECONDS = {(25, 25): (1.3, 1.3), (150, 150): (14.0, 18.0), (25, 150): None, (150, 25): None}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--out", default="results/bench_replicate.md")
+    args = ap.parse_args()
+    import numba
+    numba.set_num_threads(1)
+    cfg = StudyConfig.from_config({"design": {"name": "design1"}, "J": [25], "n_j": [25],
+                                   "reps": 1000, "methods": METHODS})
+    design = cfg.designs[0]
+    load = os.getloadavg()
+    rows, totals = [], {}
+    for J, n in SIZES:
+        run_replicate(cfg, design, J, n, 999)                     # warm-up (numba, caches)
+        per, tot = {m: [] for m in METHODS}, []
+        for r in range(args.reps):
+            t0 = time.perf_counter()
+            out, _ = run_replicate(cfg, design, J, n, r)
+            tot.append(time.perf_counter() - t0)
+            for row in out:
+                per[row["method"]].append(row["seconds"])
+        totals[(J, n)] = 1000 * np.median(tot)
+        for m in METHODS:
+            rows.append({"J": J, "n_j": n, "method": m, "family": FAMILY[m],
+                         "ms": 1000 * np.median(per[m])})
+        print(f"(J, n_j) = ({J}, {n}): {totals[(J, n)]:.1f} ms per replicate", flush=True)
+    df = pd.DataFrame(rows)
+    table = df.pivot_table(index="method", columns=["J", "n_j"], values="ms", sort=False)
+    table = table[[c for c in SIZES]]
+    lines = [f"# ms per replicate, single thread (median of {args.reps} replicates after a "
+             f"warm-up; Design 1; data + 18 rules + metrics + congruence)", "",
+             f"Machine load average at the start (1, 5, 15 min): {load[0]:.2f}, {load[1]:.2f}, "
+             f"{load[2]:.2f}; {os.cpu_count()} cores. `python scripts/bench_replicate.py`.", "",
+             "| (J, n_j) | total ms | authors' R (s) | ratio R / ours | Q % | W % | PT % |",
+             "|---|---|---|---|---|---|---|"]
+    for J, n in SIZES:
+        fam = df[(df.J == J) & (df.n_j == n)].groupby("family")["ms"].sum()
+        share = 100 * fam / totals[(J, n)]
+        r = R_SECONDS[(J, n)]
+        ratio = ("-".join(dict.fromkeys(f"{1000 * x / totals[(J, n)]:.0f}" for x in r)) + "x"
+                 if r else "not measured")
+        rtxt = "-".join(dict.fromkeys(f"{x:g}" for x in r)) if r else "-"
+        lines.append(f"| ({J}, {n}) | {totals[(J, n)]:.1f} | {rtxt} | {ratio} | "
+                     f"{share.get('Q-learning', 0):.0f} | {share.get('Weighting', 0):.0f} | "
+                     f"{share.get('Policy tree', 0):.0f} |")
+    lines += ["", "Per method (ms):", "", "| method | " + " | ".join(f"({J}, {n})" for J, n in SIZES)
+              + " |", "|---" * (len(SIZES) + 1) + "|"]
+    for m, row in table.iterrows():
+        lines.append(f"| {m} | " + " | ".join(f"{v:.1f}" for v in row) + " |")
+    prof = cProfile.Profile()
+    prof.enable()
+    for r in range(args.reps):
+        run_replicate(cfg, design, 25, 25, r)
+    prof.disable()
+    buf = io.StringIO()
+    pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(15)
+    lines += ["", "Where the time goes at (25, 25) (cProfile, by own time; compiled kernels are "
+              "`_cd_path` (lasso), `_profiled_deviance` (mixed model), the tree search):", "",
+              "```", *[ln for ln in buf.getvalue().splitlines() if ln.strip()][3:22], "```"]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    print("\n".join(lines[:12]))
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
