@@ -424,8 +424,10 @@ def lasso_path(X, y, weights=None, penalty_factor=None, *, intercept: bool = Tru
         raise ValueError("y has no variation (weighted)")
     xv = np.diag(G).copy()
     xv[~ju] = 1.0
-    Gc = sp.csc_matrix(np.where(np.abs(G) > 0, G, 0.0))     # sparsity of G (site dummies)
-    indptr, indices = Gc.indptr.astype(np.int64), Gc.indices.astype(np.int64)
+    # sparsity of G (site dummies) in CSC form: column j's non-zero rows, in row order
+    cols, rows = np.nonzero(np.abs(G.T) > 0)
+    indptr = np.r_[0, np.cumsum(np.bincount(cols, minlength=G.shape[1]))].astype(np.int64)
+    indices = rows.astype(np.int64)
     G = np.ascontiguousarray(G)
     if lambdas is None:
         ratio = lambda_min_ratio if lambda_min_ratio is not None else (1e-2 if n < p else 1e-4)
