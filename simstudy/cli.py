@@ -22,7 +22,8 @@ commands:
   merge SRC [SRC ...] DEST add stores of the same study (e.g. gaps run on another machine)
                            into DEST; a replicate already in DEST is never duplicated
   apply --data F ...       the estimators, policy trees and rule values on one multisite
-                           trial (`simstudy apply --help`; `--example simulated`)
+                           trial (`simstudy apply --help`; `--example star`, `thornton`,
+                           `simulated`)
   methods                  list the registered method names
   designs                  list the design presets in conf/design
 """
@@ -299,7 +300,7 @@ def _dispatch(cmd: str, rest: list[str]) -> int:
     if cmd == "designs":
         for p in sorted(Path(config_dir(), "design").glob("*.yaml")):
             first = p.read_text().splitlines()[0].lstrip("# ")
-            print(f"{p.stem:10s} {first}")
+            print(f"{p.stem:14s} {first}")
         return 0
     print(f"simstudy: unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
     return 2
