@@ -145,7 +145,8 @@ class StudyConfig:
                    default=0.0)
         need = rows * BYTES_PER_ROW * _workers(n_jobs, backend)
         have = available_memory()
-        if need > have:
+        remote = backend == "dask" and cfg.get("dask_address") not in (None, "", "local")
+        if need > have and not remote:          # a remote cluster's memory is not ours to know
             raise ConfigError(
                 f"J x n_j up to {max(a * b for _, a, b in cells):,} rows per replicate needs about "
                 f"{need / 2 ** 30:,.1f} GiB with {_workers(n_jobs, backend)} worker(s); this machine "
