@@ -277,13 +277,15 @@ def _spawn(tmp_path, *extra, sleep="0.5"):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_ctrl_c_says_what_was_saved(tmp_path):
+@pytest.mark.parametrize("sig, word", [(signal.SIGINT, "interrupted"),
+                                       (signal.SIGTERM, "terminated")])
+def test_ctrl_c_and_sigterm_say_what_was_saved(tmp_path, sig, word):
     p = _spawn(tmp_path, "n_jobs=1")
     time.sleep(6)
-    p.send_signal(signal.SIGINT)
+    p.send_signal(sig)
     out, err = p.communicate(timeout=60)
     assert p.returncode == 130 and "Traceback" not in err, err
-    assert "interrupted; every replicate finished so far is saved" in err
+    assert f"{word}; every replicate finished so far is saved" in err
     assert len(read_metrics(tmp_path / "sig")) > 0
 
 
