@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import scipy.linalg as sla
 
@@ -29,30 +30,42 @@ class OLSFit:
         return np.asarray(X, float) @ np.nan_to_num(self.coef, nan=0.0)
 
 
-def kept_columns(X: np.ndarray, tol: float = 1e-7, G: np.ndarray | None = None) -> np.ndarray:
-    """Boolean mask of non-aliased columns, in column order (dqrdc2's limited pivoting)."""
-    X = np.asarray(X, float)
-    G = X.T @ X if G is None else G
+@numba.njit(cache=True)
+def _kept(G, tol2):
+    """Column j is kept when its squared residual on the kept columns before it, from the
+    Cholesky factor L of their Gram block (forward substitution), exceeds tol^2 ||x_j||^2."""
     p = G.shape[0]
-    keep = np.zeros(p, bool)
+    keep = np.zeros(p, np.bool_)
     L = np.zeros((p, p))
-    idx: list[int] = []
+    idx = np.empty(p, np.int64)
+    k = 0
+    z = np.empty(p)
     for j in range(p):
         norm2 = G[j, j]
         if norm2 <= 0:
             continue
-        if idx:
-            z = sla.solve_triangular(L[:len(idx), :len(idx)], G[idx, j], lower=True)
-            d = norm2 - z @ z
-        else:
-            z, d = np.empty(0), norm2
-        if d > (tol ** 2) * norm2:
-            k = len(idx)
-            L[k, :k] = z
+        d = norm2
+        for a in range(k):
+            v = G[idx[a], j]
+            for b in range(a):
+                v -= L[a, b] * z[b]
+            z[a] = v / L[a, a]
+            d -= z[a] * z[a]
+        if d > tol2 * norm2:
+            for b in range(k):
+                L[k, b] = z[b]
             L[k, k] = np.sqrt(d)
-            idx.append(j)
+            idx[k] = j
+            k += 1
             keep[j] = True
     return keep
+
+
+def kept_columns(X: np.ndarray, tol: float = 1e-7, G: np.ndarray | None = None) -> np.ndarray:
+    """Boolean mask of non-aliased columns, in column order (dqrdc2's limited pivoting)."""
+    X = np.asarray(X, float)
+    G = X.T @ X if G is None else G
+    return _kept(np.ascontiguousarray(G, dtype=np.float64), float(tol) ** 2)
 
 
 def ols(X: np.ndarray, y: np.ndarray, names: list[str] | None = None, tol: float = 1e-7) -> OLSFit:
