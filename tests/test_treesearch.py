@@ -244,3 +244,28 @@ def test_drawn_tree_shows_every_split_and_leaf(tmp_path):
     assert sum(t.startswith(("control", "treat")) for t in texts) == len(leaves)
     assert any(t.startswith("age <=") for t in texts) and any("cat1 in {" in t for t in texts)
     assert policy_tree(tree, out=tmp_path / "tree").exists()
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 10 ** 6), st.sampled_from([2, 3]), st.sampled_from([2, 3]),
+       st.booleans(), st.booleans())
+def test_pruned_exact_search_equals_the_unpruned_one(seed, depth, D, ties, categorical):
+    """The incremental bound (min_leaf = 1) skips only cuts that cannot win: welfare and tree
+    equal the unpruned search on adversarial inputs (ties in X, equal scores, categorical
+    features, three actions), exact mode (every value a candidate)."""
+    rng = np.random.default_rng(seed)
+    n = 120 if depth == 3 else 300
+    X = rng.standard_normal((n, 4))
+    G = rng.standard_normal((n, D))
+    if ties:
+        X = np.round(X, 1)
+        G = np.round(G, 0)                           # many equal scores
+    cat = []
+    if categorical:
+        X[:, 3] = rng.integers(0, 5, n)
+        cat = [3]
+    a = PolicyTreeSearch(depth, 1, None, categorical=cat).fit(X, G)
+    b = PolicyTreeSearch(depth, 1, None, categorical=cat, prune=False).fit(X, G)
+    assert a.reward == pytest.approx(b.reward, abs=1e-9)
+    np.testing.assert_array_equal(a.predict(X), b.predict(X))
+    assert a.reward == pytest.approx(np.sum(G[np.arange(n), a.predict(X)]), rel=1e-12)

@@ -200,17 +200,37 @@ def _best1(Ha, Ca, Hb, Cb, nb, iscat, tot, n, min_leaf):
     return best, bk, bi
 
 
+@numba.njit(cache=True)
+def _spread(G):
+    """max_d Gamma_rd - min_d Gamma_rd per row: moving row r from one child to the other raises
+    the sum of the two children's best rewards by at most this much (the pruning bound)."""
+    out = np.empty(G.shape[0])
+    for r in range(G.shape[0]):
+        lo, hi = G[r, 0], G[r, 0]
+        for d in range(1, G.shape[1]):
+            lo = min(lo, G[r, d])
+            hi = max(hi, G[r, d])
+        out[r] = hi - lo
+    return out
+
+
 @numba.njit(cache=True, parallel=True)
-def _best2(rows, top, bot, nbt, nbb, iscat, G, min_leaf):
+def _best2(rows, top, bot, nbt, nbb, iscat, G, min_leaf, spread, allow_prune):
     """Best tree of depth <= 2 of a node: for every top feature j (in parallel) the node's rows
     are added bucket by bucket (top bins in order) to left-hand histograms over the bottom bins,
     and at every top candidate both children's depth-1 searches run on histograms (right =
-    node - left). Returns (reward, feature, cut) as `_best1`; the same for any thread count."""
+    node - left). Pruning (min_leaf = 1): after an exact evaluation R at a cut, moving rows from
+    right to left raises R by at most the moved rows' `spread` (the children's optimal trees,
+    restricted or extended to the new rows, stay feasible), so a cut whose bound R + sum(spread)
+    cannot beat the feature's incumbent (or the unsplit node) is skipped: exact, and the same
+    result (ties included). Returns (reward, feature, cut) as `_best1`; the same for any thread count."""
     p = top.shape[0]
     D = G.shape[1]
     m = rows.shape[0]
     Ht, Ct, tot = _hist(rows, bot, nbb, G)
     abest = _argmax(tot)
+    leaf = tot[abest]
+    prune = allow_prune and min_leaf == 1   # the bound needs restricted trees to stay feasible
     rj = np.full(p, -np.inf)
     ij = np.full(p, -1, np.int64)
     for j in numba.prange(p):
@@ -239,21 +259,27 @@ def _best2(rows, top, bot, nbt, nbb, iscat, G, min_leaf):
         totL = np.zeros(D)
         totR = np.empty(D)
         nl = 0
+        anchor, slack = np.inf, 0.0          # last exact reward, spread moved since then
         for i in range(mo - 1):
             b = order[i] if iscat[j] else i
             if start[b + 1] == start[b]:
                 continue
             for q in range(start[b], start[b + 1]):
                 _add_row(HL, CL, totL, bot, G, srt[q])
+                slack += spread[srt[q]]
             nl += start[b + 1] - start[b]
             if nl < min_leaf:
                 continue
             if m - nl < min_leaf:
                 break
+            incumbent = max(rj[j], leaf)
+            if prune and anchor < np.inf and not _better(anchor + slack, incumbent):
+                continue                      # cannot beat the incumbent: skip exactly
             for d in range(D):
                 totR[d] = tot[d] - totL[d]
             r = (_best1(HL, CL, Z, Zc, nbb, iscat, totL, nl, min_leaf)[0]
                  + _best1(Ht, Ct, HL, CL, nbb, iscat, totR, m - nl, min_leaf)[0])
+            anchor, slack = r, 0.0
             if _better(r, rj[j]):
                 rj[j], ij[j] = r, i
     best, bj, bi = tot[abest], -1, -1
@@ -267,7 +293,7 @@ class PolicyTreeSearch:
     """Exact search over the candidate splits (module docstring)."""
 
     def __init__(self, depth: int = 2, min_leaf: int = 1, split_points: int | None = None,
-                 categorical=(), halve_split_points: bool = True):
+                 categorical=(), halve_split_points: bool = True, prune: bool = True):
         if not 1 <= int(depth) <= 4:
             raise ValueError(f"depth={depth}: allowed 1..4")
         if int(min_leaf) < 1:
@@ -278,6 +304,7 @@ class PolicyTreeSearch:
         self.split_points = None if split_points is None else int(split_points)
         self.categorical = set(int(c) for c in categorical)
         self.halve_split_points = bool(halve_split_points)
+        self.prune = bool(prune)     # skip cuts the incremental bound rules out (min_leaf = 1)
 
     def fit(self, X, Gamma) -> Node:
         X = np.asarray(X, float)
@@ -292,6 +319,7 @@ class PolicyTreeSearch:
         if bad:
             raise ValueError(f"categorical feature index {bad} outside 0..{X.shape[1] - 1}")
         self.G_ = G
+        self.spread_ = _spread(np.ascontiguousarray(G, dtype=np.float64))
         self._grids(X)
         return self._search(np.arange(len(X)), self.depth)
 
@@ -368,7 +396,7 @@ class PolicyTreeSearch:
             return float(tot.max()), -1, -1
         if level == 2:
             return _best2(rows, self.codes_[2], self.codes_[1], self.nb_[2], self.nb_[1],
-                          self.iscat_, self.G_, self.min_leaf)
+                          self.iscat_, self.G_, self.min_leaf, self.spread_, self.prune)
         tot = self.G_[rows].sum(0)
         best, bj, bi = float(tot.max()), -1, -1
         m = len(rows)
@@ -377,13 +405,20 @@ class PolicyTreeSearch:
             idx = np.argsort(pos, kind="stable")
             srows, spos = rows[idx], pos[idx]
             cuts = np.flatnonzero(np.diff(spos)) + 1      # a cut after each present bin
+            moved = np.r_[0.0, np.cumsum(self.spread_[srows])]   # the same bound as _best2
+            anchor, at = np.inf, 0
             for c in cuts:
                 if c < self.min_leaf:
                     continue
                 if m - c < self.min_leaf:
                     break
+                bound = anchor + (moved[c] - moved[at])
+                if (self.prune and self.min_leaf == 1 and anchor < np.inf
+                        and not bound > best + _TOL * max(1.0, abs(bound))):
+                    continue
                 r = (self._best(srows[:c], level - 1)[0]
                      + self._best(srows[c:], level - 1)[0])
+                anchor, at = r, c
                 if r > best + _TOL * max(1.0, abs(r)):
                     best, bj, bi = r, j, int(spos[c - 1])
         return best, bj, bi
