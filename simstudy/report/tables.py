@@ -85,12 +85,17 @@ def to_markdown(df: pd.DataFrame, digits: int = 3) -> str:
     return "\n".join([head, rule, *body]) + "\n"
 
 
+def plugin_metrics(summ: pd.DataFrame) -> list[str]:
+    """Metrics of a summary beyond the built-in ones (register_metric plugins)."""
+    return [c[:-5] for c in summ.columns if c.endswith("_mean")
+            and c[:-5] not in METRICS and c != "fits_mean"]
+
+
 def compact(summ: pd.DataFrame, metrics=None) -> pd.DataFrame:
     """mean (MC SE) strings per metric, for printing (no point column in a plain study);
     default: the built-in metrics and any plugin metric in the summary."""
     if metrics is None:
-        metrics = list(METRICS) + [c[:-5] for c in summ.columns if c.endswith("_mean")
-                                   and c[:-5] not in METRICS and c != "fits_mean"]
+        metrics = list(METRICS) + plugin_metrics(summ)
     out = _plain_study(summ[CONDITION + ["method", "reps", "errors"]
                             + (["warnings"] if "warnings" in summ else [])]).copy()
     for m in metrics:
@@ -300,10 +305,8 @@ def report_main(argv: list[str]) -> int:
         with pd.option_context("display.width", 250, "display.max_columns", 30,
                                "display.max_rows", 500):
             print(f"== {d}: mean (Monte Carlo SE) ==")
-            extras = [c[:-5] for c in summ.columns if c.endswith("_mean")
-                      and c[:-5] not in METRICS and c != "fits_mean"]
             print(compact(summ, ("accuracy", "f1", "spearman", "auc", "regret",
-                                 "treated_share", *extras)).to_string(index=False))
+                                 "treated_share", *plugin_metrics(summ))).to_string(index=False))
         print(f"written: {Path(d) / 'summary.csv'}, summary.md, comparison.csv/.md, measures.csv, "
               f"failures.csv, congruence/"
               + ("" if args.no_figures else ", figures/"))
