@@ -246,15 +246,17 @@ def test_drawn_tree_shows_every_split_and_leaf(tmp_path):
     assert policy_tree(tree, out=tmp_path / "tree").exists()
 
 
-@settings(max_examples=25, deadline=None)
-@given(st.integers(0, 10 ** 6), st.sampled_from([2, 3]), st.sampled_from([2, 3]),
-       st.booleans(), st.booleans())
-def test_pruned_exact_search_equals_the_unpruned_one(seed, depth, D, ties, categorical):
-    """The incremental bound (min_leaf = 1) skips only cuts that cannot win: welfare and tree
-    equal the unpruned search on adversarial inputs (ties in X, equal scores, categorical
-    features, three actions), exact mode (every value a candidate)."""
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 10 ** 6), st.sampled_from([2, 3, 4]), st.sampled_from([2, 3]),
+       st.booleans(), st.booleans(), st.sampled_from([1, 1, 4]))
+def test_pruned_exact_search_equals_the_unpruned_one(seed, depth, D, ties, categorical, min_leaf):
+    """The bounds (perfect allocation, incremental from both computed neighbours, cutoffs passed
+    to children, the shallower tree as incumbent) skip only what cannot win: welfare and tree
+    equal the plain search on adversarial inputs (ties in X, equal scores, categorical
+    features, three actions, min_leaf > 1 where only the perfect bound and cutoffs apply),
+    exact mode (every value a candidate), depths 2-4."""
     rng = np.random.default_rng(seed)
-    n = 120 if depth == 3 else 300
+    n = {2: 300, 3: 120, 4: 40}[depth]
     X = rng.standard_normal((n, 4))
     G = rng.standard_normal((n, D))
     if ties:
@@ -264,8 +266,43 @@ def test_pruned_exact_search_equals_the_unpruned_one(seed, depth, D, ties, categ
     if categorical:
         X[:, 3] = rng.integers(0, 5, n)
         cat = [3]
-    a = PolicyTreeSearch(depth, 1, None, categorical=cat).fit(X, G)
-    b = PolicyTreeSearch(depth, 1, None, categorical=cat, prune=False).fit(X, G)
+    a = PolicyTreeSearch(depth, min_leaf, None, categorical=cat).fit(X, G)
+    b = PolicyTreeSearch(depth, min_leaf, None, categorical=cat, prune=False).fit(X, G)
     assert a.reward == pytest.approx(b.reward, abs=1e-9)
     np.testing.assert_array_equal(a.predict(X), b.predict(X))
     assert a.reward == pytest.approx(np.sum(G[np.arange(n), a.predict(X)]), rel=1e-12)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_coarse_grid_floor_keeps_the_exact_tree(ties):
+    """Above 4 x 256 rows the exact depth-2 search starts from the optimum of a 256-point grid
+    (its tree is an exact candidate); the result equals the plain search, ties included."""
+    rng = np.random.default_rng(11)
+    n = 1100
+    X = rng.standard_normal((n, 3))
+    G = np.column_stack([X[:, 0], -X[:, 0] + X[:, 1]]) + rng.standard_normal((n, 2))
+    if ties:
+        X, G = np.round(X, 2), np.round(G, 0)
+    search = PolicyTreeSearch(2, 1, None)
+    a = search.fit(X, G)
+    assert search._floor(np.arange(n), 2) > -np.inf          # the floor is in play
+    b = PolicyTreeSearch(2, 1, None, prune=False).fit(X, G)
+    assert a.reward == pytest.approx(b.reward, abs=1e-9)
+    np.testing.assert_array_equal(a.predict(X), b.predict(X))
+
+
+def test_same_tree_for_any_thread_count():
+    import numba
+    rng = np.random.default_rng(4)
+    X = np.round(rng.standard_normal((400, 5)), 1)
+    G = np.round(rng.standard_normal((400, 2)), 0)
+    before = numba.get_num_threads()
+    try:
+        trees = []
+        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(threads)
+            trees.append(PolicyTreeSearch(3, 1, None).fit(X, G))
+    finally:
+        numba.set_num_threads(before)
+    assert trees[0].reward == trees[1].reward
+    np.testing.assert_array_equal(trees[0].predict(X), trees[1].predict(X))

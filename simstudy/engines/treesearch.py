@@ -20,8 +20,16 @@ The search is compiled (numba) and works on per-feature histograms of the scores
 candidate bins: a depth-1 search of a node is one prefix-sum pass over p x B bins; a depth-2
 search adds the node's rows bucket by bucket (in the order of the top feature) to left-hand
 histograms and runs both children's depth-1 searches at every top candidate, so it costs
-O(p (n p + B_2 p B_1) D) instead of re-sorting every child. Levels above 2 recurse over the
-depth-2 kernel. Memory: the bin codes, O(n p) per level.
+O(p (n p + B_2 p B_1) D) instead of re-sorting every child. Levels 3 and 4 search their
+children as nodes of their own (rows gathered, bins renumbered to those present).
+
+Branch and bound (exact: the same optimum; ties go to the lowest feature and cut, as in a plain
+scan): a node's reward is at most the perfect allocation's; the best tree one level shallower
+is an incumbent; cuts are searched as intervals between computed neighbours, each bounded by
+how much moving rows across the cut can change the children's rewards (`_cuts2`); children get
+cutoffs and abort below them; in exact mode the optimum on a coarse grid seeds the incumbent
+(`PolicyTreeSearch._floor`). `prune=False` gives the plain search. Memory: the bin codes,
+O(n p) per level.
 """
 
 from __future__ import annotations
@@ -201,88 +209,450 @@ def _best1(Ha, Ca, Hb, Cb, nb, iscat, tot, n, min_leaf):
 
 
 @numba.njit(cache=True)
-def _spread(G):
-    """max_d Gamma_rd - min_d Gamma_rd per row: moving row r from one child to the other raises
-    the sum of the two children's best rewards by at most this much (the pruning bound)."""
-    out = np.empty(G.shape[0])
-    for r in range(G.shape[0]):
-        lo, hi = G[r, 0], G[r, 0]
-        for d in range(1, G.shape[1]):
-            lo = min(lo, G[r, d])
-            hi = max(hi, G[r, d])
-        out[r] = hi - lo
+def _gather(codes, nbs, G, rows, L):
+    """A node as its own arrays: its rows' scores and, per level 1..L, the bin codes renumbered
+    to the bins present in the node (order kept), so that every scan costs the node's distinct
+    values, not the data's."""
+    p = codes.shape[1]
+    m = rows.shape[0]
+    D = G.shape[1]
+    c = np.empty((L, p, m), np.int64)
+    nb = np.zeros((L, p), np.int64)
+    mark = np.empty(max(nbs.max(), 1), np.int64)
+    for lev in range(L):
+        for k in range(p):
+            B = nbs[lev, k]
+            for b in range(B):
+                mark[b] = -1
+            for q in range(m):
+                mark[codes[lev, k, rows[q]]] = 0
+            u = 0
+            for b in range(B):
+                if mark[b] == 0:
+                    mark[b] = u
+                    u += 1
+            nb[lev, k] = u
+            for q in range(m):
+                c[lev, k, q] = mark[codes[lev, k, rows[q]]]
+    g = np.empty((m, D))
+    for q in range(m):
+        for d in range(D):
+            g[q, d] = G[rows[q], d]
+    return c, nb, g
+
+
+@numba.njit(cache=True)
+def _node_facts(G):
+    """Totals, best single action and the perfect allocation's reward (perf = sum_i max_d
+    Gamma_id, an upper bound on the reward of any tree of the node)."""
+    m, D = G.shape
+    tot = np.zeros(D)
+    perf = 0.0
+    for q in range(m):
+        hi = G[q, 0]
+        for d in range(D):
+            tot[d] += G[q, d]
+            hi = max(hi, G[q, d])
+        perf += hi
+    return tot, _argmax(tot), perf
+
+
+@numba.njit(cache=True)
+def _threshold(tot, abest, cutoff, dummy, dummy_exact, prune, same_level):
+    """Rewards <= thr cannot win: the leaf, the caller's cutoff and -- where the shallower tree
+    (dummy) is a candidate of this level too -- the dummy, less a tie margin."""
+    thr = max(tot[abest], cutoff)
+    if prune and same_level and dummy_exact:
+        thr = max(thr, dummy - 4 * _TOL * max(1.0, abs(dummy)))
+    return thr
+
+
+@numba.njit(cache=True)
+def _feature_order(top_j, B, cat, G, abest):
+    """Rows of a node by bin of feature j (counting sort): (srt, start, order, mo) -- bin b's
+    rows are srt[start[b]:start[b + 1]]; the bins in split order are 0..B-1 (ordered) or
+    order[0..mo-1] (categorical: by mean contrast, `_cat_order`)."""
+    m, D = G.shape
+    if cat:
+        Hj = np.zeros((B, D))
+        Cj = np.zeros(B, np.int64)
+        for q in range(m):
+            Cj[top_j[q]] += 1
+            for d in range(D):
+                Hj[top_j[q], d] += G[q, d]
+        order = _cat_order(Hj, Cj, B, abest)
+        mo = order.shape[0]
+    else:
+        order = np.arange(B)
+        mo = B
+    start = np.zeros(B + 1, np.int64)
+    for q in range(m):
+        start[top_j[q] + 1] += 1
+    for b in range(B):
+        start[b + 1] += start[b]
+    fill = start[:-1].copy()
+    srt = np.empty(m, np.int64)
+    for q in range(m):
+        b = top_j[q]
+        srt[fill[b]] = q
+        fill[b] += 1
+    return srt, start, order, mo
+
+
+@numba.njit(cache=True)
+def _side_rows(srt, start, order, lo, hi, n):
+    """Rows of the bins order[lo:hi] (one side of a cut)."""
+    out = np.empty(n, np.int64)
+    k = 0
+    for t in range(lo, hi):
+        b = order[t]
+        for s in range(start[b], start[b + 1]):
+            out[k] = srt[s]
+            k += 1
     return out
 
 
-@numba.njit(cache=True, parallel=True)
-def _best2(rows, top, bot, nbt, nbb, iscat, G, min_leaf, spread, allow_prune):
-    """Best tree of depth <= 2 of a node: for every top feature j (in parallel) the node's rows
-    are added bucket by bucket (top bins in order) to left-hand histograms over the bottom bins,
-    and at every top candidate both children's depth-1 searches run on histograms (right =
-    node - left). Pruning (min_leaf = 1): after an exact evaluation R at a cut, moving rows from
-    right to left raises R by at most the moved rows' `spread` (the children's optimal trees,
-    restricted or extended to the new rows, stay feasible), so a cut whose bound R + sum(spread)
-    cannot beat the feature's incumbent (or the unsplit node) is skipped: exact, and the same
-    result (ties included). Returns (reward, feature, cut) as `_best1`; the same for any thread count."""
-    p = top.shape[0]
+# Cut scans of one feature j at a node of depth l. Position k (1 <= k < number of bins) puts the
+# first k bins in split order into the left child; its reward is R(left, l - 1) + R(right, l - 1).
+# Each side is bounded before it is computed (min_leaf = 1, where restricted or extended trees
+# stay feasible): moving rows M from right to left,
+#     R(left + M) <= R(left) + sum_M max_d Gamma_id,   R(right - M) <= R(right) - sum_M min_d Gamma_id
+# ("use last rewards", Cussens et al. 2025), from BOTH computed neighbours of k: positions are
+# searched as intervals whose ends are known (at first the empty left child, R(right) = R(node,
+# l - 1) = the dummy, and the empty right child), each interval's best-bounded position is
+# computed next and splits it, and an interval whose bounds cannot beat the incumbent is dropped
+# whole. The left child is computed first, the right one only if left + bound(right) can still
+# win (children of depth >= 2 get the cutoff incumbent - left and abort below it). With
+# min_leaf > 1 positions run in order. Ties: the lowest position wins, as in a plain scan.
+# Returns (best reward, cut = k - 1) among positions beating thr and rec (cut -1: none).
+# Levels 3 and 4 are written out: numba cannot cache recursive functions.
+
+@numba.njit(cache=True)
+def _positions(srt, start, order, mo, G, min_leaf):
+    """Per position k: rows on the left (NL), prefix sums of max_d and min_d Gamma (PMX, PMN)
+    and whether k is a distinct cut leaving min_leaf rows on each side."""
+    m, D = G.shape
+    NL = np.zeros(mo + 1, np.int64)
+    PMX = np.zeros(mo + 1)
+    PMN = np.zeros(mo + 1)
+    valid = np.zeros(mo + 1, np.bool_)
+    for k in range(1, mo + 1):
+        b = order[k - 1]
+        hi_s, lo_s = 0.0, 0.0
+        for s in range(start[b], start[b + 1]):
+            q = srt[s]
+            lo, hi = G[q, 0], G[q, 0]
+            for d in range(1, D):
+                lo = min(lo, G[q, d])
+                hi = max(hi, G[q, d])
+            hi_s += hi
+            lo_s += lo
+        NL[k] = NL[k - 1] + start[b + 1] - start[b]
+        PMX[k] = PMX[k - 1] + hi_s
+        PMN[k] = PMN[k - 1] + lo_s
+        valid[k] = (k < mo and NL[k] > NL[k - 1] and NL[k] >= min_leaf and m - NL[k] >= min_leaf)
+    return NL, PMX, PMN, valid
+
+
+@numba.njit(cache=True)
+def _can_win(ub, k, thr, best_r, best_k):
+    """Could a position with upper bound ub be recorded (beats thr; beats the best, or ties it
+    from a lower position)?"""
+    if ub <= thr:
+        return False
+    if best_k < 0 or k > best_k:
+        return ub > best_r
+    return ub >= best_r - 4 * _TOL * max(1.0, abs(best_r))
+
+
+@numba.njit(cache=True)
+def _bar(k, thr, best_r, best_k):
+    """The reward a position k must exceed to be recorded (`_can_win`): children get it, less
+    the other side, as cutoff."""
+    if best_k < 0 or k > best_k:
+        return max(thr, best_r)
+    return max(thr, best_r - 4 * _TOL * max(1.0, abs(best_r)))
+
+
+@numba.njit(cache=True)
+def _records(r, k, thr, best_r, best_k):
+    if r <= thr:
+        return False
+    if best_k < 0 or k > best_k:
+        return _better(r, best_r)
+    return _better(r, best_r) or not _better(best_r, r)
+
+
+@numba.njit(cache=True)
+def _next_position(interval, stack, sp, k, KL, KR, PMX, PMN, valid, thr, best_r, best_k):
+    """The next position to compute: (k, a, b, bound on its right child, sp); k = -1 when done.
+    Interval search: pops intervals (a, b) with known ends until one holds a position whose
+    bound can win, and returns the best-bounded one. Otherwise: the next valid position."""
+    mo = KL.shape[0] - 1
+    if not interval:
+        k += 1
+        while k < mo and not valid[k]:
+            k += 1
+        return (k if k < mo else -1), 0, 0, PMX[mo] - PMX[min(k, mo)], sp
+    while sp > 0:
+        sp -= 1
+        a, b = stack[sp, 0], stack[sp, 1]
+        bk, bub, bubr = -1, -np.inf, 0.0
+        for t in range(a + 1, b):
+            if not valid[t]:
+                continue
+            ubl = min(KL[a] + PMX[t] - PMX[a], KL[b] - (PMN[b] - PMN[t]))
+            ubr = min(KR[a] - (PMN[t] - PMN[a]), KR[b] + (PMX[b] - PMX[t]))
+            if ubl + ubr > bub and _can_win(ubl + ubr, t, thr, best_r, best_k):
+                bk, bub, bubr = t, ubl + ubr, ubr
+        if bk >= 0:
+            return bk, a, b, bubr, sp
+    return -1, 0, 0, 0.0, sp
+
+
+@numba.njit(cache=True)
+def _scan_state(mo, dummy, interval):
+    """Known (upper bounds of) left and right rewards per position -- the empty left child
+    (0, dummy) and the empty right child (dummy, 0) -- and the interval stack."""
+    KL = np.empty(mo + 1)
+    KR = np.empty(mo + 1)
+    KL[0], KR[0], KL[mo], KR[mo] = 0.0, dummy, dummy, 0.0
+    stack = np.empty((mo + 1, 2), np.int64)
+    stack[0, 0], stack[0, 1] = 0, mo
+    return KL, KR, stack, (1 if interval else 0)
+
+
+@numba.njit(cache=True)
+def _move_left(HL, CL, totL, botT, G, srt, start, order, cur, k):
+    """Left-hand histograms from position cur to position k (adding or removing bins); botT:
+    the bottom level's codes row-major (n, p), read row by row."""
     D = G.shape[1]
-    m = rows.shape[0]
-    Ht, Ct, tot = _hist(rows, bot, nbb, G)
-    abest = _argmax(tot)
-    leaf = tot[abest]
-    prune = allow_prune and min_leaf == 1   # the bound needs restricted trees to stay feasible
-    rj = np.full(p, -np.inf)
-    ij = np.full(p, -1, np.int64)
-    for j in numba.prange(p):
-        B = nbt[j]
-        if iscat[j]:                      # categorical: top bins = bottom bins = categories
-            order = _cat_order(Ht[j], Ct[j], B, abest)
-            mo = order.shape[0]
+    while cur != k:
+        if cur < k:
+            b, sign = order[cur], 1.0
+            cur += 1
         else:
-            order = np.empty(0, np.int64)
-            mo = B
-        start = np.zeros(B + 1, np.int64)  # counting sort of the rows by top bin
-        for r in rows:
-            start[top[j, r] + 1] += 1
-        for b in range(B):
-            start[b + 1] += start[b]
-        fill = start[:-1].copy()
-        srt = np.empty(m, np.int64)
-        for r in rows:
-            b = top[j, r]
-            srt[fill[b]] = r
-            fill[b] += 1
-        HL = np.zeros_like(Ht)
-        CL = np.zeros_like(Ct)
-        Z = np.zeros_like(Ht)
-        Zc = np.zeros_like(Ct)
-        totL = np.zeros(D)
-        totR = np.empty(D)
-        nl = 0
-        anchor, slack = np.inf, 0.0          # last exact reward, spread moved since then
-        for i in range(mo - 1):
-            b = order[i] if iscat[j] else i
-            if start[b + 1] == start[b]:
-                continue
-            for q in range(start[b], start[b + 1]):
-                _add_row(HL, CL, totL, bot, G, srt[q])
-                slack += spread[srt[q]]
-            nl += start[b + 1] - start[b]
-            if nl < min_leaf:
-                continue
-            if m - nl < min_leaf:
-                break
-            incumbent = max(rj[j], leaf)
-            if prune and anchor < np.inf and not _better(anchor + slack, incumbent):
-                continue                      # cannot beat the incumbent: skip exactly
+            cur -= 1
+            b, sign = order[cur], -1.0
+        for s in range(start[b], start[b + 1]):
+            r = srt[s]
+            for d in range(D):
+                totL[d] += sign * G[r, d]
+            for f in range(botT.shape[1]):
+                bb = botT[r, f]
+                CL[f, bb] += int(sign)
+                for d in range(D):
+                    HL[f, bb, d] += sign * G[r, d]
+    return cur
+
+
+@numba.njit(cache=True)
+def _cuts2(j, c, nb, iscat, G, min_leaf, prune, thr, rec, tot, abest, perf, dummy, Ht, Ct,
+           botT):
+    """Level 2: children are depth-1 searches on histograms (right = node - left), O(p B D)."""
+    m, D = G.shape
+    srt, start, order, mo = _feature_order(c[1, j], nb[1, j], iscat[j], G, abest)
+    NL, PMX, PMN, valid = _positions(srt, start, order, mo, G, min_leaf)
+    if not valid.any():
+        return rec, -1
+    interval = prune and min_leaf == 1
+    KL, KR, stack, sp = _scan_state(mo, dummy, interval)
+    HL = np.zeros_like(Ht)
+    CL = np.zeros_like(Ct)
+    Z = np.zeros_like(Ht)
+    Zc = np.zeros_like(Ct)
+    totL = np.zeros(D)
+    totR = np.empty(D)
+    best_r, best_k, k, cur = rec, -1, 0, 0
+    while True:
+        k, a, b, ubr, sp = _next_position(interval, stack, sp, k, KL, KR, PMX, PMN, valid, thr,
+                                          best_r, best_k)
+        if k < 0:
+            break
+        cur = _move_left(HL, CL, totL, botT, G, srt, start, order, cur, k)
+        KL[k] = _best1(HL, CL, Z, Zc, nb[0], iscat, totL, NL[k], min_leaf)[0]
+        if prune and not _can_win(KL[k] + ubr, k, thr, best_r, best_k):
+            KR[k] = ubr
+        else:
             for d in range(D):
                 totR[d] = tot[d] - totL[d]
-            r = (_best1(HL, CL, Z, Zc, nbb, iscat, totL, nl, min_leaf)[0]
-                 + _best1(Ht, Ct, HL, CL, nbb, iscat, totR, m - nl, min_leaf)[0])
-            anchor, slack = r, 0.0
-            if _better(r, rj[j]):
-                rj[j], ij[j] = r, i
-    best, bj, bi = tot[abest], -1, -1
+            KR[k] = _best1(Ht, Ct, HL, CL, nb[0], iscat, totR, m - NL[k], min_leaf)[0]
+            if _records(KL[k] + KR[k], k, thr, best_r, best_k):
+                best_r, best_k = KL[k] + KR[k], k
+        if interval:
+            stack[sp, 0], stack[sp, 1], stack[sp + 1, 0], stack[sp + 1, 1] = a, k, k, b
+            sp += 2
+    return best_r, best_k - 1 if best_k > 0 else -1
+
+
+@numba.njit(cache=True)
+def _cuts3(j, c, nb, iscat, G, min_leaf, prune, thr, rec, abest, perf, dummy, same):
+    """Level 3: children are depth-2 node searches on their gathered rows."""
+    m = G.shape[0]
+    srt, start, order, mo = _feature_order(c[2, j], nb[2, j], iscat[j], G, abest)
+    NL, PMX, PMN, valid = _positions(srt, start, order, mo, G, min_leaf)
+    interval = prune and min_leaf == 1
+    KL, KR, stack, sp = _scan_state(mo, dummy, interval)
+    best_r, best_k, k = rec, -1, 0
+    while True:
+        k, a, b, ubr, sp = _next_position(interval, stack, sp, k, KL, KR, PMX, PMN, valid, thr,
+                                          best_r, best_k)
+        if k < 0:
+            break
+        bar = _bar(k, thr, best_r, best_k) if prune else -np.inf
+        lc, lnb, lg = _gather(c, nb, G, _side_rows(srt, start, order, 0, k, NL[k]), 2)
+        KL[k] = _node2(lc, lnb, iscat, lg, min_leaf, prune, bar - ubr, same)[0]
+        if prune and not _can_win(KL[k] + ubr, k, thr, best_r, best_k):
+            KR[k] = ubr
+        else:
+            rc, rnb, rg = _gather(c, nb, G, _side_rows(srt, start, order, k, mo, m - NL[k]), 2)
+            KR[k] = _node2(rc, rnb, iscat, rg, min_leaf, prune, bar - KL[k], same)[0]
+            if _records(KL[k] + KR[k], k, thr, best_r, best_k):
+                best_r, best_k = KL[k] + KR[k], k
+        if interval:
+            stack[sp, 0], stack[sp, 1], stack[sp + 1, 0], stack[sp + 1, 1] = a, k, k, b
+            sp += 2
+    return best_r, best_k - 1 if best_k > 0 else -1
+
+
+@numba.njit(cache=True)
+def _cuts4(j, c, nb, iscat, G, min_leaf, prune, thr, rec, abest, perf, dummy, same):
+    """Level 4: `_cuts3` with depth-3 children."""
+    m = G.shape[0]
+    srt, start, order, mo = _feature_order(c[3, j], nb[3, j], iscat[j], G, abest)
+    NL, PMX, PMN, valid = _positions(srt, start, order, mo, G, min_leaf)
+    interval = prune and min_leaf == 1
+    KL, KR, stack, sp = _scan_state(mo, dummy, interval)
+    best_r, best_k, k = rec, -1, 0
+    while True:
+        k, a, b, ubr, sp = _next_position(interval, stack, sp, k, KL, KR, PMX, PMN, valid, thr,
+                                          best_r, best_k)
+        if k < 0:
+            break
+        bar = _bar(k, thr, best_r, best_k) if prune else -np.inf
+        lc, lnb, lg = _gather(c, nb, G, _side_rows(srt, start, order, 0, k, NL[k]), 3)
+        KL[k] = _node3(lc, lnb, iscat, lg, min_leaf, prune, bar - ubr, same)[0]
+        if prune and not _can_win(KL[k] + ubr, k, thr, best_r, best_k):
+            KR[k] = ubr
+        else:
+            rc, rnb, rg = _gather(c, nb, G, _side_rows(srt, start, order, k, mo, m - NL[k]), 3)
+            KR[k] = _node3(rc, rnb, iscat, rg, min_leaf, prune, bar - KL[k], same)[0]
+            if _records(KL[k] + KR[k], k, thr, best_r, best_k):
+                best_r, best_k = KL[k] + KR[k], k
+        if interval:
+            stack[sp, 0], stack[sp, 1], stack[sp + 1, 0], stack[sp + 1, 1] = a, k, k, b
+            sp += 2
+    return best_r, best_k - 1 if best_k > 0 else -1
+
+
+# Node searches: the best tree of depth <= l of a node given as its own arrays (`_gather`):
+# (reward, feature, cut), features scanned in order sharing the incumbent. The reward is exact
+# when it exceeds `cutoff`; otherwise `cutoff` is returned (no tree of the node beats it).
+
+@numba.njit(cache=True)
+def _leaf_or_cutoff(G, cutoff):
+    v = G.sum(0).max()
+    return (v, -1, -1) if v > cutoff else (cutoff, -1, -1)
+
+
+@numba.njit(cache=True)
+def _node1(c, nb, iscat, G, min_leaf, cutoff):
+    m = G.shape[0]
+    if m < 2 * min_leaf:
+        return _leaf_or_cutoff(G, cutoff)
+    H, C, tot = _hist(np.arange(m), c[0], nb[0], G)
+    v, k, i = _best1(H, C, np.zeros_like(H), np.zeros_like(C), nb[0], iscat, tot, m, min_leaf)
+    return (v, k, i) if v > cutoff else (cutoff, -1, -1)
+
+
+@numba.njit(cache=True)
+def _prep2(c, nb, iscat, G, min_leaf, prune, cutoff, same):
+    tot, abest, perf = _node_facts(G)
+    Ht, Ct, _ = _hist(np.arange(G.shape[0]), c[0], nb[0], G)
+    dummy = _best1(Ht, Ct, np.zeros_like(Ht), np.zeros_like(Ct), nb[0], iscat, tot,
+                   G.shape[0], min_leaf)[0]
+    thr = _threshold(tot, abest, cutoff, dummy, True, prune, same[2])
+    return tot, abest, perf, Ht, Ct, dummy, thr, c[0].T.copy()
+
+
+@numba.njit(cache=True)
+def _node2(c, nb, iscat, G, min_leaf, prune, cutoff, same):
+    if G.shape[0] < 2 * min_leaf:
+        return _leaf_or_cutoff(G, cutoff)
+    tot, abest, perf, Ht, Ct, dummy, thr, botT = _prep2(c, nb, iscat, G, min_leaf, prune, cutoff,
+                                                        same)
+    rec, bj, bi = tot[abest], -1, -1
+    if prune and (perf <= thr or rec >= perf):
+        return (rec, -1, -1) if rec > cutoff else (cutoff, -1, -1)
+    for j in range(c.shape[1]):
+        r, i = _cuts2(j, c, nb, iscat, G, min_leaf, prune, thr, rec, tot, abest, perf, dummy,
+                      Ht, Ct, botT)
+        if i >= 0:
+            rec, bj, bi, thr = r, j, i, r
+            if prune and rec >= perf:
+                break                         # the perfect allocation: nothing beats it
+    return (rec, bj, bi) if rec > cutoff else (cutoff, -1, -1)
+
+
+@numba.njit(cache=True)
+def _node3(c, nb, iscat, G, min_leaf, prune, cutoff, same):
+    if G.shape[0] < 2 * min_leaf:
+        return _leaf_or_cutoff(G, cutoff)
+    tot, abest, perf = _node_facts(G)
+    dummy = _node2(c[:2].copy(), nb[:2].copy(), iscat, G, min_leaf, prune, cutoff, same)[0]
+    thr = _threshold(tot, abest, cutoff, dummy, dummy > cutoff, prune, same[3])
+    rec, bj, bi = tot[abest], -1, -1
+    if prune and (perf <= thr or rec >= perf):
+        return (rec, -1, -1) if rec > cutoff else (cutoff, -1, -1)
+    for j in range(c.shape[1]):
+        r, i = _cuts3(j, c, nb, iscat, G, min_leaf, prune, thr, rec, abest, perf, dummy, same)
+        if i >= 0:
+            rec, bj, bi, thr = r, j, i, r
+            if prune and rec >= perf:
+                break
+    return (rec, bj, bi) if rec > cutoff else (cutoff, -1, -1)
+
+
+@numba.njit(cache=True, parallel=True)
+def _root(level, c, nb, iscat, G, min_leaf, prune, same, floor):
+    """The search's root, features in parallel: each feature starts from the same incumbent
+    (leaf, shallower tree) and the results merge in feature order, so the tree is the same for
+    any number of threads. Levels 1..4."""
+    m, D = G.shape
+    if level == 0 or m < 2 * min_leaf:
+        return _leaf_or_cutoff(G, -np.inf)
+    if level == 1:
+        return _node1(c, nb, iscat, G, min_leaf, -np.inf)
+    tot, abest, perf = _node_facts(G)
+    Ht, Ct = np.zeros((0, 0, D)), np.zeros((0, 0), np.int64)
+    botT = np.zeros((0, 0), np.int64)
+    if level == 2:
+        tot, abest, perf, Ht, Ct, dummy, thr, botT = _prep2(c, nb, iscat, G, min_leaf, prune,
+                                                            -np.inf, same)
+    elif level == 3:
+        dummy = _node2(c[:2].copy(), nb[:2].copy(), iscat, G, min_leaf, prune, -np.inf, same)[0]
+        thr = _threshold(tot, abest, -np.inf, dummy, True, prune, same[3])
+    else:
+        dummy = _node3(c[:3].copy(), nb[:3].copy(), iscat, G, min_leaf, prune, -np.inf, same)[0]
+        thr = _threshold(tot, abest, -np.inf, dummy, True, prune, same[4])
+    if prune:                             # a known achievable reward (a coarser search)
+        thr = max(thr, floor - 4 * _TOL * max(1.0, abs(floor)))
+    p = c.shape[1]
+    rj = np.full(p, -np.inf)
+    ij = np.full(p, -1, np.int64)
+    leaf = tot[abest]
+    if not (prune and leaf >= perf):
+        for j in numba.prange(p):
+            if level == 2:
+                rj[j], ij[j] = _cuts2(j, c, nb, iscat, G, min_leaf, prune, thr, leaf, tot,
+                                      abest, perf, dummy, Ht, Ct, botT)
+            elif level == 3:
+                rj[j], ij[j] = _cuts3(j, c, nb, iscat, G, min_leaf, prune, thr, leaf, abest,
+                                      perf, dummy, same)
+            else:
+                rj[j], ij[j] = _cuts4(j, c, nb, iscat, G, min_leaf, prune, thr, leaf, abest,
+                                      perf, dummy, same)
+    best, bj, bi = leaf, -1, -1
     for j in range(p):                    # merge in feature order: independent of threads
         if ij[j] >= 0 and _better(rj[j], best):
             best, bj, bi = rj[j], j, ij[j]
@@ -304,7 +674,7 @@ class PolicyTreeSearch:
         self.split_points = None if split_points is None else int(split_points)
         self.categorical = set(int(c) for c in categorical)
         self.halve_split_points = bool(halve_split_points)
-        self.prune = bool(prune)     # skip cuts the incremental bound rules out (min_leaf = 1)
+        self.prune = bool(prune)     # skip cuts and subtrees the bounds rule out
 
     def fit(self, X, Gamma) -> Node:
         X = np.asarray(X, float)
@@ -318,10 +688,26 @@ class PolicyTreeSearch:
         bad = [c for c in self.categorical if not 0 <= c < X.shape[1]]
         if bad:
             raise ValueError(f"categorical feature index {bad} outside 0..{X.shape[1] - 1}")
-        self.G_ = G
-        self.spread_ = _spread(np.ascontiguousarray(G, dtype=np.float64))
+        self.X_, self.G_ = X, G
         self._grids(X)
         return self._search(np.arange(len(X)), self.depth)
+
+    # coarse grid (split points per feature) whose optimum seeds the exact search at each depth
+    FLOOR_POINTS = {2: 256, 3: 64, 4: 32}
+
+    def _floor(self, rows, level) -> float:
+        """A reward some candidate tree reaches, from a quick search on a coarse grid (every
+        grid threshold is a data value, so its tree is a candidate of the exact search): the
+        exact search starts with it as incumbent and skips what cannot beat it."""
+        A = self.FLOOR_POINTS.get(level)
+        if not (self.prune and self.split_points is None and A and len(rows) > 4 * A
+                and self.nbins_.max() > A + 1):      # else the coarse grid is the exact one
+            return -np.inf
+        coarse = PolicyTreeSearch(level, self.min_leaf, A, self.categorical,
+                                  halve_split_points=False)
+        coarse.X_, coarse.G_ = self.X_[rows], self.G_[rows]
+        coarse._grids(coarse.X_)
+        return coarse._best(np.arange(len(rows)), level)[0]
 
     # ------------------------------------------------------------------ candidates
     def _level_points(self, level: int) -> int | None:
@@ -366,6 +752,12 @@ class PolicyTreeSearch:
                                for j, t in enumerate(thr)], np.int64)
                 cache[A] = (thr, codes, nb)
             self.thr_[level], self.codes_[level], self.nb_[level] = cache[A]
+        levels = range(1, self.depth + 1)
+        self.bins_ = np.stack([self.codes_[lev] for lev in levels])      # (depth, p, n)
+        self.nbins_ = np.stack([self.nb_[lev] for lev in levels])
+        # level l's shallower tree is one of its own candidates when the grids agree
+        self.same_ = np.array([False, False] + [self._level_points(lev) == self._level_points(lev - 1)
+                                                for lev in range(2, self.depth + 1)])
 
     # ------------------------------------------------------------------ search
     def _order(self, rows, level, j):
@@ -384,44 +776,15 @@ class PolicyTreeSearch:
         return order, pos[code]
 
     def _best(self, rows, level):
-        """(reward, feature, cut) of the best tree of depth <= level on these rows."""
-        if level == 0:
-            tot = self.G_[rows].sum(0)
-            return float(tot.max()), -1, -1
-        if level == 1 or len(rows) < 2 * self.min_leaf:
-            H, C, tot = _hist(rows, self.codes_[1], self.nb_[1], self.G_)
-            if level == 1:
-                return _best1(H, C, np.zeros_like(H), np.zeros_like(C), self.nb_[1],
-                              self.iscat_, tot, len(rows), self.min_leaf)
-            return float(tot.max()), -1, -1
-        if level == 2:
-            return _best2(rows, self.codes_[2], self.codes_[1], self.nb_[2], self.nb_[1],
-                          self.iscat_, self.G_, self.min_leaf, self.spread_, self.prune)
-        tot = self.G_[rows].sum(0)
-        best, bj, bi = float(tot.max()), -1, -1
-        m = len(rows)
-        for j in range(len(self.iscat_)):
-            _, pos = self._order(rows, level, j)
-            idx = np.argsort(pos, kind="stable")
-            srows, spos = rows[idx], pos[idx]
-            cuts = np.flatnonzero(np.diff(spos)) + 1      # a cut after each present bin
-            moved = np.r_[0.0, np.cumsum(self.spread_[srows])]   # the same bound as _best2
-            anchor, at = np.inf, 0
-            for c in cuts:
-                if c < self.min_leaf:
-                    continue
-                if m - c < self.min_leaf:
-                    break
-                bound = anchor + (moved[c] - moved[at])
-                if (self.prune and self.min_leaf == 1 and anchor < np.inf
-                        and not bound > best + _TOL * max(1.0, abs(bound))):
-                    continue
-                r = (self._best(srows[:c], level - 1)[0]
-                     + self._best(srows[c:], level - 1)[0])
-                anchor, at = r, c
-                if r > best + _TOL * max(1.0, abs(r)):
-                    best, bj, bi = r, j, int(spos[c - 1])
-        return best, bj, bi
+        """(reward, feature, cut) of the best tree of depth <= level on these rows; cut: the
+        last bin (global code) going left, or for a categorical feature the last position in
+        the node's category order."""
+        c, nb, g = _gather(self.bins_, self.nbins_, self.G_, np.asarray(rows, np.int64), level)
+        reward, j, i = _root(level, c, nb, self.iscat_, g, self.min_leaf, self.prune, self.same_,
+                             self._floor(rows, level))
+        if j >= 0 and not self.iscat_[j]:
+            i = int(np.unique(self.codes_[level][j, rows])[i])
+        return float(reward), int(j), int(i)
 
     def _search(self, rows, level) -> Node:
         reward, j, i = self._best(rows, level)
