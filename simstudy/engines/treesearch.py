@@ -727,7 +727,7 @@ class PolicyTreeSearch:
         self.iscat_ = np.array([j in self.categorical for j in range(p)])
         self.cats_ = {j: np.unique(X[:, j]) for j in self.categorical}
         self.thr_, self.codes_, self.nb_ = {}, {}, {}
-        cache = {}
+        cache, sorted_ = {}, {}
         for level in range(1, self.depth + 1):
             A = self._level_points(level)
             if A not in cache:
@@ -738,8 +738,11 @@ class PolicyTreeSearch:
                         thr.append(self.cats_[j])
                         codes[j] = np.searchsorted(self.cats_[j], x)
                         continue
-                    xs = np.sort(x)
-                    u = np.unique(xs)
+                    if j not in sorted_:       # once per feature: order, sorted values, distinct
+                        order = np.argsort(x)
+                        xs = x[order]
+                        sorted_[j] = order, xs, xs[np.r_[True, xs[1:] != xs[:-1]]]
+                    order, xs, u = sorted_[j]
                     if A is None or len(u) - 1 <= A:
                         t = u[:-1]
                     else:                  # order statistics at A evenly spaced ranks (mcf)
@@ -747,7 +750,7 @@ class PolicyTreeSearch:
                         t = np.unique(xs[np.linspace(half, n - 1 - half, A).astype(np.int64)])
                         t = t[t < u[-1]]
                     thr.append(t)
-                    codes[j] = np.searchsorted(t, x, side="left")
+                    codes[j, order] = np.searchsorted(t, xs, side="left")   # sorted keys: fast
                 nb = np.array([len(t) if self.iscat_[j] else len(t) + 1
                                for j, t in enumerate(thr)], np.int64)
                 cache[A] = (thr, codes, nb)
