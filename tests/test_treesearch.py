@@ -306,3 +306,22 @@ def test_same_tree_for_any_thread_count():
         numba.set_num_threads(before)
     assert trees[0].reward == trees[1].reward
     np.testing.assert_array_equal(trees[0].predict(X), trees[1].predict(X))
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 10 ** 6), st.sampled_from([2, 3, 4]), st.sampled_from([2, 3]),
+       st.booleans(), st.sampled_from([1, 1, 3]))
+def test_subproblem_memo_keeps_the_exact_tree(seed, depth, D, categorical, min_leaf):
+    """Discrete features (<= 16 bins: the memo of row sets is in play): the same tree as the
+    plain search, with binary and 3-valued features, equal scores and categorical splits."""
+    rng = np.random.default_rng(seed)
+    n = {2: 200, 3: 120, 4: 60}[depth]
+    X = rng.integers(0, rng.integers(2, 4), (n, 5)).astype(float)
+    G = np.round(rng.standard_normal((n, D)) + X[:, :1], 0)
+    cat = [4] if categorical else []
+    search = PolicyTreeSearch(depth, min_leaf, None, categorical=cat)
+    a = search.fit(X, G)
+    assert search.nbins_.max() <= search.MEMO_BINS           # the memo is used
+    b = PolicyTreeSearch(depth, min_leaf, None, categorical=cat, prune=False).fit(X, G)
+    assert a.reward == pytest.approx(b.reward, abs=1e-9)
+    np.testing.assert_array_equal(a.predict(X), b.predict(X))

@@ -209,10 +209,10 @@ def _best1(Ha, Ca, Hb, Cb, nb, iscat, tot, n, min_leaf):
 
 
 @numba.njit(cache=True)
-def _gather(codes, nbs, G, rows, L):
-    """A node as its own arrays: its rows' scores and, per level 1..L, the bin codes renumbered
-    to the bins present in the node (order kept), so that every scan costs the node's distinct
-    values, not the data's."""
+def _gather(codes, nbs, G, Z, rows, L):
+    """A node as its own arrays: its rows' scores, their hash keys (Z) and, per level 1..L, the
+    bin codes renumbered to the bins present in the node (order kept), so that every scan costs
+    the node's distinct values, not the data's."""
     p = codes.shape[1]
     m = rows.shape[0]
     D = G.shape[1]
@@ -235,10 +235,57 @@ def _gather(codes, nbs, G, rows, L):
             for q in range(m):
                 c[lev, k, q] = mark[codes[lev, k, rows[q]]]
     g = np.empty((m, D))
+    z = np.empty(m, np.int64)
     for q in range(m):
+        z[q] = Z[rows[q]]
         for d in range(D):
             g[q, d] = G[rows[q], d]
-    return c, nb, g
+    return c, nb, g, z
+
+
+# Subproblem memo (low-cardinality features, where the same row set is reached along different
+# paths: x1 = 0 & x2 = 1 and x2 = 1 & x1 = 0): a row set is keyed by the XOR of its rows' random
+# 64-bit keys (Zobrist hashing; prefix XORs give every cut's children for free), its size and
+# the depth. Exact rewards are stored under the key, "no tree beats u" bounds under key ^ _BOUND.
+_BOUND = 0x5BD1E995
+
+
+@numba.njit(cache=True)
+def _key(h, m, level):
+    return h ^ (m * -7046029254386353131) ^ (level * 7640891576956012809)
+
+
+@numba.njit(cache=True)
+def _xor(z):
+    h = 0
+    for q in range(z.shape[0]):
+        h ^= z[q]
+    return h
+
+
+@numba.njit(cache=True)
+def _memo_get(memo, use, key, cutoff):
+    """(hit, value): an exact reward (value = max(reward, cutoff) as the node search returns)
+    or a stored bound <= cutoff (value = cutoff)."""
+    if use:
+        if key in memo:
+            v = memo[key]
+            return True, (v if v > cutoff else cutoff)
+        kb = key ^ _BOUND
+        if kb in memo and memo[kb] <= cutoff:
+            return True, cutoff
+    return False, 0.0
+
+
+@numba.njit(cache=True)
+def _memo_put(memo, use, key, value, cutoff):
+    if use:
+        if value > cutoff:
+            memo[key] = value
+        else:
+            kb = key ^ _BOUND
+            if kb not in memo or memo[kb] > cutoff:
+                memo[kb] = cutoff
 
 
 @numba.njit(cache=True)
@@ -328,30 +375,35 @@ def _side_rows(srt, start, order, lo, hi, n):
 # Levels 3 and 4 are written out: numba cannot cache recursive functions.
 
 @numba.njit(cache=True)
-def _positions(srt, start, order, mo, G, min_leaf):
-    """Per position k: rows on the left (NL), prefix sums of max_d and min_d Gamma (PMX, PMN)
-    and whether k is a distinct cut leaving min_leaf rows on each side."""
+def _positions(srt, start, order, mo, G, z, min_leaf):
+    """Per position k: rows on the left (NL), prefix sums of max_d and min_d Gamma (PMX, PMN),
+    prefix XOR of the rows' keys (PH) and whether k is a distinct cut leaving min_leaf rows on
+    each side."""
     m, D = G.shape
     NL = np.zeros(mo + 1, np.int64)
+    PH = np.zeros(mo + 1, np.int64)
     PMX = np.zeros(mo + 1)
     PMN = np.zeros(mo + 1)
     valid = np.zeros(mo + 1, np.bool_)
     for k in range(1, mo + 1):
         b = order[k - 1]
         hi_s, lo_s = 0.0, 0.0
+        h = PH[k - 1]
         for s in range(start[b], start[b + 1]):
             q = srt[s]
+            h ^= z[q]
             lo, hi = G[q, 0], G[q, 0]
             for d in range(1, D):
                 lo = min(lo, G[q, d])
                 hi = max(hi, G[q, d])
             hi_s += hi
             lo_s += lo
+        PH[k] = h
         NL[k] = NL[k - 1] + start[b + 1] - start[b]
         PMX[k] = PMX[k - 1] + hi_s
         PMN[k] = PMN[k - 1] + lo_s
         valid[k] = (k < mo and NL[k] > NL[k - 1] and NL[k] >= min_leaf and m - NL[k] >= min_leaf)
-    return NL, PMX, PMN, valid
+    return NL, PMX, PMN, PH, valid
 
 
 @numba.njit(cache=True)
@@ -447,20 +499,21 @@ def _move_left(HL, CL, totL, botT, G, srt, start, order, cur, k):
 
 
 @numba.njit(cache=True)
-def _cuts2(j, c, nb, iscat, G, min_leaf, prune, thr, rec, tot, abest, perf, dummy, Ht, Ct,
-           botT):
-    """Level 2: children are depth-1 searches on histograms (right = node - left), O(p B D)."""
+def _cuts2(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, tot, abest, perf, dummy, Ht, Ct,
+           botT, memo, use):
+    """Level 2: children are depth-1 searches on histograms (right = node - left), O(p B D),
+    built only for children not in the memo."""
     m, D = G.shape
     srt, start, order, mo = _feature_order(c[1, j], nb[1, j], iscat[j], G, abest)
-    NL, PMX, PMN, valid = _positions(srt, start, order, mo, G, min_leaf)
+    NL, PMX, PMN, PH, valid = _positions(srt, start, order, mo, G, z, min_leaf)
     if not valid.any():
         return rec, -1
     interval = prune and min_leaf == 1
     KL, KR, stack, sp = _scan_state(mo, dummy, interval)
-    HL = np.zeros_like(Ht)
-    CL = np.zeros_like(Ct)
-    Z = np.zeros_like(Ht)
-    Zc = np.zeros_like(Ct)
+    HL = np.zeros((0, 0, D))              # left histograms: built at the first memo miss
+    CL = np.zeros((0, 0), np.int64)
+    Z = np.zeros((0, 0, D))
+    Zc = np.zeros((0, 0), np.int64)
     totL = np.zeros(D)
     totR = np.empty(D)
     best_r, best_k, k, cur = rec, -1, 0, 0
@@ -469,14 +522,29 @@ def _cuts2(j, c, nb, iscat, G, min_leaf, prune, thr, rec, tot, abest, perf, dumm
                                           best_r, best_k)
         if k < 0:
             break
-        cur = _move_left(HL, CL, totL, botT, G, srt, start, order, cur, k)
-        KL[k] = _best1(HL, CL, Z, Zc, nb[0], iscat, totL, NL[k], min_leaf)[0]
+        keyl = _key(PH[k], NL[k], 1)
+        hit, v = _memo_get(memo, use, keyl, -np.inf)
+        KL[k] = v
+        if not hit:
+            if HL.shape[0] == 0:
+                HL, CL, Z, Zc = np.zeros_like(Ht), np.zeros_like(Ct), np.zeros_like(Ht), np.zeros_like(Ct)
+            cur = _move_left(HL, CL, totL, botT, G, srt, start, order, cur, k)
+            KL[k] = _best1(HL, CL, Z, Zc, nb[0], iscat, totL, NL[k], min_leaf)[0]
+            _memo_put(memo, use, keyl, KL[k], -np.inf)
         if prune and not _can_win(KL[k] + ubr, k, thr, best_r, best_k):
             KR[k] = ubr
         else:
-            for d in range(D):
-                totR[d] = tot[d] - totL[d]
-            KR[k] = _best1(Ht, Ct, HL, CL, nb[0], iscat, totR, m - NL[k], min_leaf)[0]
+            keyr = _key(PH[mo] ^ PH[k], m - NL[k], 1)
+            hit, v = _memo_get(memo, use, keyr, -np.inf)
+            KR[k] = v
+            if not hit:
+                if HL.shape[0] == 0:
+                    HL, CL, Z, Zc = np.zeros_like(Ht), np.zeros_like(Ct), np.zeros_like(Ht), np.zeros_like(Ct)
+                cur = _move_left(HL, CL, totL, botT, G, srt, start, order, cur, k)
+                for d in range(D):
+                    totR[d] = tot[d] - totL[d]
+                KR[k] = _best1(Ht, Ct, HL, CL, nb[0], iscat, totR, m - NL[k], min_leaf)[0]
+                _memo_put(memo, use, keyr, KR[k], -np.inf)
             if _records(KL[k] + KR[k], k, thr, best_r, best_k):
                 best_r, best_k = KL[k] + KR[k], k
         if interval:
@@ -486,11 +554,12 @@ def _cuts2(j, c, nb, iscat, G, min_leaf, prune, thr, rec, tot, abest, perf, dumm
 
 
 @numba.njit(cache=True)
-def _cuts3(j, c, nb, iscat, G, min_leaf, prune, thr, rec, abest, perf, dummy, same):
+def _cuts3(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, abest, perf, dummy, same, memo,
+           use):
     """Level 3: children are depth-2 node searches on their gathered rows."""
     m = G.shape[0]
     srt, start, order, mo = _feature_order(c[2, j], nb[2, j], iscat[j], G, abest)
-    NL, PMX, PMN, valid = _positions(srt, start, order, mo, G, min_leaf)
+    NL, PMX, PMN, PH, valid = _positions(srt, start, order, mo, G, z, min_leaf)
     interval = prune and min_leaf == 1
     KL, KR, stack, sp = _scan_state(mo, dummy, interval)
     best_r, best_k, k = rec, -1, 0
@@ -500,13 +569,21 @@ def _cuts3(j, c, nb, iscat, G, min_leaf, prune, thr, rec, abest, perf, dummy, sa
         if k < 0:
             break
         bar = _bar(k, thr, best_r, best_k) if prune else -np.inf
-        lc, lnb, lg = _gather(c, nb, G, _side_rows(srt, start, order, 0, k, NL[k]), 2)
-        KL[k] = _node2(lc, lnb, iscat, lg, min_leaf, prune, bar - ubr, same)[0]
+        hit, v = _memo_get(memo, use, _key(PH[k], NL[k], 2), bar - ubr)
+        if not hit:
+            lc, lnb, lg, lz = _gather(c, nb, G, z, _side_rows(srt, start, order, 0, k, NL[k]), 2)
+            v = _node2(lc, lnb, iscat, lg, lz, min_leaf, prune, bar - ubr, same, memo, use)[0]
+        KL[k] = v
         if prune and not _can_win(KL[k] + ubr, k, thr, best_r, best_k):
             KR[k] = ubr
         else:
-            rc, rnb, rg = _gather(c, nb, G, _side_rows(srt, start, order, k, mo, m - NL[k]), 2)
-            KR[k] = _node2(rc, rnb, iscat, rg, min_leaf, prune, bar - KL[k], same)[0]
+            hit, v = _memo_get(memo, use, _key(PH[mo] ^ PH[k], m - NL[k], 2), bar - KL[k])
+            if not hit:
+                rc, rnb, rg, rz = _gather(c, nb, G, z, _side_rows(srt, start, order, k, mo, m - NL[k]),
+                                          2)
+                v = _node2(rc, rnb, iscat, rg, rz, min_leaf, prune, bar - KL[k], same, memo,
+                                 use)[0]
+            KR[k] = v
             if _records(KL[k] + KR[k], k, thr, best_r, best_k):
                 best_r, best_k = KL[k] + KR[k], k
         if interval:
@@ -516,11 +593,12 @@ def _cuts3(j, c, nb, iscat, G, min_leaf, prune, thr, rec, abest, perf, dummy, sa
 
 
 @numba.njit(cache=True)
-def _cuts4(j, c, nb, iscat, G, min_leaf, prune, thr, rec, abest, perf, dummy, same):
+def _cuts4(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, abest, perf, dummy, same, memo,
+           use):
     """Level 4: `_cuts3` with depth-3 children."""
     m = G.shape[0]
     srt, start, order, mo = _feature_order(c[3, j], nb[3, j], iscat[j], G, abest)
-    NL, PMX, PMN, valid = _positions(srt, start, order, mo, G, min_leaf)
+    NL, PMX, PMN, PH, valid = _positions(srt, start, order, mo, G, z, min_leaf)
     interval = prune and min_leaf == 1
     KL, KR, stack, sp = _scan_state(mo, dummy, interval)
     best_r, best_k, k = rec, -1, 0
@@ -530,13 +608,21 @@ def _cuts4(j, c, nb, iscat, G, min_leaf, prune, thr, rec, abest, perf, dummy, sa
         if k < 0:
             break
         bar = _bar(k, thr, best_r, best_k) if prune else -np.inf
-        lc, lnb, lg = _gather(c, nb, G, _side_rows(srt, start, order, 0, k, NL[k]), 3)
-        KL[k] = _node3(lc, lnb, iscat, lg, min_leaf, prune, bar - ubr, same)[0]
+        hit, v = _memo_get(memo, use, _key(PH[k], NL[k], 3), bar - ubr)
+        if not hit:
+            lc, lnb, lg, lz = _gather(c, nb, G, z, _side_rows(srt, start, order, 0, k, NL[k]), 3)
+            v = _node3(lc, lnb, iscat, lg, lz, min_leaf, prune, bar - ubr, same, memo, use)[0]
+        KL[k] = v
         if prune and not _can_win(KL[k] + ubr, k, thr, best_r, best_k):
             KR[k] = ubr
         else:
-            rc, rnb, rg = _gather(c, nb, G, _side_rows(srt, start, order, k, mo, m - NL[k]), 3)
-            KR[k] = _node3(rc, rnb, iscat, rg, min_leaf, prune, bar - KL[k], same)[0]
+            hit, v = _memo_get(memo, use, _key(PH[mo] ^ PH[k], m - NL[k], 3), bar - KL[k])
+            if not hit:
+                rc, rnb, rg, rz = _gather(c, nb, G, z, _side_rows(srt, start, order, k, mo, m - NL[k]),
+                                          3)
+                v = _node3(rc, rnb, iscat, rg, rz, min_leaf, prune, bar - KL[k], same, memo,
+                                 use)[0]
+            KR[k] = v
             if _records(KL[k] + KR[k], k, thr, best_r, best_k):
                 best_r, best_k = KL[k] + KR[k], k
         if interval:
@@ -566,97 +652,149 @@ def _node1(c, nb, iscat, G, min_leaf, cutoff):
 
 
 @numba.njit(cache=True)
-def _prep2(c, nb, iscat, G, min_leaf, prune, cutoff, same):
+def _prep2(c, nb, iscat, G, z, min_leaf, prune, cutoff, same, memo, use):
     tot, abest, perf = _node_facts(G)
-    Ht, Ct, _ = _hist(np.arange(G.shape[0]), c[0], nb[0], G)
-    dummy = _best1(Ht, Ct, np.zeros_like(Ht), np.zeros_like(Ct), nb[0], iscat, tot,
-                   G.shape[0], min_leaf)[0]
+    m = G.shape[0]
+    Ht, Ct, _ = _hist(np.arange(m), c[0], nb[0], G)
+    key = _key(_xor(z), m, 1)
+    hit, dummy = _memo_get(memo, use, key, -np.inf)
+    if not hit:
+        dummy = _best1(Ht, Ct, np.zeros_like(Ht), np.zeros_like(Ct), nb[0], iscat, tot, m,
+                       min_leaf)[0]
+        _memo_put(memo, use, key, dummy, -np.inf)
     thr = _threshold(tot, abest, cutoff, dummy, True, prune, same[2])
     return tot, abest, perf, Ht, Ct, dummy, thr, c[0].T.copy()
 
 
 @numba.njit(cache=True)
-def _node2(c, nb, iscat, G, min_leaf, prune, cutoff, same):
-    if G.shape[0] < 2 * min_leaf:
+def _node2(c, nb, iscat, G, z, min_leaf, prune, cutoff, same, memo, use):
+    m = G.shape[0]
+    if m < 2 * min_leaf:
         return _leaf_or_cutoff(G, cutoff)
-    tot, abest, perf, Ht, Ct, dummy, thr, botT = _prep2(c, nb, iscat, G, min_leaf, prune, cutoff,
-                                                        same)
+    key = _key(_xor(z), m, 2)
+    hit, v = _memo_get(memo, use, key, cutoff)
+    if hit:
+        return v, -1, -1
+    tot, abest, perf, Ht, Ct, dummy, thr, botT = _prep2(c, nb, iscat, G, z, min_leaf, prune,
+                                                        cutoff, same, memo, use)
     rec, bj, bi = tot[abest], -1, -1
-    if prune and (perf <= thr or rec >= perf):
-        return (rec, -1, -1) if rec > cutoff else (cutoff, -1, -1)
-    for j in range(c.shape[1]):
-        r, i = _cuts2(j, c, nb, iscat, G, min_leaf, prune, thr, rec, tot, abest, perf, dummy,
-                      Ht, Ct, botT)
-        if i >= 0:
-            rec, bj, bi, thr = r, j, i, r
-            if prune and rec >= perf:
-                break                         # the perfect allocation: nothing beats it
+    if not (prune and (perf <= thr or rec >= perf)):
+        for j in range(c.shape[1]):
+            r, i = _cuts2(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, tot, abest, perf,
+                          dummy, Ht, Ct, botT, memo, use)
+            if i >= 0:
+                rec, bj, bi, thr = r, j, i, r
+                if prune and rec >= perf:
+                    break                     # the perfect allocation: nothing beats it
+    _memo_put(memo, use, key, rec, cutoff)
     return (rec, bj, bi) if rec > cutoff else (cutoff, -1, -1)
 
 
 @numba.njit(cache=True)
-def _node3(c, nb, iscat, G, min_leaf, prune, cutoff, same):
-    if G.shape[0] < 2 * min_leaf:
+def _node3(c, nb, iscat, G, z, min_leaf, prune, cutoff, same, memo, use):
+    m = G.shape[0]
+    if m < 2 * min_leaf:
         return _leaf_or_cutoff(G, cutoff)
+    key = _key(_xor(z), m, 3)
+    hit, v = _memo_get(memo, use, key, cutoff)
+    if hit:
+        return v, -1, -1
     tot, abest, perf = _node_facts(G)
-    dummy = _node2(c[:2].copy(), nb[:2].copy(), iscat, G, min_leaf, prune, cutoff, same)[0]
+    dummy = _node2(c[:2].copy(), nb[:2].copy(), iscat, G, z, min_leaf, prune, cutoff, same,
+                   memo, use)[0]
     thr = _threshold(tot, abest, cutoff, dummy, dummy > cutoff, prune, same[3])
     rec, bj, bi = tot[abest], -1, -1
-    if prune and (perf <= thr or rec >= perf):
-        return (rec, -1, -1) if rec > cutoff else (cutoff, -1, -1)
-    for j in range(c.shape[1]):
-        r, i = _cuts3(j, c, nb, iscat, G, min_leaf, prune, thr, rec, abest, perf, dummy, same)
-        if i >= 0:
-            rec, bj, bi, thr = r, j, i, r
-            if prune and rec >= perf:
-                break
+    if not (prune and (perf <= thr or rec >= perf)):
+        for j in range(c.shape[1]):
+            r, i = _cuts3(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, abest, perf, dummy,
+                          same, memo, use)
+            if i >= 0:
+                rec, bj, bi, thr = r, j, i, r
+                if prune and rec >= perf:
+                    break
+    _memo_put(memo, use, key, rec, cutoff)
     return (rec, bj, bi) if rec > cutoff else (cutoff, -1, -1)
 
 
-@numba.njit(cache=True, parallel=True)
-def _root(level, c, nb, iscat, G, min_leaf, prune, same, floor):
-    """The search's root, features in parallel: each feature starts from the same incumbent
-    (leaf, shallower tree) and the results merge in feature order, so the tree is the same for
-    any number of threads. Levels 1..4."""
-    m, D = G.shape
-    if level == 0 or m < 2 * min_leaf:
-        return _leaf_or_cutoff(G, -np.inf)
-    if level == 1:
-        return _node1(c, nb, iscat, G, min_leaf, -np.inf)
-    tot, abest, perf = _node_facts(G)
-    Ht, Ct = np.zeros((0, 0, D)), np.zeros((0, 0), np.int64)
-    botT = np.zeros((0, 0), np.int64)
-    if level == 2:
-        tot, abest, perf, Ht, Ct, dummy, thr, botT = _prep2(c, nb, iscat, G, min_leaf, prune,
-                                                            -np.inf, same)
-    elif level == 3:
-        dummy = _node2(c[:2].copy(), nb[:2].copy(), iscat, G, min_leaf, prune, -np.inf, same)[0]
-        thr = _threshold(tot, abest, -np.inf, dummy, True, prune, same[3])
-    else:
-        dummy = _node3(c[:3].copy(), nb[:3].copy(), iscat, G, min_leaf, prune, -np.inf, same)[0]
-        thr = _threshold(tot, abest, -np.inf, dummy, True, prune, same[4])
-    if prune:                             # a known achievable reward (a coarser search)
-        thr = max(thr, floor - 4 * _TOL * max(1.0, abs(floor)))
-    p = c.shape[1]
-    rj = np.full(p, -np.inf)
-    ij = np.full(p, -1, np.int64)
-    leaf = tot[abest]
-    if not (prune and leaf >= perf):
-        for j in numba.prange(p):
-            if level == 2:
-                rj[j], ij[j] = _cuts2(j, c, nb, iscat, G, min_leaf, prune, thr, leaf, tot,
-                                      abest, perf, dummy, Ht, Ct, botT)
-            elif level == 3:
-                rj[j], ij[j] = _cuts3(j, c, nb, iscat, G, min_leaf, prune, thr, leaf, abest,
-                                      perf, dummy, same)
-            else:
-                rj[j], ij[j] = _cuts4(j, c, nb, iscat, G, min_leaf, prune, thr, leaf, abest,
-                                      perf, dummy, same)
+# The search's root, features in parallel: each feature starts from the same incumbent (leaf,
+# shallower tree, floor) and the results merge in feature order, so the tree is the same for any
+# number of threads. With the memo (one dict, not thread-safe) the features run in order, each
+# still from the same incumbent: the same tree. One root per depth, so that a depth-2 search
+# compiles only its own kernels.
+
+@numba.njit(cache=True)
+def _merge(rj, ij, leaf):
+    """The best feature's cut; ties to the lowest feature (independent of threads)."""
     best, bj, bi = leaf, -1, -1
-    for j in range(p):                    # merge in feature order: independent of threads
+    for j in range(rj.shape[0]):
         if ij[j] >= 0 and _better(rj[j], best):
             best, bj, bi = rj[j], j, ij[j]
     return best, bj, bi
+
+
+@numba.njit(cache=True)
+def _floored(thr, floor, prune):
+    """A known achievable reward (a coarser search's optimum) raises the threshold."""
+    return max(thr, floor - 4 * _TOL * max(1.0, abs(floor))) if prune else thr
+
+
+@numba.njit(cache=True, parallel=True)
+def _root2(c, nb, iscat, G, z, min_leaf, prune, same, floor, memo, use):
+    tot, abest, perf, Ht, Ct, dummy, thr, botT = _prep2(c, nb, iscat, G, z, min_leaf, prune,
+                                                        -np.inf, same, memo, use)
+    thr = _floored(thr, floor, prune)
+    p, leaf = c.shape[1], tot[abest]
+    rj, ij = np.full(p, -np.inf), np.full(p, -1, np.int64)
+    if not (prune and leaf >= perf):
+        if use:
+            for j in range(p):
+                rj[j], ij[j] = _cuts2(j, c, nb, iscat, G, z, min_leaf, prune, thr, leaf, tot,
+                                      abest, perf, dummy, Ht, Ct, botT, memo, use)
+        else:
+            for j in numba.prange(p):
+                rj[j], ij[j] = _cuts2(j, c, nb, iscat, G, z, min_leaf, prune, thr, leaf, tot,
+                                      abest, perf, dummy, Ht, Ct, botT, memo, use)
+    return _merge(rj, ij, leaf)
+
+
+@numba.njit(cache=True, parallel=True)
+def _root3(c, nb, iscat, G, z, min_leaf, prune, same, floor, memo, use):
+    tot, abest, perf = _node_facts(G)
+    dummy = _node2(c[:2].copy(), nb[:2].copy(), iscat, G, z, min_leaf, prune, -np.inf, same,
+                   memo, use)[0]
+    thr = _floored(_threshold(tot, abest, -np.inf, dummy, True, prune, same[3]), floor, prune)
+    p, leaf = c.shape[1], tot[abest]
+    rj, ij = np.full(p, -np.inf), np.full(p, -1, np.int64)
+    if not (prune and leaf >= perf):
+        if use:
+            for j in range(p):
+                rj[j], ij[j] = _cuts3(j, c, nb, iscat, G, z, min_leaf, prune, thr, leaf, abest,
+                                      perf, dummy, same, memo, use)
+        else:
+            for j in numba.prange(p):
+                rj[j], ij[j] = _cuts3(j, c, nb, iscat, G, z, min_leaf, prune, thr, leaf, abest,
+                                      perf, dummy, same, memo, use)
+    return _merge(rj, ij, leaf)
+
+
+@numba.njit(cache=True, parallel=True)
+def _root4(c, nb, iscat, G, z, min_leaf, prune, same, floor, memo, use):
+    tot, abest, perf = _node_facts(G)
+    dummy = _node3(c[:3].copy(), nb[:3].copy(), iscat, G, z, min_leaf, prune, -np.inf, same,
+                   memo, use)[0]
+    thr = _floored(_threshold(tot, abest, -np.inf, dummy, True, prune, same[4]), floor, prune)
+    p, leaf = c.shape[1], tot[abest]
+    rj, ij = np.full(p, -np.inf), np.full(p, -1, np.int64)
+    if not (prune and leaf >= perf):
+        if use:
+            for j in range(p):
+                rj[j], ij[j] = _cuts4(j, c, nb, iscat, G, z, min_leaf, prune, thr, leaf, abest,
+                                      perf, dummy, same, memo, use)
+        else:
+            for j in numba.prange(p):
+                rj[j], ij[j] = _cuts4(j, c, nb, iscat, G, z, min_leaf, prune, thr, leaf, abest,
+                                      perf, dummy, same, memo, use)
+    return _merge(rj, ij, leaf)
 
 
 class PolicyTreeSearch:
@@ -689,8 +827,13 @@ class PolicyTreeSearch:
         if bad:
             raise ValueError(f"categorical feature index {bad} outside 0..{X.shape[1] - 1}")
         self.X_, self.G_ = X, G
+        self.keys_ = np.random.default_rng(20261123).integers(-2 ** 63, 2 ** 63 - 1, len(X))
         self._grids(X)
         return self._search(np.arange(len(X)), self.depth)
+
+    # the subproblem memo is used when every feature has at most this many candidate bins
+    # (discrete features: the same row sets recur along different paths)
+    MEMO_BINS = 16
 
     # coarse grid (split points per feature) whose optimum seeds the exact search at each depth
     FLOOR_POINTS = {2: 256, 3: 64, 4: 32}
@@ -705,7 +848,7 @@ class PolicyTreeSearch:
             return -np.inf
         coarse = PolicyTreeSearch(level, self.min_leaf, A, self.categorical,
                                   halve_split_points=False)
-        coarse.X_, coarse.G_ = self.X_[rows], self.G_[rows]
+        coarse.X_, coarse.G_, coarse.keys_ = self.X_[rows], self.G_[rows], self.keys_[rows]
         coarse._grids(coarse.X_)
         return coarse._best(np.arange(len(rows)), level)[0]
 
@@ -782,9 +925,18 @@ class PolicyTreeSearch:
         """(reward, feature, cut) of the best tree of depth <= level on these rows; cut: the
         last bin (global code) going left, or for a categorical feature the last position in
         the node's category order."""
-        c, nb, g = _gather(self.bins_, self.nbins_, self.G_, np.asarray(rows, np.int64), level)
-        reward, j, i = _root(level, c, nb, self.iscat_, g, self.min_leaf, self.prune, self.same_,
-                             self._floor(rows, level))
+        c, nb, g, z = _gather(self.bins_, self.nbins_, self.G_, self.keys_,
+                              np.asarray(rows, np.int64), level)
+        memo = numba.typed.Dict.empty(numba.types.int64, numba.types.float64)
+        use = bool(self.prune and self.nbins_.max() <= self.MEMO_BINS)
+        if level == 0 or len(rows) < 2 * self.min_leaf:
+            reward, j, i = _leaf_or_cutoff(g, -np.inf)
+        elif level == 1:
+            reward, j, i = _node1(c, nb, self.iscat_, g, self.min_leaf, -np.inf)
+        else:
+            root = {2: _root2, 3: _root3, 4: _root4}[level]
+            reward, j, i = root(c, nb, self.iscat_, g, z, self.min_leaf, self.prune, self.same_,
+                                self._floor(rows, level), memo, use)
         if j >= 0 and not self.iscat_[j]:
             i = int(np.unique(self.codes_[level][j, rows])[i])
         return float(reward), int(j), int(i)
