@@ -176,12 +176,13 @@ def _best1(Ha, Ca, Hb, Cb, nb, iscat, tot, n, min_leaf):
     abest = _argmax(tot)
     best, bk, bi = tot[abest], -1, -1
     left = np.empty(D)
+    none = np.empty(0, np.int64)          # (no allocation per ordered feature)
     for k in range(p):
         if iscat[k]:
             order = _cat_order(Ha[k] - Hb[k], Ca[k] - Cb[k], nb[k], abest)
             m = order.shape[0]
         else:
-            order = np.empty(0, np.int64)
+            order = none
             m = nb[k]
         left[:] = 0.0
         cl = 0
@@ -209,10 +210,11 @@ def _best1(Ha, Ca, Hb, Cb, nb, iscat, tot, n, min_leaf):
 
 
 @numba.njit(cache=True)
-def _gather(codes, nbs, G, Z, rows, L):
+def _gather(codes, nbs, G, Z, rows, L, same):
     """A node as its own arrays: its rows' scores, their hash keys (Z) and, per level 1..L, the
     bin codes renumbered to the bins present in the node (order kept), so that every scan costs
-    the node's distinct values, not the data's."""
+    the node's distinct values, not the data's; a level with the grid of the level below
+    (same[l]) is copied."""
     p = codes.shape[1]
     m = rows.shape[0]
     D = G.shape[1]
@@ -220,6 +222,10 @@ def _gather(codes, nbs, G, Z, rows, L):
     nb = np.zeros((L, p), np.int64)
     mark = np.empty(max(nbs.max(), 1), np.int64)
     for lev in range(L):
+        if lev > 0 and same[lev + 1]:
+            c[lev] = c[lev - 1]           # the same grid as the level below (exact mode)
+            nb[lev] = nb[lev - 1]
+            continue
         for k in range(p):
             B = nbs[lev, k]
             for b in range(B):
@@ -571,7 +577,8 @@ def _cuts3(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, abest, perf, dummy,
         bar = _bar(k, thr, best_r, best_k) if prune else -np.inf
         hit, v = _memo_get(memo, use, _key(PH[k], NL[k], 2), bar - ubr)
         if not hit:
-            lc, lnb, lg, lz = _gather(c, nb, G, z, _side_rows(srt, start, order, 0, k, NL[k]), 2)
+            lc, lnb, lg, lz = _gather(c, nb, G, z, _side_rows(srt, start, order, 0, k, NL[k]),
+                                      2, same)
             v = _node2(lc, lnb, iscat, lg, lz, min_leaf, prune, bar - ubr, same, memo, use)[0]
         KL[k] = v
         if prune and not _can_win(KL[k] + ubr, k, thr, best_r, best_k):
@@ -579,8 +586,8 @@ def _cuts3(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, abest, perf, dummy,
         else:
             hit, v = _memo_get(memo, use, _key(PH[mo] ^ PH[k], m - NL[k], 2), bar - KL[k])
             if not hit:
-                rc, rnb, rg, rz = _gather(c, nb, G, z, _side_rows(srt, start, order, k, mo, m - NL[k]),
-                                          2)
+                rc, rnb, rg, rz = _gather(c, nb, G, z,
+                                          _side_rows(srt, start, order, k, mo, m - NL[k]), 2, same)
                 v = _node2(rc, rnb, iscat, rg, rz, min_leaf, prune, bar - KL[k], same, memo,
                                  use)[0]
             KR[k] = v
@@ -610,7 +617,8 @@ def _cuts4(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, abest, perf, dummy,
         bar = _bar(k, thr, best_r, best_k) if prune else -np.inf
         hit, v = _memo_get(memo, use, _key(PH[k], NL[k], 3), bar - ubr)
         if not hit:
-            lc, lnb, lg, lz = _gather(c, nb, G, z, _side_rows(srt, start, order, 0, k, NL[k]), 3)
+            lc, lnb, lg, lz = _gather(c, nb, G, z, _side_rows(srt, start, order, 0, k, NL[k]),
+                                      3, same)
             v = _node3(lc, lnb, iscat, lg, lz, min_leaf, prune, bar - ubr, same, memo, use)[0]
         KL[k] = v
         if prune and not _can_win(KL[k] + ubr, k, thr, best_r, best_k):
@@ -618,8 +626,8 @@ def _cuts4(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, abest, perf, dummy,
         else:
             hit, v = _memo_get(memo, use, _key(PH[mo] ^ PH[k], m - NL[k], 3), bar - KL[k])
             if not hit:
-                rc, rnb, rg, rz = _gather(c, nb, G, z, _side_rows(srt, start, order, k, mo, m - NL[k]),
-                                          3)
+                rc, rnb, rg, rz = _gather(c, nb, G, z,
+                                          _side_rows(srt, start, order, k, mo, m - NL[k]), 3, same)
                 v = _node3(rc, rnb, iscat, rg, rz, min_leaf, prune, bar - KL[k], same, memo,
                                  use)[0]
             KR[k] = v
@@ -718,8 +726,8 @@ def _node3(c, nb, iscat, G, z, min_leaf, prune, cutoff, same, memo, use):
 
 # The search's root, features in parallel: each feature starts from the same incumbent (leaf,
 # shallower tree, floor) and the results merge in feature order, so the tree is the same for any
-# number of threads. With the memo (one dict, not thread-safe) the features run in order, each
-# still from the same incumbent: the same tree. One root per depth, so that a depth-2 search
+# number of threads. With the memo (one dict, not thread-safe) the features run in order and
+# share the incumbent, as in a node search (the same tree: ties go to the lowest feature). One root per depth, so that a depth-2 search
 # compiles only its own kernels.
 
 @numba.njit(cache=True)
@@ -746,10 +754,14 @@ def _root2(c, nb, iscat, G, z, min_leaf, prune, same, floor, memo, use):
     p, leaf = c.shape[1], tot[abest]
     rj, ij = np.full(p, -np.inf), np.full(p, -1, np.int64)
     if not (prune and leaf >= perf):
-        if use:
+        if use:                           # in order, sharing the incumbent (as a node)
+            rec, bj, bi = leaf, -1, -1
             for j in range(p):
-                rj[j], ij[j] = _cuts2(j, c, nb, iscat, G, z, min_leaf, prune, thr, leaf, tot,
+                r, i = _cuts2(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, tot,
                                       abest, perf, dummy, Ht, Ct, botT, memo, use)
+                if i >= 0:
+                    rec, bj, bi, thr = r, j, i, r
+            return rec, bj, bi
         else:
             for j in numba.prange(p):
                 rj[j], ij[j] = _cuts2(j, c, nb, iscat, G, z, min_leaf, prune, thr, leaf, tot,
@@ -766,10 +778,14 @@ def _root3(c, nb, iscat, G, z, min_leaf, prune, same, floor, memo, use):
     p, leaf = c.shape[1], tot[abest]
     rj, ij = np.full(p, -np.inf), np.full(p, -1, np.int64)
     if not (prune and leaf >= perf):
-        if use:
+        if use:                           # in order, sharing the incumbent (as a node)
+            rec, bj, bi = leaf, -1, -1
             for j in range(p):
-                rj[j], ij[j] = _cuts3(j, c, nb, iscat, G, z, min_leaf, prune, thr, leaf, abest,
+                r, i = _cuts3(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, abest,
                                       perf, dummy, same, memo, use)
+                if i >= 0:
+                    rec, bj, bi, thr = r, j, i, r
+            return rec, bj, bi
         else:
             for j in numba.prange(p):
                 rj[j], ij[j] = _cuts3(j, c, nb, iscat, G, z, min_leaf, prune, thr, leaf, abest,
@@ -786,10 +802,14 @@ def _root4(c, nb, iscat, G, z, min_leaf, prune, same, floor, memo, use):
     p, leaf = c.shape[1], tot[abest]
     rj, ij = np.full(p, -np.inf), np.full(p, -1, np.int64)
     if not (prune and leaf >= perf):
-        if use:
+        if use:                           # in order, sharing the incumbent (as a node)
+            rec, bj, bi = leaf, -1, -1
             for j in range(p):
-                rj[j], ij[j] = _cuts4(j, c, nb, iscat, G, z, min_leaf, prune, thr, leaf, abest,
+                r, i = _cuts4(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, abest,
                                       perf, dummy, same, memo, use)
+                if i >= 0:
+                    rec, bj, bi, thr = r, j, i, r
+            return rec, bj, bi
         else:
             for j in numba.prange(p):
                 rj[j], ij[j] = _cuts4(j, c, nb, iscat, G, z, min_leaf, prune, thr, leaf, abest,
@@ -926,7 +946,7 @@ class PolicyTreeSearch:
         last bin (global code) going left, or for a categorical feature the last position in
         the node's category order."""
         c, nb, g, z = _gather(self.bins_, self.nbins_, self.G_, self.keys_,
-                              np.asarray(rows, np.int64), level)
+                              np.asarray(rows, np.int64), level, self.same_)
         memo = numba.typed.Dict.empty(numba.types.int64, numba.types.float64)
         use = bool(self.prune and self.nbins_.max() <= self.MEMO_BINS)
         if level == 0 or len(rows) < 2 * self.min_leaf:
