@@ -6,8 +6,17 @@ import numpy as np
 
 
 def site_codes(site) -> tuple[np.ndarray, np.ndarray]:
-    """(sorted labels, integer code per row) of a site column."""
-    labels, codes = np.unique(np.asarray(site), return_inverse=True)
+    """(sorted labels, integer code per row) of a site column; integer labels in a compact range
+    by counting (what np.unique returns, without its sort)."""
+    a = np.asarray(site)
+    if a.dtype.kind in "iu" and a.size:
+        lo, hi = int(a.min()), int(a.max())
+        if hi - lo <= 4 * a.size:
+            present = np.bincount(a - lo, minlength=hi - lo + 1) > 0
+            labels = np.flatnonzero(present)
+            lut = np.cumsum(present) - 1
+            return (labels + lo).astype(a.dtype), lut[a - lo].astype(np.int64)
+    labels, codes = np.unique(a, return_inverse=True)
     return labels, codes.astype(np.int64)
 
 
@@ -30,8 +39,20 @@ def group_means(A: np.ndarray, codes: np.ndarray, J: int | None = None) -> np.nd
     return _group_sums(A2, codes, J) / counts[:, None]
 
 
+@numba.njit(cache=True)
+def _minus_group(A, means, codes):
+    out = np.empty_like(A)
+    for i in range(A.shape[0]):
+        j = codes[i]
+        for c in range(A.shape[1]):
+            out[i, c] = A[i, c] - means[j, c]
+    return out
+
+
 def demean(A: np.ndarray, codes: np.ndarray) -> np.ndarray:
-    """A - (site mean of A), column by column (the within transformation)."""
+    """A - (site mean of A), column by column (the within transformation); one compiled pass
+    (the same subtraction per element as numpy's, without the (n, k) gather of the means)."""
     A = np.asarray(A, float)
-    A2 = A.reshape(len(A), -1)
-    return (A2 - group_means(A2, codes)[codes]).reshape(A.shape)
+    A2 = np.ascontiguousarray(A.reshape(len(A), -1))
+    means = group_means(A2, codes)
+    return _minus_group(A2, means, np.asarray(codes, np.int64)).reshape(A.shape)
