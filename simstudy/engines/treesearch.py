@@ -817,6 +817,19 @@ def _root4(c, nb, iscat, G, z, min_leaf, prune, same, floor, memo, use):
     return _merge(rj, ij, leaf)
 
 
+_NO_MEMO = []
+
+
+def _memo(use: bool):
+    """A fresh memo, or (use = False) one shared empty dict that is never written; made on first
+    need (a typed dict costs ~0.3 s of numba setup, not worth paying at import)."""
+    if use:
+        return numba.typed.Dict.empty(numba.types.int64, numba.types.float64)
+    if not _NO_MEMO:
+        _NO_MEMO.append(numba.typed.Dict.empty(numba.types.int64, numba.types.float64))
+    return _NO_MEMO[0]
+
+
 class PolicyTreeSearch:
     """Exact search over the candidate splits (module docstring)."""
 
@@ -945,13 +958,13 @@ class PolicyTreeSearch:
         """(reward, feature, cut) of the best tree of depth <= level on these rows; cut: the
         last bin (global code) going left, or for a categorical feature the last position in
         the node's category order."""
+        if level == 0 or len(rows) < 2 * self.min_leaf:
+            return float(self.G_[rows].sum(0).max()), -1, -1
         c, nb, g, z = _gather(self.bins_, self.nbins_, self.G_, self.keys_,
                               np.asarray(rows, np.int64), level, self.same_)
-        memo = numba.typed.Dict.empty(numba.types.int64, numba.types.float64)
         use = bool(self.prune and self.nbins_.max() <= self.MEMO_BINS)
-        if level == 0 or len(rows) < 2 * self.min_leaf:
-            reward, j, i = _leaf_or_cutoff(g, -np.inf)
-        elif level == 1:
+        memo = _memo(use)
+        if level == 1:
             reward, j, i = _node1(c, nb, self.iscat_, g, self.min_leaf, -np.inf)
         else:
             root = {2: _root2, 3: _root3, 4: _root4}[level]
