@@ -72,8 +72,9 @@ def main():
     ap.add_argument("--out", default="results/bench_exact_tree.md")
     args = ap.parse_args()
     numba.set_num_threads(1)
-    PolicyTreeSearch(2, 1, None).fit(*data(60, 3, 2, False))            # compile
-    PolicyTreeSearch(3, 1, None).fit(*data(60, 3, 2, False))
+    for depth in (2, 3, 4):                                               # compile
+        PolicyTreeSearch(depth, 1, None).fit(*data(60, 3, 2, False))
+        PolicyTreeSearch(depth, 1, None).fit(*data(60, 3, 2, True))       # the memo's path
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "solve.R").write_text(R_CODE)

@@ -28,7 +28,9 @@ scan): a node's reward is at most the perfect allocation's; the best tree one le
 is an incumbent; cuts are searched as intervals between computed neighbours, each bounded by
 how much moving rows across the cut can change the children's rewards (`_cuts2`); children get
 cutoffs and abort below them; in exact mode the optimum on a coarse grid seeds the incumbent
-(`PolicyTreeSearch._floor`). `prune=False` gives the plain search. Memory: the bin codes,
+(`PolicyTreeSearch._floor`); with discrete features (<= MEMO_BINS values) a memo keyed by row
+set (Zobrist hashing) answers subproblems met along different paths. `prune=False` gives the
+plain search. Memory: the bin codes,
 O(n p) per level.
 """
 
