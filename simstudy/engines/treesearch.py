@@ -561,84 +561,107 @@ def _cuts2(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, tot, abest, perf, d
     return best_r, best_k - 1 if best_k > 0 else -1
 
 
+# Levels 3 and 4: children are node searches on their gathered rows. The scan is a small state
+# machine (`_deep_*`) asking its caller for one child's reward at a time, so that the two levels
+# differ only in the child search they call (numba cannot cache recursive functions).
+
 @numba.njit(cache=True)
-def _cuts3(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, abest, perf, dummy, same, memo,
-           use):
-    """Level 3: children are depth-2 node searches on their gathered rows."""
-    m = G.shape[0]
-    srt, start, order, mo = _feature_order(c[2, j], nb[2, j], iscat[j], G, abest)
+def _deep_begin(level, j, c, nb, iscat, G, z, min_leaf, prune, rec, abest, dummy):
+    """The scan's state: the feature's order and positions, the known ends (KL, KR), the
+    interval stack, ints [best_k, k, a, b, sp, side] and floats [best_r, ubr, bar]."""
+    srt, start, order, mo = _feature_order(c[level - 1, j], nb[level - 1, j], iscat[j], G, abest)
     NL, PMX, PMN, PH, valid = _positions(srt, start, order, mo, G, z, min_leaf)
     interval = prune and min_leaf == 1
     KL, KR, stack, sp = _scan_state(mo, dummy, interval)
-    best_r, best_k, k = rec, -1, 0
+    ints = np.array([-1, 0, 0, 0, sp, 0], np.int64)
+    flts = np.array([rec, 0.0, 0.0])
+    return srt, start, order, mo, NL, PMX, PMN, PH, valid, interval, KL, KR, stack, ints, flts
+
+
+@numba.njit(cache=True)
+def _deep_request(st, level, thr, prune):
+    """The next child to compute: (wanted, rows, cutoff, key); wanted = False when done. Positions
+    whose left child leaves the right one no chance are closed here (bound as its value)."""
+    srt, start, order, mo, NL, PMX, PMN, PH, valid, interval, KL, KR, stack, ints, flts = st
+    m = srt.shape[0]
     while True:
-        k, a, b, ubr, sp = _next_position(interval, stack, sp, k, KL, KR, PMX, PMN, valid, thr,
-                                          best_r, best_k)
+        k = ints[1]
+        if ints[5] == 1:                      # the left child of k is known: the right one?
+            if prune and not _can_win(KL[k] + flts[1], k, thr, flts[0], ints[0]):
+                KR[k] = flts[1]
+                _deep_close(st)
+                continue
+            ints[5] = 2
+            return (True, _side_rows(srt, start, order, k, mo, m - NL[k]), flts[2] - KL[k],
+                    _key(PH[mo] ^ PH[k], m - NL[k], level - 1))
+        k, a, b, ubr, sp = _next_position(interval, stack, ints[4], k, KL, KR, PMX, PMN, valid,
+                                          thr, flts[0], ints[0])
+        ints[1], ints[2], ints[3], ints[4] = k, a, b, sp
         if k < 0:
+            return False, np.empty(0, np.int64), 0.0, 0
+        flts[1] = ubr
+        flts[2] = _bar(k, thr, flts[0], ints[0]) if prune else -np.inf
+        ints[5] = 1
+        return (True, _side_rows(srt, start, order, 0, k, NL[k]), flts[2] - ubr,
+                _key(PH[k], NL[k], level - 1))
+
+
+@numba.njit(cache=True)
+def _deep_answer(st, value, thr):
+    """Record the requested child's reward (exact above its cutoff, else the cutoff)."""
+    KL, KR, ints, flts = st[10], st[11], st[13], st[14]
+    k = ints[1]
+    if ints[5] == 1:
+        KL[k] = value
+        return
+    KR[k] = value
+    if _records(KL[k] + KR[k], k, thr, flts[0], ints[0]):
+        flts[0], ints[0] = KL[k] + KR[k], k
+    _deep_close(st)
+
+
+@numba.njit(cache=True)
+def _deep_close(st):
+    """Position k is done: split its interval."""
+    interval, stack, ints = st[9], st[12], st[13]
+    if interval:
+        sp = ints[4]
+        stack[sp, 0], stack[sp, 1], stack[sp + 1, 0], stack[sp + 1, 1] = ints[2], ints[1], \
+            ints[1], ints[3]
+        ints[4] = sp + 2
+    ints[5] = 0
+
+
+@numba.njit(cache=True)
+def _cuts3(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, abest, perf, dummy, same, memo,
+           use):
+    st = _deep_begin(3, j, c, nb, iscat, G, z, min_leaf, prune, rec, abest, dummy)
+    while True:
+        wanted, rows, cutoff, key = _deep_request(st, 3, thr, prune)
+        if not wanted:
             break
-        bar = _bar(k, thr, best_r, best_k) if prune else -np.inf
-        hit, v = _memo_get(memo, use, _key(PH[k], NL[k], 2), bar - ubr)
+        hit, v = _memo_get(memo, use, key, cutoff)
         if not hit:
-            lc, lnb, lg, lz = _gather(c, nb, G, z, _side_rows(srt, start, order, 0, k, NL[k]),
-                                      2, same)
-            v = _node2(lc, lnb, iscat, lg, lz, min_leaf, prune, bar - ubr, same, memo, use)[0]
-        KL[k] = v
-        if prune and not _can_win(KL[k] + ubr, k, thr, best_r, best_k):
-            KR[k] = ubr
-        else:
-            hit, v = _memo_get(memo, use, _key(PH[mo] ^ PH[k], m - NL[k], 2), bar - KL[k])
-            if not hit:
-                rc, rnb, rg, rz = _gather(c, nb, G, z,
-                                          _side_rows(srt, start, order, k, mo, m - NL[k]), 2, same)
-                v = _node2(rc, rnb, iscat, rg, rz, min_leaf, prune, bar - KL[k], same, memo,
-                                 use)[0]
-            KR[k] = v
-            if _records(KL[k] + KR[k], k, thr, best_r, best_k):
-                best_r, best_k = KL[k] + KR[k], k
-        if interval:
-            stack[sp, 0], stack[sp, 1], stack[sp + 1, 0], stack[sp + 1, 1] = a, k, k, b
-            sp += 2
-    return best_r, best_k - 1 if best_k > 0 else -1
+            cc, cnb, cg, cz = _gather(c, nb, G, z, rows, 2, same)
+            v = _node2(cc, cnb, iscat, cg, cz, min_leaf, prune, cutoff, same, memo, use)[0]
+        _deep_answer(st, v, thr)
+    return st[14][0], st[13][0] - 1 if st[13][0] > 0 else -1
 
 
 @numba.njit(cache=True)
 def _cuts4(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, abest, perf, dummy, same, memo,
            use):
-    """Level 4: `_cuts3` with depth-3 children."""
-    m = G.shape[0]
-    srt, start, order, mo = _feature_order(c[3, j], nb[3, j], iscat[j], G, abest)
-    NL, PMX, PMN, PH, valid = _positions(srt, start, order, mo, G, z, min_leaf)
-    interval = prune and min_leaf == 1
-    KL, KR, stack, sp = _scan_state(mo, dummy, interval)
-    best_r, best_k, k = rec, -1, 0
+    st = _deep_begin(4, j, c, nb, iscat, G, z, min_leaf, prune, rec, abest, dummy)
     while True:
-        k, a, b, ubr, sp = _next_position(interval, stack, sp, k, KL, KR, PMX, PMN, valid, thr,
-                                          best_r, best_k)
-        if k < 0:
+        wanted, rows, cutoff, key = _deep_request(st, 4, thr, prune)
+        if not wanted:
             break
-        bar = _bar(k, thr, best_r, best_k) if prune else -np.inf
-        hit, v = _memo_get(memo, use, _key(PH[k], NL[k], 3), bar - ubr)
+        hit, v = _memo_get(memo, use, key, cutoff)
         if not hit:
-            lc, lnb, lg, lz = _gather(c, nb, G, z, _side_rows(srt, start, order, 0, k, NL[k]),
-                                      3, same)
-            v = _node3(lc, lnb, iscat, lg, lz, min_leaf, prune, bar - ubr, same, memo, use)[0]
-        KL[k] = v
-        if prune and not _can_win(KL[k] + ubr, k, thr, best_r, best_k):
-            KR[k] = ubr
-        else:
-            hit, v = _memo_get(memo, use, _key(PH[mo] ^ PH[k], m - NL[k], 3), bar - KL[k])
-            if not hit:
-                rc, rnb, rg, rz = _gather(c, nb, G, z,
-                                          _side_rows(srt, start, order, k, mo, m - NL[k]), 3, same)
-                v = _node3(rc, rnb, iscat, rg, rz, min_leaf, prune, bar - KL[k], same, memo,
-                                 use)[0]
-            KR[k] = v
-            if _records(KL[k] + KR[k], k, thr, best_r, best_k):
-                best_r, best_k = KL[k] + KR[k], k
-        if interval:
-            stack[sp, 0], stack[sp, 1], stack[sp + 1, 0], stack[sp + 1, 1] = a, k, k, b
-            sp += 2
-    return best_r, best_k - 1 if best_k > 0 else -1
+            cc, cnb, cg, cz = _gather(c, nb, G, z, rows, 3, same)
+            v = _node3(cc, cnb, iscat, cg, cz, min_leaf, prune, cutoff, same, memo, use)[0]
+        _deep_answer(st, v, thr)
+    return st[14][0], st[13][0] - 1 if st[13][0] > 0 else -1
 
 
 # Node searches: the best tree of depth <= l of a node given as its own arrays (`_gather`):
@@ -729,8 +752,8 @@ def _node3(c, nb, iscat, G, z, min_leaf, prune, cutoff, same, memo, use):
 # The search's root, features in parallel: each feature starts from the same incumbent (leaf,
 # shallower tree, floor) and the results merge in feature order, so the tree is the same for any
 # number of threads. With the memo (one dict, not thread-safe) the features run in order and
-# share the incumbent, as in a node search (the same tree: ties go to the lowest feature). One root per depth, so that a depth-2 search
-# compiles only its own kernels.
+# share the incumbent, as in a node search (the same tree: ties go to the lowest feature). Depth 2
+# has its own root, so that PT's depth-2 search compiles only its kernels.
 
 @numba.njit(cache=True)
 def _merge(rj, ij, leaf):
@@ -771,51 +794,41 @@ def _root2(c, nb, iscat, G, z, min_leaf, prune, same, floor, memo, use):
     return _merge(rj, ij, leaf)
 
 
+@numba.njit(cache=True)
+def _cuts34(level, j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, abest, perf, dummy, same,
+            memo, use):
+    if level == 3:
+        return _cuts3(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, abest, perf, dummy, same,
+                      memo, use)
+    return _cuts4(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, abest, perf, dummy, same,
+                  memo, use)
+
+
 @numba.njit(cache=True, parallel=True)
-def _root3(c, nb, iscat, G, z, min_leaf, prune, same, floor, memo, use):
+def _root34(level, c, nb, iscat, G, z, min_leaf, prune, same, floor, memo, use):
     tot, abest, perf = _node_facts(G)
-    dummy = _node2(c[:2].copy(), nb[:2].copy(), iscat, G, z, min_leaf, prune, -np.inf, same,
-                   memo, use)[0]
-    thr = _floored(_threshold(tot, abest, -np.inf, dummy, True, prune, same[3]), floor, prune)
+    if level == 3:
+        dummy = _node2(c[:2].copy(), nb[:2].copy(), iscat, G, z, min_leaf, prune, -np.inf, same,
+                       memo, use)[0]
+    else:
+        dummy = _node3(c[:3].copy(), nb[:3].copy(), iscat, G, z, min_leaf, prune, -np.inf, same,
+                       memo, use)[0]
+    thr = _floored(_threshold(tot, abest, -np.inf, dummy, True, prune, same[level]), floor, prune)
     p, leaf = c.shape[1], tot[abest]
     rj, ij = np.full(p, -np.inf), np.full(p, -1, np.int64)
     if not (prune and leaf >= perf):
         if use:                           # in order, sharing the incumbent (as a node)
             rec, bj, bi = leaf, -1, -1
             for j in range(p):
-                r, i = _cuts3(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, abest,
-                                      perf, dummy, same, memo, use)
+                r, i = _cuts34(level, j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, abest,
+                               perf, dummy, same, memo, use)
                 if i >= 0:
                     rec, bj, bi, thr = r, j, i, r
             return rec, bj, bi
         else:
             for j in numba.prange(p):
-                rj[j], ij[j] = _cuts3(j, c, nb, iscat, G, z, min_leaf, prune, thr, leaf, abest,
-                                      perf, dummy, same, memo, use)
-    return _merge(rj, ij, leaf)
-
-
-@numba.njit(cache=True, parallel=True)
-def _root4(c, nb, iscat, G, z, min_leaf, prune, same, floor, memo, use):
-    tot, abest, perf = _node_facts(G)
-    dummy = _node3(c[:3].copy(), nb[:3].copy(), iscat, G, z, min_leaf, prune, -np.inf, same,
-                   memo, use)[0]
-    thr = _floored(_threshold(tot, abest, -np.inf, dummy, True, prune, same[4]), floor, prune)
-    p, leaf = c.shape[1], tot[abest]
-    rj, ij = np.full(p, -np.inf), np.full(p, -1, np.int64)
-    if not (prune and leaf >= perf):
-        if use:                           # in order, sharing the incumbent (as a node)
-            rec, bj, bi = leaf, -1, -1
-            for j in range(p):
-                r, i = _cuts4(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, abest,
-                                      perf, dummy, same, memo, use)
-                if i >= 0:
-                    rec, bj, bi, thr = r, j, i, r
-            return rec, bj, bi
-        else:
-            for j in numba.prange(p):
-                rj[j], ij[j] = _cuts4(j, c, nb, iscat, G, z, min_leaf, prune, thr, leaf, abest,
-                                      perf, dummy, same, memo, use)
+                rj[j], ij[j] = _cuts34(level, j, c, nb, iscat, G, z, min_leaf, prune, thr, leaf,
+                                       abest, perf, dummy, same, memo, use)
     return _merge(rj, ij, leaf)
 
 
@@ -969,9 +982,9 @@ class PolicyTreeSearch:
         if level == 1:
             reward, j, i = _node1(c, nb, self.iscat_, g, self.min_leaf, -np.inf)
         else:
-            root = {2: _root2, 3: _root3, 4: _root4}[level]
-            reward, j, i = root(c, nb, self.iscat_, g, z, self.min_leaf, self.prune, self.same_,
-                                self._floor(rows, level), memo, use)
+            args = (c, nb, self.iscat_, g, z, self.min_leaf, self.prune, self.same_,
+                    self._floor(rows, level), memo, use)
+            reward, j, i = _root2(*args) if level == 2 else _root34(level, *args)
         if j >= 0 and not self.iscat_[j]:
             i = int(np.unique(self.codes_[level][j, rows])[i])
         return float(reward), int(j), int(i)
