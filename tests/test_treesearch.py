@@ -325,3 +325,24 @@ def test_subproblem_memo_keeps_the_exact_tree(seed, depth, D, categorical, min_l
     b = PolicyTreeSearch(depth, min_leaf, None, categorical=cat, prune=False).fit(X, G)
     assert a.reward == pytest.approx(b.reward, abs=1e-9)
     np.testing.assert_array_equal(a.predict(X), b.predict(X))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 10 ** 6), st.sampled_from([3, 4]), st.sampled_from([2, 3]),
+       st.sampled_from([(3, True), (5, True), (4, False)]), st.sampled_from([1, 1, 2]),
+       st.booleans())
+def test_pruned_grid_search_equals_the_plain_one(seed, depth, D, grid, min_leaf, discrete):
+    """Candidate grids (halved per level or not), depths 3-4: the bounds, cutoffs and memo skip
+    only what cannot win. Halved grids do not nest (a depth-2 tree is not always a depth-3
+    candidate), which once let the moving-rows bound and the shallower-tree incumbent cut real
+    optima; small inputs with many ties."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(8, 40))
+    X = (rng.integers(0, 4, (n, 2)).astype(float) if discrete
+         else rng.standard_normal((n, 2)))
+    G = np.round(rng.standard_normal((n, D)), 0)
+    A, halve = grid
+    a = PolicyTreeSearch(depth, min_leaf, A, halve_split_points=halve).fit(X, G)
+    b = PolicyTreeSearch(depth, min_leaf, A, halve_split_points=halve, prune=False).fit(X, G)
+    assert a.reward == pytest.approx(b.reward, abs=1e-9)
+    np.testing.assert_array_equal(a.predict(X), b.predict(X))

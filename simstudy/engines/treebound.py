@@ -236,9 +236,19 @@ def _node_facts(G):
 
 
 @numba.njit(cache=True)
+def _nested(same, level):
+    """Is every tree of depth level - 1 also a candidate at depth `level`? Only if every level's
+    grid equals the one below (the shallower tree's level-l splits sit at level l + 1)."""
+    for lev in range(2, level + 1):
+        if not same[lev]:
+            return False
+    return True
+
+
+@numba.njit(cache=True)
 def _threshold(tot, abest, cutoff, dummy, dummy_exact, prune, same_level):
     """Rewards <= thr cannot win: the leaf, the caller's cutoff and -- where the shallower tree
-    (dummy) is a candidate of this level too -- the dummy, less a tie margin."""
+    (dummy) is a candidate of this level too (`_nested`) -- the dummy, less a tie margin."""
     thr = max(tot[abest], cutoff)
     if prune and same_level and dummy_exact:
         thr = max(thr, dummy - 4 * _TOL * max(1.0, abs(dummy)))
@@ -301,7 +311,8 @@ def _side_rows(srt, start, order, lo, hi, n):
 # computed next and splits it, and an interval whose bounds cannot beat the incumbent is dropped
 # whole. The left child is computed first, the right one only if left + bound(right) can still
 # win (children of depth >= 2 get the cutoff incumbent - left and abort below it). With
-# min_leaf > 1 positions run in order. Ties: the lowest position wins, as in a plain scan.
+# min_leaf > 1, or children whose levels' grids do not nest (halved grids, depth >= 3), positions
+# run in order. Ties: the lowest position wins, as in a plain scan.
 # Returns (best reward, cut = k - 1) among positions beating thr and rec (cut -1: none).
 # Levels 3 and 4 are written out: numba cannot cache recursive functions.
 
@@ -489,15 +500,18 @@ def _cuts2(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, tot, abest, perf, d
 # differ only in the child search they call (numba cannot cache recursive functions).
 
 @numba.njit(cache=True)
-def _deep_begin(level, j, c, nb, iscat, G, z, min_leaf, prune, rec, abest, dummy):
+def _deep_begin(level, j, c, nb, iscat, G, z, min_leaf, prune, rec, abest, dummy, same):
     """The scan's state: the feature's order and positions, the known ends (KL, KR), the
-    interval stack, ints [best_k, k, a, b, sp, side] and floats [best_r, ubr, bar]."""
+    interval stack, ints [best_k, k, a, b, sp, side] and floats [best_r, ubr, bar, cutoff of the
+    requested child]."""
     srt, start, order, mo = _feature_order(c[level - 1, j], nb[level - 1, j], iscat[j], G, abest)
     NL, PMX, PMN, PH, valid = _positions(srt, start, order, mo, G, z, min_leaf)
-    interval = prune and min_leaf == 1
+    # the moving-rows bounds restrict a child's tree to fewer rows; a split left with an empty
+    # side leaves a shallower tree, a candidate only where the children's grids nest
+    interval = prune and min_leaf == 1 and _nested(same, level - 1)
     KL, KR, stack, sp = _scan_state(mo, dummy, interval)
     ints = np.array([-1, 0, 0, 0, sp, 0], np.int64)
-    flts = np.array([rec, 0.0, 0.0])
+    flts = np.array([rec, 0.0, 0.0, 0.0])
     return srt, start, order, mo, NL, PMX, PMN, PH, valid, interval, KL, KR, stack, ints, flts
 
 
@@ -515,7 +529,8 @@ def _deep_request(st, level, thr, prune):
                 _deep_close(st)
                 continue
             ints[5] = 2
-            return (True, _side_rows(srt, start, order, k, mo, m - NL[k]), flts[2] - KL[k],
+            flts[3] = flts[2] - KL[k]
+            return (True, _side_rows(srt, start, order, k, mo, m - NL[k]), flts[3],
                     _key(PH[mo] ^ PH[k], m - NL[k], level - 1))
         k, a, b, ubr, sp = _next_position(interval, stack, ints[4], k, KL, KR, PMX, PMN, valid,
                                           thr, flts[0], ints[0])
@@ -525,20 +540,27 @@ def _deep_request(st, level, thr, prune):
         flts[1] = ubr
         flts[2] = _bar(k, thr, flts[0], ints[0]) if prune else -np.inf
         ints[5] = 1
-        return (True, _side_rows(srt, start, order, 0, k, NL[k]), flts[2] - ubr,
+        flts[3] = flts[2] - ubr
+        return (True, _side_rows(srt, start, order, 0, k, NL[k]), flts[3],
                 _key(PH[k], NL[k], level - 1))
 
 
 @numba.njit(cache=True)
 def _deep_answer(st, value, thr):
-    """Record the requested child's reward (exact above its cutoff, else the cutoff)."""
+    """Record the requested child's reward: exact above its cutoff; at the cutoff it is only a
+    bound (no tree of the child beats it), the position's total is then at most the bar it had
+    to beat, so the position is closed without being recorded."""
     KL, KR, ints, flts = st[10], st[11], st[13], st[14]
     k = ints[1]
+    exact = value > flts[3]
     if ints[5] == 1:
         KL[k] = value
+        if not exact:
+            KR[k] = flts[1]
+            _deep_close(st)
         return
     KR[k] = value
-    if _records(KL[k] + KR[k], k, thr, flts[0], ints[0]):
+    if exact and _records(KL[k] + KR[k], k, thr, flts[0], ints[0]):
         flts[0], ints[0] = KL[k] + KR[k], k
     _deep_close(st)
 
@@ -558,7 +580,7 @@ def _deep_close(st):
 @numba.njit(cache=True)
 def _cuts3(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, abest, perf, dummy, same, memo,
            use):
-    st = _deep_begin(3, j, c, nb, iscat, G, z, min_leaf, prune, rec, abest, dummy)
+    st = _deep_begin(3, j, c, nb, iscat, G, z, min_leaf, prune, rec, abest, dummy, same)
     while True:
         wanted, rows, cutoff, key = _deep_request(st, 3, thr, prune)
         if not wanted:
@@ -574,7 +596,7 @@ def _cuts3(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, abest, perf, dummy,
 @numba.njit(cache=True)
 def _cuts4(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, abest, perf, dummy, same, memo,
            use):
-    st = _deep_begin(4, j, c, nb, iscat, G, z, min_leaf, prune, rec, abest, dummy)
+    st = _deep_begin(4, j, c, nb, iscat, G, z, min_leaf, prune, rec, abest, dummy, same)
     while True:
         wanted, rows, cutoff, key = _deep_request(st, 4, thr, prune)
         if not wanted:
@@ -618,7 +640,7 @@ def _prep2(c, nb, iscat, G, z, min_leaf, prune, cutoff, same, memo, use):
         dummy = _best1(Ht, Ct, np.zeros_like(Ht), np.zeros_like(Ct), nb[0], iscat, tot, m,
                        min_leaf)[0]
         _memo_put(memo, use, key, dummy, -np.inf)
-    thr = _threshold(tot, abest, cutoff, dummy, True, prune, same[2])
+    thr = _threshold(tot, abest, cutoff, dummy, True, prune, _nested(same, 2))
     return tot, abest, perf, Ht, Ct, dummy, thr, c[0].T.copy()
 
 
@@ -658,7 +680,7 @@ def _node3(c, nb, iscat, G, z, min_leaf, prune, cutoff, same, memo, use):
     tot, abest, perf = _node_facts(G)
     dummy = _node2(c[:2].copy(), nb[:2].copy(), iscat, G, z, min_leaf, prune, cutoff, same,
                    memo, use)[0]
-    thr = _threshold(tot, abest, cutoff, dummy, dummy > cutoff, prune, same[3])
+    thr = _threshold(tot, abest, cutoff, dummy, dummy > cutoff, prune, _nested(same, 3))
     rec, bj, bi = tot[abest], -1, -1
     if not (prune and (perf <= thr or rec >= perf)):
         for j in range(c.shape[1]):
@@ -736,7 +758,8 @@ def _root34(level, c, nb, iscat, G, z, min_leaf, prune, same, floor, memo, use):
     else:
         dummy = _node3(c[:3].copy(), nb[:3].copy(), iscat, G, z, min_leaf, prune, -np.inf, same,
                        memo, use)[0]
-    thr = _floored(_threshold(tot, abest, -np.inf, dummy, True, prune, same[level]), floor, prune)
+    thr = _floored(_threshold(tot, abest, -np.inf, dummy, True, prune, _nested(same, level)),
+                   floor, prune)
     p, leaf = c.shape[1], tot[abest]
     rj, ij = np.full(p, -np.inf), np.full(p, -1, np.int64)
     if not (prune and leaf >= perf):
