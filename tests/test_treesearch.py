@@ -131,6 +131,9 @@ def test_bad_input():
         PolicyTreeSearch(depth=5)
     with pytest.raises(ValueError, match="at least 2"):
         PolicyTreeSearch().fit(np.zeros((3, 1)), np.zeros((3, 1)))
+    for X in (np.zeros((0, 2)), np.zeros((4, 0))):          # no rows, no features: named
+        with pytest.raises(ValueError, match="at least one row and one feature"):
+            PolicyTreeSearch(3).fit(X, np.zeros((len(X), 2)))
 
 
 def test_pt_method_aipw_scores_unbiased_and_scores_from_leaves():

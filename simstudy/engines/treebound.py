@@ -64,15 +64,15 @@ def _argmax(v):
 
 
 @numba.njit(cache=True)
-def _hist(rows, codes, nb, G):
-    """Per-feature histograms of a node: H[k, b, d] = sum of Gamma_d over the node's rows in
-    bin b of feature k, C[k, b] their count, and the node's totals."""
+def _hist(codes, nb, G):
+    """Per-feature histograms of a node (all of G's rows): H[k, b, d] = sum of Gamma_d over the
+    rows in bin b of feature k, C[k, b] their count, and the node's totals."""
     p = codes.shape[0]
     D = G.shape[1]
     H = np.zeros((p, nb.max(), D))
     C = np.zeros((p, nb.max()), np.int64)
     tot = np.zeros(D)
-    for r in rows:
+    for r in range(G.shape[0]):
         _add_row(H, C, tot, codes, G, r)
     return H, C, tot
 
@@ -441,7 +441,7 @@ def _move_left(HL, CL, totL, botT, G, srt, start, order, cur, k):
 
 
 @numba.njit(cache=True)
-def _cuts2(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, tot, abest, perf, dummy, Ht, Ct,
+def _cuts2(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, tot, abest, dummy, Ht, Ct,
            botT, memo, use):
     """Level 2: children are depth-1 searches on histograms (right = node - left), O(p B D),
     built only for children not in the memo."""
@@ -578,7 +578,7 @@ def _deep_close(st):
 
 
 @numba.njit(cache=True)
-def _cuts3(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, abest, perf, dummy, same, memo,
+def _cuts3(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, abest, dummy, same, memo,
            use):
     st = _deep_begin(3, j, c, nb, iscat, G, z, min_leaf, prune, rec, abest, dummy, same)
     while True:
@@ -594,7 +594,7 @@ def _cuts3(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, abest, perf, dummy,
 
 
 @numba.njit(cache=True)
-def _cuts4(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, abest, perf, dummy, same, memo,
+def _cuts4(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, abest, dummy, same, memo,
            use):
     st = _deep_begin(4, j, c, nb, iscat, G, z, min_leaf, prune, rec, abest, dummy, same)
     while True:
@@ -624,7 +624,7 @@ def _node1(c, nb, iscat, G, min_leaf, cutoff):
     m = G.shape[0]
     if m < 2 * min_leaf:
         return _leaf_or_cutoff(G, cutoff)
-    H, C, tot = _hist(np.arange(m), c[0], nb[0], G)
+    H, C, tot = _hist(c[0], nb[0], G)
     v, k, i = _best1(H, C, np.zeros_like(H), np.zeros_like(C), nb[0], iscat, tot, m, min_leaf)
     return (v, k, i) if v > cutoff else (cutoff, -1, -1)
 
@@ -633,7 +633,7 @@ def _node1(c, nb, iscat, G, min_leaf, cutoff):
 def _prep2(c, nb, iscat, G, z, min_leaf, prune, cutoff, same, memo, use):
     tot, abest, perf = _node_facts(G)
     m = G.shape[0]
-    Ht, Ct, _ = _hist(np.arange(m), c[0], nb[0], G)
+    Ht, Ct, _ = _hist(c[0], nb[0], G)
     key = _key(_xor(z), m, 1)
     hit, dummy = _memo_get(memo, use, key, -np.inf)
     if not hit:
@@ -658,8 +658,7 @@ def _node2(c, nb, iscat, G, z, min_leaf, prune, cutoff, same, memo, use):
     rec, bj, bi = tot[abest], -1, -1
     if not (prune and (perf <= thr or rec >= perf)):
         for j in range(c.shape[1]):
-            r, i = _cuts2(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, tot, abest, perf,
-                          dummy, Ht, Ct, botT, memo, use)
+            r, i = _cuts2(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, tot, abest, dummy, Ht, Ct, botT, memo, use)
             if i >= 0:
                 rec, bj, bi, thr = r, j, i, r
                 if prune and rec >= perf:
@@ -684,7 +683,7 @@ def _node3(c, nb, iscat, G, z, min_leaf, prune, cutoff, same, memo, use):
     rec, bj, bi = tot[abest], -1, -1
     if not (prune and (perf <= thr or rec >= perf)):
         for j in range(c.shape[1]):
-            r, i = _cuts3(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, abest, perf, dummy,
+            r, i = _cuts3(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, abest, dummy,
                           same, memo, use)
             if i >= 0:
                 rec, bj, bi, thr = r, j, i, r
@@ -728,24 +727,24 @@ def _root2(c, nb, iscat, G, z, min_leaf, prune, same, floor, memo, use):
             rec, bj, bi = leaf, -1, -1
             for j in range(p):
                 r, i = _cuts2(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, tot,
-                                      abest, perf, dummy, Ht, Ct, botT, memo, use)
+                                      abest, dummy, Ht, Ct, botT, memo, use)
                 if i >= 0:
                     rec, bj, bi, thr = r, j, i, r
             return rec, bj, bi
         else:
             for j in numba.prange(p):
                 rj[j], ij[j] = _cuts2(j, c, nb, iscat, G, z, min_leaf, prune, thr, leaf, tot,
-                                      abest, perf, dummy, Ht, Ct, botT, memo, use)
+                                      abest, dummy, Ht, Ct, botT, memo, use)
     return _merge(rj, ij, leaf)
 
 
 @numba.njit(cache=True)
-def _cuts34(level, j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, abest, perf, dummy, same,
+def _cuts34(level, j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, abest, dummy, same,
             memo, use):
     if level == 3:
-        return _cuts3(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, abest, perf, dummy, same,
+        return _cuts3(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, abest, dummy, same,
                       memo, use)
-    return _cuts4(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, abest, perf, dummy, same,
+    return _cuts4(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, abest, dummy, same,
                   memo, use)
 
 
@@ -767,14 +766,14 @@ def _root34(level, c, nb, iscat, G, z, min_leaf, prune, same, floor, memo, use):
             rec, bj, bi = leaf, -1, -1
             for j in range(p):
                 r, i = _cuts34(level, j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, abest,
-                               perf, dummy, same, memo, use)
+                               dummy, same, memo, use)
                 if i >= 0:
                     rec, bj, bi, thr = r, j, i, r
             return rec, bj, bi
         else:
             for j in numba.prange(p):
                 rj[j], ij[j] = _cuts34(level, j, c, nb, iscat, G, z, min_leaf, prune, thr, leaf,
-                                       abest, perf, dummy, same, memo, use)
+                                       abest, dummy, same, memo, use)
     return _merge(rj, ij, leaf)
 
 

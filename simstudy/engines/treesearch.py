@@ -111,6 +111,8 @@ class PolicyTreeSearch:
             raise ValueError(f"X {X.shape} and Gamma {G.shape} must be 2-D with the same rows")
         if G.shape[1] < 2:
             raise ValueError("Gamma needs one column per action, at least 2")
+        if len(X) == 0 or X.shape[1] == 0:
+            raise ValueError(f"X {X.shape} needs at least one row and one feature")
         if not (np.all(np.isfinite(X)) and np.all(np.isfinite(G))):
             raise ValueError("X and Gamma must be finite")
         bad = [c for c in self.categorical if not 0 <= c < X.shape[1]]
