@@ -25,6 +25,7 @@ import pandas as pd
 from .designs import ConfigError, Design, Replicate, make_design
 from .metrics import DIAGNOSTICS, METRICS, average_ranks, extra_metrics, congruence, decisions, evaluate
 from .methods import load_plugins, make
+from .methods.registry import shared_reads
 from .store import CONGRUENCE_COLUMNS, Store, point_label, read_metrics
 
 
@@ -362,7 +363,8 @@ def run_replicate(cfg: StudyConfig, design: Design, J: int, n_j: int, replicate:
         return ([{**key, "method": m, **nan_metrics, "seconds": 0.0, "status": "error",
                   "error": f"data: {err}"} for m in cfg.methods], [])
     test_truth = None
-    delta_ranks = average_ranks(rep.truth["Delta"])
+    truth = {c: rep.truth[c].to_numpy() for c in rep.truth.columns}     # read once, not per method
+    delta_ranks = average_ranks(truth["Delta"])
     rows, decided = [], {}
     def frame_for(method):
         nonlocal test_truth
@@ -371,24 +373,25 @@ def run_replicate(cfg: StudyConfig, design: Design, J: int, n_j: int, replicate:
         test_truth = rep.test_with_truth() if test_truth is None else test_truth
         return test_truth
 
-    for name in cfg.methods:
-        t0 = time.perf_counter()
-        fit = fit_and_score(name, rep.train, frame_for,
-                            method_seed(cfg.seed, design.name, J, n_j, replicate, name),
-                            cfg.method_options.get(name), cfg.method_defaults)
-        values, status, error = nan_metrics, "error", fit.error
-        if fit.error is None:
-            try:
-                values = evaluate(fit.score, rep.truth, delta_ranks)
-                values.update(extra_metrics(fit.score, rep.truth, rep.test, cfg.plugins))
-                values.update({k: (v if k == "warning" else float(v))
-                               for k, v in fit.method.diagnostics().items() if k in DIAGNOSTICS})
-                status = "ok"
-                decided[name] = decisions(fit.score)
-            except Exception as exc:                               # noqa: BLE001
-                values, error = nan_metrics, _error_text(exc)
-        rows.append({**key, "method": name, **values, "seconds": time.perf_counter() - t0,
-                     "status": status, "error": error})
+    with shared_reads():           # the methods share their reads of rep.train and rep.test
+        for name in cfg.methods:
+            t0 = time.perf_counter()
+            fit = fit_and_score(name, rep.train, frame_for,
+                                method_seed(cfg.seed, design.name, J, n_j, replicate, name),
+                                cfg.method_options.get(name), cfg.method_defaults)
+            values, status, error = nan_metrics, "error", fit.error
+            if fit.error is None:
+                try:
+                    values = evaluate(fit.score, truth, delta_ranks)
+                    values.update(extra_metrics(fit.score, rep.truth, rep.test, cfg.plugins))
+                    values.update({k: (v if k == "warning" else float(v)) for k, v in
+                                   fit.method.diagnostics().items() if k in DIAGNOSTICS})
+                    status = "ok"
+                    decided[name] = decisions(fit.score)
+                except Exception as exc:                           # noqa: BLE001
+                    values, error = nan_metrics, _error_text(exc)
+            rows.append({**key, "method": name, **values, "seconds": time.perf_counter() - t0,
+                         "status": status, "error": error})
     pairs = [(cfg.label, design.name, J, n_j, replicate, a, b, agree)
              for a, b, agree in congruence(decided)]
     return rows, pairs

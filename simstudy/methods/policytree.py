@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..engines.groups import group_means, site_codes
+from ..engines.groups import group_means
 from ..engines.ols import fixed_effects_ols
 from ..engines.treesearch import PolicyTreeSearch
 from .qlearning import DEFAULT_COVARIATES, DEFAULT_MODERATORS
@@ -74,12 +74,12 @@ class PolicyTree(Method):
     def fit(self, train: pd.DataFrame) -> "PolicyTree":
         self._require(train, dict.fromkeys([self.site, self.treatment, self.outcome]
                                            + self.covariates + self.features), "the training frame")
-        labels, codes = site_codes(train[self.site])
+        labels, codes = self._sites(train)
         rng = np.random.default_rng(self.random_state)
         n = len(train)
         folds = rng.permutation(np.resize(np.arange(self.crossfit_folds), n))
-        G = aipw_scores(self._matrix(train, self.covariates), train[self.treatment].to_numpy(float),
-                        train[self.outcome].to_numpy(float), codes, labels.size, folds)
+        G = aipw_scores(self._matrix(train, self.covariates), self._column(train, self.treatment),
+                        self._column(train, self.outcome), codes, labels.size, folds)
         min_leaf = self.min_leaf or max(1, int(0.1 * n / (2 * self.depth)))   # mcf's default
         F = self._features(train, labels)
         categorical = [F.shape[1] - 1] if self.site_feature else []

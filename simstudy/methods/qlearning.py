@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..engines.groups import demean, site_codes
+from ..engines.groups import demean
 from ..engines.lmm import fit_lmm
 from ..engines.ols import ols
 from .registry import Method, register
@@ -40,8 +40,8 @@ class OutcomeModel(Method):
         self._require(frame, cols + [self.treatment, self.outcome], "the training frame")
         X = self._matrix(frame, self.covariates)
         V = self._matrix(frame, self.moderators)
-        T = frame[self.treatment].to_numpy(float)
-        y = frame[self.outcome].to_numpy(float)
+        T = self._column(frame, self.treatment)
+        y = self._column(frame, self.outcome)
         return X, V, T, y
 
     def benefit_score(self, frame: pd.DataFrame) -> np.ndarray:
@@ -103,7 +103,7 @@ class MultilevelQ(OutcomeModel):
         demeaned, mixed, slope = MODELS[self.model]
         self._require(train, [self.site], "the training frame")
         X, V, T, y = self._columns(train)
-        labels, codes = site_codes(train[self.site])
+        labels, codes = self._sites(train)
         P = np.column_stack([X, T, T[:, None] * V])                # predictors X, T, T*V
         names = (self.covariates + [self.treatment]
                  + [f"{self.treatment}:{v}" for v in self.moderators])

@@ -14,7 +14,7 @@ class Oracle(Method):
 
     def benefit_score(self, frame: pd.DataFrame) -> np.ndarray:
         self._require(frame, ["Delta"], "the oracle's frame (needs the truth)")
-        return frame["Delta"].to_numpy(dtype=float)
+        return self._column(frame, "Delta").copy()
 
 
 @register("treat-all", family="Reference", constant=1.0)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..engines.groups import group_means, site_codes
+from ..engines.groups import group_means
 from ..engines.lasso import SiteDummyDesign, cv_lasso
 from ..engines.ols import fixed_effects_ols, ols
 from .qlearning import DEFAULT_COVARIATES, DEFAULT_MODERATORS
@@ -71,7 +71,7 @@ class Weighting(Method):
     def _augmentation(self, train, codes) -> np.ndarray:
         """m_hat: OLS fitted values of Y on X (W-aug) or on X + site dummies (W-augID, by the
         within transform: fitted = ybar_j + (X - xbar_j) b_within)."""
-        y = train[self.outcome].to_numpy(float)
+        y = self._column(train, self.outcome)
         if self.augment == "none":
             return np.zeros_like(y)
         X = self._matrix(train, self.covariates)
@@ -95,10 +95,10 @@ class Weighting(Method):
         if self.augment != "none":
             need += self.covariates
         self._require(train, dict.fromkeys(need), "the training frame")
-        T = train[self.treatment].to_numpy(float)
+        T = self._column(train, self.treatment)
         if not np.isin(T, (0, 1)).all():
             raise ValueError(f"treatment column {self.treatment!r} must be 0/1")
-        labels, codes = site_codes(train[self.site])
+        labels, codes = self._sites(train)
         J = labels.size
         if self.propensity == "overall":
             p = np.full(len(T), T.mean())
@@ -112,7 +112,7 @@ class Weighting(Method):
             p = share[codes]
         Tt = 2 * T - 1
         w = 1.0 / (Tt * p + (1 - Tt) / 2)
-        y = train[self.outcome].to_numpy(float) - self._augmentation(train, codes)
+        y = self._column(train, self.outcome) - self._augmentation(train, codes)
         X = self._design(train, codes, J, Tt)
         k = len(self.moderators)
         pf = np.r_[0.0, np.full(k, 0.0 if self.site_moderators else 1.0),
