@@ -125,11 +125,12 @@ def _gradient(G, indptr, indices, c, beta, g):
 
 
 @numba.njit(cache=True)
-def _polish(G, indptr, indices, nnz, c, vp, ju, beta, lam):
+def _polish(G, indptr, indices, nnz, c, vp, ju, beta, lam, steps):
     """Exact lasso solution by an active-set method started from coordinate descent's active
     set and signs: solve G_AA b_A = c_A - lam vp_A s_A; drop a penalised variable whose sign
-    flips, add the worst inactive KKT violator (|g_j| > lam vp_j), until the KKT conditions
-    hold, which makes the result THE solution, to rounding. ok = False if it does not settle."""
+    flips, add the inactive KKT violators (|g_j| > lam vp_j), until the KKT conditions
+    hold, which makes the result THE solution, to rounding. ok = False if it does not settle
+    within `steps` solves."""
     p = G.shape[0]
     active = np.zeros(p, np.bool_)
     sign = np.zeros(p)
@@ -139,7 +140,7 @@ def _polish(G, indptr, indices, nnz, c, vp, ju, beta, lam):
             sign[j] = 0.0 if vp[j] <= 0 else (1.0 if beta[j] > 0 else -1.0)
     new = np.zeros(p)
     g = np.empty(p)
-    for step in range(2 * p + 10):
+    for step in range(steps):
         idx = np.flatnonzero(active)
         k = idx.size
         rhs = np.empty(k)
@@ -162,16 +163,15 @@ def _polish(G, indptr, indices, nnz, c, vp, ju, beta, lam):
         for a in range(k):
             new[idx[a]] = x[a]
         _gradient(G, indptr, indices, c, new, g)
-        worst, worst_j = 0.0, -1
+        violated = False                 # add every KKT violator at once
         for j in range(p):
             if ju[j] and not active[j] and vp[j] > 0:
-                excess = abs(g[j]) - lam * vp[j] * (1.0 + 1e-10) - 1e-15
-                if excess > worst:
-                    worst, worst_j = excess, j
-        if worst_j < 0:
+                if abs(g[j]) - lam * vp[j] * (1.0 + 1e-13) - 1e-15 > 0:
+                    active[j] = True
+                    sign[j] = 1.0 if g[j] > 0 else -1.0
+                    violated = True
+        if not violated:
             return new, True
-        active[worst_j] = True
-        sign[worst_j] = 1.0 if g[worst_j] > 0 else -1.0
     return beta, False
 
 
@@ -198,6 +198,7 @@ def _cd_path(G, indptr, indices, c, xv, vp, ju, lambdas, compute_path, flmin_rat
     lam = 0.0
     lam_max = 0.0
     fitted = 0
+    warm_ok = False            # the last lambda ended with an exact active-set solution
     for m in range(nlam):
         if compute_path:
             if m == 0:
@@ -213,7 +214,15 @@ def _cd_path(G, indptr, indices, c, xv, vp, ju, lambdas, compute_path, flmin_rat
         else:
             lam = lambdas[m]
         rsq0 = rsq
-        for it in range(maxit):
+        warm = m > 0 and warm_ok
+        if warm:     # the previous lambda's active set and signs, solved exactly at this lambda:
+            # the active-set method for at most 5 solves (else coordinate descent as usual)
+            polished, warm = _polish(G, indptr, indices, nnz, c, vp, ju, beta, lam, 5)
+            if warm:
+                beta = polished
+                _gradient(G, indptr, indices, c, beta, g)
+        warm_ok = warm
+        for it in range(0 if warm else maxit):
             dlx = 0.0
             for j in range(p):
                 if not ju[j]:
@@ -232,8 +241,9 @@ def _cd_path(G, indptr, indices, c, xv, vp, ju, lambdas, compute_path, flmin_rat
             if dlx < thr:
                 break
             if it % 3 == 2:                    # try the exact active-set solution
-                polished, ok = _polish(G, indptr, indices, nnz, c, vp, ju, beta, lam)
+                polished, ok = _polish(G, indptr, indices, nnz, c, vp, ju, beta, lam, 2 * p + 10)
                 if ok:
+                    warm_ok = True
                     beta = polished
                     _gradient(G, indptr, indices, c, beta, g)
                     break
@@ -254,10 +264,217 @@ def _cd_path(G, indptr, indices, c, xv, vp, ju, lambdas, compute_path, flmin_rat
     return out[:fitted], lam_out[:fitted], rsq_out[:fitted]
 
 
-class _Shape:
-    """Stands in for X when a path is computed from moments only (cross-validation folds)."""
-    def __init__(self, n, p):
-        self.shape = (n, p)
+@numba.njit(cache=True)
+def _fit_path(n, sw, sx, sxx, sy, sxy, syy, vp, ju, intercept, standardize, lambdas, nlam,
+              ratio, thresh, maxit):
+    """glmnet's path from weighted moments (n rows): standardise (weighted SD; without an
+    intercept x is not centred but scaled by its centred SD), coordinate descent on the Gram
+    matrix, back to the original scale. `lambdas`: user values (decreasing) or empty for
+    glmnet's own path; ratio <= 0: glmnet's lambda.min.ratio (1e-2 if n < p, else 1e-4).
+    Returns (lambdas, a0, beta (p, m), dev_ratio, ok); ok = False if y has no variation."""
+    p = sx.size
+    xm = np.zeros(p)
+    ym = 0.0
+    if intercept:
+        xm = sx / sw
+        ym = sy / sw
+    xs = np.ones(p)
+    if standardize:
+        for j in range(p):
+            if ju[j]:
+                mean = sx[j] / sw
+                var = sxx[j, j] / sw - mean * mean
+                xs[j] = np.sqrt(var)
+            if not xs[j] > 0:
+                xs[j] = 1.0
+    G = np.empty((p, p))
+    for a in range(p):
+        for b in range(p):
+            G[a, b] = (sxx[a, b] / sw - xm[a] * xm[b]) / (xs[a] * xs[b])
+    c = (sxy / sw - xm * ym) / xs
+    yvar = syy / sw - ym * ym
+    ys = np.sqrt(yvar) if yvar > 0 else 0.0
+    if not ys > 0:
+        return np.zeros(0), np.zeros(0), np.zeros((p, 0)), np.zeros(0), False
+    xv = np.empty(p)
+    for j in range(p):
+        xv[j] = G[j, j] if ju[j] else 1.0
+    nnz = np.zeros(p + 1, np.int64)            # G's sparsity (site dummies) in CSC form
+    for j in range(p):
+        for r in range(p):
+            if G[r, j] != 0.0:
+                nnz[j + 1] += 1
+    indptr = np.cumsum(nnz)
+    indices = np.empty(indptr[p], np.int64)
+    t = 0
+    for j in range(p):
+        for r in range(p):
+            if G[r, j] != 0.0:
+                indices[t] = r
+                t += 1
+    compute = lambdas.size == 0
+    if ratio <= 0:
+        ratio = 1e-2 if n < p else 1e-4
+    B, lam, rsq = _cd_path(G, indptr, indices, c / ys, xv, vp, ju,
+                           np.zeros(1) if compute else lambdas / ys, compute, ratio,
+                           nlam if compute else lambdas.size, thresh, maxit)
+    m = lam.size
+    beta = np.empty((p, m))
+    a0 = np.zeros(m)
+    for l in range(m):
+        for j in range(p):
+            beta[j, l] = B[l, j] * ys / xs[j]
+        if intercept:
+            v = ym
+            for j in range(p):
+                v -= xm[j] * beta[j, l]
+            a0[l] = v
+    return lam * ys, a0, beta, rsq, True
+
+
+@numba.njit(cache=True)
+def _varies_k(sw, sx, sxx, ju):
+    """ju & (weighted variance > 0): glmnet's exclusion of constant columns (all weights > 0)."""
+    out = ju.copy()
+    for j in range(sx.size):
+        mean = sx[j] / sw
+        second = sxx[j, j] / sw
+        if not second - mean * mean > 1e-13 * max(second, 1e-300):
+            out[j] = False
+    return out
+
+
+@numba.njit(cache=True)
+def _fold_moments(D, codes, sign, J, y, w, fold, K):
+    """Weighted moments of each fold's rows of [D | S] in one pass over the rows; S are signed
+    site dummies (column c - 1 holds sign_i for the rows of site c > 0; none when J <= 1).
+    Returns (rows, sw, sx, sxx, sy, sxy, syy), each with a leading fold axis."""
+    n, k = D.shape
+    q = J - 1 if J > 1 else 0
+    p = k + q
+    cnt = np.zeros(K, np.int64)
+    sw = np.zeros(K)
+    sx = np.zeros((K, p))
+    sxx = np.zeros((K, p, p))
+    sy = np.zeros(K)
+    sxy = np.zeros((K, p))
+    syy = np.zeros(K)
+    for i in range(n):
+        f = fold[i]
+        wi = w[i]
+        yi = y[i]
+        cnt[f] += 1
+        sw[f] += wi
+        sy[f] += wi * yi
+        syy[f] += wi * yi * yi
+        for a in range(k):
+            xa = wi * D[i, a]
+            sx[f, a] += xa
+            sxy[f, a] += xa * yi
+            for b in range(a + 1):
+                sxx[f, a, b] += xa * D[i, b]
+        if q > 0 and codes[i] > 0:
+            s = k + codes[i] - 1
+            ws = wi * sign[i]
+            sx[f, s] += ws
+            sxy[f, s] += ws * yi
+            sxx[f, s, s] += ws * sign[i]
+            for a in range(k):
+                sxx[f, s, a] += ws * D[i, a]
+    for f in range(K):
+        for a in range(p):
+            for b in range(a):
+                sxx[f, b, a] = sxx[f, a, b]
+    return cnt, sw, sx, sxx, sy, sxy, syy
+
+
+@numba.njit(cache=True)
+def _interpolate(lam, a0, beta, s):
+    """glmnet's lambda.interp: coefficients at the values s, linear in lambda between the
+    knots lam (decreasing), constant beyond the ends."""
+    m = lam.size
+    p = beta.shape[0]
+    a0s = np.empty(s.size)
+    bs = np.empty((p, s.size))
+    for t in range(s.size):
+        if m == 1:
+            a0s[t] = a0[0]
+            bs[:, t] = beta[:, 0]
+            continue
+        v = min(max(s[t], lam[m - 1]), lam[0])
+        left = 0
+        while left + 1 < m and lam[left + 1] >= v:
+            left += 1
+        right = min(left + 1, m - 1)
+        span = lam[left] - lam[right]
+        frac = (v - lam[right]) / span if span > 0 else 1.0
+        a0s[t] = a0[left] * frac + a0[right] * (1 - frac)
+        for j in range(p):
+            bs[j, t] = beta[j, left] * frac + beta[j, right] * (1 - frac)
+    return a0s, bs
+
+
+@numba.njit(cache=True)
+def _cv_errors(cnt, sw, sx, sxx, sy, sxy, syy, ju, vp, intercept, standardize, lambdas, nlam,
+               ratio, thresh, maxit, full_lam):
+    """cv.glmnet's held-out weighted MSE per fold and full-data lambda: each fold fits its own
+    path on the other folds' moments (total minus its own) and is predicted at `full_lam` by
+    lambda.interp; sum w (y - a0 - x'b)^2 = Syy - 2 a0 Sy - 2 b'Sxy + a0^2 Sw + 2 a0 b'Sx + b'Sxx b
+    from the fold's moments (Sxx's non-zeros only: the site block is diagonal)."""
+    K = sw.size
+    p = sx.shape[1]
+    m = full_lam.size
+    tsw, tsy, tsyy = sw.sum(), sy.sum(), syy.sum()
+    tsx = np.zeros(p)
+    tsxy = np.zeros(p)
+    tsxx = np.zeros((p, p))
+    for f in range(K):
+        tsx += sx[f]
+        tsxy += sxy[f]
+        tsxx += sxx[f]
+    n = cnt.sum()
+    mse = np.empty((K, m))
+    ok_all = True
+    for f in range(K):
+        trx = tsxx - sxx[f]
+        trsx = tsx - sx[f]
+        trsw = tsw - sw[f]
+        juk = _varies_k(trsw, trsx, trx, ju)
+        lam, a0, beta, rsq, ok = _fit_path(n - cnt[f], trsw, trsx, trx, tsy - sy[f],
+                                           tsxy - sxy[f], tsyy - syy[f], vp, juk, intercept,
+                                           standardize, lambdas, nlam, ratio, thresh, maxit)
+        if not ok:
+            ok_all = False
+            break
+        a, B = _interpolate(lam, a0, beta, full_lam)
+        H = sxx[f]
+        ptr = np.zeros(p + 1, np.int64)          # the fold's Sxx non-zeros, row by row
+        for u in range(p):
+            ptr[u + 1] = ptr[u] + np.count_nonzero(H[u])
+        col = np.empty(ptr[p], np.int64)
+        val = np.empty(ptr[p])
+        t = 0
+        for u in range(p):
+            for v in range(p):
+                if H[u, v] != 0.0:
+                    col[t] = v
+                    val[t] = H[u, v]
+                    t += 1
+        for l in range(m):
+            quad = 0.0
+            lin = 0.0
+            for u in range(p):
+                bu = B[u, l]
+                if bu == 0.0:
+                    continue
+                lin += bu * (2 * a[l] * sx[f, u] - 2 * sxy[f, u])
+                row = 0.0
+                for t in range(ptr[u], ptr[u + 1]):
+                    row += val[t] * B[col[t], l]
+                quad += bu * row
+            sse = syy[f] - 2 * a[l] * sy[f] + a[l] * a[l] * sw[f] + lin + quad
+            mse[f, l] = max(sse, 0.0) / sw[f]
+    return mse, ok_all
 
 
 class SiteDummyDesign:
@@ -308,7 +525,7 @@ class SiteDummyDesign:
 
 
 def _matrix(X):
-    if isinstance(X, (_Shape, SiteDummyDesign)):
+    if isinstance(X, SiteDummyDesign):
         return X
     return sp.csr_matrix(X, dtype=float) if sp.issparse(X) else np.asarray(X, float)
 
@@ -379,21 +596,6 @@ class LassoPath:
         return a0, beta
 
 
-def _standardise(M: Moments, intercept: bool, standardize: bool, ju: np.ndarray):
-    sw = M.sw
-    xm = M.sx / sw if intercept else np.zeros_like(M.sx)
-    ym = M.sy / sw if intercept else 0.0
-    Sxx = M.sxx / sw
-    mean = M.sx / sw
-    var = np.diag(Sxx) - mean * mean                      # weighted (population) variance
-    xs = np.sqrt(np.where(ju, var, 1.0)) if standardize else np.ones_like(var)
-    xs[xs <= 0] = 1.0
-    G = (Sxx - np.outer(xm, xm)) / np.outer(xs, xs)
-    c = (M.sxy / sw - xm * ym) / xs
-    yvar = M.syy / sw - ym * ym
-    return G, c, xm, xs, ym, yvar
-
-
 def lasso_path(X, y, weights=None, penalty_factor=None, *, intercept: bool = True,
                standardize: bool = True, lambdas=None, nlambda: int = 100,
                lambda_min_ratio: float | None = None, thresh: float = 1e-16, maxit: int = 100000,
@@ -418,28 +620,15 @@ def lasso_path(X, y, weights=None, penalty_factor=None, *, intercept: bool = Tru
     vp = pf * p / pf.sum()
     M = Moments.of(X, y, w) if moments is None else moments
     ju = _varies(M) if exclude is None else ~np.asarray(exclude, bool)
-    G, c, xm, xs, ym, yvar = _standardise(M, intercept, standardize, ju)
-    ys = np.sqrt(yvar)
-    if not ys > 0:
+    lam_user = (np.zeros(0) if lambdas is None
+                else np.sort(np.asarray(lambdas, float))[::-1].copy())
+    lam, a0, beta, rsq, ok = _fit_path(
+        n, float(M.sw), np.asarray(M.sx, float), np.ascontiguousarray(M.sxx, float), float(M.sy),
+        np.asarray(M.sxy, float), float(M.syy), vp, ju, intercept, standardize, lam_user,
+        int(nlambda), -1.0 if lambda_min_ratio is None else float(lambda_min_ratio), thresh, maxit)
+    if not ok:
         raise ValueError("y has no variation (weighted)")
-    xv = np.diag(G).copy()
-    xv[~ju] = 1.0
-    # sparsity of G (site dummies) in CSC form: column j's non-zero rows, in row order
-    cols, rows = np.nonzero(np.abs(G.T) > 0)
-    indptr = np.r_[0, np.cumsum(np.bincount(cols, minlength=G.shape[1]))].astype(np.int64)
-    indices = rows.astype(np.int64)
-    G = np.ascontiguousarray(G)
-    if lambdas is None:
-        ratio = lambda_min_ratio if lambda_min_ratio is not None else (1e-2 if n < p else 1e-4)
-        B, lam, rsq = _cd_path(G, indptr, indices, c / ys, xv, vp, ju, np.zeros(1), True, ratio,
-                               int(nlambda), thresh, maxit)
-    else:
-        lam_user = np.sort(np.asarray(lambdas, float))[::-1]
-        B, lam, rsq = _cd_path(G, indptr, indices, c / ys, xv, vp, ju, lam_user / ys, False, 1.0,
-                               lam_user.size, thresh, maxit)
-    beta = (B * ys / xs[None, :]).T                         # (p, m) original scale
-    a0 = (ym - xm @ beta) if intercept else np.zeros(beta.shape[1])
-    return LassoPath(lam * ys, a0, beta, rsq)
+    return LassoPath(lam, a0, beta, rsq)
 
 
 @dataclass
@@ -475,9 +664,12 @@ def make_folds(n: int, nfolds: int, rng: np.random.Generator) -> np.ndarray:
 def cv_lasso(X, y, weights=None, penalty_factor=None, *, foldid=None, nfolds: int = 5,
              rng: np.random.Generator | None = None, intercept: bool = True,
              standardize: bool = True, thresh: float = 1e-16, path: LassoPath | None = None,
-             **path_kw) -> CVLasso:
+             nlambda: int = 100, lambda_min_ratio: float | None = None, lambdas=None,
+             maxit: int = 100000) -> CVLasso:
     """cv.glmnet(type.measure = "mse", grouped = TRUE): weighted MSE per fold, averaged with the
     folds' weight sums; cvsd from the fold spread; lambda.min and lambda.1se as R picks them.
+    Each fold fits its own path (its own lambda_max and early stop) on the moments of the other
+    folds and is predicted at the full data's lambdas by interpolation, all in one compiled call.
     `path`: the full-data path of an earlier call on the same data (it does not depend on the
     folds), so a refit with new folds only redoes the folds (personalized's refit loop)."""
     X = _matrix(X)
@@ -487,35 +679,38 @@ def cv_lasso(X, y, weights=None, penalty_factor=None, *, foldid=None, nfolds: in
     if foldid is None:
         foldid = make_folds(n, nfolds, rng if rng is not None else np.random.default_rng())
     foldid = np.asarray(foldid)
-    total = Moments.of(X, y, w)
+    folds, fold = np.unique(foldid, return_inverse=True)
+    K = folds.size
+    held = _fold_moments_of(X, y, w, fold.astype(np.int64), K)
+    total = Moments(*(a.sum(0) for a in held[1:]))
     ju = _varies(total)
     full = path if path is not None else lasso_path(
         X, y, w, penalty_factor, intercept=intercept, standardize=standardize, thresh=thresh,
-        moments=total, exclude=~ju, **path_kw)
-    folds = np.unique(foldid)
-    K = folds.size
-    fold_mse = np.empty((K, full.lambdas.size))
-    fold_w = np.empty(K)
-    for i, k in enumerate(folds):
-        idx = foldid == k
-        held = Moments.of(X[idx], y[idx], w[idx])
-        train = total - held
-        ju_k = ju & _varies(train)                    # constant in the fold's training part
-        # as cv.glmnet: each fold fits its own lambda path (its own lambda_max and early stop)
-        # and is predicted at the full data's lambdas by linear interpolation
-        fit = lasso_path(_Shape(n - int(idx.sum()), p), None, w[~idx], penalty_factor,
-                         intercept=intercept, standardize=standardize, thresh=thresh,
-                         moments=train, exclude=~ju_k, **path_kw)
-        a0, B = fit.coef_at(full.lambdas)
-        # weighted squared error of the held-out rows from their moments:
-        # sum w (y - a0 - x'b)^2 = Syy - 2 a0 Sy - 2 b'Sxy + a0^2 Sw + 2 a0 b'Sx + b'Sxx b
-        sse = (held.syy - 2 * a0 * held.sy - 2 * held.sxy @ B + a0 * a0 * held.sw
-               + 2 * a0 * (held.sx @ B) + np.sum(B * (held.sxx @ B), axis=0))
-        fold_mse[i] = np.maximum(sse, 0.0) / held.sw
-        fold_w[i] = held.sw
+        moments=total, exclude=~ju, nlambda=nlambda, lambda_min_ratio=lambda_min_ratio,
+        lambdas=lambdas, maxit=maxit)
+    pf = np.ones(p) if penalty_factor is None else np.maximum(np.asarray(penalty_factor, float), 0)
+    lam_user = np.zeros(0) if lambdas is None else np.sort(np.asarray(lambdas, float))[::-1].copy()
+    fold_mse, ok = _cv_errors(*held, ju, pf * p / pf.sum(), intercept, standardize, lam_user,
+                              int(nlambda), -1.0 if lambda_min_ratio is None
+                              else float(lambda_min_ratio), thresh, maxit, full.lambdas)
+    if not ok:
+        raise ValueError("y has no variation (weighted) in a cross-validation fold's training part")
+    fold_w = held[1]
     cvm = fold_w @ fold_mse / fold_w.sum()
     cvsd = np.sqrt((fold_w @ (fold_mse - cvm) ** 2) / fold_w.sum() / (K - 1))
     lam = full.lambdas
     i_min = int(np.flatnonzero(cvm <= cvm.min())[np.argmax(lam[cvm <= cvm.min()])])
     i_1se = int(np.flatnonzero(cvm <= cvm[i_min] + cvsd[i_min])[0])
     return CVLasso(full, cvm, cvsd, foldid, i_min, i_1se)
+
+
+def _fold_moments_of(X, y, w, fold, K):
+    """Per-fold moments (rows, sw, sx, sxx, sy, sxy, syy): one compiled pass for a dense design
+    of a few columns or a SiteDummyDesign; per fold with BLAS / scipy.sparse otherwise."""
+    if isinstance(X, SiteDummyDesign) or (isinstance(X, np.ndarray) and X.shape[1] <= 32):
+        D, codes, sign, J = ((X.dense, X.codes, X.sign, X.J) if isinstance(X, SiteDummyDesign)
+                             else (X, np.zeros(len(y), np.int64), np.ones(len(y)), 0))
+        return _fold_moments(np.ascontiguousarray(D, float), codes, sign, J, y, w, fold, K)
+    parts = [Moments.of(X[fold == f], y[fold == f], w[fold == f]) for f in range(K)]
+    return (np.bincount(fold, minlength=K), *(np.array([getattr(m, a) for m in parts])
+                                              for a in ("sw", "sx", "sxx", "sy", "sxy", "syy")))
