@@ -62,3 +62,28 @@ def test_fixed_effects_ols_equals_dummy_regression():
     np.testing.assert_allclose(fit.coef, ref.params[["X1", "X2"]], rtol=1e-9)
     np.testing.assert_allclose(alpha[d["site"]] + d[["X1", "X2"]].to_numpy() @ fit.coef,
                                ref.fittedvalues, rtol=1e-9)
+
+
+def test_crossfit_fixed_effects_equals_one_regression_per_fold():
+    """Each fold's slopes and site intercepts from per-(site, fold) moments equal
+    fixed_effects_ols on the rows outside the fold, including an aliased column (constant
+    within sites: slope 0, as nan_to_num of lm's NA) and a site with no rows outside a fold."""
+    from simstudy.engines.ols import crossfit_fixed_effects, fixed_effects_ols
+    rng = np.random.default_rng(5)
+    n, J, K = 400, 12, 4
+    codes = rng.integers(0, J - 1, n)
+    codes[:6] = J - 1                                 # site J-1 lives in fold 0 only
+    folds = rng.integers(0, K, n)
+    folds[:6] = 0
+    X = rng.normal(size=(n, 3)) + rng.normal(size=(J, 3))[codes] * 3
+    site_level = (codes % 3).astype(float)            # aliased with the site dummies
+    D = np.column_stack([X, site_level])
+    y = X @ [1.0, -2.0, 0.5] + rng.normal(size=J)[codes] * 4 + rng.normal(size=n)
+    B, A = crossfit_fixed_effects(D, y, codes, J, folds)
+    for k in range(K):
+        out = folds != k
+        fit, alpha = fixed_effects_ols(D[out], y[out], codes[out], J)
+        assert fit.aliased == ["x3"]
+        np.testing.assert_allclose(B[k], np.nan_to_num(fit.coef), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(A[k], alpha, rtol=1e-10, atol=1e-12)
+    assert np.isnan(A[0, J - 1]) and not np.isnan(A[1:, J - 1]).any()

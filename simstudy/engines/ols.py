@@ -105,3 +105,84 @@ def fixed_effects_ols(X: np.ndarray, y: np.ndarray, codes: np.ndarray, J: int | 
     with np.errstate(invalid="ignore", divide="ignore"):
         alpha = np.bincount(codes, weights=resid, minlength=J) / counts
     return fit, alpha
+
+
+@numba.njit(cache=True)
+def _site_fold_sums(D, y, codes, J, folds, K):
+    """One pass over the rows: per (site, fold) counts and sums of D and y; per fold the raw
+    cross products D'D (lower triangle) and D'y."""
+    n, p = D.shape
+    cnt = np.zeros((J, K))
+    sd = np.zeros((J, K, p))
+    sy = np.zeros((J, K))
+    raw = np.zeros((K, p, p))
+    rxy = np.zeros((K, p))
+    for i in range(n):
+        j, f, yi = codes[i], folds[i], y[i]
+        cnt[j, f] += 1
+        sy[j, f] += yi
+        for a in range(p):
+            da = D[i, a]
+            sd[j, f, a] += da
+            rxy[f, a] += da * yi
+            for b in range(a + 1):
+                raw[f, a, b] += da * D[i, b]
+    return cnt, sd, sy, raw, rxy
+
+
+@numba.njit(cache=True)
+def _crossfit_fe(cnt, sd, sy, raw, rxy, tol2):
+    """For every fold k, lm(y ~ D + factor(site)) on the other folds' rows by the within
+    transformation from their moments: W = sum D'D - sum_j n_j dbar_j dbar_j',
+    v = sum D'y - sum_j n_j dbar_j ybar_j, slopes b = W^-1 v on the kept (non-aliased) columns
+    (0 for aliased ones), site intercepts alpha_j = ybar_j - dbar_j'b (NaN: no rows of site j)."""
+    J, K, p = sd.shape
+    B = np.zeros((K, p))
+    A = np.full((K, J), np.nan)
+    for k in range(K):
+        W = np.zeros((p, p))
+        v = np.zeros(p)
+        for f in range(K):
+            if f != k:
+                W += raw[f]
+                v += rxy[f]
+        for a in range(p):
+            for b in range(a):
+                W[b, a] = W[a, b]
+        nj = np.zeros(J)
+        dj = np.zeros((J, p))
+        yj = np.zeros(J)
+        for j in range(J):
+            for f in range(K):
+                if f != k:
+                    nj[j] += cnt[j, f]
+                    yj[j] += sy[j, f]
+                    dj[j] += sd[j, f]
+            if nj[j] > 0:
+                for a in range(p):
+                    v[a] -= dj[j, a] * yj[j] / nj[j]
+                    for b in range(p):
+                        W[a, b] -= dj[j, a] * dj[j, b] / nj[j]
+        keep = _kept(W, tol2)
+        idx = np.flatnonzero(keep)
+        if idx.size:
+            sol = np.linalg.solve(W[idx][:, idx], v[idx])
+            for t in range(idx.size):
+                B[k, idx[t]] = sol[t]
+        for j in range(J):
+            if nj[j] > 0:
+                A[k, j] = (yj[j] - dj[j] @ B[k]) / nj[j]
+    return B, A
+
+
+def crossfit_fixed_effects(D: np.ndarray, y: np.ndarray, codes: np.ndarray, J: int,
+                           folds: np.ndarray, tol: float = 1e-7) -> tuple[np.ndarray, np.ndarray]:
+    """Cross-fitting of `fixed_effects_ols`: for each fold k (codes 0..K-1), the slopes b_k (K, p;
+    0 where aliased) and site intercepts alpha_k (K, J; NaN for a site without rows outside
+    fold k) of lm(y ~ D + factor(site)) fitted on the rows outside fold k, all from one pass
+    over the rows (per site and fold sums) instead of K regressions on copied rows."""
+    D = np.ascontiguousarray(D, float)
+    folds = np.asarray(folds, np.int64)
+    K = int(folds.max()) + 1
+    sums = _site_fold_sums(D, np.asarray(y, float), np.asarray(codes, np.int64), int(J), folds, K)
+    return _crossfit_fe(*sums, float(tol) ** 2)

@@ -11,30 +11,27 @@ import numpy as np
 import pandas as pd
 
 from ..engines.groups import group_means
-from ..engines.ols import fixed_effects_ols
+from ..engines.ols import crossfit_fixed_effects
 from ..engines.treesearch import PolicyTreeSearch
 from .qlearning import DEFAULT_COVARIATES, DEFAULT_MODERATORS
 from .registry import Method, register
 
 
 def aipw_scores(X, T, y, codes, J, folds) -> np.ndarray:
-    """(n, 2) cross-fitted AIPW scores with site fixed effects and site treated shares."""
-    n = len(y)
+    """(n, 2) cross-fitted AIPW scores with site fixed effects and site treated shares:
+    mu_t(x, j) = alpha_j + (x, t, t x)'b from the rows outside the row's fold (a site absent
+    there gets the mean intercept)."""
     share = group_means(T, codes, J)[:, 0]
     p = share[codes]
     if np.any((p <= 0) | (p >= 1)):
         raise ValueError("a site has everyone or no one treated; AIPW scores are undefined there")
-    D = np.column_stack([X, T, T[:, None] * X])
-    mu = np.empty((n, 2))
-    for k in np.unique(folds):
-        test, train = folds == k, folds != k
-        fit, alpha = fixed_effects_ols(D[train], y[train], codes[train], J)
-        b = np.nan_to_num(fit.coef)
-        alpha = np.where(np.isnan(alpha), np.nanmean(alpha), alpha)   # site absent from the fold
-        Xt = X[test]
-        for t in (0, 1):
-            Dt = np.column_stack([Xt, np.full(len(Xt), t), t * Xt])
-            mu[test, t] = alpha[codes[test]] + Dt @ b
+    labels, fold = np.unique(folds, return_inverse=True)
+    B, A = crossfit_fixed_effects(np.column_stack([X, T, T[:, None] * X]), y, codes, J, fold)
+    A = np.where(np.isnan(A), np.nanmean(A, axis=1, keepdims=True), A)
+    k = X.shape[1]
+    b = B[fold]                                               # each row's fold's slopes
+    base = A[fold, codes] + np.einsum("ij,ij->i", X, b[:, :k])
+    mu = np.column_stack([base, base + b[:, k] + np.einsum("ij,ij->i", X, b[:, k + 1:])])
     G = mu.copy()
     G[:, 1] += T * (y - mu[:, 1]) / p
     G[:, 0] += (1 - T) * (y - mu[:, 0]) / (1 - p)
