@@ -56,32 +56,41 @@ def _chol_solve(A, b):
 
 
 @numba.njit(cache=True)
-def _active_solve(G, indptr, indices, nnz, idx, rhs):
+def _active_solve(G, indptr, indices, order, idx, rhs):
     """Solve G_AA x = rhs for the active set `idx`, eliminating first a set Q of columns with no
     non-zero G entries among themselves (site dummies: G_QQ is diagonal), so the dense part is
-    only the Schur complement on the rest P: O(|P|^3 + |P|^2 |Q|) instead of O(|A|^3)."""
+    only the Schur complement on the rest P: O(|P|^3 + |P|^2 |Q|) instead of O(|A|^3).
+    `order`: all columns by their number of non-zeros (stable), the greedy order for Q."""
     p = G.shape[0]
     k = idx.size
-    order = idx[np.argsort(nnz[idx], kind="mergesort")]
     in_q = np.zeros(p, np.bool_)
     blocked = np.zeros(p, np.bool_)
-    in_a = np.zeros(p, np.bool_)
+    pos = np.full(p, -1, np.int64)
     for a in range(k):
-        in_a[idx[a]] = True
+        pos[idx[a]] = a
     for j in order:
-        if blocked[j]:
+        if pos[j] < 0 or blocked[j]:
             continue
         in_q[j] = True
         for t in range(indptr[j], indptr[j + 1]):
             r = indices[t]
             if r != j:
                 blocked[r] = True
-    pos = np.full(p, -1, np.int64)
+    nQ = 0
     for a in range(k):
-        pos[idx[a]] = a
-    P = np.array([j for j in idx if not in_q[j]], dtype=np.int64)
-    Q = np.array([j for j in idx if in_q[j]], dtype=np.int64)
-    nP = P.size
+        if in_q[idx[a]]:
+            nQ += 1
+    nP = k - nQ
+    P = np.empty(nP, np.int64)
+    Q = np.empty(nQ, np.int64)
+    u = v = 0
+    for a in range(k):
+        if in_q[idx[a]]:
+            Q[v] = idx[a]
+            v += 1
+        else:
+            P[u] = idx[a]
+            u += 1
     S = np.empty((nP, nP))
     b = np.empty(nP)
     for u in range(nP):
@@ -125,7 +134,7 @@ def _gradient(G, indptr, indices, c, beta, g):
 
 
 @numba.njit(cache=True)
-def _polish(G, indptr, indices, nnz, c, vp, ju, beta, lam, steps):
+def _polish(G, indptr, indices, order, c, vp, ju, beta, lam, steps):
     """Exact lasso solution by an active-set method started from coordinate descent's active
     set and signs: solve G_AA b_A = c_A - lam vp_A s_A; drop a penalised variable whose sign
     flips, add the inactive KKT violators (|g_j| > lam vp_j), until the KKT conditions
@@ -147,7 +156,7 @@ def _polish(G, indptr, indices, nnz, c, vp, ju, beta, lam, steps):
         for a in range(k):
             ja = idx[a]
             rhs[a] = c[ja] - lam * vp[ja] * sign[ja] if vp[ja] > 0 else c[ja]
-        x, ok = _active_solve(G, indptr, indices, nnz, idx, rhs)
+        x, ok = _active_solve(G, indptr, indices, order, idx, rhs)
         if not ok:
             return beta, False
         flipped = False
@@ -187,7 +196,7 @@ def _cd_path(G, indptr, indices, c, xv, vp, ju, lambdas, compute_path, flmin_rat
     gradient there, then lambda_max * r^(m-1) and glmnet's early stop. Otherwise the given
     lambdas are used in full (glmnet: user-supplied lambda never stops early)."""
     p = G.shape[0]
-    nnz = np.diff(indptr)
+    order = np.argsort(np.diff(indptr), kind="mergesort")
     beta = np.zeros(p)
     g = c.copy()
     out = np.zeros((nlam, p))
@@ -217,7 +226,7 @@ def _cd_path(G, indptr, indices, c, xv, vp, ju, lambdas, compute_path, flmin_rat
         warm = m > 0 and warm_ok
         if warm:     # the previous lambda's active set and signs, solved exactly at this lambda:
             # the active-set method for at most 5 solves (else coordinate descent as usual)
-            polished, warm = _polish(G, indptr, indices, nnz, c, vp, ju, beta, lam, 5)
+            polished, warm = _polish(G, indptr, indices, order, c, vp, ju, beta, lam, 5)
             if warm:
                 beta = polished
                 _gradient(G, indptr, indices, c, beta, g)
@@ -241,7 +250,7 @@ def _cd_path(G, indptr, indices, c, xv, vp, ju, lambdas, compute_path, flmin_rat
             if dlx < thr:
                 break
             if it % 3 == 2:                    # try the exact active-set solution
-                polished, ok = _polish(G, indptr, indices, nnz, c, vp, ju, beta, lam, 2 * p + 10)
+                polished, ok = _polish(G, indptr, indices, order, c, vp, ju, beta, lam, 2 * p + 10)
                 if ok:
                     warm_ok = True
                     beta = polished
