@@ -24,48 +24,48 @@ FDEV, DEVMAX, MNLAM = 1e-5, 0.999, 5          # glmnet.control() defaults
 
 
 @numba.njit(cache=True)
-def _chol_solve(A, b):
-    """Solve A x = b for symmetric positive definite A; ok = False if A is not (numerically) PD."""
-    k = A.shape[0]
-    L = np.zeros((k, k))
+def _chol_solve(A, b, k, L, z, x):
+    """Solve A[:k, :k] x = b[:k] (into x) for symmetric positive definite A, with the work array
+    L; False if A is not (numerically) positive definite."""
     for c in range(k):
         d = A[c, c]
         for t in range(c):
             d -= L[c, t] * L[c, t]
         if not d > 1e-13 * max(1.0, abs(A[c, c])):
-            return b, False
+            return False
         L[c, c] = np.sqrt(d)
         for r in range(c + 1, k):
             v = A[r, c]
             for t in range(c):
                 v -= L[r, t] * L[c, t]
             L[r, c] = v / L[c, c]
-    z = np.empty(k)
     for r in range(k):
         v = b[r]
         for t in range(r):
             v -= L[r, t] * z[t]
         z[r] = v / L[r, r]
-    x = np.empty(k)
     for r in range(k - 1, -1, -1):
         v = z[r]
         for t in range(r + 1, k):
             v -= L[t, r] * x[t]
         x[r] = v / L[r, r]
-    return x, True
+    return True
 
 
 @numba.njit(cache=True)
-def _active_solve(G, indptr, indices, order, idx, rhs):
-    """Solve G_AA x = rhs for the active set `idx`, eliminating first a set Q of columns with no
-    non-zero G entries among themselves (site dummies: G_QQ is diagonal), so the dense part is
-    only the Schur complement on the rest P: O(|P|^3 + |P|^2 |Q|) instead of O(|A|^3).
-    `order`: all columns by their number of non-zeros (stable), the greedy order for Q."""
-    p = G.shape[0]
-    k = idx.size
-    in_q = np.zeros(p, np.bool_)
-    blocked = np.zeros(p, np.bool_)
-    pos = np.full(p, -1, np.int64)
+def _active_solve(G, indptr, indices, order, idx, k, rhs, iw, bw, fw, S, L):
+    """Solve G_AA x = rhs for the active set idx[:k] (x into fw[5]), eliminating first a set Q
+    of columns with no non-zero G entries among themselves (site dummies: G_QQ is diagonal), so
+    the dense part is only the Schur complement on the rest P: O(|P|^3 + |P|^2 |Q|) instead of
+    O(|A|^3). `order`: all columns by their number of non-zeros (stable), the greedy order for
+    Q. No allocation: the work arrays are made once per path (`_cd_path`): iw (5, p) int: pos,
+    P, Q, idx; bw (3, p) bool: in_q, blocked, active; fw (7, p): sign, new, g, rhs, b, x, z."""
+    pos, P, Q = iw[0], iw[1], iw[2]
+    in_q, blocked = bw[0], bw[1]
+    b, x, z = fw[4], fw[5], fw[6]
+    in_q[:] = False
+    blocked[:] = False
+    pos[:] = -1
     for a in range(k):
         pos[idx[a]] = a
     for j in order:
@@ -76,28 +76,20 @@ def _active_solve(G, indptr, indices, order, idx, rhs):
             r = indices[t]
             if r != j:
                 blocked[r] = True
-    nQ = 0
+    nP = nQ = 0
     for a in range(k):
         if in_q[idx[a]]:
+            Q[nQ] = idx[a]
             nQ += 1
-    nP = k - nQ
-    P = np.empty(nP, np.int64)
-    Q = np.empty(nQ, np.int64)
-    u = v = 0
-    for a in range(k):
-        if in_q[idx[a]]:
-            Q[v] = idx[a]
-            v += 1
         else:
-            P[u] = idx[a]
-            u += 1
-    S = np.empty((nP, nP))
-    b = np.empty(nP)
+            P[nP] = idx[a]
+            nP += 1
     for u in range(nP):
         b[u] = rhs[pos[P[u]]]
         for v in range(nP):
             S[u, v] = G[P[u], P[v]]
-    for j in Q:                               # S -= G_PQ D^-1 G_QP, b -= G_PQ D^-1 r_Q
+    for q in range(nQ):                       # S -= G_PQ D^-1 G_QP, b -= G_PQ D^-1 r_Q
+        j = Q[q]
         dj = G[j, j]
         rj = rhs[pos[j]] / dj
         for u in range(nP):
@@ -107,20 +99,23 @@ def _active_solve(G, indptr, indices, order, idx, rhs):
             b[u] -= gu * rj
             for v in range(nP):
                 S[u, v] -= gu * G[j, P[v]] / dj
-    xP, ok = _chol_solve(S, b) if nP > 0 else (b, True)
-    x = np.empty(k)
-    if not ok:
-        return x, False
+    xP = fw[1]                                 # scratch: the P part of the solution
+    if nP > 0:
+        if not _chol_solve(S, b, nP, L, z, xP):
+            return False
+    else:
+        xP = b
     for u in range(nP):
         x[pos[P[u]]] = xP[u]
-    for j in Q:
+    for q in range(nQ):
+        j = Q[q]
         if not G[j, j] > 0:
-            return x, False
+            return False
         v = rhs[pos[j]]
         for u in range(nP):
             v -= G[j, P[u]] * xP[u]
         x[pos[j]] = v / G[j, j]
-    return x, True
+    return True
 
 
 @numba.njit(cache=True)
@@ -134,31 +129,33 @@ def _gradient(G, indptr, indices, c, beta, g):
 
 
 @numba.njit(cache=True)
-def _polish(G, indptr, indices, order, c, vp, ju, beta, lam, steps):
+def _polish(G, indptr, indices, order, c, vp, ju, beta, lam, steps, iw, bw, fw, S, L):
     """Exact lasso solution by an active-set method started from coordinate descent's active
     set and signs: solve G_AA b_A = c_A - lam vp_A s_A; drop a penalised variable whose sign
     flips, add the inactive KKT violators (|g_j| > lam vp_j), until the KKT conditions
-    hold, which makes the result THE solution, to rounding. ok = False if it does not settle
-    within `steps` solves."""
+    hold, which makes the result THE solution, to rounding. True (solution in `beta`, gradient
+    c - G beta in fw[2]) or False (beta unchanged) if it does not settle within `steps` solves."""
     p = G.shape[0]
-    active = np.zeros(p, np.bool_)
-    sign = np.zeros(p)
+    idx = iw[3]
+    active = bw[2]
+    sign, new, g, rhs, x = fw[0], fw[1], fw[2], fw[3], fw[5]
     for j in range(p):
+        active[j] = False
+        sign[j] = 0.0
         if ju[j] and (beta[j] != 0.0 or vp[j] <= 0):
             active[j] = True
             sign[j] = 0.0 if vp[j] <= 0 else (1.0 if beta[j] > 0 else -1.0)
-    new = np.zeros(p)
-    g = np.empty(p)
     for step in range(steps):
-        idx = np.flatnonzero(active)
-        k = idx.size
-        rhs = np.empty(k)
+        k = 0
+        for j in range(p):
+            if active[j]:
+                idx[k] = j
+                k += 1
         for a in range(k):
             ja = idx[a]
             rhs[a] = c[ja] - lam * vp[ja] * sign[ja] if vp[ja] > 0 else c[ja]
-        x, ok = _active_solve(G, indptr, indices, order, idx, rhs)
-        if not ok:
-            return beta, False
+        if not _active_solve(G, indptr, indices, order, idx, k, rhs, iw, bw, fw, S, L):
+            return False
         flipped = False
         for a in range(k):
             ja = idx[a]
@@ -180,8 +177,9 @@ def _polish(G, indptr, indices, order, c, vp, ju, beta, lam, steps):
                     sign[j] = 1.0 if g[j] > 0 else -1.0
                     violated = True
         if not violated:
-            return new, True
-    return beta, False
+            beta[:] = new
+            return True
+    return False
 
 
 @numba.njit(cache=True)
@@ -197,6 +195,11 @@ def _cd_path(G, indptr, indices, c, xv, vp, ju, lambdas, compute_path, flmin_rat
     lambdas are used in full (glmnet: user-supplied lambda never stops early)."""
     p = G.shape[0]
     order = np.argsort(np.diff(indptr), kind="mergesort")
+    iw = np.empty((5, p), np.int64)            # work arrays of the active-set method
+    bw = np.empty((3, p), np.bool_)
+    fw = np.empty((7, p))
+    S = np.empty((p, p))
+    L = np.zeros((p, p))
     beta = np.zeros(p)
     g = c.copy()
     out = np.zeros((nlam, p))
@@ -226,10 +229,9 @@ def _cd_path(G, indptr, indices, c, xv, vp, ju, lambdas, compute_path, flmin_rat
         warm = m > 0 and warm_ok
         if warm:     # the previous lambda's active set and signs, solved exactly at this lambda:
             # the active-set method for at most 5 solves (else coordinate descent as usual)
-            polished, warm = _polish(G, indptr, indices, order, c, vp, ju, beta, lam, 5)
+            warm = _polish(G, indptr, indices, order, c, vp, ju, beta, lam, 5, iw, bw, fw, S, L)
             if warm:
-                beta = polished
-                _gradient(G, indptr, indices, c, beta, g)
+                g[:] = fw[2]
         warm_ok = warm
         for it in range(0 if warm else maxit):
             dlx = 0.0
@@ -250,11 +252,10 @@ def _cd_path(G, indptr, indices, c, xv, vp, ju, lambdas, compute_path, flmin_rat
             if dlx < thr:
                 break
             if it % 3 == 2:                    # try the exact active-set solution
-                polished, ok = _polish(G, indptr, indices, order, c, vp, ju, beta, lam, 2 * p + 10)
-                if ok:
+                if _polish(G, indptr, indices, order, c, vp, ju, beta, lam, 2 * p + 10,
+                           iw, bw, fw, S, L):
                     warm_ok = True
-                    beta = polished
-                    _gradient(G, indptr, indices, c, beta, g)
+                    g[:] = fw[2]
                     break
         rsq = 0.0                               # explained share: b'(2c - G b) = b'(c + g)
         for j in range(p):
