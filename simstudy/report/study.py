@@ -30,17 +30,21 @@ def paired(metrics: pd.DataFrame, reference: str, compared=COMPARED) -> pd.DataF
                          f"{sorted(set(ok['method']))}")
     rows = []
     for key, cell in ok.groupby(CONDITION, sort=True, observed=True):
-        wide = {m: cell.pivot_table(index="replicate", columns="method", values=m,
-                                    observed=True) for m in compared}
+        # replicate x method tables of each metric (the store holds one row per pair)
+        reps, row = np.unique(cell["replicate"].to_numpy(), return_inverse=True)
+        names, col = np.unique(cell["method"].to_numpy(object), return_inverse=True)
         for metric in compared:
-            w = wide[metric]
-            if reference not in w:
+            W = np.full((reps.size, names.size), np.nan)
+            W[row, col] = cell[metric].to_numpy(float)
+            present = ~np.isnan(W)
+            if reference not in names or not present[:, names == reference].any():
                 continue
-            for method in w.columns:
-                if method == reference:
+            ref = W[:, int(np.flatnonzero(names == reference)[0])]
+            for m, method in enumerate(names):
+                if method == reference or not present[:, m].any():
                     continue
-                both = w[[method, reference]].dropna()
-                d = (both[method] - both[reference]).to_numpy(float)
+                both = present[:, m] & ~np.isnan(ref)
+                d = W[both, m] - ref[both]
                 n = d.size
                 mean = d.mean() if n else np.nan
                 se = d.std(ddof=1) / math.sqrt(n) if n > 1 else np.nan

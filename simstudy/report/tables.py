@@ -134,8 +134,8 @@ def write_report(out, figures: bool = False, designs=None, point: str | None = N
     if keys.shape[1] > 1:                  # the swept keys as columns
         summ = summ.merge(keys, on="point", how="left")
     _plain_study(summ).to_csv(out / "summary.csv", index=False)
-    present = [m for m in (order or []) if m in set(metrics["method"])] or sorted(
-        set(metrics["method"]))
+    run = set(metrics["method"])
+    present = [m for m in (order or []) if m in run] or sorted(run)
     reference = reference or present[0]
     if reference not in present:
         raise ValueError(f"--reference {reference!r} is not a method of {out}: {present}")
