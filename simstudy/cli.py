@@ -62,7 +62,7 @@ def _run(argv: list[str]) -> int:
             from .report.tables import write_report
             figures = bool(plain.get("figures", True))
             write_report(out, figures=figures, designs=[d.name for d in study.designs],
-                         point=study.label)
+                         point=study.label, n_jobs=study.n_jobs)
             print(f"simstudy: study stored in {out}; summary table: {out / 'summary.md'} "
                   f"(and summary.csv)" + (f", figures: {out / 'figures'}" if figures else "")
                   + f"; print the table with `simstudy report {out}`")

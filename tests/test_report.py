@@ -60,12 +60,15 @@ def test_tables_equal_direct_pandas(tmp_path):
 
 def test_figures_render_with_expected_panels(tmp_path):
     synthetic_store(tmp_path)
-    write_report(tmp_path, figures=True)
+    write_report(tmp_path, figures=True, n_jobs=2)          # figures drawn by two processes
     figs = tmp_path / "figures"
-    for stem in ["accuracy_design1", "regret_design1", "metrics_design1",
-                 "congruence_design1_J25_n25", "congruence_design1_J25_n150"]:
+    stems = ["accuracy_design1", "regret_design1", "metrics_design1", "paired_accuracy_design1",
+             "congruence_design1_J25_n25", "congruence_design1_J25_n150"]
+    for stem in stems:
         assert (figs / f"{stem}.png").stat().st_size > 5000
         assert (figs / f"{stem}.pdf").exists()
+    assert sorted(p.name for p in figs.iterdir()) == sorted(
+        f"{stem}.{ext}" for stem in stems for ext in ("png", "pdf"))
     from simstudy.report.figures import boxplots
     from simstudy.store import read_metrics
     fig = boxplots(read_metrics(tmp_path), "design1")

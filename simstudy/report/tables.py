@@ -4,6 +4,7 @@ the congruence matrix per condition. Reads the store only (partial stores too)."
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -118,10 +119,11 @@ def failures(metrics: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_report(out, figures: bool = False, designs=None, point: str | None = None,
-                 reference: str | None = None) -> pd.DataFrame:
+                 reference: str | None = None, n_jobs: int = 1) -> pd.DataFrame:
     """Tables (and with `figures`, the paper's figures) from the store in `out`; per-cell
     figures only for `designs` and sweep `point` when given (a sweep job draws its own).
-    `reference`: the method the paired comparisons are against (default: the first method)."""
+    `reference`: the method the paired comparisons are against (default: the first method).
+    `n_jobs` > 1 draws the figures in that many processes (joblib)."""
     from .study import ademp, measures, nested_loop_data, paired
     out = Path(out)
     cfg = read_config(out)                 # a clear error if `out` holds no study
@@ -169,22 +171,25 @@ def write_report(out, figures: bool = False, designs=None, point: str | None = N
     # a metric against each swept value (and against J or n_j when 3+ values were run)
     xs = [c for c in keys.columns[1:] if keys[c].nunique() > 1] + [
         c for c in ("J", "n_j") if metrics[c].nunique() > 2]
+    drawings = []                          # (figure function, arguments): drawn at the end
     for x in xs if figures else []:
         for metric in ("accuracy", "regret"):
-            sweep_lines(summ, x, metric, out / "figures" / _safe(f"sweep_{metric}_vs_{x}"))
+            drawings.append((sweep_lines, summ, x, metric,
+                             out / "figures" / _safe(f"sweep_{metric}_vs_{x}")))
     if figures:
         data, factors = nested_loop_data(summ, "accuracy")
         if factors and len(data) > 2:
             from .figures import nested_loop
-            nested_loop(data, factors, "accuracy", out=out / "figures" / "nested_loop_accuracy")
+            drawings.append((nested_loop, data, factors, "accuracy",
+                             out / "figures" / "nested_loop_accuracy"))
             data.to_csv(out / "nested_loop_accuracy.csv", index=False)
         from .figures import paired_differences
         for design in comp["design"].unique() if len(comp) else []:
             sub = comp[comp["point"] == (point if point is not None else comp["point"].iloc[0])] \
                 if keys.shape[1] > 1 else comp
             if designs is None or design in designs:
-                paired_differences(sub, design, "accuracy",
-                                   out / "figures" / _safe(f"paired_accuracy_{design}"))
+                drawings.append((paired_differences, sub[sub["design"] == design], design,
+                                 "accuracy", out / "figures" / _safe(f"paired_accuracy_{design}")))
     # figures and congruence tables per (sweep point, design): the label names both
     metrics = metrics.assign(design=_cell_label(metrics))
     congruence = congruence.assign(design=_cell_label(congruence))
@@ -204,13 +209,28 @@ def write_report(out, figures: bool = False, designs=None, point: str | None = N
                 f"Congruence (mean share of equal decisions), {design}, (J, n_j) = ({J}, {n_j})\n\n"
                 + to_markdown((100 * M).round(1).reset_index(names="method"), digits=1))
             if draw:
-                heatmap(M, f"Congruence, {design}, (J, n_j) = ({J}, {n_j})",
-                        out / "figures" / f"congruence_{stem}")
+                drawings.append((heatmap, M, f"Congruence, {design}, (J, n_j) = ({J}, {n_j})",
+                                 out / "figures" / f"congruence_{stem}"))
         if draw:
-            boxplots(metrics, design, "accuracy", out / "figures" / _safe(f"accuracy_{design}"))
-            boxplots(metrics, design, "regret", out / "figures" / _safe(f"regret_{design}"))
-            four_metrics(metrics, design, out / "figures" / _safe(f"metrics_{design}"))
+            cell = metrics[metrics["design"] == design]
+            drawings += [
+                (boxplots, cell, design, "accuracy", out / "figures" / _safe(f"accuracy_{design}")),
+                (boxplots, cell, design, "regret", out / "figures" / _safe(f"regret_{design}")),
+                (four_metrics, cell, design, out / "figures" / _safe(f"metrics_{design}"))]
+    _draw(drawings, n_jobs)
     return summ
+
+
+def _draw(drawings: list[tuple], n_jobs: int = 1) -> None:
+    """Draw and save the figures, in `n_jobs` processes when there are several (each figure is
+    independent; matplotlib draws one figure per process at a time)."""
+    if n_jobs == 1 or len(drawings) < 2:
+        for fn, *args in drawings:
+            fn(*args)
+        return
+    from joblib import Parallel, delayed
+    workers = min(len(drawings), (os.cpu_count() or 1) if n_jobs < 0 else n_jobs)
+    Parallel(n_jobs=workers)(delayed(fn)(*args) for fn, *args in drawings)
 
 
 def _plain_study(df: pd.DataFrame) -> pd.DataFrame:
@@ -293,11 +313,16 @@ def report_main(argv: list[str]) -> int:
                     help="tables only (summary, failures, congruence); skip DIR/figures/")
     ap.add_argument("--reference", help="method the paired comparisons are against "
                     "(default: the study's first method)")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="processes drawing the figures (-1 = all cores; default 1)")
     args = ap.parse_args(argv)
+    if args.jobs == 0 or args.jobs < -1:
+        ap.error(f"--jobs {args.jobs}: give a positive number of processes or -1 (all cores)")
     code = 0
     for d in args.dirs:
         try:
-            summ = write_report(d, figures=not args.no_figures, reference=args.reference)
+            summ = write_report(d, figures=not args.no_figures, reference=args.reference,
+                                n_jobs=args.jobs)
         except (FileNotFoundError, ValueError) as exc:
             print(f"simstudy report: {exc}", file=sys.stderr)
             code = 2
