@@ -279,10 +279,8 @@ class Design(DesignBase):
             Y0 = m + e
             Y1 = Y0 + delta
             Y = np.where(T == 1, Y1, Y0)
-        frame = pd.DataFrame(X, columns=self.covariates)
-        frame.insert(0, SITE, site)
-        frame[TREAT] = T
-        frame[OUTCOME] = Y
+        frame = pd.DataFrame({SITE: site, **{c: X[:, k] for k, c in enumerate(self.covariates)},
+                              TREAT: T, OUTCOME: Y}, copy=False)
         truth = pd.DataFrame({"Delta": delta, "Y0": Y0, "Y1": Y1,
                               "d_opt": (delta > 0).astype(np.int64)})
         return frame, truth

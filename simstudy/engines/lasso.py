@@ -668,7 +668,7 @@ def make_folds(n: int, nfolds: int, rng: np.random.Generator) -> np.ndarray:
     """cv.glmnet's assignment: a random permutation of rep(1:K, length = n)."""
     if not 3 <= nfolds <= n:
         raise ValueError(f"nfolds={nfolds}: need 3 <= nfolds <= n = {n}")
-    return rng.permutation(np.resize(np.arange(1, nfolds + 1), n))
+    return rng.permutation(np.arange(n) % nfolds + 1)      # = R's rep(1:K, length = n)
 
 
 def cv_lasso(X, y, weights=None, penalty_factor=None, *, foldid=None, nfolds: int = 5,

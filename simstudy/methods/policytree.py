@@ -74,7 +74,7 @@ class PolicyTree(Method):
         labels, codes = self._sites(train)
         rng = np.random.default_rng(self.random_state)
         n = len(train)
-        folds = rng.permutation(np.resize(np.arange(self.crossfit_folds), n))
+        folds = rng.permutation(np.arange(n) % self.crossfit_folds)
         G = aipw_scores(self._matrix(train, self.covariates), self._column(train, self.treatment),
                         self._column(train, self.outcome), codes, labels.size, folds)
         min_leaf = self.min_leaf or max(1, int(0.1 * n / (2 * self.depth)))   # mcf's default
