@@ -127,8 +127,17 @@ def evaluate(score, truth, delta_ranks=None) -> dict[str, float]:
 
 def congruence(decisions_by_method: dict[str, np.ndarray]) -> list[tuple[str, str, float]]:
     """Share of rows with the same decision for every unordered pair of methods (paper Fig 2)."""
-    out = []
-    for a, b in itertools.combinations(decisions_by_method, 2):
-        da, db = decisions_by_method[a], decisions_by_method[b]
-        out.append((a, b, float(np.mean(da == db)) if da.size else np.nan))
-    return out
+    names = list(decisions_by_method)
+    if not names:
+        return []
+    n = np.asarray(decisions_by_method[names[0]]).size
+    D = np.empty((len(names), n))
+    for i, m in enumerate(names):
+        D[i] = decisions_by_method[m]
+    # equal decisions of every pair at once: both treat (D D') plus both do not
+    # (n - s_a - s_b + D D'); exact integer counts, divided by n as np.mean would
+    both = D @ D.T
+    treated = np.diag(both)
+    same = n - treated[:, None] - treated[None, :] + 2 * both
+    return [(names[i], names[j], float(same[i, j] / n) if n else np.nan)
+            for i, j in itertools.combinations(range(len(names)), 2)]
