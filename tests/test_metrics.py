@@ -77,3 +77,17 @@ def test_average_ranks_equal_scipy():
     rng = np.random.default_rng(4)
     x = np.round(rng.normal(size=500), 1)                 # many ties
     np.testing.assert_array_equal(M.average_ranks(x), rankdata(x))
+
+
+def test_congruence_equals_pairwise_share_of_equal_decisions():
+    """All pairs at once (one matrix product) == the share of equal decisions of each pair."""
+    import itertools
+    from simstudy.metrics import congruence
+    rng = np.random.default_rng(3)
+    for n in (1, 7, 1000):
+        dec = {f"m{k}": (rng.random(n) < rng.random()).astype(np.int64) for k in range(6)}
+        dec["all"], dec["none"] = np.ones(n, np.int64), np.zeros(n, np.int64)
+        brute = [(a, b, float(np.mean(dec[a] == dec[b])))
+                 for a, b in itertools.combinations(dec, 2)]
+        assert congruence(dec) == brute
+    assert congruence({}) == [] and congruence({"a": np.ones(3)}) == []
