@@ -93,12 +93,13 @@ def _active_solve(G, indptr, indices, order, idx, k, rhs, iw, bw, fw, S, L):
         dj = G[j, j]
         rj = rhs[pos[j]] / dj
         for u in range(nP):
-            gu = G[P[u], j]
+            gu = G[j, P[u]]
             if gu == 0.0:
                 continue
             b[u] -= gu * rj
+            wu = gu / dj                      # one division per (q, u), not per (q, u, v)
             for v in range(nP):
-                S[u, v] -= gu * G[j, P[v]] / dj
+                S[u, v] -= wu * G[j, P[v]]
     xP = fw[1]                                 # scratch: the P part of the solution
     if nP > 0:
         if not _chol_solve(S, b, nP, L, z, xP):
@@ -125,14 +126,15 @@ def _gradient(G, indptr, indices, c, beta, g):
     for j in range(beta.size):
         if beta[j] != 0.0:
             for t in range(indptr[j], indptr[j + 1]):
-                g[indices[t]] -= G[indices[t], j] * beta[j]
+                g[indices[t]] -= G[j, indices[t]] * beta[j]
 
 
 @numba.njit(cache=True)
-def _polish(G, indptr, indices, order, c, vp, ju, beta, lam, steps, iw, bw, fw, S, L):
-    """Exact lasso solution by an active-set method started from coordinate descent's active
-    set and signs: solve G_AA b_A = c_A - lam vp_A s_A; drop a penalised variable whose sign
-    flips, add the inactive KKT violators (|g_j| > lam vp_j), until the KKT conditions
+def _polish(G, indptr, indices, order, c, vp, ju, beta, g0, lam, steps, iw, bw, fw, S, L):
+    """Exact lasso solution by an active-set method started from the active set and signs of
+    `beta` (with gradient g0 = c - G beta) plus the variables that violate the KKT conditions
+    there at this lambda: solve G_AA b_A = c_A - lam vp_A s_A; drop a penalised variable whose
+    sign flips, add the inactive KKT violators (|g_j| > lam vp_j), until the KKT conditions
     hold, which makes the result THE solution, to rounding. True (solution in `beta`, gradient
     c - G beta in fw[2]) or False (beta unchanged) if it does not settle within `steps` solves."""
     p = G.shape[0]
@@ -145,6 +147,9 @@ def _polish(G, indptr, indices, order, c, vp, ju, beta, lam, steps, iw, bw, fw, 
         if ju[j] and (beta[j] != 0.0 or vp[j] <= 0):
             active[j] = True
             sign[j] = 0.0 if vp[j] <= 0 else (1.0 if beta[j] > 0 else -1.0)
+        elif ju[j] and abs(g0[j]) - lam * vp[j] * (1.0 + 1e-13) - 1e-15 > 0:
+            active[j] = True
+            sign[j] = 1.0 if g0[j] > 0 else -1.0
     for step in range(steps):
         k = 0
         for j in range(p):
@@ -229,7 +234,7 @@ def _cd_path(G, indptr, indices, c, xv, vp, ju, lambdas, compute_path, flmin_rat
         warm = m > 0 and warm_ok
         if warm:     # the previous lambda's active set and signs, solved exactly at this lambda:
             # the active-set method for at most 5 solves (else coordinate descent as usual)
-            warm = _polish(G, indptr, indices, order, c, vp, ju, beta, lam, 5, iw, bw, fw, S, L)
+            warm = _polish(G, indptr, indices, order, c, vp, ju, beta, g, lam, 5, iw, bw, fw, S, L)
             if warm:
                 g[:] = fw[2]
         warm_ok = warm
@@ -247,12 +252,12 @@ def _cd_path(G, indptr, indices, c, xv, vp, ju, lambdas, compute_path, flmin_rat
                     d = new - old
                     beta[j] = new
                     for t in range(indptr[j], indptr[j + 1]):
-                        g[indices[t]] -= G[indices[t], j] * d
+                        g[indices[t]] -= G[j, indices[t]] * d
                     dlx = max(dlx, xv[j] * d * d)
             if dlx < thr:
                 break
             if it % 3 == 2:                    # try the exact active-set solution
-                if _polish(G, indptr, indices, order, c, vp, ju, beta, lam, 2 * p + 10,
+                if _polish(G, indptr, indices, order, c, vp, ju, beta, g, lam, 2 * p + 10,
                            iw, bw, fw, S, L):
                     warm_ok = True
                     g[:] = fw[2]
