@@ -88,7 +88,8 @@ def main():
     buf = io.StringIO()
     pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(15)
     lines += ["", "Where the time goes at (25, 25) (cProfile, by own time; compiled kernels are "
-              "`_cd_path` (lasso), `_profiled_deviance` (mixed model), the tree search):", "",
+              "`_cv_errors` / `_fit_path` (the lasso's cross-validation and path), "
+              "`_profiled_deviance` (mixed model), `_root2` (the tree search)):", "",
               "```", *[ln for ln in buf.getvalue().splitlines() if ln.strip()][3:22], "```"]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
