@@ -547,9 +547,8 @@ def _matrix(X):
 
 def _varies(M: "Moments") -> np.ndarray:
     """glmnet's exclusion of constant columns, from the weighted moments (all weights > 0)."""
-    mean = M.sx / M.sw
-    second = np.diag(M.sxx) / M.sw
-    return second - mean * mean > 1e-13 * np.maximum(second, 1e-300)
+    return _varies_k(float(M.sw), np.asarray(M.sx, float), np.asarray(M.sxx, float),
+                     np.ones(np.size(M.sx), np.bool_))
 
 
 @dataclass
@@ -596,19 +595,9 @@ class LassoPath:
         return a0[None, :] + np.asarray(_matrix(X) @ beta)
 
     def coef_at(self, s) -> tuple[np.ndarray, np.ndarray]:
-        s = np.atleast_1d(np.asarray(s, float))
-        lam = self.lambdas
-        if lam.size == 1:
-            return np.repeat(self.a0, s.size), np.repeat(self.beta, s.size, axis=1)
-        s = np.clip(s, lam.min(), lam.max())
-        pos = np.interp(s, lam[::-1], np.arange(lam.size)[::-1].astype(float))  # lam decreasing
-        left = np.floor(pos).astype(int)
-        right = np.minimum(left + 1, lam.size - 1)
-        span = lam[left] - lam[right]
-        frac = np.where(span > 0, (s - lam[right]) / np.where(span > 0, span, 1.0), 1.0)
-        a0 = self.a0[left] * frac + self.a0[right] * (1 - frac)
-        beta = self.beta[:, left] * frac + self.beta[:, right] * (1 - frac)
-        return a0, beta
+        """(a0, beta) at the lambdas s by lambda.interp (`_interpolate`)."""
+        return _interpolate(self.lambdas, self.a0, np.ascontiguousarray(self.beta),
+                            np.atleast_1d(np.asarray(s, float)))
 
 
 def lasso_path(X, y, weights=None, penalty_factor=None, *, intercept: bool = True,
