@@ -125,7 +125,7 @@ def test_scores_do_not_depend_on_the_other_methods_listed():
         np.testing.assert_array_equal(alone["decisions_crossfit"][k], many["decisions_crossfit"][k])
     pd.testing.assert_frame_equal(alone["values"].iloc[[0, 1, 2]].reset_index(drop=True),
                                   many["values"].set_index("rule").loc[
-                                      ["treat-all", "treat-none", "W-aug"]].reset_index())
+                                      ["treat-all", "treat-none", "W-aug"]].reset_index(), check_exact=True)
 
 
 def test_categorical_columns_expand_as_model_matrix():

@@ -100,5 +100,5 @@ def test_sigkill_mid_run_then_resume_loses_and_duplicates_nothing(tmp_path):
     simstudy("run", *args, f"out={tmp_path / 'clean'}", env=env)
     a, b = read_metrics(out), read_metrics(tmp_path / "clean")
     assert len(a) == 80 and not a.duplicated(["replicate", "method"]).any()
-    pd.testing.assert_frame_equal(a.drop(columns="seconds"), b.drop(columns="seconds"))
-    pd.testing.assert_frame_equal(read_congruence(out), read_congruence(tmp_path / "clean"))
+    pd.testing.assert_frame_equal(a.drop(columns="seconds"), b.drop(columns="seconds"), check_exact=True)
+    pd.testing.assert_frame_equal(read_congruence(out), read_congruence(tmp_path / "clean"), check_exact=True)

@@ -162,8 +162,8 @@ def test_method_contract(name, replicate):
     assert s.shape == (len(test),) and np.all(np.isfinite(s))
     b = make(name, {"random_state": 3}).fit(train)
     np.testing.assert_array_equal(s, b.benefit_score(test))
-    pd.testing.assert_frame_equal(train, before[0])
-    pd.testing.assert_frame_equal(test, before[1])
+    pd.testing.assert_frame_equal(train, before[0], check_exact=True)
+    pd.testing.assert_frame_equal(test, before[1], check_exact=True)
     with pytest.raises(ConfigError, match="unknown keys"):
         make(name, {"no_such_option": 1})
 
@@ -180,8 +180,8 @@ def test_design_contract(family):
         assert {"site", "T", "Y"} <= set(frame) and set(frame["T"]) <= {0, 1}
     assert len(a.truth) == len(a.test)
     assert np.array_equal(a.truth["d_opt"], (a.truth["Delta"] > 0).astype(int))
-    pd.testing.assert_frame_equal(a.train, b.train)
-    pd.testing.assert_frame_equal(a.truth, b.truth)
+    pd.testing.assert_frame_equal(a.train, b.train, check_exact=True)
+    pd.testing.assert_frame_equal(a.truth, b.truth, check_exact=True)
     with pytest.raises(ConfigError, match="unknown keys"):
         make_design({"family": family, "no_such_key": 1})
 

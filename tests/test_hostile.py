@@ -170,7 +170,7 @@ def test_damaged_store_is_diagnosed_and_repaired(tmp_path, capsys):
     assert code == 0 and "moved to" in out_text
     again = read_metrics(out)
     cols = ["replicate", "method", "accuracy", "auc", "value"]
-    pd.testing.assert_frame_equal(good[cols], again[cols])
+    pd.testing.assert_frame_equal(good[cols], again[cols], check_exact=True)
     assert any((out / "quarantine").iterdir())
     (out / "config.yaml").write_text("points: [unclosed")
     code, _, err = cli(capsys, "report", str(out))

@@ -89,7 +89,7 @@ def test_reps_auto_stops_exactly_when_the_target_is_met(tmp_path):
     run_study(auto, tmp_path / "a", progress=False)       # same store: extends, never recomputes
     after = read_metrics(tmp_path / "a")
     kept = after[after.replicate < 10].reset_index(drop=True)
-    pd.testing.assert_frame_equal(kept, before)
+    pd.testing.assert_frame_equal(kept, before, check_exact=True)
     cfg = read_config(tmp_path / "a")
     stops = {c["J"]: (c["reps"], c["stopped"]) for c in cfg["planned"]}
     for J in (8, 25):
@@ -104,7 +104,7 @@ def test_reps_auto_stops_exactly_when_the_target_is_met(tmp_path):
     run_study(small, tmp_path / "b", progress=False)
     run_study(auto, tmp_path / "b", progress=False)
     cols = ["J", "replicate", "method", "accuracy", "regret"]
-    pd.testing.assert_frame_equal(read_metrics(tmp_path / "b")[cols], after[cols])
+    pd.testing.assert_frame_equal(read_metrics(tmp_path / "b")[cols], after[cols], check_exact=True)
 
 
 def test_plan_estimates_replicates_from_the_pilot(store):

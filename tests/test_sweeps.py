@@ -59,8 +59,8 @@ def test_dask_local_cluster_is_bit_identical_to_loky(tmp_path):
     cols = ["accuracy", "f1", "spearman", "auc", "value", "regret", "treated_share"]
     ma, mb = read_metrics(a), read_metrics(b)
     assert len(ma) == 2 * 4 * 3
-    pd.testing.assert_frame_equal(ma[cols], mb[cols])
-    pd.testing.assert_frame_equal(read_congruence(a), read_congruence(b))
+    pd.testing.assert_frame_equal(ma[cols], mb[cols], check_exact=True)
+    pd.testing.assert_frame_equal(read_congruence(a), read_congruence(b), check_exact=True)
 
 
 def test_split_replicates_status_and_merge(tmp_path):
@@ -79,8 +79,8 @@ def test_split_replicates_status_and_merge(tmp_path):
     table, _ = status_table(a)
     assert list(table["done"]) == [4, 4] and set(table["missing"]) == {"-"}
     cols = ["point", "design", "J", "n_j", "replicate", "method", "accuracy", "auc", "regret"]
-    pd.testing.assert_frame_equal(read_metrics(a)[cols], read_metrics(full)[cols])
-    pd.testing.assert_frame_equal(read_congruence(a), read_congruence(full))
+    pd.testing.assert_frame_equal(read_metrics(a)[cols], read_metrics(full)[cols], check_exact=True)
+    pd.testing.assert_frame_equal(read_congruence(a), read_congruence(full), check_exact=True)
     # through the CLI too, and a different study is refused
     other = run_study(_cfg(n_jobs=1, seed=7), tmp_path / "other", progress=False).out
     res = simstudy("merge", str(other), str(a), check=False)
