@@ -107,13 +107,14 @@ class Method:
     # helpers shared by subclasses -------------------------------------------------
     @staticmethod
     def _column(frame: pd.DataFrame, name) -> np.ndarray:
-        """One column as a float array (shared within `shared_reads`)."""
+        """One column as a float array (within `shared_reads` shared by the methods and
+        read-only: copy it before changing it)."""
         return _read(frame, name, lambda: np.array(frame[name].to_numpy(float)))
 
     @staticmethod
     def _matrix(frame: pd.DataFrame, columns) -> np.ndarray:
         """The columns as a float (n, k) array, column by column (a list lookup in pandas
-        costs ~4x more; the values are the same); shared within `shared_reads`."""
+        costs ~4x more; the values are the same); shared and read-only within `shared_reads`."""
         columns = tuple(columns)
         return _read(frame, columns, lambda: np.column_stack(
             [Method._column(frame, c) for c in columns]) if columns
