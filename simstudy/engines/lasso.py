@@ -495,7 +495,7 @@ def _cv_errors(cnt, sw, sx, sxx, sy, sxy, syy, ju, vp, intercept, standardize, l
 class SiteDummyDesign:
     """The design [D | S] of dense columns D (n x k) and signed site dummies S (n x (J-1)):
     S[i, c_i - 1] = s_i for rows of site c_i > 0 (the first site is the reference). Its
-    weighted moments take O(n k) per-site sums (np.bincount) instead of sparse products."""
+    weighted moments take O(n k^2) per-site sums instead of sparse products."""
 
     def __init__(self, dense, codes, sign, J: int):
         self.dense = np.asarray(dense, float)
@@ -521,22 +521,11 @@ class SiteDummyDesign:
         return np.column_stack([self.dense, S[:, 1:]])
 
     def moments(self, y, w) -> "Moments":
-        D, c, J = self.dense, self.codes, self.J
-        ws = w * self.sign
-        Dw = D * w[:, None]
-        k = D.shape[1]
-        p = k + J - 1
-        sxx = np.zeros((p, p))
-        sxx[:k, :k] = D.T @ Dw
-        cross = np.column_stack([np.bincount(c, weights=ws * D[:, j], minlength=J)[1:]
-                                 for j in range(k)]) if k else np.zeros((J - 1, 0))
-        sxx[k:, :k] = cross
-        sxx[:k, k:] = cross.T
-        sxx[np.arange(k, p), np.arange(k, p)] = np.bincount(c, weights=ws * self.sign,
-                                                            minlength=J)[1:]
-        sx = np.r_[Dw.sum(0), np.bincount(c, weights=ws, minlength=J)[1:]]
-        sxy = np.r_[Dw.T @ y, np.bincount(c, weights=ws * y, minlength=J)[1:]]
-        return Moments(float(w.sum()), sx, sxx, float(w @ y), sxy, float((w * y) @ y))
+        """Weighted moments from per-site sums in one compiled pass (`_fold_moments`, one fold)."""
+        one = _fold_moments(np.ascontiguousarray(self.dense), self.codes, self.sign, self.J,
+                            np.asarray(y, float), np.asarray(w, float),
+                            np.zeros(self.codes.size, np.int64), 1)
+        return Moments(*(a[0] for a in one[1:]))
 
 
 def _matrix(X):
@@ -576,10 +565,6 @@ class Moments:
             sxx, sx, sxy = X.T @ Xw, Xw.sum(0), Xw.T @ y
         return cls(float(w.sum()), sx, sxx, float(w @ y), sxy, float((w * y) @ y))
 
-    def __sub__(self, o: "Moments") -> "Moments":
-        return Moments(self.sw - o.sw, self.sx - o.sx, self.sxx - o.sxx, self.sy - o.sy,
-                       self.sxy - o.sxy, self.syy - o.syy)
-
 
 @dataclass
 class LassoPath:
@@ -600,6 +585,19 @@ class LassoPath:
                             np.atleast_1d(np.asarray(s, float)))
 
 
+def _path_options(penalty_factor, p: int, lambdas, lambda_min_ratio):
+    """glmnet's penalty factors rescaled to sum to p (checked), user lambdas in decreasing
+    order (empty: glmnet's own path) and lambda.min.ratio (-1: glmnet's default)."""
+    pf = np.ones(p) if penalty_factor is None else np.maximum(np.asarray(penalty_factor, float), 0)
+    if pf.shape != (p,):
+        raise ValueError(f"penalty_factor has length {pf.size}, expected {p}")
+    if pf.sum() <= 0:
+        raise ValueError("at least one penalty factor must be positive")
+    lam_user = (np.zeros(0) if lambdas is None
+                else np.sort(np.asarray(lambdas, float))[::-1].copy())
+    return pf * p / pf.sum(), lam_user, -1.0 if lambda_min_ratio is None else float(lambda_min_ratio)
+
+
 def lasso_path(X, y, weights=None, penalty_factor=None, *, intercept: bool = True,
                standardize: bool = True, lambdas=None, nlambda: int = 100,
                lambda_min_ratio: float | None = None, thresh: float = 1e-16, maxit: int = 100000,
@@ -616,20 +614,13 @@ def lasso_path(X, y, weights=None, penalty_factor=None, *, intercept: bool = Tru
         raise ValueError("weights must be n non-negative finite numbers with a positive sum")
     if np.any(w == 0):
         raise ValueError("zero weights: drop those rows instead")
-    pf = np.ones(p) if penalty_factor is None else np.maximum(np.asarray(penalty_factor, float), 0)
-    if pf.shape != (p,):
-        raise ValueError(f"penalty_factor has length {pf.size}, expected {p}")
-    if pf.sum() <= 0:
-        raise ValueError("at least one penalty factor must be positive")
-    vp = pf * p / pf.sum()
+    vp, lam_user, ratio = _path_options(penalty_factor, p, lambdas, lambda_min_ratio)
     M = Moments.of(X, y, w) if moments is None else moments
     ju = _varies(M) if exclude is None else ~np.asarray(exclude, bool)
-    lam_user = (np.zeros(0) if lambdas is None
-                else np.sort(np.asarray(lambdas, float))[::-1].copy())
     lam, a0, beta, rsq, ok = _fit_path(
         n, float(M.sw), np.asarray(M.sx, float), np.ascontiguousarray(M.sxx, float), float(M.sy),
         np.asarray(M.sxy, float), float(M.syy), vp, ju, intercept, standardize, lam_user,
-        int(nlambda), -1.0 if lambda_min_ratio is None else float(lambda_min_ratio), thresh, maxit)
+        int(nlambda), ratio, thresh, maxit)
     if not ok:
         raise ValueError("y has no variation (weighted)")
     return LassoPath(lam, a0, beta, rsq)
@@ -692,11 +683,9 @@ def cv_lasso(X, y, weights=None, penalty_factor=None, *, foldid=None, nfolds: in
         X, y, w, penalty_factor, intercept=intercept, standardize=standardize, thresh=thresh,
         moments=total, exclude=~ju, nlambda=nlambda, lambda_min_ratio=lambda_min_ratio,
         lambdas=lambdas, maxit=maxit)
-    pf = np.ones(p) if penalty_factor is None else np.maximum(np.asarray(penalty_factor, float), 0)
-    lam_user = np.zeros(0) if lambdas is None else np.sort(np.asarray(lambdas, float))[::-1].copy()
-    fold_mse, ok = _cv_errors(*held, ju, pf * p / pf.sum(), intercept, standardize, lam_user,
-                              int(nlambda), -1.0 if lambda_min_ratio is None
-                              else float(lambda_min_ratio), thresh, maxit, full.lambdas)
+    vp, lam_user, ratio = _path_options(penalty_factor, p, lambdas, lambda_min_ratio)
+    fold_mse, ok = _cv_errors(*held, ju, vp, intercept, standardize, lam_user, int(nlambda),
+                              ratio, thresh, maxit, full.lambdas)
     if not ok:
         raise ValueError("y has no variation (weighted) in a cross-validation fold's training part")
     fold_w = held[1]

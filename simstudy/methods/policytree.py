@@ -25,7 +25,7 @@ def aipw_scores(X, T, y, codes, J, folds) -> np.ndarray:
     p = share[codes]
     if np.any((p <= 0) | (p >= 1)):
         raise ValueError("a site has everyone or no one treated; AIPW scores are undefined there")
-    labels, fold = np.unique(folds, return_inverse=True)
+    fold = np.unique(folds, return_inverse=True)[1]
     B, A = crossfit_fixed_effects(np.column_stack([X, T, T[:, None] * X]), y, codes, J, fold)
     A = np.where(np.isnan(A), np.nanmean(A, axis=1, keepdims=True), A)
     k = X.shape[1]
