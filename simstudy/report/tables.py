@@ -229,7 +229,8 @@ def _draw(drawings: list[tuple], n_jobs: int = 1) -> None:
             fn(*args)
         return
     from joblib import Parallel, delayed
-    workers = min(len(drawings), (os.cpu_count() or 1) if n_jobs < 0 else n_jobs)
+    cores = os.cpu_count() or 1                 # as the run: -1 = all cores, capped at them
+    workers = min(len(drawings), cores if n_jobs < 0 else min(n_jobs, cores))
     Parallel(n_jobs=workers)(delayed(fn)(*args) for fn, *args in drawings)
 
 
