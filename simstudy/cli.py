@@ -273,6 +273,18 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, SystemExit):
             raise
         return report(exc, f"simstudy {cmd}")
+    finally:
+        _stop_idle_workers()
+
+
+def _stop_idle_workers() -> None:
+    """Stop joblib's reusable worker processes, idle once a command is done (a run, all its
+    sweep points and its report): otherwise the exit waits ~0.4 s for their interpreters to
+    tear down."""
+    loky = sys.modules.get("joblib.externals.loky.reusable_executor")
+    executor = getattr(loky, "_executor", None)            # None: no worker was started
+    if executor is not None:
+        executor.shutdown(wait=True, kill_workers=True)
 
 
 def _dispatch(cmd: str, rest: list[str]) -> int:

@@ -14,10 +14,11 @@ import math
 import os
 import time
 import traceback
+import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -400,13 +401,10 @@ def run_replicate(cfg: StudyConfig, design: Design, J: int, n_j: int, replicate:
 def _run_batch(cfg: StudyConfig, design: Design, J: int, n_j: int, replicates: list[int],
                main_pid: int | None = None):
     load_plugins(cfg.plugins)                 # workers import user methods too
-    if cfg.n_jobs != 1 and cfg.backend != "sequential":
-        import numba
-        numba.set_num_threads(1)              # the workers already use the cores
     if main_pid is not None and os.getpid() != main_pid:
         _watch_parent()                       # a worker process: exit with its parent
     rows, pairs = [], []
-    with one_blas_thread():
+    with one_thread():
         for r in replicates:
             rr, pp = run_replicate(cfg, design, J, n_j, r)
             rows += rr
@@ -414,13 +412,22 @@ def _run_batch(cfg: StudyConfig, design: Design, J: int, n_j: int, replicates: l
     return len(replicates), rows, pairs
 
 
-def one_blas_thread():
-    """Every replicate is computed with one BLAS thread, in the main process (n_jobs=1, the
-    probe) as in the workers (where joblib's loky already sets one): a product that OpenBLAS
-    splits over threads sums in another order, and a mixed model's optimiser amplifies that
-    to 1e-9 in the scores (seen at n = 22,500), so results would depend on n_jobs."""
+@contextlib.contextmanager
+def one_thread():
+    """Every replicate is computed on one core, in the main process (n_jobs=1, the probe) as in
+    the workers: n_jobs is the number of cores a study uses. One BLAS thread also keeps results
+    independent of n_jobs: a product that OpenBLAS splits over threads sums in another order,
+    and a mixed model's optimiser amplifies that to 1e-9 in the scores (seen at n = 22,500).
+    numba's threads (the policy tree's root search) are set back afterwards."""
+    import numba
     from threadpoolctl import threadpool_limits
-    return threadpool_limits(1, user_api="blas")
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        with threadpool_limits(1, user_api="blas"):
+            yield
+    finally:
+        numba.set_num_threads(before)
 
 
 # ---------------------------------------------------------------------- the study
@@ -488,14 +495,19 @@ def probe_replicate(cfg: StudyConfig, batches) -> tuple[list[dict], list[tuple]]
         return None
     design, J, n_j, reps = batches[0]
     rows, pairs = run_replicate(cfg, design, J, n_j, reps[0])
+    _check_probe(rows, (design.name, J, n_j, reps[0]))
+    return rows, pairs
+
+
+def _check_probe(rows: list[dict], at: tuple) -> None:
+    """A ConfigError naming the methods that failed on the probe replicate `at`."""
     bad = [r for r in rows if r["status"] != "ok"]
     if bad:
         detail = "; ".join(f"{r['method']}: {r['error']}" for r in bad[:4])
         raise ConfigError(
-            f"the probe replicate ({design.name}, J={J}, n_j={n_j}, replicate {reps[0]}) failed "
+            f"the probe replicate ({at[0]}, J={at[1]}, n_j={at[2]}, replicate {at[3]}) failed "
             f"for {len(bad)} of {len(rows)} methods before the study started -- {detail}. Fix "
             f"the method options, or pass probe=false if these methods fail only sometimes")
-    return rows, pairs
 
 
 def _watch_parent() -> None:
@@ -547,17 +559,22 @@ def _execute(cfg: StudyConfig, store: Store, probe: bool, progress: bool,
     finished rows to the store."""
     from joblib import Parallel, delayed
     from tqdm.auto import tqdm
-    done = store.done()
-    batches = _batches(cfg, done, limits)
-    probed = 0
-    if probe and batches:
-        with one_blas_thread():
-            rows, pairs = probe_replicate(cfg, batches)
-        store.append(pd.DataFrame(rows), pd.DataFrame(pairs, columns=CONGRUENCE_COLUMNS))
-        done = store.done()
-        batches = _batches(cfg, done, limits)
-        probed = 1
+    batches = _batches(cfg, store.done(), limits)
     workers = min(_workers(cfg.n_jobs, cfg.backend), max(1, len(batches)))
+    serial = cfg.backend != "dask" and (workers == 1 or cfg.backend == "sequential")
+    probing, probed = None, 0   # a parallel run's probe: nothing is stored before it is back
+    if probe and batches:
+        design, J, n_j, reps = batches[0]
+        if serial:          # in this process, as the first replicate
+            with one_thread():
+                rows, pairs = probe_replicate(cfg, batches)
+            store.append(pd.DataFrame(rows), pd.DataFrame(pairs, columns=CONGRUENCE_COLUMNS))
+            batches = [(design, J, n_j, reps[1:])] * (len(reps) > 1) + batches[1:]
+            probed = 1
+        else:               # as the first task of the workers (which start meanwhile)
+            probing = (design.name, J, n_j, reps[0])
+            batches = ([(design, J, n_j, reps[:1])] + [(design, J, n_j, reps[1:])] * (len(reps) > 1)
+                       + batches[1:])
     if cfg.backend != "dask" and cfg.n_jobs > workers and batches:
         print(f"simstudy: n_jobs={cfg.n_jobs} capped at {workers} (the machine's "
               f"{os.cpu_count()} cores and {len(batches)} tasks to do)")
@@ -578,10 +595,10 @@ def _execute(cfg: StudyConfig, store: Store, probe: bool, progress: bool,
                          pd.DataFrame(buf_pairs, columns=CONGRUENCE_COLUMNS))
         buf_rows, buf_pairs, last = [], [], time.monotonic()
 
-    stack = contextlib.ExitStack()
+    stack, results = contextlib.ExitStack(), None
     try:
-        if cfg.backend != "dask" and (workers == 1 or cfg.backend == "sequential"):
-            results: Iterable = (_run_batch(cfg, *b) for b in batches)
+        if serial:
+            results = (_run_batch(cfg, *b) for b in batches)
         else:
             stack.enter_context(_backend(cfg))
             results = Parallel(n_jobs=-1 if cfg.backend == "dask" else workers,
@@ -589,17 +606,31 @@ def _execute(cfg: StudyConfig, store: Store, probe: bool, progress: bool,
                                return_as="generator_unordered")(
                 delayed(_run_batch)(cfg, *b, main_pid=os.getpid()) for b in batches)
         for n_done, rows, pairs in results:
+            if probing is not None:
+                first = [r for r in rows if (r["design"], r["J"], r["n_j"], r["replicate"])
+                         == probing]
+                if first:
+                    at, probing = probing, None
+                    try:
+                        _check_probe(first, at)
+                    except ConfigError:
+                        buf_rows, buf_pairs = [], []     # nothing of this run is stored
+                        raise
             buf_rows += rows
             buf_pairs += pairs
             errors += sum(r["status"] != "ok" for r in rows)
             bar.update(n_done)
             if errors:
                 bar.set_postfix(errors=errors)
-            if time.monotonic() - last >= cfg.flush_seconds:
+            if probing is None and time.monotonic() - last >= cfg.flush_seconds:
                 flush()
     finally:
         flush()           # whatever finished is kept, also on Ctrl-C or an exception
         bar.close()
+        if results is not None and not serial:     # stop queued tasks (joblib warns it does)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                results.close()
         stack.close()
 
 

@@ -20,8 +20,9 @@ def comparable(df):
 
 
 def test_bit_identical_across_n_jobs_and_batching(tmp_path):
-    a = run_study(cfg(n_jobs=1), tmp_path / "a", progress=False)
-    b = run_study(cfg(n_jobs=2, batch_size=1), tmp_path / "b", progress=False)
+    # the probe replicate is computed in this process (n_jobs=1) or as the workers' first task
+    a = run_study(cfg(n_jobs=1), tmp_path / "a", progress=False, probe=True)
+    b = run_study(cfg(n_jobs=2, batch_size=1), tmp_path / "b", progress=False, probe=True)
     c = run_study(cfg(n_jobs=2, batch_size=4, backend="threading"), tmp_path / "c", progress=False)
     ma = comparable(read_metrics(a.out))
     assert len(ma) == 2 * 6 * 4 and (ma["status"] == "ok").all()
