@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from simstudy.runner import StudyConfig, run_replicate
+from simstudy.runner import StudyConfig, one_thread, run_replicate
 
 METHODS = ["Q-base", "Q-fe", "Q-ri", "Q-rs", "Q-dm", "Q-dm-ri", "Q-dm-rs", "W-base", "W-noaug",
            "W-aug", "W-augID", "WS-noaug", "WS-aug", "WS-augID", "PT", "oracle", "treat-all",
@@ -36,8 +36,11 @@ def main():
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--out", default="results/bench_replicate.md")
     args = ap.parse_args()
-    import numba
-    numba.set_num_threads(1)
+    with one_thread():          # one BLAS and one numba thread, as every study replicate
+        bench(args)
+
+
+def bench(args):
     cfg = StudyConfig.from_config({"design": {"name": "design1"}, "J": [25], "n_j": [25],
                                    "reps": 1000, "methods": METHODS})
     design = cfg.designs[0]

@@ -545,10 +545,11 @@ def run_study(cfg: StudyConfig, out, overwrite: bool = False, progress: bool = T
             n = store.drop_failed(cfg.label)
             if n:
                 print(f"simstudy: retry_errors: {n} replicates with failed fits will be recomputed")
-        if cfg.auto is None:
-            _execute(cfg, store, probe, progress)
-        else:
-            _run_auto(cfg, store, probe, progress)
+        with one_thread():    # also for threads of backend=threading (nested limits keep 1)
+            if cfg.auto is None:
+                _execute(cfg, store, probe, progress)
+            else:
+                _run_auto(cfg, store, probe, progress)
         store.consolidate()
     return store
 
@@ -566,8 +567,7 @@ def _execute(cfg: StudyConfig, store: Store, probe: bool, progress: bool,
     if probe and batches:
         design, J, n_j, reps = batches[0]
         if serial:          # in this process, as the first replicate
-            with one_thread():
-                rows, pairs = probe_replicate(cfg, batches)
+            rows, pairs = probe_replicate(cfg, batches)
             store.append(pd.DataFrame(rows), pd.DataFrame(pairs, columns=CONGRUENCE_COLUMNS))
             batches = [(design, J, n_j, reps[1:])] * (len(reps) > 1) + batches[1:]
             probed = 1
