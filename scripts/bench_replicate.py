@@ -4,7 +4,7 @@ pipeline's per-replicate times measured on this machine kind (issue 14: their ge
 14 estimators with lm, lme4 and personalized/glmnet), the share of each family, and a cProfile
 breakdown of one size (what is compiled arithmetic, what is Python / pandas / scipy overhead).
 
-    python scripts/bench_replicate.py [--reps 7] [--out results/bench_replicate.md]
+    python scripts/bench_replicate.py [--reps 15] [--out results/bench_replicate.md]
 """
 import argparse
 import cProfile
@@ -33,7 +33,7 @@ R_SECONDS = {(25, 25): (1.3, 1.3), (150, 150): (14.0, 18.0), (25, 150): None, (1
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--reps", type=int, default=15)
     ap.add_argument("--out", default="results/bench_replicate.md")
     args = ap.parse_args()
     with one_thread():          # one BLAS and one numba thread, as every study replicate

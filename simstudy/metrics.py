@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 
+import numba
 import numpy as np
 
 METRICS = ("accuracy", "f1", "spearman", "auc", "value", "regret", "treated_share")
@@ -47,28 +48,37 @@ def decisions(score) -> np.ndarray:
 def accuracy(d_hat, d_opt) -> float:
     """mean I{d_hat = d_opt}."""
     d_hat, d_opt = np.asarray(d_hat), np.asarray(d_opt)
-    return float(np.mean(d_hat == d_opt)) if d_hat.size else np.nan
+    return float(np.count_nonzero(d_hat == d_opt) / d_hat.size) if d_hat.size else np.nan
 
 
 def f1(d_hat, d_opt) -> float:
     """F1 = 2 TP / (2 TP + FP + FN), treat class positive; NaN when TP + FP + FN = 0."""
     d_hat, d_opt = np.asarray(d_hat) == 1, np.asarray(d_opt) == 1
-    tp = np.sum(d_hat & d_opt)
-    denom = 2 * tp + np.sum(d_hat & ~d_opt) + np.sum(~d_hat & d_opt)
+    tp = np.count_nonzero(d_hat & d_opt)
+    denom = np.count_nonzero(d_hat) + np.count_nonzero(d_opt)       # 2 TP + FP + FN
     return float(2 * tp / denom) if denom > 0 else np.nan
 
 
 def average_ranks(x) -> np.ndarray:
     """Ranks 1..n with ties given their average rank (scipy's rankdata 'average'), one sort."""
-    x = np.asarray(x, float)
-    order = np.argsort(x)
-    xs = x[order]
-    new = np.r_[True, xs[1:] != xs[:-1]]
-    group = np.cumsum(new) - 1
-    starts = np.flatnonzero(new)
-    ends = np.r_[starts[1:], xs.size]
-    ranks = np.empty(xs.size)
-    ranks[order] = ((starts + ends + 1) / 2.0)[group]
+    x = np.ascontiguousarray(x, dtype=float)
+    return _tied_ranks(x, np.argsort(x))
+
+
+@numba.njit(cache=True)
+def _tied_ranks(x, order):
+    """Rank (start + end + 1) / 2 for each run [start, end) of equal values in sorted order."""
+    n = order.size
+    ranks = np.empty(n)
+    start = 0
+    while start < n:
+        end = start + 1
+        while end < n and not (x[order[end]] != x[order[end - 1]]):
+            end += 1
+        r = (start + end + 1) / 2.0
+        for k in range(start, end):
+            ranks[order[k]] = r
+        start = end
     return ranks
 
 
