@@ -63,8 +63,9 @@ def bench(args):
     df = pd.DataFrame(rows)
     table = df.pivot_table(index="method", columns=["J", "n_j"], values="ms", sort=False)
     table = table[[c for c in SIZES]]
-    lines = [f"# ms per replicate, one core: one BLAS and one numba thread (median of {args.reps} replicates after a "
-             f"warm-up; Design 1; data + 18 rules + metrics + congruence)", "",
+    lines = [f"# ms per replicate, one core: one BLAS and one numba thread (median of "
+             f"{args.reps} replicates after a warm-up; Design 1; data + 18 rules + metrics + "
+             f"congruence)", "",
              f"Machine load average at the start (1, 5, 15 min): {load[0]:.2f}, {load[1]:.2f}, "
              f"{load[2]:.2f}; {os.cpu_count()} cores. `python scripts/bench_replicate.py`.", "",
              "| (J, n_j) | total ms | authors' R (s) | ratio R / ours | Q % | W % | PT % |",
