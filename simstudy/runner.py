@@ -486,21 +486,11 @@ def _backend(cfg: StudyConfig):
         yield client
 
 
-def probe_replicate(cfg: StudyConfig, batches) -> tuple[list[dict], list[tuple]] | None:
-    """Fit every method on the first replicate still to do (in this process) before the study
-    starts: a method that fails there (a bad option, a missing column, a degenerate design) is
-    reported now instead of filling the store with error rows. Its rows are kept if all went
-    well (the replicate is computed exactly as a worker would)."""
-    if not batches:
-        return None
-    design, J, n_j, reps = batches[0]
-    rows, pairs = run_replicate(cfg, design, J, n_j, reps[0])
-    _check_probe(rows, (design.name, J, n_j, reps[0]))
-    return rows, pairs
-
-
 def _check_probe(rows: list[dict], at: tuple) -> None:
-    """A ConfigError naming the methods that failed on the probe replicate `at`."""
+    """The probe: every method is fitted on the first replicate still to do (the run's first
+    task) before anything is stored; a method that fails there (a bad option, a missing column,
+    a degenerate design) stops the run with this ConfigError instead of filling the store with
+    error rows. `at` = (design, J, n_j, replicate)."""
     bad = [r for r in rows if r["status"] != "ok"]
     if bad:
         detail = "; ".join(f"{r['method']}: {r['error']}" for r in bad[:4])
@@ -563,26 +553,19 @@ def _execute(cfg: StudyConfig, store: Store, probe: bool, progress: bool,
     batches = _batches(cfg, store.done(), limits)
     workers = min(_workers(cfg.n_jobs, cfg.backend), max(1, len(batches)))
     serial = cfg.backend != "dask" and (workers == 1 or cfg.backend == "sequential")
-    probing, probed = None, 0   # a parallel run's probe: nothing is stored before it is back
-    if probe and batches:
+    probing = None          # the probe replicate: nothing is stored before it is back, clean
+    if probe and batches:   # its own first task (in this process, or the workers' first)
         design, J, n_j, reps = batches[0]
-        if serial:          # in this process, as the first replicate
-            rows, pairs = probe_replicate(cfg, batches)
-            store.append(pd.DataFrame(rows), pd.DataFrame(pairs, columns=CONGRUENCE_COLUMNS))
-            batches = [(design, J, n_j, reps[1:])] * (len(reps) > 1) + batches[1:]
-            probed = 1
-        else:               # as the first task of the workers (which start meanwhile)
-            probing = (design.name, J, n_j, reps[0])
-            batches = ([(design, J, n_j, reps[:1])] + [(design, J, n_j, reps[1:])] * (len(reps) > 1)
-                       + batches[1:])
+        probing = (design.name, J, n_j, reps[0])
+        batches = ([(design, J, n_j, reps[:1])] + [(design, J, n_j, reps[1:])] * (len(reps) > 1)
+                   + batches[1:])
     if cfg.backend != "dask" and cfg.n_jobs > workers and batches:
         print(f"simstudy: n_jobs={cfg.n_jobs} capped at {workers} (the machine's "
               f"{os.cpu_count()} cores and {len(batches)} tasks to do)")
-    total = sum(len(b[3]) for b in batches) + probed      # the probe counts as done now
+    total = sum(len(b[3]) for b in batches)
     n_all = (len(cfg.conditions()) * len(cfg.replicate_ids()) if limits is None
              else sum(limits.values()))
-    bar = tqdm(total=total, initial=probed, disable=not progress, unit="rep",
-               dynamic_ncols=True,
+    bar = tqdm(total=total, disable=not progress, unit="rep", dynamic_ncols=True,
                desc=f"replicates ({n_all - total} of {n_all} already done)" if total < n_all
                else "replicates")
     buf_rows, buf_pairs, last = [], [], time.monotonic()
@@ -627,7 +610,7 @@ def _execute(cfg: StudyConfig, store: Store, probe: bool, progress: bool,
     finally:
         flush()           # whatever finished is kept, also on Ctrl-C or an exception
         bar.close()
-        if results is not None and not serial:     # stop queued tasks (joblib warns it does)
+        if results is not None:        # stop queued tasks (joblib warns that it does)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
                 results.close()
