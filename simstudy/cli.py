@@ -40,7 +40,7 @@ def _run(argv: list[str]) -> int:
 
     from .designs import ConfigError
     from .errors import install_sigterm, report
-    from .runner import StudyConfig, check_out, run_study
+    from .runner import StudyConfig, check_out, run_flags, run_study
 
     status = {"code": 0}
 
@@ -51,16 +51,16 @@ def _run(argv: list[str]) -> int:
         resume = None
         try:
             plain = OmegaConf.to_container(cfg, resolve=True)
+            flags = run_flags(plain)
             keys = swept_keys()
             study = StudyConfig.from_config(plain, point=point_of(keys), point_keys=keys)
             out = check_out(plain.get("out"))
             resume = f"`simstudy status {out}` shows what is missing"
-            run_study(study, out, overwrite=bool(plain.get("overwrite")),
-                      progress=bool(plain.get("progress", True)), run_config=plain,
-                      probe=bool(plain.get("probe", True)),
-                      retry_errors=bool(plain.get("retry_errors", False)))
+            run_study(study, out, overwrite=flags["overwrite"], progress=flags["progress"],
+                      run_config=plain, probe=flags["probe"],
+                      retry_errors=flags["retry_errors"])
             from .report.tables import write_report
-            figures = bool(plain.get("figures", True))
+            figures = flags["figures"]
             write_report(out, figures=figures, designs=[d.name for d in study.designs],
                          point=study.label, n_jobs=study.n_jobs)
             print(f"simstudy: study stored in {out}; summary table: {out / 'summary.md'} "
@@ -72,7 +72,7 @@ def _run(argv: list[str]) -> int:
             status["code"] = report(exc, "simstudy", resume)
             raise SystemExit(status["code"]) from None
 
-    bad = [a for a in argv if not a.startswith("-") and "=" not in a
+    bad = [a for a in argv if not a.startswith(("-", "~")) and "=" not in a
            and a not in ("run",)]
     if bad and not any(a.startswith("--config") or a in ("-cd", "-cn", "-cp") for a in argv):
         raise ConfigError(f"{bad[0]!r} is not KEY=VALUE; a value with a space must be quoted as "

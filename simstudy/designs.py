@@ -37,12 +37,70 @@ class Replicate:
 DESIGNS: dict[str, type] = {}
 
 
+def check_replicate(rep, design, J: int, n_j: int) -> None:
+    """What every design must return, checked once per replicate before any method sees it
+    (issue 29, class 5): train/test frames with site, T (0/1) and Y, J training sites (n_j
+    each for equal sizes; a mean size within [n_j / 2, 2 n_j] otherwise, unless the sizes
+    are a trial's real ones), test sites among the training sites, and a finite truth
+    (Delta, Y0, Y1, d_opt) row-aligned with the test set with d_opt = 1{Delta > 0}.
+    A violation is a ConfigError that blames the design by name, not the methods."""
+    name = f"design {getattr(design, 'name', '?')!r} ({type(design).__module__}." \
+           f"{type(design).__qualname__})"
+
+    def bad(what):
+        raise ConfigError(f"{name} returned {what} for J={J}, n_j={n_j}; fix its simulate()")
+    if not isinstance(rep, Replicate):
+        bad(f"a {type(rep).__name__}, not a simstudy.designs.Replicate")
+    for part in ("train", "test", "truth"):
+        if not isinstance(getattr(rep, part), pd.DataFrame):
+            bad(f"a {part} that is not a DataFrame")
+    for part in ("train", "test"):
+        frame = getattr(rep, part)
+        missing = [c for c in (SITE, TREAT, OUTCOME) if c not in frame.columns]
+        if missing:
+            bad(f"a {part} set without column(s) {missing}")
+        if frame.columns.duplicated().any():
+            bad(f"a {part} set with duplicate columns")
+        t = frame[TREAT].to_numpy()
+        if not np.isin(t, (0, 1)).all():
+            bad(f"a {part} set whose T is not 0/1")
+        if not np.isfinite(frame[OUTCOME].to_numpy(float)).all():
+            bad(f"a {part} set with missing or infinite Y")
+    missing = [c for c in TRUTH if c not in rep.truth.columns]
+    if missing:
+        bad(f"a truth without column(s) {missing}")
+    if len(rep.truth) != len(rep.test) or not rep.truth.index.equals(rep.test.index):
+        bad(f"a truth of {len(rep.truth)} rows for {len(rep.test)} test rows (they must be "
+            f"row-aligned, same index)")
+    values = rep.truth[["Delta", "Y0", "Y1"]].to_numpy(float)
+    if not np.isfinite(values).all():
+        bad("a truth with missing or infinite values (Delta, Y0, Y1)")
+    d_opt = rep.truth["d_opt"].to_numpy()
+    if not np.array_equal(d_opt, values[:, 0] > 0):
+        bad("a truth whose d_opt is not 1{Delta > 0}")
+    sites = pd.unique(rep.train[SITE])
+    if len(sites) != J:
+        bad(f"{len(sites)} training sites (asked for J={J})")
+    if not pd.Series(pd.unique(rep.test[SITE])).isin(sites).all():
+        bad("test rows in sites that have no training rows")
+    sizes = getattr(design, "site_sizes", None)
+    mean = len(rep.train) / J
+    if sizes == "equal" and len(rep.train) != J * n_j:
+        bad(f"{len(rep.train)} training rows (equal site sizes: J x n_j = {J * n_j})")
+    if sizes not in ("equal", "real") and not n_j / 2 <= mean <= 2 * n_j:
+        bad(f"a mean site size of {mean:.1f} (asked for n_j={n_j})")
+
+
 def register_design(family: str):
     """Class decorator: make a design class (a frozen dataclass with `name` and
     `simulate(rng, J, n_j) -> Replicate`) available as `design.family: <family>`."""
     def deco(cls: type) -> type:
-        if family in DESIGNS and DESIGNS[family] is not cls:
-            raise ValueError(f"design family {family!r} is already registered to {DESIGNS[family]}")
+        old = DESIGNS.get(family)
+        if old is not None and (old.__module__, old.__qualname__) != (cls.__module__,
+                                                                      cls.__qualname__):
+            raise ConfigError(f"design family {family!r}: registered by {old.__module__}."
+                              f"{old.__qualname__} and again by {cls.__module__}."
+                              f"{cls.__qualname__}; rename one of them")
         DESIGNS[family] = cls
         cls.family = family
         return cls
@@ -91,6 +149,9 @@ class DesignBase:
         if unknown:
             raise ConfigError(f"design has unknown keys {unknown}; the {cls.family} family "
                               f"allows: {sorted(known)}")
+        from .options import parse_bool
+        flags = {f.name for f in fields(cls) if isinstance(f.default, bool)}
+        cfg = {k: parse_bool(v, f"design.{k}") if k in flags else v for k, v in cfg.items()}
         try:
             return cls(**{k: (dict(v) if isinstance(v, Mapping) else
                               list(v) if type(v).__name__ == "ListConfig" else v)
@@ -101,8 +162,42 @@ class DesignBase:
             raise ConfigError(f"design ({cls.family}): {exc}") from None
 
     def identity(self) -> dict:
-        """Family and parameters: what the store records for this design."""
-        return {"family": self.family, **{f.name: getattr(self, f.name) for f in fields(self)}}
+        """Family and parameters: what the store records for this design, and the SHA-256 of
+        the content of each data file it reads (`data_files`), so that a changed file is a
+        different study, not silently mixed rows (issue 29, class 6)."""
+        out = {"family": self.family, **{f.name: getattr(self, f.name) for f in fields(self)}}
+        for key, path in self.data_files().items():
+            out[f"{key}_sha256"] = file_sha256(path)
+        return out
+
+    def data_files(self) -> dict[str, str]:
+        """{parameter: path} of the files the design reads (none here)."""
+        return {}
+
+
+def data_path(name: str) -> str:
+    """A shipped trial's path (star, thornton), or the path given."""
+    from . import data
+    return str(data.path(name)) if name in data.FILES else str(name)
+
+
+def file_sha256(path: str) -> str:
+    import os
+    st = os.stat(path)
+    return _sha256(str(path), st.st_mtime_ns, st.st_size)
+
+
+from functools import lru_cache  # noqa: E402
+
+
+@lru_cache(maxsize=32)
+def _sha256(path: str, mtime_ns: int, size: int) -> str:
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 SITE_SIZES = ("equal", "poisson", "uniform", "lognormal", "file")
@@ -217,6 +312,10 @@ class Design(DesignBase):
             if c:
                 out += c * X[:, k]
         return out
+
+    def data_files(self) -> dict[str, str]:
+        return {"site_sizes_file": data_path(self.site_sizes_file)} \
+            if self.site_sizes == "file" else {}
 
     def _file_sizes(self) -> np.ndarray:
         """Per-site counts of the site_sizes_file."""

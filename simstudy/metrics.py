@@ -17,27 +17,82 @@ DIAGNOSTICS = ("fits", "warning")
 
 
 EXTRA_METRICS: dict = {}      # name -> fn(score, truth, test) -> float (register_metric)
+METRIC_OWNERS: dict[str, set] = {}   # name -> the plugin modules whose import registered it
+PLUGIN_LOADING: list[str] = []       # the plugin module being imported (methods.load_plugins)
+# names a metric column cannot take: the store's keys and built-in columns (issue 29, class 4)
+RESERVED = ("point", "design", "J", "n_j", "replicate", "method", "method_a", "method_b",
+            "agreement", *METRICS, "seconds", "status", "error", *DIAGNOSTICS)
+
+
+def _origin(fn) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', '?')}"
 
 
 def register_metric(name: str):
     """Decorator: a performance measure of your own, `fn(score, truth, test) -> float` (score:
     the method's benefit scores on the test rows; truth: Delta, Y0, Y1, d_opt; test: the test
     frame). Computed for every method and replicate, stored as a column `name`, summarised by
-    the report like the built-in metrics. Load it with plugins=[module]."""
+    the report like the built-in metrics. Load it with plugins=[module] (a module that the
+    plugin imports may register it too)."""
+    from .designs import ConfigError
+
     def deco(fn):
-        if name in METRICS or name in ("seconds", "status", "error", "fits", "warning"):
-            raise ValueError(f"metric name {name!r} is taken by a built-in column")
+        if not isinstance(name, str) or not name.isidentifier() or name in RESERVED \
+                or name.startswith("_"):
+            raise ConfigError(f"register_metric({name!r}) in {fn.__module__}: the name is taken "
+                              f"by a column of the store or is not an identifier; reserved: "
+                              f"{', '.join(RESERVED)}; choose another name")
+        old = EXTRA_METRICS.get(name)
+        if old is not None and _origin(old) != _origin(fn):
+            raise ConfigError(f"register_metric({name!r}): registered by {_origin(old)} and "
+                              f"again by {_origin(fn)}; rename one of them")
         EXTRA_METRICS[name] = fn
+        METRIC_OWNERS.setdefault(name, set()).update({fn.__module__, *PLUGIN_LOADING[:1]})
         return fn
     return deco
+
+
+def claim_metrics(plugin: str, module) -> None:
+    """After `plugin` was imported: it also owns the metrics of the modules it imported (also
+    those imported earlier, whose registration ran before this plugin was loading)."""
+    import inspect
+    used = {plugin}
+    for v in vars(module).values():
+        if inspect.ismodule(v):
+            used.add(v.__name__)
+        elif callable(v) and isinstance(getattr(v, "__module__", None), str):
+            used.add(v.__module__)
+    for name, fn in EXTRA_METRICS.items():
+        if fn.__module__ in used:
+            METRIC_OWNERS.setdefault(name, set()).add(plugin)
 
 
 def extra_metrics(score, truth, test, plugins=()) -> dict[str, float]:
     """The registered metrics of the study's plugin modules for one method's scores (a metric
     some other import registered is not the study's: results never depend on what else the
-    process imported)."""
-    return {name: float(fn(score, truth, test)) for name, fn in EXTRA_METRICS.items()
-            if fn.__module__ in plugins}
+    process imported). A metric must return one real number (NaN when undefined): anything
+    else, or an exception, stops the study naming the metric (ConfigError), not the method."""
+    from .designs import ConfigError
+    out = {}
+    for name, fn in EXTRA_METRICS.items():
+        if not METRIC_OWNERS.get(name, set()) & set(plugins):
+            continue
+        try:
+            v = fn(score, truth, test)
+        except Exception as exc:                                   # noqa: BLE001
+            raise ConfigError(f"metric {name!r} ({_origin(fn)}) raised {type(exc).__name__}: "
+                              f"{exc}; a metric must return a number (NaN when undefined)"
+                              ) from None
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer,
+                                                                 np.floating)):
+            if isinstance(v, np.ndarray) and v.shape == () and v.dtype.kind in "iuf":
+                v = v.item()
+            else:
+                raise ConfigError(f"metric {name!r} ({_origin(fn)}) returned {v!r:.60} "
+                                  f"({type(v).__name__}); a metric must return one number "
+                                  f"(NaN when undefined)")
+        out[name] = float(v)
+    return out
 
 
 def decisions(score) -> np.ndarray:

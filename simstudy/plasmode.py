@@ -19,7 +19,7 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
-from .designs import SITE_SIZES, ConfigError, Design, register_design
+from .designs import SITE_SIZES, ConfigError, Design, data_path, register_design
 
 
 @lru_cache(maxsize=8)
@@ -82,6 +82,10 @@ class Plasmode(Design):
         object.__setattr__(self, "n_covariates", len(self.covariate_columns))   # X1..Xp
         self._real()                         # the file and its columns, checked first
         super().validate()
+
+    def data_files(self) -> dict[str, str]:
+        files = {"data": data_path(str(self.data))}
+        return {**super().data_files(), **files}
 
     def _real(self):
         return _load(str(self.data), str(self.site_column), tuple(map(str, self.covariate_columns)),

@@ -24,10 +24,11 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from .designs import ConfigError, Design, Replicate, make_design
+from .designs import ConfigError, Design, Replicate, check_replicate, make_design
 from .metrics import DIAGNOSTICS, METRICS, average_ranks, extra_metrics, congruence, decisions, evaluate
 from .methods import load_plugins, make
-from .methods.registry import shared_reads
+from .methods.registry import shared_reads, typed_options
+from .options import parse_bool
 from .store import CONGRUENCE_COLUMNS, Store, point_label, read_metrics
 
 
@@ -116,7 +117,8 @@ class StudyConfig:
         if auto and auto.get("reference") and auto["reference"] not in methods:
             raise ConfigError(f"target_reference={auto['reference']!r} is not in methods {methods}")
         defaults = {k: v for k, v in dict(cfg.get("method_defaults") or {}).items()}
-        options = {str(k): dict(v or {}) for k, v in dict(cfg.get("method_options") or {}).items()}
+        options = {str(k): typed_options(str(k), v) for k, v in
+                   dict(cfg.get("method_options") or {}).items()}
         unknown = sorted(set(options) - set(methods))
         if unknown:
             raise ConfigError(f"method_options names methods not in `methods`: {unknown}; "
@@ -143,6 +145,12 @@ class StudyConfig:
         address = cfg.get("dask_address")
         flush = _number(cfg.get("flush_seconds", 5.0), "flush_seconds", 0.0, 86400.0,
                         open_low=True)
+        for d in designs:
+            low = int(getattr(d, "min_site_size", 0) or 0)
+            if getattr(d, "site_sizes", None) == "equal" and low > min(n_j):
+                raise ConfigError(f"design.min_site_size={low} is above n_j={min(n_j)}: with "
+                                  f"equal site sizes every site has n_j individuals; lower "
+                                  f"min_site_size or raise n_j")
         cells = [(d, a, b) for d in designs for a in J for b in n_j]
         rows = max((float(a) * b * (1 + getattr(d, "test_size", 1.0)) for d, a, b in cells),
                    default=0.0)
@@ -216,12 +224,31 @@ def _auto(cfg: Mapping) -> dict[str, Any]:
     metric = str(cfg.get("target_metric") or "accuracy")
     if metric not in METRICS:
         raise ConfigError(f"target_metric={metric!r}: allowed {', '.join(METRICS)}")
-    lo = _int(cfg.get("min_reps") or 20, "min_reps", 2)
-    hi = _int(cfg.get("max_reps") or 1000, "max_reps", lo)
-    step = _int(cfg.get("batch_reps") or lo, "batch_reps", 1)
+    if cfg.get("replicates") not in (None, "all", ""):
+        raise ConfigError(f"replicates={cfg.get('replicates')!r} with reps=auto: reps=auto grows "
+                          f"each cell from replicate 0 until its target; drop replicates=... "
+                          f"(or give reps=N to split a fixed number of replicates)")
+
+    def given(key, default):
+        return default if cfg.get(key) in (None, "") else cfg.get(key)
+    lo = _int(given("min_reps", 20), "min_reps", 2)
+    hi = _int(given("max_reps", 1000), "max_reps", lo)
+    step = _int(given("batch_reps", lo), "batch_reps", 1)
     ref = cfg.get("target_reference")
     return {"target_mcse": target, "metric": metric, "min_reps": lo, "max_reps": hi,
             "batch_reps": step, "reference": str(ref) if ref else None}
+
+
+# the run's switches and their defaults (conf/config.yaml), read strictly: `overwrite=no` is
+# false, never "a non-empty string, so true" (issue 29, class 1)
+RUN_FLAGS = {"overwrite": False, "retry_errors": False, "probe": True, "progress": True,
+             "figures": True}
+
+
+def run_flags(cfg: Mapping) -> dict[str, bool]:
+    """The run's boolean switches from a config mapping (absent or null: the default)."""
+    return {k: default if cfg.get(k) is None else parse_bool(cfg.get(k), k)
+            for k, default in RUN_FLAGS.items()}
 
 
 def check_out(out) -> Path:
@@ -244,7 +271,36 @@ def check_out(out) -> Path:
         raise ConfigError(f"out={out}: {parent} is a file, so the directory cannot be created")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ConfigError(f"out={out}: {parent} is not writable; choose another out=...")
+    if path.is_dir() and not is_store(path):
+        theirs = sorted(p.name for p in path.iterdir() if not _ours(p.name))
+        if theirs:
+            raise ConfigError(
+                f"out={out} is a directory that holds files of its own ({', '.join(theirs[:4])}"
+                f"{', ...' if len(theirs) > 4 else ''}) and no simstudy study; a study would "
+                f"write config.yaml, summary.md and figures/ there: give a new or empty "
+                f"directory, e.g. out={path / 'study'}")
     return path
+
+
+def _ours(name: str) -> bool:
+    """Entries an empty store directory may hold before its config: hidden files (the lock,
+    submitit's .submitit), Hydra's multirun.yaml, and the store's own folders."""
+    return name.startswith(".") or name in ("multirun.yaml", "parts", "quarantine")
+
+
+def is_store(path) -> bool:
+    """Does `path` hold a simstudy study (its config.yaml, or result tables)?"""
+    path = Path(path)
+    if (path / "metrics.parquet").exists() or any((path / "parts").glob("metrics-*.parquet")):
+        return True
+    if not (path / "config.yaml").is_file():
+        return False
+    try:
+        import yaml
+        cfg = yaml.safe_load((path / "config.yaml").read_text())
+    except Exception:                                              # noqa: BLE001
+        return False
+    return isinstance(cfg, dict) and ("points" in cfg or ("study" in cfg and "designs" in cfg))
 
 
 def available_memory() -> int:
@@ -364,6 +420,7 @@ def run_replicate(cfg: StudyConfig, design: Design, J: int, n_j: int, replicate:
         err = _error_text(exc)
         return ([{**key, "method": m, **nan_metrics, "seconds": 0.0, "status": "error",
                   "error": f"data: {err}"} for m in cfg.methods], [])
+    check_replicate(rep, design, J, n_j)          # a design's output, checked once
     test_truth = None
     truth = {c: rep.truth[c].to_numpy() for c in rep.truth.columns}     # read once, not per method
     delta_ranks = average_ranks(truth["Delta"])
@@ -390,6 +447,8 @@ def run_replicate(cfg: StudyConfig, design: Design, J: int, n_j: int, replicate:
                                    fit.method.diagnostics().items() if k in DIAGNOSTICS})
                     status = "ok"
                     decided[name] = decisions(fit.score)
+                except ConfigError:           # a plugin metric's fault: stop, naming it
+                    raise
                 except Exception as exc:                           # noqa: BLE001
                     values, error = nan_metrics, _error_text(exc)
             rows.append({**key, "method": name, **values, "seconds": time.perf_counter() - t0,
@@ -509,6 +568,19 @@ def _backend(cfg: StudyConfig):
         yield client
 
 
+class ProbeFailed(ConfigError):
+    """A method failed on the probe replicate; nothing of the run was stored."""
+
+
+def _probe_alone(cfg: StudyConfig) -> None:
+    """The probe in this process, before the store is touched (for overwrite=true)."""
+    design, J, n_j = cfg.conditions()[0]
+    r = cfg.replicate_ids()[0]
+    with one_thread():
+        rows, _ = run_replicate(cfg, design, J, n_j, r)
+    _check_probe(rows, (design.name, J, n_j, r))
+
+
 def _check_probe(rows: list[dict], at: tuple) -> None:
     """The probe: every method is fitted on the first replicate still to do (the run's first
     task) before anything is stored; a method that fails there (a bad option, a missing column,
@@ -517,7 +589,7 @@ def _check_probe(rows: list[dict], at: tuple) -> None:
     bad = [r for r in rows if r["status"] != "ok"]
     if bad:
         detail = "; ".join(f"{r['method']}: {r['error']}" for r in bad[:4])
-        raise ConfigError(
+        raise ProbeFailed(
             f"the probe replicate ({at[0]}, J={at[1]}, n_j={at[2]}, replicate {at[3]}) failed "
             f"for {len(bad)} of {len(rows)} methods before the study started -- {detail}. Fix "
             f"the method options, or pass probe=false if these methods fail only sometimes")
@@ -546,34 +618,52 @@ def run_study(cfg: StudyConfig, out, overwrite: bool = False, progress: bool = T
     """Run (or resume) the study into `out`; returns the store. `probe`: fit every method on one
     replicate first and stop with a ConfigError if one fails; `retry_errors`: recompute the
     stored replicates in which a method failed (e.g. after fixing an option or adding memory)."""
+    overwrite, progress = parse_bool(overwrite, "overwrite"), parse_bool(progress, "progress")
+    probe, retry_errors = parse_bool(probe, "probe"), parse_bool(retry_errors, "retry_errors")
+    out = check_out(out)
     study, designs = cfg.identity()
     with Store(out) as store:
         bad = store.repair()
         if bad:
             print(f"simstudy: {len(bad)} unreadable file(s) moved to {store.out / 'quarantine'} "
                   f"({', '.join(f.name for f in bad[:3])}); their replicates are recomputed")
+        if overwrite and probe and store.conflicts(study, designs, cfg.point):
+            _probe_alone(cfg)         # overwrite deletes only once the new study's probe passed
+            probe = False
+        before = store.config_bytes()
         store.prepare(study, designs, _plain(run_config or {}), overwrite=overwrite,
                       point=cfg.point, planned=cfg.planned(), keys=cfg.point_keys)
+        after = store.config_bytes()
+        redo: set[tuple] = set()      # retry_errors: recomputed, then replace the stored rows
         if retry_errors:
-            n = store.drop_failed(cfg.label)
-            if n:
-                print(f"simstudy: retry_errors: {n} replicates with failed fits will be recomputed")
-        with one_thread():    # also for threads of backend=threading (nested limits keep 1)
-            if cfg.auto is None:
-                _execute(cfg, store, probe, progress)
-            else:
-                _run_auto(cfg, store, probe, progress)
+            redo = store.failed(cfg.label, {(d.name, J, n) for d, J, n in cfg.conditions()},
+                                cfg.replicate_ids())
+            if redo:
+                print(f"simstudy: retry_errors: {len(redo)} replicates with failed fits are "
+                      f"recomputed; their stored rows are replaced once the new ones are stored")
+        try:
+            with one_thread():    # also for threads of backend=threading (nested limits keep 1)
+                if cfg.auto is None:
+                    _execute(cfg, store, probe, progress, redo=redo)
+                else:
+                    _run_auto(cfg, store, probe, progress, redo=redo)
+        except ProbeFailed:       # nothing stored: the config is as before, so the corrected
+            store.restore_config(before, after)          # command is not "another study"
+            raise
         store.consolidate()
     return store
 
 
 def _execute(cfg: StudyConfig, store: Store, probe: bool, progress: bool,
-             limits: dict | None = None) -> None:
-    """Compute every replicate still missing (below `limits` per cell), in parallel, streaming
-    finished rows to the store."""
+             limits: dict | None = None, redo: set | None = None) -> None:
+    """Compute every replicate still missing (below `limits` per cell), and those in `redo`
+    (retry_errors: removed from it once scheduled), in parallel, streaming finished rows to
+    the store."""
     from joblib import Parallel, delayed
     from tqdm.auto import tqdm
-    batches = _batches(cfg, store.done(), limits)
+    redo = set() if redo is None else redo
+    batches = _batches(cfg, store.done() - redo, limits)
+    redo -= {(cfg.label, b[0].name, b[1], b[2], r) for b in batches for r in b[3]}
     workers = min(_workers(cfg.n_jobs, cfg.backend), max(1, len(batches)))
     serial = cfg.backend != "dask" and (workers == 1 or cfg.backend == "sequential")
     probing = None          # the probe replicate: nothing is stored before it is back, clean
@@ -619,7 +709,7 @@ def _execute(cfg: StudyConfig, store: Store, probe: bool, progress: bool,
                     at, probing = probing, None
                     try:
                         _check_probe(first, at)
-                    except ConfigError:
+                    except ProbeFailed:
                         buf_rows, buf_pairs = [], []     # nothing of this run is stored
                         raise
             buf_rows += rows
@@ -649,14 +739,17 @@ def cell_mcse(metrics: pd.DataFrame, label: str, cell: tuple, n: int, metric: st
                 & (metrics["n_j"] == n_j) & (metrics["replicate"] < n)
                 & (metrics["status"] == "ok")]
     w = m.pivot_table(index="replicate", columns="method", values=metric, observed=True)
-    w = w.drop(columns=[c for c in ("oracle", "treat-all", "treat-none") if c in w])
-    if reference is not None and reference in w:
+    if reference is not None:         # paired: each method minus the reference, replicate-wise
+        if reference not in w:
+            return math.inf
         w = w.drop(columns=reference).sub(w[reference], axis=0)
+    w = w.drop(columns=[c for c in ("oracle", "treat-all", "treat-none") if c in w])
     se = w.std(ddof=1) / np.sqrt(w.count())
     return float(se.max()) if len(se) and se.notna().any() else math.inf
 
 
-def _run_auto(cfg: StudyConfig, store: Store, probe: bool, progress: bool) -> None:
+def _run_auto(cfg: StudyConfig, store: Store, probe: bool, progress: bool,
+              redo: set | None = None) -> None:
     """reps=auto: every cell starts with min_reps replicates and grows by `batch_reps` until
     the largest MC SE of its target metric is <= target_mcse or it has max_reps. Replicate r
     is always the same draw, so a cell's result does not depend on how the batches fell, and
@@ -667,7 +760,7 @@ def _run_auto(cfg: StudyConfig, store: Store, probe: bool, progress: bool) -> No
     open_cells = set(cells)
     reasons = {}
     while open_cells:
-        _execute(cfg, store, probe, progress, limits)
+        _execute(cfg, store, probe, progress, limits, redo)
         probe = False
         store.consolidate()
         metrics = read_metrics(store.out)

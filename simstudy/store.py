@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 import yaml
 
 from .designs import ConfigError
@@ -52,8 +53,23 @@ def _atomic_write_bytes(path: Path, write) -> None:
             tmp.unlink()
 
 
-def write_parquet(df: pd.DataFrame, path: Path) -> None:
-    _atomic_write_bytes(Path(path), lambda tmp: df.to_parquet(tmp, index=False))
+def write_parquet(df: pd.DataFrame, path: Path, tokens: dict | None = None) -> None:
+    """Write atomically; `tokens` ({point: study token}) go into the file's metadata for the
+    points among its rows (`_read_checked` compares them with the config's)."""
+    import json
+
+    import pyarrow as pa
+
+    def write(tmp):
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        if tokens and "point" in df:
+            mine = {p: tokens[p] for p in pd.unique(df["point"].astype(str))
+                    if tokens.get(p)}
+            if mine:
+                table = table.replace_schema_metadata(
+                    {**(table.schema.metadata or {}), TOKEN_KEY: json.dumps(mine).encode()})
+        pq.write_table(table, tmp)
+    _atomic_write_bytes(Path(path), write)
 
 
 def write_yaml(obj: Any, path: Path) -> None:
@@ -91,6 +107,7 @@ class StoreDamaged(ConfigError):
 
 
 def table_files(out: str | Path, table: str) -> list[Path]:
+    """The table's files, oldest first: the main file, then the parts in the order written."""
     out = Path(out)
     files = [out / f"{table}.parquet"] if (out / f"{table}.parquet").exists() else []
     if (out / "parts").is_dir():
@@ -98,26 +115,71 @@ def table_files(out: str | Path, table: str) -> list[Path]:
     return files
 
 
+TOKEN_KEY = b"simstudy.points"      # Parquet metadata: {point label: study token} of the rows
+
+
+def point_tokens(out: str | Path) -> dict[str, str | None] | None:
+    """{point label: token} of the store's config (None: no config.yaml, nothing to check). A
+    token is drawn when a point's study is first stored (or overwritten); every file written
+    for the point carries it, so a file of another study is recognised (issue 29, class 6)."""
+    if not (Path(out) / "config.yaml").exists():
+        return None
+    try:
+        cfg = read_config(out)
+    except ConfigError:
+        return None
+    return {label: p.get("token") for label, p in cfg["points"].items()}
+
+
+def _read_checked(f: Path, table: str, tokens: dict | None, columns=None) -> pd.DataFrame:
+    """One file of the table (`columns` only, if given); ValueError if it is not this store's:
+    another table's columns, or rows of a sweep point whose study token differs from the
+    config's (a file of another study, copied in: issue 29, class 6)."""
+    import json
+    schema = pq.read_schema(f)
+    missing = [c for c in TABLES[table][0] if c not in schema.names]
+    if missing:
+        raise ValueError(f"not a {table} table (no column(s) {missing[:4]})")
+    df = pd.read_parquet(f, columns=columns)
+    if tokens is not None:
+        meta = schema.metadata or {}
+        written = json.loads(meta[TOKEN_KEY]) if TOKEN_KEY in meta else {}
+        points = df["point"] if "point" in df else pd.read_parquet(f, columns=["point"])["point"]
+        for label in pd.unique(points.fillna("").astype(str)):
+            if label not in tokens or (tokens[label] is not None
+                                       and written.get(label) != tokens[label]):
+                raise ValueError(f"rows of another study (sweep point {label!r})")
+    return df
+
+
 def unreadable(out: str | Path) -> list[Path]:
-    """The store's Parquet files that cannot be read."""
+    """The store's Parquet files that cannot be read, or are not this store's: another
+    table's columns, or rows of another study (its token differs)."""
     bad = []
+    tokens = point_tokens(out)
     for table in TABLES:
         for f in table_files(out, table):
             try:
-                pd.read_parquet(f, columns=["replicate"])
+                _read_checked(f, table, tokens, columns=["point", "replicate"])
+            except FileNotFoundError:
+                continue
             except Exception:                                    # noqa: BLE001
                 bad.append(f)
     return bad
 
 
 def read_table(out: str | Path, table: str) -> pd.DataFrame:
-    """The merged table (main file + unmerged parts), duplicates dropped, sorted by key."""
+    """The merged table (main file + unmerged parts), sorted by key. A replicate present in
+    several files (recomputed by retry_errors, or by two jobs at once) is taken whole from the
+    newest file that has it, so a recomputation replaces the old rows only once its own rows
+    are stored."""
     out = Path(out)
     cols, key = TABLES[table]
     frames, bad = [], []
-    for f in table_files(out, table):
+    tokens = point_tokens(out)
+    for i, f in enumerate(table_files(out, table)):
         try:
-            frames.append(pd.read_parquet(f))
+            frames.append(_read_checked(f, table, tokens).assign(_file=i))
         except FileNotFoundError:             # merged and removed by a concurrent consolidate
             continue
         except Exception:                                        # noqa: BLE001
@@ -127,7 +189,10 @@ def read_table(out: str | Path, table: str) -> pd.DataFrame:
     if not frames:
         return _typed(pd.DataFrame(columns=cols), table)
     df = _typed(pd.concat(frames, ignore_index=True), table)
-    df = df.drop_duplicates(subset=key, keep="first")
+    if len(frames) > 1:
+        newest = df.groupby(KEY, observed=True, sort=False)["_file"].transform("max")
+        df = df[df["_file"].to_numpy() == newest.to_numpy()]
+    df = df.drop(columns="_file").drop_duplicates(subset=key, keep="last")
     return df.sort_values(key, kind="stable").reset_index(drop=True)
 
 
@@ -196,6 +261,15 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [f"{prefix.rstrip('.')}: stored {a!r}, requested {b!r}"]
 
 
+def _design_diff(stored: dict, params: dict) -> list[str]:
+    """Differences of a design's stored parameters from this run's (a data file's hash that a
+    store written before hashing lacks is not a difference: it is recorded from now on)."""
+    stored = _with_defaults(stored)
+    params = {k: v for k, v in params.items()
+              if not (k.endswith("_sha256") and k not in stored)}
+    return _diff(stored, params)
+
+
 def _with_defaults(params: dict) -> dict:
     """A stored design's parameters with the family and the parameters added since it was
     stored at their defaults (stores written before the design registry resume unchanged)."""
@@ -207,6 +281,16 @@ def _with_defaults(params: dict) -> dict:
 
 def _plain_value(v):
     return dict(v) if isinstance(v, dict) else list(v) if isinstance(v, tuple) else v
+
+
+def _problems(old: dict, study: dict, designs: dict) -> list[str]:
+    """How this run's study differs from a stored point's (seed, methods, options, and the
+    parameters of each design both have)."""
+    problems = _diff(old.get("study", {}), study)
+    for name, params in designs.items():
+        if name in old.get("designs", {}):
+            problems += [f"design {name}: {p}" for p in _design_diff(old["designs"][name], params)]
+    return problems
 
 
 class Store:
@@ -270,11 +354,7 @@ class Store:
             stored = read_config(self.out) if path.exists() else {"points": {}, "planned": []}
             old = stored["points"].get(label)
             if old is not None:
-                problems = _diff(old.get("study", {}), study)
-                for name, params in designs.items():
-                    if name in old.get("designs", {}):
-                        problems += [f"design {name}: {p}" for p in
-                                     _diff(_with_defaults(old["designs"][name]), params)]
+                problems = _problems(old, study, designs)
                 if problems and overwrite:
                     # overwrite deletes THIS point's rows only (a sweep job never deletes another
                     # point's), and only when its stored study differs
@@ -294,11 +374,43 @@ class Store:
             # keys: every swept key of the runs that wrote this point (a key at its default
             # value is not in the label but is a column of the report)
             keys = {**(old or {}).get("keys", {}), **point, **(keys or {})}
-            stored["points"][label] = {"keys": keys, "study": study, "designs": designs}
+            token = (old or {}).get("token")
+            if token is None:            # a new point, or one stored before tokens existed:
+                token = uuid.uuid4().hex  # its rows get the token before the config names it
+                if old is not None:
+                    self._rewrite({**{k: p.get("token") for k, p in stored["points"].items()},
+                                   label: token})
+            stored["points"][label] = {"keys": keys, "study": study, "designs": designs,
+                                       "token": token}
             stored["planned"] = _merge_planned(stored["planned"], planned or [])
             stored["last_run"] = run_config
             write_yaml(stored, path)
         self.consolidate()
+
+    def conflicts(self, study: dict, designs: dict, point: dict | None = None) -> list[str]:
+        """How this run's study differs from the stored one of its sweep point ([] if none is
+        stored): what `overwrite=true` would delete."""
+        if not (self.out / "config.yaml").exists():
+            return []
+        old = read_config(self.out)["points"].get(point_label(dict(point or {})))
+        return [] if old is None else _problems(old, study, designs)
+
+    def config_bytes(self) -> bytes | None:
+        path = self.out / "config.yaml"
+        return path.read_bytes() if path.exists() else None
+
+    def restore_config(self, before: bytes | None, after: bytes | None) -> None:
+        """Undo a `prepare` whose run stored nothing (its probe failed), unless another run has
+        changed config.yaml since: a corrected command is then not refused as another study."""
+        with self.locked():
+            if self.config_bytes() != after:
+                return
+            path = self.out / "config.yaml"
+            if before is None:
+                if not self._has_rows():
+                    path.unlink()
+            else:
+                _atomic_write_bytes(path, lambda tmp: tmp.write_bytes(before))
 
     def merge_from(self, src: str | Path) -> tuple[int, int]:
         """Add another store of the same study (e.g. the gaps run on another machine): its
@@ -316,15 +428,16 @@ class Store:
                 problems += [f"point {label!r}: {p}" for p in _diff(old["study"], pt["study"])]
                 for name in set(old["designs"]) & set(pt["designs"]):
                     problems += [f"point {label!r} design {name}: {p}"
-                                 for p in _diff(_with_defaults(old["designs"][name]),
-                                                _with_defaults(pt["designs"][name]))]
+                                 for p in _design_diff(old["designs"][name],
+                                                       _with_defaults(pt["designs"][name]))]
             if problems:
                 raise ConfigError(f"cannot merge {src} into {self.out}: a different study\n  - "
                                   + "\n  - ".join(problems))
             for label, pt in src_cfg["points"].items():
                 old = stored["points"].get(label)
                 designs = {**(old or {}).get("designs", {}), **pt["designs"]}
-                stored["points"][label] = {**pt, "designs": designs}
+                token = (old or {}).get("token") if old is not None else uuid.uuid4().hex
+                stored["points"][label] = {**pt, "designs": designs, "token": token}
             stored["planned"] = _merge_planned(stored["planned"], src_cfg["planned"])
             have = self.done()
             m = read_metrics(src)
@@ -335,8 +448,8 @@ class Store:
                              dtype=bool, index=m.index)
             keepc = pd.Series([k in new for k in c[KEY].itertuples(index=False, name=None)],
                               dtype=bool, index=c.index)
+            write_yaml(stored, path)          # the tokens first: the rows are written under them
             self.append(m[keep], c[keepc])
-            write_yaml(stored, path)
         self.consolidate()
         return len(new), len(reps) - len(new)
 
@@ -353,23 +466,19 @@ class Store:
             df = read_table(self.out, table)
             keep = ~where(df).to_numpy(bool)
             dropped += int((~keep).sum()) if table == "metrics" else 0
-            write_parquet(df[keep], self.out / f"{table}.parquet")
+            write_parquet(df[keep], self.out / f"{table}.parquet", point_tokens(self.out))
             for f in files:                 # only the parts read: a concurrent job's new part stays
                 f.unlink()
         return dropped
 
-    def drop_failed(self, label: str) -> int:
-        """Delete every replicate of sweep point `label` in which a method failed, so the run
-        computes it again (`retry_errors=true`). Returns the number of replicates deleted."""
-        self.consolidate()
-        with self.locked():
-            m = read_metrics(self.out)
-            bad = m[(m["point"] == label) & (m["status"] != "ok")][KEY].drop_duplicates()
-            keys = set(map(tuple, bad.itertuples(index=False, name=None)))
-            if keys:
-                self._drop(lambda df: pd.Series([k in keys for k in df[KEY].itertuples(
-                    index=False, name=None)], index=df.index, dtype=bool))
-        return len(keys)
+    def failed(self, label: str, cells: set[tuple], ids: range) -> set[tuple]:
+        """KEYs of the stored replicates of sweep point `label`, cells (design, J, n_j) and
+        replicate ids `ids` in which a method failed (what `retry_errors=true` recomputes; their
+        rows stay until the new rows are stored, which then replace them: `read_table`)."""
+        m = read_metrics(self.out)
+        bad = m[(m["point"] == label) & (m["status"] != "ok")][KEY].drop_duplicates()
+        return {k for k in map(tuple, bad.itertuples(index=False, name=None))
+                if (k[1], k[2], k[3]) in cells and k[4] in ids}
 
     def repair(self) -> list[Path]:
         """Move unreadable Parquet files to out/quarantine/ (their replicates count as not done,
@@ -410,10 +519,12 @@ class Store:
         """Write one chunk: congruence first, metrics (the completion marker) last."""
         stamp = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
         parts = self.out / "parts"
+        tokens = point_tokens(self.out)
         if len(congruence):
-            write_parquet(_typed(congruence, "congruence"), parts / f"congruence-{stamp}.parquet")
+            write_parquet(_typed(congruence, "congruence"), parts / f"congruence-{stamp}.parquet",
+                          tokens)
         if len(metrics):
-            write_parquet(_typed(metrics, "metrics"), parts / f"metrics-{stamp}.parquet")
+            write_parquet(_typed(metrics, "metrics"), parts / f"metrics-{stamp}.parquet", tokens)
 
     def consolidate(self) -> None:
         """Merge parts into the main tables (atomic), then delete the merged parts."""
@@ -423,10 +534,18 @@ class Store:
                 with contextlib.suppress(OSError):     # files are written under this lock only
                     if tmp.parent == self.out or time.time() - tmp.stat().st_mtime > 600:
                         tmp.unlink()
-            for table in TABLES:
-                files = sorted(parts.glob(f"{table}-*.parquet"))
-                if not files:
-                    continue
-                write_parquet(read_table(self.out, table), self.out / f"{table}.parquet")
-                for f in files:
-                    f.unlink()
+            self._rewrite(point_tokens(self.out), only_with_parts=True)
+
+    def _rewrite(self, tokens: dict | None, only_with_parts: bool = False) -> None:
+        """Write each table's main file from all its files (under the lock), with `tokens`
+        in its metadata, and delete the parts merged."""
+        parts = self.out / "parts"
+        for table in TABLES:
+            files = sorted(parts.glob(f"{table}-*.parquet"))
+            if only_with_parts and not files:
+                continue
+            df = read_table(self.out, table)
+            if len(df) or (self.out / f"{table}.parquet").exists():
+                write_parquet(df, self.out / f"{table}.parquet", tokens)
+            for f in files:
+                f.unlink()

@@ -229,7 +229,7 @@ def test_retry_errors_recomputes_failed_replicates(tmp_path, capsys, monkeypatch
     code, text, _ = cli(capsys, "run", *args, "retry_errors=true", f"out={out}")
     m = read_metrics(out)
     assert code == 0 and (m["status"] == "ok").all() and len(m) == 2 * 2
-    assert "2 replicates with failed fits will be recomputed" in text
+    assert "2 replicates with failed fits are recomputed" in text
 
 
 # ------------------------------------------------------------------ apply

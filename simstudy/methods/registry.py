@@ -15,13 +15,14 @@ import importlib
 import inspect
 import threading
 from contextlib import contextmanager
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pandas as pd
 
 from ..designs import ConfigError
 from ..engines.groups import site_codes
+from ..options import parse_bool
 
 _SHARED = threading.local()      # .reads: id(frame) -> (frame, {key: array}) inside shared_reads
 
@@ -97,6 +98,19 @@ class Method:
             cls._param_names = frozenset(names)
         return set(cls._param_names)
 
+    @classmethod
+    def bool_params(cls) -> frozenset[str]:
+        """Parameters whose default is a boolean: their values are read by `parse_bool`."""
+        if "_bool_params" not in vars(cls):
+            names: set[str] = set()
+            for klass in cls.__mro__:
+                if "__init__" in vars(klass):
+                    sig = inspect.signature(klass.__init__)
+                    names |= {p.name for p in sig.parameters.values()
+                              if isinstance(p.default, bool)}
+            cls._bool_params = frozenset(names)
+        return cls._bool_params
+
     def get_params(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in sorted(self.param_names()) if hasattr(self, k)}
 
@@ -150,8 +164,9 @@ def register(name: str, *, family: str = "Other", **preset: Any) -> Callable[[ty
     `family` groups it in the report's panels (Q-learning, Weighting, Policy tree, Reference,
     or a family of the user's own)."""
     def deco(cls: type) -> type:
-        if name in REGISTRY and REGISTRY[name][0] is not cls:
-            raise ValueError(f"method name {name!r} is already registered to {REGISTRY[name][0]}")
+        if name in REGISTRY and _origin(REGISTRY[name][0]) != _origin(cls):
+            raise ConfigError(f"method name {name!r}: registered by {_origin(REGISTRY[name][0])} "
+                              f"and again by {_origin(cls)}; rename one of them")
         REGISTRY[name] = (cls, dict(preset))
         FAMILIES[name] = str(family)
         return cls
@@ -162,14 +177,55 @@ def available() -> list[str]:
     return sorted(REGISTRY)
 
 
+def _origin(obj) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', '?')}"
+
+
 def load_plugins(modules) -> None:
-    """Import user modules whose @register decorators add methods."""
+    """Import user modules whose decorators register methods, designs and metrics. A module
+    that cannot be found, raises or has a syntax error is a ConfigError naming it and where."""
+    import sys
+    import traceback
+
+    from ..metrics import PLUGIN_LOADING, claim_metrics
     for mod in modules or ():
+        if mod in sys.modules:
+            claim_metrics(str(mod), sys.modules[mod])
+            continue
+        PLUGIN_LOADING.append(str(mod))
         try:
-            importlib.import_module(mod)
-        except ImportError as exc:
-            raise ConfigError(f"plugins: cannot import {mod!r} ({exc}); put the module on "
-                              f"PYTHONPATH or install it") from exc
+            module = importlib.import_module(mod)
+        except ConfigError as exc:
+            raise ConfigError(f"plugins: {mod!r}: {exc}") from None
+        except ModuleNotFoundError as exc:
+            if exc.name and str(mod).startswith(exc.name):
+                raise ConfigError(f"plugins: cannot import {mod!r} ({exc}); put the module on "
+                                  f"PYTHONPATH or install it") from None
+            raise ConfigError(f"plugins: {mod!r} imports a missing module ({exc}); install "
+                              f"it") from None
+        except Exception as exc:                                   # noqa: BLE001
+            tb = traceback.extract_tb(exc.__traceback__)
+            where = ""
+            if isinstance(exc, SyntaxError):
+                where = f" at {exc.filename}:{exc.lineno}"
+            elif tb:
+                where = f" at {tb[-1].filename}:{tb[-1].lineno}"
+            raise ConfigError(f"plugins: importing {mod!r} failed with {type(exc).__name__}: "
+                              f"{getattr(exc, 'msg', None) or exc}{where}; fix the module"
+                              ) from None
+        finally:
+            PLUGIN_LOADING.pop()
+        claim_metrics(str(mod), module)
+
+
+def typed_options(name: str, options: Mapping | None) -> dict[str, Any]:
+    """A method's options with its boolean parameters read strictly (`reml=no` is False,
+    `reml=maybe` an error naming method_options.NAME.reml), never by truthiness."""
+    options = dict(options or {})
+    if name in REGISTRY:
+        for key in REGISTRY[name][0].bool_params() & set(options):
+            options[key] = parse_bool(options[key], f"method_options.{name}.{key}")
+    return options
 
 
 def make(name: str, options: dict[str, Any] | None = None, defaults: dict[str, Any] | None = None
@@ -187,7 +243,7 @@ def make(name: str, options: dict[str, Any] | None = None, defaults: dict[str, A
                           f"{cls.__name__} accepts {sorted(accepted)}")
     kwargs = {k: v for k, v in (defaults or {}).items() if k in accepted}
     kwargs.update(preset)
-    kwargs.update(options)
+    kwargs.update(typed_options(name, options))
     for k, v in kwargs.items():                    # OmegaConf lists -> plain lists
         if isinstance(v, (list, tuple)) or type(v).__name__ == "ListConfig":
             kwargs[k] = list(v)

@@ -1,0 +1,357 @@
+"""Hostile use, round 2 (issue 29): every class of the red team's list, by class. A refused
+command exits 2 with one line naming the key / file / plugin, and leaves the store as it was."""
+import hashlib
+import shutil
+import textwrap
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from simstudy.designs import ConfigError
+from simstudy.options import parse_bool
+from simstudy.runner import cell_mcse
+from simstudy.store import read_congruence, read_metrics
+
+from test_hostile import TINY, cli
+
+HERE = Path(__file__).parent
+
+
+def snapshot(out: Path) -> dict:
+    """Every file of a store (but the lock) and its content hash."""
+    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(out.rglob("*")) if p.is_file() and p.name != ".lock"}
+
+
+def plugin(tmp_path, monkeypatch, body: str) -> str:
+    """A plugin module of a fresh name on sys.path; returns its name."""
+    name = f"plug_{uuid.uuid4().hex[:10]}"
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(body))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return name
+
+
+# ------------------------------------------------------------------ 1. booleans
+@pytest.mark.parametrize("value", ["no", "false", "'false'", "NO", "Off", "0", "False"])
+def test_overwrite_spelled_false_never_deletes(value, tmp_path, capsys):
+    out = tmp_path / "s"
+    assert cli(capsys, "run", *TINY, f"out={out}")[0] == 0
+    before = snapshot(out)
+    code, _, err = cli(capsys, "run", *TINY[:-1], "methods=[Q-base]", f"overwrite={value}",
+                       f"out={out}")
+    assert code == 2 and "different config" in err
+    assert snapshot(out) == before
+
+
+@pytest.mark.parametrize("key", ["overwrite", "retry_errors", "probe", "progress", "figures"])
+@pytest.mark.parametrize("value", ["maybe", "2", "'yes please'", "null_"])
+def test_a_boolean_key_refuses_other_values(key, value, tmp_path, capsys):
+    code, _, err = cli(capsys, "run", *TINY, f"{key}={value}", f"out={tmp_path / 'o'}")
+    assert code == 2 and f"{key}=" in err and "true or false" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_retry_errors_no_does_not_retry(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "r"
+    monkeypatch.syspath_prepend(str(HERE))
+    args = [*TINY[:-1], "methods=[Q-base,test-envfail]", "plugins=[plugin_methods]", "probe=false"]
+    monkeypatch.setenv("SIMSTUDY_TEST_FAIL", "1")
+    cli(capsys, "run", *args, f"out={out}")
+    monkeypatch.delenv("SIMSTUDY_TEST_FAIL")
+    code, text, _ = cli(capsys, "run", *args, "retry_errors=no", f"out={out}")
+    assert code == 0 and "are recomputed" not in text
+    assert (read_metrics(out)["status"] == "error").sum() == 2
+
+
+def test_method_and_design_booleans_are_strict(tmp_path, capsys):
+    out = tmp_path / "b"
+    code, _, _ = cli(capsys, "run", *TINY[:-1], "methods=[PT]", "+method_options.PT.site_feature=no",
+                     f"out={out}")
+    import yaml
+    stored = yaml.safe_load((out / "config.yaml").read_text())
+    (point,) = stored["points"].values()
+    assert code == 0 and point["study"]["method_options"]["PT"]["site_feature"] is False
+    code, _, err = cli(capsys, "run", *TINY[:-1], "methods=[PT]",
+                       "+method_options.PT.site_feature=perhaps", f"out={tmp_path / 'c'}")
+    assert code == 2 and "method_options.PT.site_feature" in err
+    code, _, err = cli(capsys, "run", "design=plasmode_star", "design.standardize=sometimes",
+                       *TINY, f"out={tmp_path / 'd'}")
+    assert code == 2 and "design.standardize" in err
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=8), st.integers(-3, 3), st.floats(allow_nan=True),
+                 st.booleans(), st.none()))
+def test_fuzz_parse_bool(value):
+    truth = {"true": True, "yes": True, "on": True, "1": True,
+             "false": False, "no": False, "off": False, "0": False}
+    if isinstance(value, bool):
+        expected = value
+    elif isinstance(value, str):
+        expected = truth.get(value.strip().lower())
+    elif isinstance(value, (int, float)) and value in (0, 1):
+        expected = bool(value)
+    else:
+        expected = None
+    if expected is None:
+        with pytest.raises(ConfigError, match="flag="):
+            parse_bool(value, "flag")
+    else:
+        assert parse_bool(value, "flag") is expected
+
+
+# ------------------------------------------------------------------ 2. retry computes first
+def test_retry_errors_keeps_failures_outside_the_run_and_on_a_failed_probe(tmp_path, capsys,
+                                                                           monkeypatch):
+    out = tmp_path / "r"
+    monkeypatch.syspath_prepend(str(HERE))
+    base = ["n_j=8", "reps=3", "n_jobs=1", "progress=false", "figures=false",
+            "methods=[Q-base,test-envfail]", "plugins=[plugin_methods]", "probe=false"]
+    monkeypatch.setenv("SIMSTUDY_TEST_FAIL", "1")
+    assert cli(capsys, "run", "J=[3,4]", *base, f"out={out}")[0] == 0
+    failed = read_metrics(out).query("status == 'error'")
+    assert len(failed) == 6
+    # the cause is not fixed: the probe fails and nothing stored changes
+    before = snapshot(out)
+    code, _, err = cli(capsys, "run", "J=[3,4]", *base[:-1], "retry_errors=true", f"out={out}")
+    assert code == 2 and "probe" in err and snapshot(out) == before
+    # fixed; the run covers J=3 and replicates 0:2 only: J=4 and replicate 2 keep their rows
+    monkeypatch.delenv("SIMSTUDY_TEST_FAIL")
+    code, text, _ = cli(capsys, "run", "J=3", *base, "replicates=0:2", "retry_errors=true",
+                        f"out={out}")
+    m = read_metrics(out)
+    bad = m[m["status"] == "error"]
+    assert code == 0 and "2 replicates with failed fits are recomputed" in text
+    assert sorted(zip(bad["J"], bad["replicate"])) == [(3, 2), (4, 0), (4, 1), (4, 2)]
+    assert len(m) == 2 * 6                                   # nothing lost, nothing duplicated
+    # the recomputed replicates have their congruence pair now
+    c = read_congruence(out)
+    assert set(zip(c["J"], c["replicate"])) == {(3, 0), (3, 1)}
+
+
+def test_newest_rows_of_a_replicate_win_when_two_files_hold_it(tmp_path, capsys):
+    from simstudy.store import Store
+    out = tmp_path / "n"
+    assert cli(capsys, "run", *TINY, f"out={out}")[0] == 0
+    m, c = read_metrics(out), read_congruence(out)
+    newer = m[m["replicate"] == 1].assign(accuracy=0.123)
+    with Store(out) as store:
+        store.append(newer, c.iloc[:0])
+    m2 = read_metrics(out)
+    assert len(m2) == len(m)
+    assert (m2.loc[m2["replicate"] == 1, "accuracy"] == 0.123).all()
+    assert m2.loc[m2["replicate"] == 0, "accuracy"].equals(m.loc[m["replicate"] == 0, "accuracy"])
+
+
+# ------------------------------------------------------------------ 3. out= not a store
+def test_out_a_directory_of_other_files_is_refused(tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "config.yaml").write_text("learning_rate: 0.1\n")
+    (out / "summary.md").write_text("my notes\n")
+    before = snapshot(out)
+    code, _, err = cli(capsys, "run", *TINY, f"out={out}")
+    assert code == 2 and "no simstudy study" in err and "config.yaml" in err
+    assert snapshot(out) == before
+    (tmp_path / "empty").mkdir()                      # an empty directory is fine
+    assert cli(capsys, "run", *TINY, f"out={tmp_path / 'empty'}")[0] == 0
+
+
+# ------------------------------------------------------------------ 4. plugin names
+@pytest.mark.parametrize("name", ["replicate", "method", "point", "accuracy", "status", "J"])
+def test_plugin_metric_with_a_reserved_name_is_refused(name, tmp_path, capsys, monkeypatch):
+    mod = plugin(tmp_path, monkeypatch, f"""
+        from simstudy.metrics import register_metric
+        @register_metric({name!r})
+        def m(score, truth, test):
+            return 1.0
+    """)
+    code, _, err = cli(capsys, "run", *TINY, f"plugins=[{mod}]", f"out={tmp_path / 'o'}")
+    assert code == 2 and mod in err and repr(name) in err and "reserved" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_two_plugins_registering_one_metric_name_are_refused(tmp_path, capsys, monkeypatch):
+    metric = f"m_{uuid.uuid4().hex[:6]}"
+    body = f"""
+        from simstudy.metrics import register_metric
+        @register_metric({metric!r})
+        def m(score, truth, test):
+            return 1.0
+    """
+    a, b = plugin(tmp_path, monkeypatch, body), plugin(tmp_path, monkeypatch, body)
+    code, _, err = cli(capsys, "run", *TINY, f"plugins=[{a},{b}]", f"out={tmp_path / 'o'}")
+    assert code == 2 and a in err and b in err
+
+
+def test_a_metric_registered_by_an_imported_module_is_the_plugins(tmp_path, capsys, monkeypatch):
+    metric = f"m_{uuid.uuid4().hex[:6]}"
+    helper = plugin(tmp_path, monkeypatch, f"""
+        import numpy as np
+        from simstudy.metrics import register_metric
+        @register_metric({metric!r})
+        def m(score, truth, test):
+            return float(np.mean(np.asarray(score) > 0))
+    """)
+    main = plugin(tmp_path, monkeypatch, f"import {helper}  # noqa\n")
+    out = tmp_path / "o"
+    code, _, _ = cli(capsys, "run", *TINY, f"plugins=[{main}]", f"out={out}")
+    m = read_metrics(out)
+    assert code == 0 and metric in m and m[metric].notna().all()
+    assert np.allclose(m[metric], m["treated_share"])      # an independent column: the same
+
+
+@pytest.mark.parametrize("ret", ["'abc'", "None", "np.zeros(3)"])
+def test_a_metric_returning_no_number_blames_the_metric(ret, tmp_path, capsys, monkeypatch):
+    metric = f"m_{uuid.uuid4().hex[:6]}"
+    mod = plugin(tmp_path, monkeypatch, f"""
+        import numpy as np
+        from simstudy.metrics import register_metric
+        @register_metric({metric!r})
+        def m(score, truth, test):
+            return {ret}
+    """)
+    code, _, err = cli(capsys, "run", *TINY, f"plugins=[{mod}]", f"out={tmp_path / 'o'}")
+    assert code == 2 and metric in err and "must return one number" in err
+    assert "method_options" not in err
+
+
+@pytest.mark.parametrize("body, says", [
+    ("def f(:\n", "SyntaxError"),
+    ("raise RuntimeError('boom')\n", "RuntimeError: boom"),
+    ("import simstudy\nfrom simstudy import Method, register\n"
+     "@register('Q-base')\nclass Mine(Method):\n    pass\n", "'Q-base'"),
+])
+def test_a_broken_plugin_is_named(body, says, tmp_path, capsys, monkeypatch):
+    mod = plugin(tmp_path, monkeypatch, body)
+    code, _, err = cli(capsys, "run", *TINY, f"plugins=[{mod}]", f"out={tmp_path / 'o'}")
+    assert code == 2 and mod in err and says in err and "internal error" not in err
+
+
+# ------------------------------------------------------------------ 5. a design's output
+BAD_DESIGN = """
+    from dataclasses import dataclass
+    import numpy as np
+    import pandas as pd
+    from simstudy.designs import DesignBase, Replicate, register_design, Design
+
+    @register_design({family!r})
+    @dataclass(frozen=True)
+    class Bad(DesignBase):
+        name: str = {family!r}
+        def simulate(self, rng, J, n_j):
+            rep = Design().simulate(rng, {J}, n_j)
+            truth = rep.truth.copy()
+            {change}
+            return Replicate(rep.train, rep.test, truth)
+"""
+
+
+@pytest.mark.parametrize("J, change, says", [
+    ("J", "truth.loc[0, 'Delta'] = np.nan", "missing or infinite"),
+    ("5", "pass", "5 training sites (asked for J=3)"),
+    ("J", "truth = truth.iloc[:-1]", "row-aligned"),
+    ("J", "truth['d_opt'] = 1", "d_opt is not"),
+])
+def test_a_plugin_designs_output_is_checked(J, change, says, tmp_path, monkeypatch):
+    from simstudy.runner import StudyConfig, run_study
+    family = f"bad{uuid.uuid4().hex[:6]}"
+    mod = plugin(tmp_path, monkeypatch, BAD_DESIGN.format(family=family, J=J, change=change))
+    cfg = StudyConfig.from_config({"design": {"family": family, "name": family}, "J": 3,
+                                   "n_j": 8, "reps": 2, "methods": ["Q-base", "treat-all"],
+                                   "plugins": [mod]})
+    with pytest.raises(ConfigError) as info:
+        run_study(cfg, tmp_path / "o", progress=False, probe=False)
+    assert f"design {family!r}" in str(info.value) and says in str(info.value)
+    assert not (tmp_path / "o" / "metrics.parquet").exists()
+    assert not list((tmp_path / "o" / "parts").glob("metrics-*"))
+
+
+# ------------------------------------------------------------------ 6. study identity
+def test_a_parts_file_of_another_study_is_not_adopted(tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert cli(capsys, "run", *TINY, f"out={a}")[0] == 0
+    assert cli(capsys, "run", *TINY, "seed=7", "reps=3", f"out={b}")[0] == 0
+    before = read_metrics(a)
+    shutil.copy(b / "metrics.parquet", a / "parts" / "metrics-99999999999999999999-x.parquet")
+    code, _, err = cli(capsys, "status", str(a))
+    assert code == 2 and "unreadable" in err or "another study" in err
+    code, text, _ = cli(capsys, "repair", str(a))
+    assert code == 0 and "1 unreadable file(s) moved" in text
+    pd.testing.assert_frame_equal(read_metrics(a), before)
+
+
+def test_a_parquet_file_with_other_columns_is_quarantined(tmp_path, capsys):
+    a = tmp_path / "a"
+    assert cli(capsys, "run", *TINY, f"out={a}")[0] == 0
+    pd.DataFrame({"replicate": [0], "x": [1.0]}).to_parquet(
+        a / "parts" / "metrics-99999999999999999999-y.parquet")
+    code, text, _ = cli(capsys, "repair", str(a))
+    assert code == 0 and "1 unreadable file(s) moved" in text
+    assert cli(capsys, "report", str(a))[0] == 0
+
+
+def test_a_changed_data_file_is_a_different_study(tmp_path, capsys):
+    from simstudy import data
+    sizes = tmp_path / "sizes.csv"
+    shutil.copy(data.path("star"), sizes)
+    args = [*TINY, "+design.site_sizes=file", f"+design.site_sizes_file={sizes}",
+            "+design.site_sizes_column=school"]
+    out = tmp_path / "f"
+    assert cli(capsys, "run", *args, f"out={out}")[0] == 0
+    before = snapshot(out)
+    df = pd.read_csv(sizes)
+    df.iloc[: len(df) // 2].to_csv(sizes, index=False)          # another file, same name
+    code, _, err = cli(capsys, "run", *args, f"out={out}")
+    assert code == 2 and "site_sizes_file_sha256" in err
+    assert snapshot(out) == before
+
+
+# ------------------------------------------------------------------ 11. numbers
+def test_auto_target_reference_is_a_paired_se():
+    rng = np.random.default_rng(1)
+    n = 40
+    common = rng.normal(0, 1, n)                  # a shared replicate effect: pairing matters
+    rows = []
+    for r in range(n):
+        for method, shift in (("treat-all", 0.0), ("A", 0.1), ("B", 0.2)):
+            rows.append(dict(point="", design="d", J=3, n_j=8, replicate=r, method=method,
+                             status="ok", accuracy=common[r] + shift + rng.normal(0, 0.01)))
+    m = pd.DataFrame(rows)
+    w = m.pivot(index="replicate", columns="method", values="accuracy")
+    paired = max(float((w[c] - w["treat-all"]).std(ddof=1) / np.sqrt(n)) for c in ("A", "B"))
+    got = cell_mcse(m, "", ("d", 3, 8), n, "accuracy", reference="treat-all")
+    assert got == pytest.approx(paired) and got < 0.01
+
+
+def test_min_site_size_above_n_j_is_refused(tmp_path, capsys):
+    code, _, err = cli(capsys, "run", *TINY, "+design.min_site_size=30", f"out={tmp_path / 'o'}")
+    assert code == 2 and "design.min_site_size=30" in err and "n_j=8" in err
+
+
+@pytest.mark.parametrize("extra, says", [
+    (["min_reps=0"], "min_reps"), (["max_reps=0"], "max_reps"), (["batch_reps=0"], "batch_reps"),
+    (["replicates=0:2"], "replicates"),
+])
+def test_auto_settings_are_checked(extra, says, tmp_path, capsys):
+    code, _, err = cli(capsys, "run", *TINY[:2], "reps=auto", "target_mcse=0.01", *TINY[3:],
+                       *extra, f"out={tmp_path / 'o'}")
+    assert code == 2 and says in err
+
+
+def test_a_failed_probe_leaves_the_store_and_config_as_they_were(tmp_path, capsys):
+    out = tmp_path / "p"
+    bad = "+method_options.Q-base.moderators=[nope]"
+    # a new store: the failed probe writes no config, so the corrected command runs
+    code, _, err = cli(capsys, "run", *TINY, bad, f"out={out}")
+    assert code == 2 and "probe" in err and not (out / "config.yaml").exists()
+    assert cli(capsys, "run", *TINY, f"out={out}")[0] == 0
+    before = snapshot(out)
+    # overwrite=true with a study whose probe fails deletes nothing
+    code, _, err = cli(capsys, "run", *TINY, bad, "overwrite=true", f"out={out}")
+    assert code == 2 and "probe" in err and snapshot(out) == before
