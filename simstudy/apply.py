@@ -20,6 +20,7 @@ one 0/1 column per level except the first, named column + level). Two values per
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -61,6 +62,14 @@ def load(path) -> pd.DataFrame:
         raise DataError(f"--data {path} cannot be read: {exc}") from None
     if df.empty:
         raise DataError(f"--data {path} has a header but no rows")
+    if path.suffix.lower() in (".csv", ".txt"):       # pandas renames a repeated name X1.1
+        import csv
+        with open(path, newline="") as fh:
+            header = next(csv.reader(fh), [])
+        dup = sorted({c for c in header if header.count(c) > 1})
+        if dup:
+            raise DataError(f"--data {path}: the header names column(s) {dup} more than once; "
+                            f"rename them so each column has one name")
     return df
 
 
@@ -118,6 +127,11 @@ def prepare(df: pd.DataFrame, outcome: str, treatment: str, site: str, covariate
     if inf:
         raise DataError("infinite values in " + ", ".join(f"{c} ({k} rows)" for c, k in inf.items())
                         + "; fix or drop those rows")
+    huge = [c for c in numeric if np.abs(df[c].to_numpy(float)).max(initial=0.0) > MAX_ABS]
+    if huge:
+        raise DataError(f"column(s) {huge} have values beyond +-{MAX_ABS:g}: their squares "
+                        f"overflow the estimators' sums of squares; rescale them (e.g. to "
+                        f"standard units)")
     # sites
     size = df.groupby(site)[treatment].agg(["size", "mean"])
     bad = {"one person": size.index[size["size"] < 2],
@@ -148,6 +162,14 @@ def prepare(df: pd.DataFrame, outcome: str, treatment: str, site: str, covariate
                 names.append(c)
                 continue
             lev = sorted(pd.unique(df[c]), key=str)
+            if len(lev) < 2:
+                raise DataError(f"categorical column {c!r} has one level ({lev[0]!r}) in the "
+                                f"{len(df)} rows used: it gives no dummy column; remove it from "
+                                f"--covariates / --moderators")
+            if len(lev) > MAX_LEVELS:
+                raise DataError(f"categorical column {c!r} has {len(lev)} levels (an ID?); each "
+                                f"level becomes a 0/1 column: use a numeric column, group its "
+                                f"levels (at most {MAX_LEVELS}), or drop it")
             for level in lev[1:]:
                 name = f"{c}{level}"
                 if name in df.columns and name not in created:
@@ -305,8 +327,80 @@ def analyse(df, outcome, treatment, site, cov, mod, methods, by=None, seed=2024,
            "site_folds": pd.DataFrame({site: labels, "fold": fold_of_site}),
            "fitted": fitted}
     if out is not None:
-        write(res, df, site, by, mod, Path(out), log)
+        write_atomic(res, df, site, by, mod, Path(out), log)
     return res
+
+
+OUTPUT_MARKERS = ("scores.parquet", "values.csv")     # what makes a directory apply's output
+
+
+def check_apply_out(out) -> Path:
+    """--out before any fit: not a file, a writable parent, and either new, empty, or a
+    previous apply output (which is replaced whole); never a directory of other files."""
+    if out is None or not str(out).strip():
+        raise DataError("--out DIR is required (where the outputs go)")
+    out = Path(str(out)).expanduser()
+    if out.is_symlink() and not out.exists():
+        raise DataError(f"--out {out} is a dangling symbolic link; remove it or give another "
+                        f"directory")
+    try:
+        exists = out.exists()
+    except OSError as exc:                          # a symlink loop
+        raise DataError(f"--out {out}: {exc.strerror}; give another directory") from None
+    if exists and not out.is_dir():
+        raise DataError(f"--out {out} is a file; give a directory (it is created if missing)")
+    parent = out.resolve().parent if exists else out.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise DataError(f"--out {out}: {parent} is not a writable directory; choose another "
+                        f"--out")
+    if exists and any(out.iterdir()) and not all((out / m).exists() for m in OUTPUT_MARKERS):
+        names = sorted(p.name for p in out.iterdir())[:4]
+        raise DataError(f"--out {out} holds other files ({', '.join(names)}) and no apply output "
+                        f"(scores.parquet, values.csv); the output replaces the directory whole: "
+                        f"give a new or empty directory")
+    return out
+
+
+def write_atomic(res, df, site, by, mod, out: Path, log=print) -> None:
+    """Every output into a new directory beside `out`, then swapped in: a killed run leaves the
+    previous output whole (or none), never new scores beside old trees (issue 29, class 7)."""
+    import shutil
+    import uuid
+    out = Path(out)
+    tag = uuid.uuid4().hex[:8]
+    tmp = out.with_name(f".{out.name}.new-{tag}")
+    old = out.with_name(f".{out.name}.old-{tag}")
+    try:
+        write(res, df, site, by, mod, tmp, lambda *a: None)
+        if out.exists():
+            os.replace(out, old)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and out.exists():
+            shutil.rmtree(old, ignore_errors=True)
+    log(f"written to {out}: scores.parquet/.csv, values.csv/.md, site_folds.csv, congruence.csv, "
+        f"tree_depth*_rules.csv/.md, figures/ (PNG and PDF)")
+
+
+def recover_out(out: Path) -> None:
+    """A run killed between the two renames of `write_atomic` left the previous output as
+    .NAME.old-*: put it back (and drop unfinished .NAME.new-* directories)."""
+    import shutil
+    out = Path(out)
+    parent = out.absolute().parent
+    if not parent.is_dir():
+        return
+    for p in parent.glob(f".{out.name}.new-*"):
+        shutil.rmtree(p, ignore_errors=True)
+    olds = sorted(parent.glob(f".{out.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    if olds and not out.exists():
+        os.replace(olds[-1], out)
+        olds = olds[:-1]
+    for p in olds:
+        shutil.rmtree(p, ignore_errors=True)
 
 
 VALUES_NOTE = (
@@ -415,50 +509,69 @@ def example(name: str, seed: int = 1) -> tuple[pd.DataFrame, dict]:
     return df, spec
 
 
+def _yaml_value(key: str, value, where: str):
+    """One option of apply's --config YAML, typed as the command line types it."""
+    from .options import parse_bool
+    names = ("covariates", "moderators", "methods")
+    if key in ("dropna", "drop_sites"):
+        return parse_bool(value, f"{where}: {key}")
+    if key in ("value_folds", "seed"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise DataError(f"{where}: {key}: {value!r} must be an integer")
+        return value
+    if key == "depths":
+        value = [value] if isinstance(value, int) and not isinstance(value, bool) else value
+        if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                  for v in value):
+            raise DataError(f"{where}: depths: {value!r} must be a list of integers 1..4, "
+                            f"e.g. [2, 3] ([] for no trees)")
+        return value
+    if key in names:
+        value = value.split() if isinstance(value, str) else value
+        if not isinstance(value, list) or not all(
+                isinstance(v, (str, int)) and not isinstance(v, bool) for v in value):
+            raise DataError(f"{where}: {key}: {value!r} must be a list of names, e.g. [X1, X2]")
+        if not value:
+            raise DataError(f"{where}: {key}: the list is empty; name at least one")
+        return [str(v) for v in value]
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        raise DataError(f"{where}: {key}: {value!r} must be a single name")
+    return str(value)
+
+
 def _from_config(args) -> None:
-    """Fill options not given on the command line from --config FILE (YAML)."""
+    """Fill options not given on the command line from --config FILE (YAML), each typed and
+    checked as on the command line; then the defaults."""
     if args.config:
         import yaml
         path = Path(args.config)
-        if not path.exists():
+        if not path.is_file():
             raise DataError(f"--config {path}: no such file")
-        cfg = yaml.safe_load(path.read_text()) or {}
+        try:
+            cfg = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise DataError(f"--config {path} is not valid YAML "
+                            f"({str(exc).splitlines()[0]})") from None
         if not isinstance(cfg, dict):
             raise DataError(f"--config {path}: must be a YAML mapping of options (key: value)")
         cfg = {str(k).replace("-", "_"): v for k, v in cfg.items()}
-        unknown = sorted(set(cfg) - set(vars(args)))
+        unknown = sorted(set(cfg) - set(vars(args)) | ({"config"} & set(cfg)))
         if unknown:
             raise DataError(f"--config {path}: unknown keys {unknown}; allowed "
                             f"{sorted(k for k in vars(args) if k != 'config')}")
         for key, value in cfg.items():
+            if value is None:
+                continue
             if getattr(args, key) in (None, False):
-                setattr(args, key, value)
+                setattr(args, key, _yaml_value(key, value, f"--config {path}"))
+    if args.methods is not None and not args.methods:
+        raise DataError("--methods: the list is empty; name at least one method")
     args.methods = args.methods or DEFAULT_METHODS
     args.seed = 2024 if args.seed is None else int(args.seed)
-    for key in ("covariates", "moderators", "methods"):
-        value = getattr(args, key)
-        if isinstance(value, str):
-            setattr(args, key, value.split())
-
-
-def _check_yaml_types(args) -> None:
-    """Options from a --config file have the types the command line would give."""
-    for key in ("covariates", "moderators", "methods", "depths"):
-        value = getattr(args, key, None)
-        if value is None:
-            continue
-        if isinstance(value, str):
-            value = value.split()
-        if not isinstance(value, (list, tuple)) or not all(
-                isinstance(v, (str, int)) and not isinstance(v, bool) for v in value):
-            raise DataError(f"{key}: {value!r} must be a list of names, e.g. [X1, X2]")
-        setattr(args, key, [str(v) for v in value] if key != "depths" else value)
-    for key in ("outcome", "treatment", "site", "by", "data", "out", "example", "treated"):
-        value = getattr(args, key, None)
-        if value is not None and not isinstance(value, (str, int, float)):
-            raise DataError(f"{key}: {value!r} must be a single name")
-        if value is not None:
-            setattr(args, key, str(value))
+    if args.seed < 0:
+        raise DataError(f"seed {args.seed}: must be an integer >= 0")
+    if args.value_folds is not None and args.value_folds < 2:
+        raise DataError(f"value_folds {args.value_folds}: must be an integer >= 2")
 
 
 def main(argv) -> int:
@@ -492,14 +605,11 @@ def main(argv) -> int:
     args = ap.parse_args(argv)
     try:
         _from_config(args)
-        _check_yaml_types(args)
         if bool(args.data) == bool(args.example):
             raise DataError("give exactly one of --data FILE or --example NAME")
-        if not args.out:
-            raise DataError("--out DIR is required (where the outputs go)")
-        out = Path(args.out)
-        if out.exists() and not out.is_dir():
-            raise DataError(f"--out {out} is a file; give a directory (it is created if missing)")
+        if args.out:
+            recover_out(Path(args.out))
+        out = check_apply_out(args.out)
         if args.example:
             df, spec = example(args.example)
             print(EXAMPLES[args.example]["text"])
@@ -549,3 +659,5 @@ def main(argv) -> int:
 
 
 MAX_GROUPS = 20
+MAX_LEVELS = 50         # a categorical covariate's levels (each is a column)
+MAX_ABS = 1e100         # |value| beyond this overflows squared sums

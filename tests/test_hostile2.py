@@ -355,3 +355,111 @@ def test_a_failed_probe_leaves_the_store_and_config_as_they_were(tmp_path, capsy
     # overwrite=true with a study whose probe fails deletes nothing
     code, _, err = cli(capsys, "run", *TINY, bad, "overwrite=true", f"out={out}")
     assert code == 2 and "probe" in err and snapshot(out) == before
+
+
+# ------------------------------------------------------------------ 7. apply
+def apply_data(tmp_path, seed=3) -> Path:
+    from simstudy import Design
+    rep = Design(name="design2").simulate(np.random.default_rng(seed), 8, 20)
+    path = tmp_path / "trial.csv"
+    rep.train.to_csv(path, index=False)
+    return path
+
+
+def run_apply(capsys, data, out, *extra):
+    return cli(capsys, "apply", "--data", str(data), "--outcome", "Y", "--treatment", "T",
+               "--site", "site", "--covariates", "X1", "X2", "X3", "--moderators", "X3",
+               "--methods", "Q-base", "--value-folds", "2", "--out", str(out), *extra)
+
+
+def test_apply_output_is_replaced_whole_or_not_at_all(tmp_path, capsys, monkeypatch):
+    data, out = apply_data(tmp_path), tmp_path / "out"
+    assert run_apply(capsys, data, out, "--depths", "1", "2")[0] == 0
+    assert (out / "tree_depth2_rules.csv").exists()
+    before = snapshot(out)
+    # a run that dies while writing (here: the congruence figure raises) leaves the old output
+    from simstudy.report import figures
+    monkeypatch.setattr(figures, "heatmap", lambda *a, **k: (_ for _ in ()).throw(
+        KeyboardInterrupt()))
+    code, _, _ = run_apply(capsys, data, out, "--depths", "1", "--seed", "5")
+    assert code == 130 and snapshot(out) == before
+    assert not list(tmp_path.glob(".out.*"))
+    monkeypatch.undo()
+    # fewer depths: the second output has no tree of the first
+    assert run_apply(capsys, data, out, "--depths", "1")[0] == 0
+    assert not (out / "tree_depth2_rules.csv").exists() and (out / "tree_depth1_rules.csv").exists()
+
+
+def test_apply_recovers_an_output_left_between_the_two_renames(tmp_path, capsys):
+    data, out = apply_data(tmp_path), tmp_path / "out"
+    assert run_apply(capsys, data, out, "--depths")[0] == 0
+    out.rename(tmp_path / ".out.old-12345678")        # killed after the first rename
+    (tmp_path / ".out.new-12345678").mkdir()
+    code, _, err = run_apply(capsys, data, out, "--depths", "--methods", "nope")
+    assert code == 2 and (out / "values.csv").exists()
+    assert not list(tmp_path.glob(".out.*"))
+
+
+def test_apply_out_checked_before_fitting(tmp_path, capsys):
+    data, mine = apply_data(tmp_path), tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    code, out, err = run_apply(capsys, data, mine)
+    assert code == 2 and "holds other files" in err and "[1/" not in out
+    assert (mine / "notes.txt").read_text() == "mine"
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    code, _, err = run_apply(capsys, data, tmp_path / "dangling")
+    assert code == 2 and "dangling" in err
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    code, _, err = run_apply(capsys, data, tmp_path / "loop")
+    assert code == 2 and "--out" in err and "internal" not in err
+
+
+@pytest.mark.parametrize("yaml_text, says", [
+    ("value_folds: abc\n", "value_folds"), ("methods: []\n", "methods: the list is empty"),
+    ("seed: -3\n", "seed -3"), ("dropna: maybe\n", "dropna"), ("depths: [a]\n", "depths"),
+    ("covariates: {a: 1}\n", "covariates"), ("outcome: [Y, Z]\n", "outcome"),
+])
+def test_apply_yaml_values_are_typed(yaml_text, says, tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml_text)
+    code, _, err = cli(capsys, "apply", "--example", "simulated", "--config", str(cfg),
+                       "--out", str(tmp_path / "o"))
+    assert code == 2 and says in err, err
+
+
+def test_apply_yaml_booleans_and_scalar_depths(tmp_path, capsys):
+    data = apply_data(tmp_path)
+    df = pd.read_csv(data)
+    df.loc[0, "X1"] = np.nan
+    df.to_csv(data, index=False)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("dropna: 'no'\ndepths: 1\n")
+    code, _, err = run_apply(capsys, data, tmp_path / "o", "--config", str(cfg))
+    assert code == 2 and "--dropna" in err                 # 'no' is false: nothing dropped
+    cfg.write_text("dropna: yes\ndepths: 1\n")
+    code, _, _ = run_apply(capsys, data, tmp_path / "o", "--config", str(cfg))
+    assert code == 0 and (tmp_path / "o" / "tree_depth1_rules.csv").exists()
+
+
+@pytest.mark.parametrize("change, says", [
+    (lambda df: df.assign(grp="a"), "one level"),                         # a one-level category
+    (lambda df: df.assign(grp=[f"id{i}" for i in range(len(df))]), "levels (an ID?)"),
+    (lambda df: df.assign(Y=df["Y"] * 1e307), "rescale"),
+])
+def test_apply_degenerate_columns_are_named(change, says, tmp_path, capsys):
+    data = apply_data(tmp_path)
+    change(pd.read_csv(data)).to_csv(data, index=False)
+    code, _, err = cli(capsys, "apply", "--data", str(data), "--outcome", "Y", "--treatment",
+                       "T", "--site", "site", "--covariates", "X1", "grp" if "grp" in
+                       pd.read_csv(data) else "X2", "--moderators", "X3",
+                       "grp" if "grp" in pd.read_csv(data) else "X4", "--methods", "Q-base",
+                       "--out", str(tmp_path / "o"))
+    assert code == 2 and says in err, err
+
+
+def test_apply_duplicate_csv_columns_are_refused(tmp_path, capsys):
+    data = tmp_path / "d.csv"
+    data.write_text("Y,T,site,X1,X1\n1,0,1,2,3\n")
+    code, _, err = run_apply(capsys, data, tmp_path / "o")
+    assert code == 2 and "more than once" in err and "X1" in err
