@@ -169,11 +169,7 @@ def _status(argv: list[str]) -> int:
                                  description="Replicates done and missing per cell of a store.")
     ap.add_argument("dir")
     args = ap.parse_args(argv)
-    try:
-        table, text = status_table(args.dir)
-    except FileNotFoundError as exc:
-        print(f"simstudy status: {exc}", file=sys.stderr)
-        return 2
+    table, text = status_table(args.dir)
     print(text)
     return 0
 
@@ -188,13 +184,16 @@ def _merge(argv: list[str]) -> int:
     ap.add_argument("sources", nargs="+")
     ap.add_argument("dest")
     args = ap.parse_args(argv)
-    with Store(args.dest) as dest:
+    from .runner import check_out
+    from .store import read_config
+    for src in args.sources:                 # every source, and the destination, before writing
+        read_config(src)
+        if Path(src).resolve() == Path(args.dest).resolve():
+            raise ConfigError(f"{src} is the destination itself; give another store to merge")
+    dest_path = check_out(args.dest)
+    with Store(dest_path) as dest:
         for src in args.sources:
-            try:
-                added, present = dest.merge_from(src)
-            except (ConfigError, FileNotFoundError) as exc:
-                print(f"simstudy merge: {exc}", file=sys.stderr)
-                return 2
+            added, present = dest.merge_from(src)
             print(f"{src}: {added} replicates added, {present} already in {args.dest}")
     return 0
 

@@ -200,6 +200,7 @@ def _sha256(path: str, mtime_ns: int, size: int) -> str:
     return h.hexdigest()
 
 
+MAX_DRAWS = 10_000           # design.max_draws: redraws of one replicate before it is infeasible
 SITE_SIZES = ("equal", "poisson", "uniform", "lognormal", "file")
 
 
@@ -270,6 +271,10 @@ class Design(DesignBase):
         for key in ("n_covariates", "max_draws"):
             if float(numbers[key]) != int(numbers[key]) or int(numbers[key]) < 1:
                 raise ConfigError(f"design.{key}={numbers[key]!r}: must be an integer >= 1")
+        if int(self.max_draws) > MAX_DRAWS:
+            raise ConfigError(f"design.max_draws={self.max_draws!r}: at most {MAX_DRAWS:,} (a "
+                              f"design that needs more draws for one replicate is infeasible: "
+                              f"raise n_j, lower R_sd or move prevalence towards 0.5)")
         if not 0.0 < float(self.prevalence) < 1.0:
             raise ConfigError(f"design.prevalence={self.prevalence}: must lie strictly in (0, 1)")
         if self.R_sd < 0:
@@ -363,7 +368,8 @@ class Design(DesignBase):
         n = site.size
         X = self._covariates(rng, site, sites)
         logit = np.log(self.prevalence / (1 - self.prevalence)) + self.treat_R * R[site]
-        T = (rng.random(n) < 1.0 / (1.0 + np.exp(-logit))).astype(np.int64)
+        with np.errstate(over="ignore"):        # exp(-logit) = inf is P = 0, as it should be
+            T = (rng.random(n) < 1.0 / (1.0 + np.exp(-logit))).astype(np.int64)
         delta = self._linear(self.delta, X) + self.beta1 * U[site]
         m = self._linear(self.main, X) + self.cluster_main * U[site]
         if self.nonlinear:

@@ -29,6 +29,7 @@ from .metrics import DIAGNOSTICS, METRICS, average_ranks, extra_metrics, congrue
 from .methods import load_plugins, make
 from .methods.registry import shared_reads, typed_options
 from .options import parse_bool
+from .workers import PROCESS_BACKENDS, watch_parent, watched
 from .store import CONGRUENCE_COLUMNS, Store, point_label, read_metrics
 
 
@@ -123,8 +124,8 @@ class StudyConfig:
         if unknown:
             raise ConfigError(f"method_options names methods not in `methods`: {unknown}; "
                               f"methods are {methods}")
-        for m in methods:                       # builds each once: unknown names/options fail here
-            make(m, options.get(m), defaults)
+        built = [make(m, options.get(m), defaults) for m in methods]   # unknown names/options
+        # fail here
         n_jobs = cfg.get("n_jobs", 1)
         n_jobs = _int(n_jobs, "n_jobs", -64) if n_jobs is not None else 1
         if n_jobs == 0:
@@ -142,7 +143,7 @@ class StudyConfig:
         bs = cfg.get("batch_size", "auto")
         batch_size = None if bs in (None, "auto") else _int(bs, "batch_size", 1)
         seed = _int(cfg.get("seed", 2024), "seed", 0)
-        address = cfg.get("dask_address")
+        address = check_dask_address(cfg.get("dask_address"))
         flush = _number(cfg.get("flush_seconds", 5.0), "flush_seconds", 0.0, 86400.0,
                         open_low=True)
         for d in designs:
@@ -152,14 +153,15 @@ class StudyConfig:
                                   f"equal site sizes every site has n_j individuals; lower "
                                   f"min_site_size or raise n_j")
         cells = [(d, a, b) for d in designs for a in J for b in n_j]
-        rows = max((float(a) * b * (1 + getattr(d, "test_size", 1.0)) for d, a, b in cells),
-                   default=0.0)
-        need = rows * BYTES_PER_ROW * _workers(n_jobs, backend)
+        need = max((float(a) * b * (1 + getattr(d, "test_size", 1.0)) * BYTES_PER_ROW
+                    + max((m.memory_bytes(a, a * b) for m in built), default=0.0)
+                    for d, a, b in cells), default=0.0) * _workers(n_jobs, backend)
         have = available_memory()
         remote = backend == "dask" and cfg.get("dask_address") not in (None, "", "local")
         if need > have and not remote:          # a remote cluster's memory is not ours to know
             raise ConfigError(
-                f"J x n_j up to {max(a * b for _, a, b in cells):,} rows per replicate needs about "
+                f"J x n_j up to {max(a * b for _, a, b in cells):,} rows per replicate (J up to "
+                f"{max(J):,} sites) needs about "
                 f"{need / 2 ** 30:,.1f} GiB with {_workers(n_jobs, backend)} worker(s); this machine "
                 f"has {have / 2 ** 30:,.1f} GiB available: use smaller J / n_j or fewer workers")
         return cls(designs, J, n_j, reps, methods, seed, defaults, options, plugins,
@@ -262,6 +264,9 @@ def check_out(out) -> Path:
             raise ConfigError(f"out={str(out)[:60]}...: a path component has {len(part)} "
                               f"characters; the file system allows about 255 (figure names add "
                               f"to it): use a shorter name")
+    if path.is_symlink() and not path.exists():
+        raise ConfigError(f"out={out} is a symbolic link to nothing (dangling, or a loop); "
+                          f"remove it or give another directory")
     if path.exists() and not path.is_dir():
         raise ConfigError(f"out={out} is a file; give a directory (created if missing)")
     parent = path
@@ -462,7 +467,7 @@ def _run_batch(cfg: StudyConfig, design: Design, J: int, n_j: int, replicates: l
                main_pid: int | None = None):
     load_plugins(cfg.plugins)                 # workers import user methods too
     if main_pid is not None and os.getpid() != main_pid:
-        _watch_parent()                       # a worker process: exit with its parent
+        watch_parent()                        # a worker process: exit with its parent
         _one_thread_for_good()
     rows, pairs = [], []
     with one_thread():
@@ -551,13 +556,7 @@ def _backend(cfg: StudyConfig):
         logging.getLogger(name).setLevel(logging.WARNING)
     with contextlib.ExitStack() as stack:
         if cfg.dask_address:
-            try:
-                client = stack.enter_context(Client(cfg.dask_address, timeout="10s"))
-            except (OSError, TimeoutError) as exc:
-                raise ConfigError(f"dask_address={cfg.dask_address}: no dask scheduler answered "
-                                  f"within 10 s ({type(exc).__name__}); start one (`dask "
-                                  f"scheduler`) or leave dask_address empty for a local "
-                                  f"cluster") from None
+            client = stack.enter_context(_connect(Client, cfg.dask_address, DASK_CONNECT_SECONDS))
         else:
             workers = cfg.n_jobs if cfg.n_jobs > 0 else max(1, os.cpu_count() or 1)
             cluster = stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1,
@@ -581,35 +580,60 @@ def _probe_alone(cfg: StudyConfig) -> None:
     _check_probe(rows, (design.name, J, n_j, r))
 
 
+DASK_CONNECT_SECONDS = 10.0
+
+
+def _connect(Client, address: str, seconds: float):
+    """A dask Client of the scheduler at `address`, or a ConfigError after `seconds`: a server
+    that accepts the connection but does not speak dask's protocol (an HTTP server, say) would
+    make Client wait forever, so the connection is made in a daemon thread with a deadline."""
+    box: dict = {}
+
+    def connect():
+        try:
+            box["client"] = Client(address, timeout=f"{seconds:g}s")
+        except BaseException as exc:                                  # noqa: BLE001
+            box["error"] = exc
+    t = threading.Thread(target=connect, daemon=True, name="simstudy-dask-connect")
+    t.start()
+    t.join(seconds + 5.0)
+    if "client" in box:
+        return box["client"]
+    why = type(box["error"]).__name__ if "error" in box else "no dask handshake"
+    raise ConfigError(f"dask_address={address}: no dask scheduler answered within {seconds:g} s "
+                      f"({why}); start one (`dask scheduler`) and give its tcp://HOST:PORT, or "
+                      f"leave dask_address empty for a local cluster")
+
+
+def check_dask_address(address) -> str | None:
+    """None for a local cluster, else `scheme://host:port` (tcp, tls, ws, wss) or host:port."""
+    import re
+    if address in (None, "", "local"):
+        return None
+    text = str(address).strip()
+    if not re.fullmatch(r"((tcp|tls|ws|wss|ucx)://)?(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):\d{1,5}",
+                        text) or not 0 < int(text.rsplit(":", 1)[1]) < 65536:
+        raise ConfigError(f"dask_address={address!r}: use tcp://HOST:PORT of a dask scheduler "
+                          f"(e.g. tcp://127.0.0.1:8786), or leave it empty for a local cluster")
+    return text
+
+
 def _check_probe(rows: list[dict], at: tuple) -> None:
     """The probe: every method is fitted on the first replicate still to do (the run's first
     task) before anything is stored; a method that fails there (a bad option, a missing column,
     a degenerate design) stops the run with this ConfigError instead of filling the store with
     error rows. `at` = (design, J, n_j, replicate)."""
     bad = [r for r in rows if r["status"] != "ok"]
+    if bad and all(str(r["error"]).startswith("data: ") for r in bad):
+        raise ProbeFailed(f"design {at[0]} could not draw the probe replicate (J={at[1]}, "
+                          f"n_j={at[2]}, replicate {at[3]}) -- {bad[0]['error'][6:]}; fix the "
+                          f"design's parameters")
     if bad:
         detail = "; ".join(f"{r['method']}: {r['error']}" for r in bad[:4])
         raise ProbeFailed(
             f"the probe replicate ({at[0]}, J={at[1]}, n_j={at[2]}, replicate {at[3]}) failed "
             f"for {len(bad)} of {len(rows)} methods before the study started -- {detail}. Fix "
             f"the method options, or pass probe=false if these methods fail only sometimes")
-
-
-def _watch_parent() -> None:
-    """In a worker: exit when the parent process dies (SIGKILL of `simstudy run` must not leave
-    workers computing for minutes)."""
-    import threading
-    parent = os.getppid()
-    if getattr(_watch_parent, "started", False) or parent <= 1:
-        return
-    _watch_parent.started = True
-
-    def watch():
-        while True:
-            time.sleep(1.0)
-            if os.getppid() != parent:
-                os._exit(1)
-    threading.Thread(target=watch, daemon=True, name="simstudy-parent-watch").start()
 
 
 def run_study(cfg: StudyConfig, out, overwrite: bool = False, progress: bool = True,
@@ -697,8 +721,10 @@ def _execute(cfg: StudyConfig, store: Store, probe: bool, progress: bool,
             results = (_run_batch(cfg, *b) for b in batches)
         else:
             stack.enter_context(_backend(cfg))
+            stack.enter_context(watched(cfg.backend))
             results = Parallel(n_jobs=-1 if cfg.backend == "dask" else workers,
-                               backend=None if cfg.backend == "dask" else cfg.backend,
+                               backend=None if cfg.backend in ("dask", *PROCESS_BACKENDS)
+                               else cfg.backend,         # None: the context's (`watched`)
                                return_as="generator_unordered")(
                 delayed(_run_batch)(cfg, *b, main_pid=os.getpid()) for b in batches)
         for n_done, rows, pairs in results:

@@ -95,6 +95,10 @@ def _typed(df: pd.DataFrame, table: str) -> pd.DataFrame:
     return df
 
 
+class NoStudy(ConfigError):
+    """The path is not a study store (missing, a file, or no config.yaml)."""
+
+
 class StoreDamaged(ConfigError):
     """Files of the store cannot be read (truncated by a crash or a full disk)."""
 
@@ -210,7 +214,12 @@ def read_config(out) -> dict:
         if (Path(out) / "metrics.parquet").exists() or any(Path(out).glob("parts/metrics-*")):
             raise ConfigError(f"{out} holds results but no config.yaml (deleted?); restore it "
                               f"from a copy, or re-run the study's command with overwrite=true")
-        raise FileNotFoundError(f"{out} holds no study (no config.yaml); run `simstudy run out={out}`")
+        if not Path(out).exists():
+            raise NoStudy(f"{out}: no such directory; give the `out` of a `simstudy run`")
+        if not Path(out).is_dir():
+            raise NoStudy(f"{out} is a file, not a study directory; give the `out` of a "
+                          f"`simstudy run`")
+        raise NoStudy(f"{out} holds no study (no config.yaml); run `simstudy run out={out}`")
     try:
         with open(path) as fh:
             cfg = yaml.safe_load(fh) or {}
@@ -225,7 +234,32 @@ def read_config(out) -> dict:
                               "designs": cfg.pop("designs", {})}}
     cfg.setdefault("points", {})
     cfg.setdefault("planned", [])
+    _check_config(cfg, path)
     return cfg
+
+
+def _check_config(cfg: dict, path: Path) -> None:
+    """The fields every command reads, typed (a hand-edited config.yaml with `reps: abc` is
+    named here, not met as an internal error later)."""
+    def bad(what):
+        raise ConfigError(f"{path}: {what}; restore config.yaml from a copy (or re-run the "
+                          f"study's command into a new out=...)")
+    if not isinstance(cfg["points"], dict):
+        bad("`points` is not a mapping")
+    for label, pt in cfg["points"].items():
+        if not isinstance(pt, dict) or not isinstance(pt.get("study"), dict) \
+                or not isinstance(pt.get("designs", {}), dict):
+            bad(f"point {label!r} has no `study` / `designs` mapping")
+        if not isinstance(pt["study"].get("methods", []), list):
+            bad(f"point {label!r}: `study.methods` is not a list")
+    if not isinstance(cfg["planned"], list):
+        bad("`planned` is not a list")
+    for i, c in enumerate(cfg["planned"]):
+        if not isinstance(c, dict) or not {"point", "design", "J", "n_j", "reps"} <= set(c):
+            bad(f"planned[{i}] lacks point/design/J/n_j/reps")
+        for k in ("J", "n_j", "reps"):
+            if isinstance(c[k], bool) or not isinstance(c[k], int) or c[k] < 0:
+                bad(f"planned[{i}].{k}={c[k]!r} is not a whole number")
 
 
 def point_label(keys: dict) -> str:
@@ -302,9 +336,20 @@ class Store:
 
     # -------------------------------------------------------------- open / identity
     def __enter__(self) -> "Store":
+        self.check_layout()
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "parts").mkdir(exist_ok=True)
         return self
+
+    def check_layout(self) -> None:
+        """The store's folders must be folders (a file named `parts` would fail every write)."""
+        if self.out.exists() and not self.out.is_dir():
+            raise ConfigError(f"{self.out} is a file; give a directory")
+        for name in ("parts", "quarantine", "figures"):
+            p = self.out / name
+            if p.exists() and not p.is_dir():
+                raise ConfigError(f"{p} is a file where the store keeps its {name}/ folder; "
+                                  f"move it away, then re-run")
 
     def __exit__(self, *exc) -> None:
         pass
@@ -483,6 +528,7 @@ class Store:
     def repair(self) -> list[Path]:
         """Move unreadable Parquet files to out/quarantine/ (their replicates count as not done,
         so the next run recomputes them, identically: seeds do not depend on anything else)."""
+        self.check_layout()
         with self.locked():
             bad = unreadable(self.out)
             if bad:

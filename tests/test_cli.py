@@ -69,7 +69,7 @@ def test_bad_input_messages(tmp_path):
     assert res.returncode == 2 and "prevalence" in res.stderr
     assert not (tmp_path / "metrics.parquet").exists()
     res = simstudy("report", str(tmp_path / "nothing"), check=False)
-    assert res.returncode == 2 and "no study" in res.stderr
+    assert res.returncode == 2 and "no such directory" in res.stderr
 
 
 def test_multirun_sweep_into_one_store(tmp_path):

@@ -463,3 +463,129 @@ def test_apply_duplicate_csv_columns_are_refused(tmp_path, capsys):
     data.write_text("Y,T,site,X1,X1\n1,0,1,2,3\n")
     code, _, err = run_apply(capsys, data, tmp_path / "o")
     assert code == 2 and "more than once" in err and "X1" in err
+
+
+# ------------------------------------------------------------------ 9. leaks
+POOL = """
+import os, sys, time
+from joblib import Parallel, delayed
+from simstudy.workers import watched
+with watched("loky"):
+    pids = Parallel(n_jobs=2)(delayed(os.getpid)() for _ in range(4))
+print(" ".join(map(str, sorted(set(pids)))), flush=True)
+time.sleep(120)           # idle workers, no task running: killed here
+"""
+
+
+def test_idle_pool_workers_exit_with_a_killed_parent(tmp_path):
+    """Any pool (the report's figures too): a worker watches its parent from its start, not
+    from a simstudy task, so a parent killed while its workers idle leaves none behind."""
+    import signal
+    import subprocess
+    import sys
+    psutil = pytest.importorskip("psutil")
+    from test_hostile import assert_workers_exit
+    p = subprocess.Popen([sys.executable, "-c", POOL], stdout=subprocess.PIPE, text=True)
+    pids = [int(x) for x in p.stdout.readline().split()]
+    kids = [psutil.Process(pid) for pid in pids]
+    assert kids and all(k.is_running() for k in kids)
+    p.send_signal(signal.SIGKILL)
+    p.wait(timeout=30)
+    assert_workers_exit(psutil, kids, seconds=30)
+
+
+# ------------------------------------------------------------------ 8. hangs
+def test_max_draws_is_bounded_and_infeasibility_blames_the_design(tmp_path, capsys):
+    code, _, err = cli(capsys, "run", *TINY, "design.max_draws=1e8", f"out={tmp_path / 'a'}")
+    assert code == 2 and "design.max_draws" in err and "at most 10,000" in err
+    code, _, err = cli(capsys, "run", *TINY, "design.R_sd=1000", "design.max_draws=200",
+                       f"out={tmp_path / 'b'}")
+    assert code == 2 and "could not draw the probe replicate" in err and "200 draws" in err
+    assert "method options" not in err
+
+
+def test_dask_address_of_a_server_that_is_not_dask_times_out(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("distributed")
+    import socket
+    import threading
+    import time
+    import simstudy.runner as runner
+    monkeypatch.setattr(runner, "DASK_CONNECT_SECONDS", 2.0)
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)                         # accepts connections, never speaks dask
+    port = server.getsockname()[1]
+    conns = []
+    threading.Thread(target=lambda: conns.append(server.accept()), daemon=True).start()
+    t0 = time.time()
+    code, _, err = cli(capsys, "run", *TINY, "backend=dask", f"dask_address=tcp://127.0.0.1:{port}",
+                       f"out={tmp_path / 'o'}")
+    server.close()
+    assert code == 2 and "no dask scheduler answered" in err and time.time() - t0 < 30
+
+
+@pytest.mark.parametrize("address", ["notaurl", "tcp://host", "http//x:1", "tcp://h:99999"])
+def test_dask_address_is_checked(address, tmp_path, capsys):
+    code, _, err = cli(capsys, "run", *TINY, "backend=dask", f"dask_address={address}",
+                       f"out={tmp_path / 'o'}")
+    assert code == 2 and "dask_address" in err and "tcp://HOST:PORT" in err
+
+
+# ------------------------------------------------------------------ 10. unclear errors
+def test_plan_errors_are_named(tmp_path, capsys):
+    out = tmp_path / "s"
+    assert cli(capsys, "run", *TINY, f"out={out}")[0] == 0
+    (tmp_path / "empty").mkdir()
+    for args, says in [([str(tmp_path / "nowhere"), "--target", "0.01"], "no such directory"),
+                       ([str(tmp_path / "empty"), "--target", "0.01"], "holds no study"),
+                       ([str(out), "--target", "0.01", "--metric", "nope"], "--metric 'nope'"),
+                       ([str(out), "--target", "1e-300"], "would need about"),
+                       ([str(out), "--target", "inf"], "--target inf")]:
+        code, _, err = cli(capsys, "plan", *args)
+        assert code == 2 and says in err and "internal" not in err, (args, err)
+
+
+def test_store_commands_name_bad_paths_and_never_create_before_failing(tmp_path, capsys):
+    out = tmp_path / "s"
+    assert cli(capsys, "run", *TINY, f"out={out}")[0] == 0
+    (tmp_path / "afile").write_text("x")
+    for cmd, args, says in [
+            ("merge", [str(tmp_path / "nowhere"), str(tmp_path / "new" / "d")], "no such"),
+            ("merge", [str(out), str(tmp_path / "afile")], "is a file"),
+            ("status", [str(tmp_path / "afile")], "is a file"),
+            ("repair", [str(tmp_path / "nowhere")], "holds no study")]:
+        code, _, err = cli(capsys, cmd, *args)
+        assert code == 2 and says in err and "internal" not in err, (cmd, err)
+    assert not (tmp_path / "new").exists()
+    for link, target in (("loop", "loop"), ("dangling", "nowhere")):
+        (tmp_path / link).symlink_to(tmp_path / target)
+        code, _, err = cli(capsys, "run", *TINY, f"out={tmp_path / link}")
+        assert code == 2 and "symbolic link" in err
+
+
+@pytest.mark.parametrize("name", ["parts", "quarantine"])
+def test_store_folders_that_are_files_are_named(name, tmp_path, capsys):
+    out = tmp_path / "s"
+    assert cli(capsys, "run", *TINY, f"out={out}")[0] == 0
+    shutil.rmtree(out / name, ignore_errors=True)
+    (out / name).write_text("x")
+    code, _, err = cli(capsys, "repair", str(out))
+    assert code == 2 and f"{name} is a file" in err
+
+
+def test_a_hand_edited_config_is_named(tmp_path, capsys):
+    import yaml
+    out = tmp_path / "s"
+    assert cli(capsys, "run", *TINY, f"out={out}")[0] == 0
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    cfg["planned"][0]["reps"] = "abc"
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg))
+    for cmd in ("status", "report"):
+        code, _, err = cli(capsys, cmd, str(out))
+        assert code == 2 and "planned[0].reps='abc'" in err, err
+
+
+def test_a_study_that_cannot_fit_in_memory_is_refused_by_estimate(tmp_path, capsys):
+    code, _, err = cli(capsys, "run", "J=40000", "n_j=40", "reps=1", "n_jobs=1", "probe=false",
+                       "methods=[WS-augID]", f"out={tmp_path / 'o'}")
+    assert code == 2 and "GiB" in err and not (tmp_path / "o").exists()

@@ -98,6 +98,11 @@ class Method:
             cls._param_names = frozenset(names)
         return set(cls._param_names)
 
+    def memory_bytes(self, J: int, n: int) -> float:
+        """Peak bytes a fit needs beyond BYTES_PER_ROW per row (J sites, n training rows):
+        the runner refuses a study that cannot fit in memory before it starts."""
+        return 0.0
+
     @classmethod
     def bool_params(cls) -> frozenset[str]:
         """Parameters whose default is a boolean: their values are read by `parse_bool`."""

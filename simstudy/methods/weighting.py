@@ -67,6 +67,14 @@ class Weighting(Method):
         self.nfolds, self.lambda_rule, self.new_sites, self.foldid = nfolds, lambda_rule, new_sites, foldid
         self.max_fits = max_fits
 
+    def memory_bytes(self, J: int, n: int) -> float:
+        """Peak bytes beyond the data: with site moderators (WS-*) the lasso's per-fold
+        moments hold (nfolds + 1) Gram matrices of J + 1 + |moderators| columns."""
+        if not self.site_moderators:
+            return 0.0
+        p = J + 1 + len(self.moderators)
+        return 8.0 * (self.nfolds + 1) * p * p
+
     # ------------------------------------------------------------------ pieces
     def _augmentation(self, train, codes) -> np.ndarray:
         """m_hat: OLS fitted values of Y on X (W-aug) or on X + site dummies (W-augID, by the

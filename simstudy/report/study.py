@@ -109,11 +109,24 @@ def nested_loop_data(summ: pd.DataFrame, metric: str = "accuracy",
     return wide, factors
 
 
+MAX_PLAN = 1e9          # replicates per cell beyond which a target is not a plan
+
+
 def plan(metrics: pd.DataFrame, target: float, metric: str = "accuracy",
          n_jobs: int = 1) -> pd.DataFrame:
     """Replicates each cell needs for MC SE <= `target` of `metric` (the worst method in the
     cell): ceil((SD / target)^2) from the stored (pilot) replicates, and the wall time that
     takes at the stored seconds per replicate (all methods) on `n_jobs` workers."""
+    from ..designs import ConfigError
+    if metric not in metrics.columns or metric in ("seconds", "status", "error", "warning"):
+        from ..metrics import METRICS
+        extra = [c for c in metrics.columns if c not in (*METRICS, "seconds", "status", "error",
+                                                         "warning", "fits", "point", "design",
+                                                         "J", "n_j", "replicate", "method")]
+        raise ConfigError(f"--metric {metric!r}: not a metric of this store; choose from "
+                          f"{', '.join([*METRICS, *extra])}")
+    if not (math.isfinite(target) and target > 0):
+        raise ConfigError(f"--target {target}: must be a finite number > 0")
     ok = metrics[metrics["status"] == "ok"]
     rows = []
     for key, cell in ok.groupby(CONDITION, sort=True, observed=True):
@@ -122,7 +135,13 @@ def plan(metrics: pd.DataFrame, target: float, metric: str = "accuracy",
         if sd.empty:
             continue
         worst = sd.idxmax()
-        need = int(math.ceil((sd.max() / target) ** 2))
+        with np.errstate(over="ignore"):
+            ratio = (sd.max() / target) ** 2
+        if not ratio <= MAX_PLAN:
+            raise ConfigError(f"--target {target}: {key[1]} (J={key[2]}, n_j={key[3]}) would "
+                              f"need about {ratio:.3g} replicates; give a larger target (its "
+                              f"SD is {sd.max():.3g})")
+        need = int(math.ceil(ratio))
         have = int(cell["replicate"].nunique())
         per_rep = float(cell.groupby("replicate")["seconds"].sum().mean())
         extra = max(0, need - have)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..designs import ConfigError
 from ..metrics import METRICS
 from ..store import read_config, read_congruence, read_metrics, study_methods
 
@@ -20,7 +21,7 @@ CONDITION = ["point", "design", "J", "n_j"]
 def method_order(out) -> list[str] | None:
     try:
         return study_methods(read_config(out)) or None
-    except (FileNotFoundError, KeyError, TypeError):
+    except (ConfigError, FileNotFoundError, KeyError, TypeError):
         return None
 
 
@@ -231,7 +232,9 @@ def _draw(drawings: list[tuple], n_jobs: int = 1) -> None:
     from joblib import Parallel, delayed
     cores = os.cpu_count() or 1                 # as the run: -1 = all cores, capped at them
     workers = min(len(drawings), cores if n_jobs < 0 else min(n_jobs, cores))
-    Parallel(n_jobs=workers)(delayed(fn)(*args) for fn, *args in drawings)
+    from ..workers import watched
+    with watched("loky"):
+        Parallel(n_jobs=workers)(delayed(fn)(*args) for fn, *args in drawings)
 
 
 def _plain_study(df: pd.DataFrame) -> pd.DataFrame:
