@@ -575,6 +575,12 @@ def _from_config(args) -> None:
 
 
 def main(argv) -> int:
+    ap = parser()
+    args = ap.parse_args(argv)
+    return _main(args)
+
+
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="simstudy apply", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", help="a YAML file with any of these options (data, outcome, "
@@ -602,7 +608,10 @@ def main(argv) -> int:
                     help="K folds of sites for the cross-fitted values (default 5)")
     ap.add_argument("--seed", type=int, default=None, help="default 2024")
     ap.add_argument("--out")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def _main(args) -> int:
     try:
         _from_config(args)
         if bool(args.data) == bool(args.example):

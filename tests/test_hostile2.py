@@ -589,3 +589,67 @@ def test_a_study_that_cannot_fit_in_memory_is_refused_by_estimate(tmp_path, caps
     code, _, err = cli(capsys, "run", "J=40000", "n_j=40", "reps=1", "n_jobs=1", "probe=false",
                        "methods=[WS-augID]", f"out={tmp_path / 'o'}")
     assert code == 2 and "GiB" in err and not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------ fuzzers
+@settings(max_examples=200, deadline=None)
+@given(st.text(min_size=1, max_size=12))
+def test_fuzz_plugin_metric_names(name):
+    """Any name: refused with a ConfigError naming it, or registered as a column that is none
+    of the store's."""
+    from simstudy.metrics import EXTRA_METRICS, METRIC_OWNERS, RESERVED
+    from simstudy.store import CONGRUENCE_COLUMNS, METRIC_COLUMNS
+
+    def fn(score, truth, test):
+        return 0.0
+    fresh = name not in EXTRA_METRICS
+    try:
+        from simstudy.metrics import register_metric
+        register_metric(name)(fn)
+    except ConfigError as exc:
+        assert repr(name) in str(exc)
+        return
+    try:
+        assert name.isidentifier() and name not in RESERVED
+        assert name not in METRIC_COLUMNS and name not in CONGRUENCE_COLUMNS
+    finally:
+        if fresh:
+            EXTRA_METRICS.pop(name, None)
+            METRIC_OWNERS.pop(name, None)
+
+
+YAML_KEYS = ["value_folds", "seed", "depths", "methods", "covariates", "moderators", "dropna",
+             "drop_sites", "outcome", "site", "by", "treated"]
+YAML_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-5, 50), st.floats(-1, 1),
+                        st.text(max_size=6), st.lists(st.integers(0, 6), max_size=3),
+                        st.lists(st.text(max_size=4), max_size=3),
+                        st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.dictionaries(st.sampled_from(YAML_KEYS), YAML_VALUES, min_size=1, max_size=4))
+def test_fuzz_apply_yaml(tmp_path_factory, options):
+    """Any values in apply's --config YAML: a DataError naming the file and key, or options of
+    the types the command line gives (lists of names, integers, booleans)."""
+    import yaml
+    from simstudy.apply import DataError, _from_config, parser
+    path = tmp_path_factory.mktemp("yaml") / "c.yaml"
+    path.write_text(yaml.safe_dump(options))
+    args = parser().parse_args(["--example", "simulated", "--config", str(path)])
+    try:
+        _from_config(args)
+    except ConfigError as exc:                 # DataError is one
+        assert isinstance(exc, DataError) or "must be true or false" in str(exc)
+        assert any(k in str(exc) for k in options) or "seed" in str(exc) \
+            or "value_folds" in str(exc), str(exc)
+        return
+    for key in ("methods", "covariates", "moderators"):
+        v = getattr(args, key)
+        assert v is None or (isinstance(v, list) and v and all(isinstance(x, str) for x in v))
+    assert isinstance(args.seed, int) and args.seed >= 0
+    assert args.value_folds is None or (isinstance(args.value_folds, int)
+                                        and args.value_folds >= 2)
+    assert isinstance(args.dropna, bool) and isinstance(args.drop_sites, bool)
+    assert args.depths is None or all(isinstance(d, int) for d in args.depths)
+    for key in ("outcome", "site", "by", "treated"):
+        assert getattr(args, key) is None or isinstance(getattr(args, key), str)

@@ -1,0 +1,87 @@
+"""A real dask cluster (issue 29, class 12): a scheduler and two workers as separate processes on
+localhost, a study run against it with one worker killed mid-run: it finishes, and the store is
+identical to n_jobs=1 (but the timing column)."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from simstudy.store import read_congruence, read_metrics
+
+pytest.importorskip("distributed")
+HERE = Path(__file__).parent
+ARGS = ["J=3", "n_j=8", "reps=24", "methods=[Q-base,Q-fe,W-aug,test-slow,treat-all]",
+        "plugins=[plugin_methods]", "progress=false", "figures=false", "batch_size=1",
+        "flush_seconds=0.2"]
+
+
+def _env():
+    return {**os.environ, "PYTHONPATH": f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+            "SIMSTUDY_TEST_SLEEP": "0.3", "MPLBACKEND": "Agg"}
+
+
+def _wait_for(predicate, seconds, what):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_real_cluster_with_a_worker_killed_mid_run(tmp_path):
+    sched_file = tmp_path / "scheduler.json"
+    procs = []
+    try:
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+             "--port", "0", "--no-dashboard", "--scheduler-file", str(sched_file)],
+            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        _wait_for(sched_file.exists, 60, "the scheduler")
+        workers = [subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file",
+             str(sched_file), "--nthreads", "1", "--nworkers", "1", "--no-dashboard",
+             "--no-nanny"], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for _ in range(2)]
+        procs += workers
+        import json
+        address = json.loads(sched_file.read_text())["address"]
+        from distributed import Client
+        with Client(address, timeout="30s") as c:
+            c.wait_for_workers(2, timeout=60)
+        out = tmp_path / "dask"
+        run = subprocess.Popen([sys.executable, "-m", "simstudy.cli", "run", *ARGS,
+                                "backend=dask", f"dask_address={address}", f"out={out}"],
+                               env=_env(), cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+        procs.append(run)
+
+        def some_done():
+            try:
+                return len(read_metrics(out)["replicate"].unique()) >= 4
+            except Exception:                                   # noqa: BLE001
+                return False
+        _wait_for(some_done, 180, "the first replicates")
+        workers[0].send_signal(signal.SIGKILL)
+        _, err = run.communicate(timeout=300)
+        assert run.returncode == 0, err
+        local = tmp_path / "local"
+        subprocess.run([sys.executable, "-m", "simstudy.cli", "run", *ARGS, "n_jobs=1",
+                        f"out={local}"], env=_env(), cwd=tmp_path, check=True,
+                       capture_output=True)
+        a, b = read_metrics(out), read_metrics(local)
+        assert len(a) == 24 * 5 and not a.duplicated(["J", "n_j", "replicate", "method"]).any()
+        pd.testing.assert_frame_equal(a.drop(columns="seconds"), b.drop(columns="seconds"),
+                                      check_exact=True)
+        pd.testing.assert_frame_equal(read_congruence(out), read_congruence(local),
+                                      check_exact=True)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(timeout=30)
