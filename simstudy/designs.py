@@ -59,10 +59,10 @@ def check_replicate(rep, design, J: int, n_j: int) -> None:
         missing = [c for c in (SITE, TREAT, OUTCOME) if c not in frame.columns]
         if missing:
             bad(f"a {part} set without column(s) {missing}")
-        if frame.columns.duplicated().any():
+        if not frame.columns.is_unique:
             bad(f"a {part} set with duplicate columns")
         t = frame[TREAT].to_numpy()
-        if not np.isin(t, (0, 1)).all():
+        if not ((t == 0) | (t == 1)).all():
             bad(f"a {part} set whose T is not 0/1")
         if not np.isfinite(frame[OUTCOME].to_numpy(float)).all():
             bad(f"a {part} set with missing or infinite Y")
@@ -72,16 +72,26 @@ def check_replicate(rep, design, J: int, n_j: int) -> None:
     if len(rep.truth) != len(rep.test) or not rep.truth.index.equals(rep.test.index):
         bad(f"a truth of {len(rep.truth)} rows for {len(rep.test)} test rows (they must be "
             f"row-aligned, same index)")
-    values = rep.truth[["Delta", "Y0", "Y1"]].to_numpy(float)
-    if not np.isfinite(values).all():
+    delta = rep.truth["Delta"].to_numpy(float)
+    if not (np.isfinite(delta).all() and np.isfinite(rep.truth["Y0"].to_numpy(float)).all()
+            and np.isfinite(rep.truth["Y1"].to_numpy(float)).all()):
         bad("a truth with missing or infinite values (Delta, Y0, Y1)")
-    d_opt = rep.truth["d_opt"].to_numpy()
-    if not np.array_equal(d_opt, values[:, 0] > 0):
+    if not np.array_equal(rep.truth["d_opt"].to_numpy(), delta > 0):
         bad("a truth whose d_opt is not 1{Delta > 0}")
-    sites = pd.unique(rep.train[SITE])
-    if len(sites) != J:
-        bad(f"{len(sites)} training sites (asked for J={J})")
-    if not pd.Series(pd.unique(rep.test[SITE])).isin(sites).all():
+    train_sites, test_sites = rep.train[SITE].to_numpy(), rep.test[SITE].to_numpy()
+    if train_sites.dtype.kind in "iu" and test_sites.dtype.kind in "iu" and len(train_sites) \
+            and train_sites.min() >= 0 and train_sites.max() < 4 * J + 1000:
+        seen = np.bincount(train_sites) > 0          # integer site codes: no sort needed
+        n_sites = int(seen.sum())
+        orphans = len(test_sites) and (test_sites.min() < 0 or test_sites.max() >= seen.size
+                                       or not seen[test_sites].all())
+    else:
+        sites = pd.unique(rep.train[SITE])
+        n_sites = len(sites)
+        orphans = not pd.Series(pd.unique(rep.test[SITE])).isin(sites).all()
+    if n_sites != J:
+        bad(f"{n_sites} training sites (asked for J={J})")
+    if orphans:
         bad("test rows in sites that have no training rows")
     sizes = getattr(design, "site_sizes", None)
     mean = len(rep.train) / J
