@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from simstudy.runner import StudyConfig, one_thread, run_replicate
+from simstudy.config import StudyConfig
+from simstudy.runner import one_thread, run_replicate
 
 METHODS = ["Q-base", "Q-fe", "Q-ri", "Q-rs", "Q-dm", "Q-dm-ri", "Q-dm-rs", "W-base", "W-noaug",
            "W-aug", "W-augID", "WS-noaug", "WS-aug", "WS-augID", "PT", "oracle", "treat-all",

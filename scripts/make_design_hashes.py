@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from simstudy.runner import StudyConfig, simulate_replicate
+from simstudy.config import StudyConfig
+from simstudy.runner import simulate_replicate
 
 CASES = [(d, J, n, r) for d in ("design1", "design2", "design3", "design4")
          for J, n in ((25, 25), (6, 40)) for r in (0, 7)]

@@ -1,5 +1,6 @@
 """simstudy: simulation studies of optimal treatment regimes from multisite randomized trials."""
-from .designs import ConfigError, Design, Replicate
+from .designs import Design, Replicate
+from .errors import ConfigError
 from .methods import Method, available, make, register
 
 __version__ = "0.1.0"

@@ -27,14 +27,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .designs import ConfigError
+from .errors import ConfigError, DataError
 
 DEFAULT_METHODS = ["Q-base", "Q-fe", "Q-ri", "Q-rs", "Q-dm", "Q-dm-ri", "Q-dm-rs", "W-base",
                    "W-noaug", "W-aug", "W-augID", "WS-noaug", "WS-aug", "WS-augID"]
-
-
-class DataError(ConfigError):
-    """Unusable data: the message names the column, the rows and the fix."""
 
 
 # ---------------------------------------------------------------------- data checks
@@ -206,7 +202,7 @@ def cluster_se(x, codes) -> float:
 def site_folds(labels, K: int, seed: int) -> np.ndarray:
     """Fold of each site (0..K-1): a random permutation of rep(0:K-1, length = J), so every
     site lies in exactly one fold and fold sizes differ by at most one site."""
-    from .runner import named_seed
+    from .fitting import named_seed
     if not 2 <= K <= len(labels):
         raise DataError(f"--value-folds {K}: need 2 <= K <= the number of sites ({len(labels)})")
     rng = np.random.default_rng(named_seed(seed, "apply", "site folds"))
@@ -233,7 +229,7 @@ def crossfit_aipw(X, T, y, codes, train, test, J) -> np.ndarray:
 
 def analyse(df, outcome, treatment, site, cov, mod, methods, by=None, seed=2024, folds=5,
             depths=(2, 3), value_folds=5, out=None, log=print) -> dict:
-    """Fit every rule on all rows (one fit path with `simstudy run`: `runner.fit_and_score`,
+    """Fit every rule on all rows (one fit path with `simstudy run`: `fitting.fit_and_score`,
     each rule seeded from its NAME), value it in-sample and cross-fitted over sites."""
     import time
 
@@ -242,7 +238,7 @@ def analyse(df, outcome, treatment, site, cov, mod, methods, by=None, seed=2024,
     from .methods import REGISTRY
     from .methods.policytree import aipw_scores
     from .metrics import congruence
-    from .runner import fit_and_score, named_seed
+    from .fitting import fit_and_score, named_seed
 
     defaults = {"covariates": cov, "moderators": mod, "features": mod, "site": site,
                 "treatment": treatment, "outcome": outcome}

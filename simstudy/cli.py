@@ -38,9 +38,10 @@ def _run(argv: list[str]) -> int:
     import hydra
     from omegaconf import DictConfig, OmegaConf
 
-    from .designs import ConfigError
+    from .errors import ConfigError
     from .errors import install_sigterm, report
-    from .runner import StudyConfig, check_out, run_flags, run_study
+    from .config import StudyConfig, check_out, run_flags
+    from .runner import run_study
 
     status = {"code": 0}
 
@@ -177,14 +178,14 @@ def _status(argv: list[str]) -> int:
 def _merge(argv: list[str]) -> int:
     import argparse
 
-    from .designs import ConfigError
+    from .errors import ConfigError
     from .store import Store
     ap = argparse.ArgumentParser(prog="simstudy merge",
                                  description="Merge stores of the same study into DEST.")
     ap.add_argument("sources", nargs="+")
     ap.add_argument("dest")
     args = ap.parse_args(argv)
-    from .runner import check_out
+    from .config import check_out
     from .store import read_config
     for src in args.sources:                 # every source, and the destination, before writing
         read_config(src)
@@ -223,7 +224,7 @@ def _plan(argv: list[str]) -> int:
 
     import pandas as pd
 
-    from .designs import ConfigError
+    from .errors import ConfigError
     from .report.study import plan
     from .report.tables import _plain_study
     from .store import read_config, read_metrics

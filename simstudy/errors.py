@@ -12,7 +12,35 @@ import time
 import traceback
 from pathlib import Path
 
-from .designs import ConfigError
+
+
+class ConfigError(ValueError):
+    """The user's input is invalid (a key's value, a data file, a path, a damaged store); the
+    message names what and the fix. The CLI prints it in one line and exits 2."""
+
+
+class DataError(ConfigError):
+    """Unusable data: the message names the column, the rows and the fix."""
+
+
+class NoStudy(ConfigError):
+    """The path is not a study store (missing, a file, or no config.yaml)."""
+
+
+class StoreDamaged(ConfigError):
+    """Files of the store cannot be read (truncated by a crash or a full disk) or are not its
+    own (another study's, another table's)."""
+
+    def __init__(self, out, files: list):
+        self.files = files
+        names = ", ".join(str(f.relative_to(out)) for f in files[:5])
+        super().__init__(f"{out}: {len(files)} unreadable file(s) ({names}); `simstudy repair "
+                         f"{out}` moves them to {out / 'quarantine'} and the next run recomputes "
+                         f"their replicates")
+
+
+class ProbeFailed(ConfigError):
+    """A method (or the design) failed on the probe replicate; nothing of the run was stored."""
 
 USER_ERRNO = {errno.ENOSPC: "the disk is full", errno.EACCES: "permission denied",
               errno.EROFS: "the file system is read-only", errno.ENAMETOOLONG: "a name is too long",

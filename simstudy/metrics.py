@@ -34,7 +34,7 @@ def register_metric(name: str):
     frame). Computed for every method and replicate, stored as a column `name`, summarised by
     the report like the built-in metrics. Load it with plugins=[module] (a module that the
     plugin imports may register it too)."""
-    from .designs import ConfigError
+    from .errors import ConfigError
 
     def deco(fn):
         if not isinstance(name, str) or not name.isidentifier() or name in RESERVED \
@@ -72,7 +72,7 @@ def extra_metrics(score, truth, test, plugins=()) -> dict[str, float]:
     some other import registered is not the study's: results never depend on what else the
     process imported). A metric must return one real number (NaN when undefined): anything
     else, or an exception, stops the study naming the metric (ConfigError), not the method."""
-    from .designs import ConfigError
+    from .errors import ConfigError
     out = {}
     for name, fn in EXTRA_METRICS.items():
         if not METRIC_OWNERS.get(name, set()) & set(plugins):

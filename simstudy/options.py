@@ -3,7 +3,7 @@ apply's YAML (issue 29, class 1: a boolean is never read by truthiness: `overwri
 false, `overwrite=maybe` is refused naming the key)."""
 from __future__ import annotations
 
-from .designs import ConfigError
+from .errors import ConfigError
 
 TRUE = ("true", "yes", "on", "1")
 FALSE = ("false", "no", "off", "0")

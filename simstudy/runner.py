@@ -1,404 +1,30 @@
-"""The one runner: expand the condition grid, seed every replicate, run through joblib,
-isolate failures, stream rows to the store, resume (ARCHITECTURE "Runner").
-
-Replicate r of condition (design, J, n_j) uses
-    SeedSequence(seed, spawn_key=(stable_id(design), J, n_j, r, 0))            for the data,
-    SeedSequence(seed, spawn_key=(stable_id(design), J, n_j, r, 1, stable_id(method)))
-for a method's own randomness, so results do not depend on n_jobs, order, batching or backend,
-and one replicate can be re-run alone (`run_replicate`).
+"""The one runner: expand the condition grid, run every replicate still missing through joblib
+(one core each), isolate failures, stream rows to the store, resume (ARCHITECTURE "Runner").
+The study's configuration is `config`, the fit path and seeds `fitting`; one replicate can be
+re-run alone (`run_replicate`).
 """
 from __future__ import annotations
 
 import contextlib
 import math
 import os
-import time
 import threading
-import traceback
+import time
 import warnings
-import zlib
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
 
-from .designs import ConfigError, Design, Replicate, check_replicate, make_design
-from .metrics import DIAGNOSTICS, METRICS, average_ranks, extra_metrics, congruence, decisions, evaluate
-from .methods import load_plugins, make
-from .methods.registry import shared_reads, typed_options
+from .config import StudyConfig, _plain, _workers, check_out
+from .designs import Design, Replicate, check_replicate
+from .errors import ConfigError, ProbeFailed
+from .fitting import _error_text, data_seed, fit_and_score, method_seed
+from .metrics import DIAGNOSTICS, METRICS, average_ranks, congruence, decisions, evaluate, extra_metrics
+from .methods import load_plugins
+from .methods.registry import shared_reads
 from .options import parse_bool
+from .store import CONGRUENCE_COLUMNS, Store, read_metrics
 from .workers import PROCESS_BACKENDS, watch_parent, watched
-from .store import CONGRUENCE_COLUMNS, Store, point_label, read_metrics
-
-
-def stable_id(name: str) -> int:
-    """A platform- and session-independent integer for a name (Python's hash() is salted)."""
-    return zlib.crc32(str(name).encode("utf-8"))
-
-
-def _as_list(value, key: str) -> list:
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "ListConfig":
-        out = list(value)
-    else:
-        out = [value]
-    if not out:
-        raise ConfigError(f"{key} is empty; give at least one value")
-    return out
-
-
-def _int(value, key: str, minimum: int, maximum: int = 10 ** 9) -> int:
-    try:
-        if isinstance(value, bool):
-            raise ValueError
-        iv = int(value)
-        if iv != value and not (isinstance(value, str) and str(iv) == value.strip()):
-            raise ValueError
-    except (TypeError, ValueError, OverflowError):
-        raise ConfigError(f"{key}={value!r}: must be an integer >= {minimum}") from None
-    if iv < minimum:
-        raise ConfigError(f"{key}={iv}: must be an integer >= {minimum}")
-    if iv > maximum:
-        raise ConfigError(f"{key}={iv}: must be an integer <= {maximum:,}")
-    return iv
-
-
-@dataclass
-class StudyConfig:
-    """A validated study: designs x J x n_j conditions, reps replicates, methods."""
-    designs: list[Design]
-    J: list[int]
-    n_j: list[int]
-    reps: int
-    methods: list[str]
-    seed: int = 2024
-    method_defaults: dict[str, Any] = field(default_factory=dict)
-    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    plugins: list[str] = field(default_factory=list)
-    n_jobs: int = 1
-    backend: str = "loky"
-    batch_size: int | None = None       # None = automatic
-    flush_seconds: float = 5.0
-    point: dict[str, str] = field(default_factory=dict)   # swept keys of this sweep point
-    replicates: tuple[int, int] | None = None             # run only [start, stop) of 0..reps-1
-    dask_address: str | None = None                       # backend=dask: scheduler or None
-    point_keys: dict[str, str] = field(default_factory=dict)  # every swept key, defaults too
-    auto: dict[str, Any] | None = None     # reps=auto: target_mcse, metric, min/max/batch reps
-
-    @classmethod
-    def from_config(cls, cfg: Mapping, point: Mapping | None = None,
-                    point_keys: Mapping | None = None) -> "StudyConfig":
-        """Validate a (Hydra/OmegaConf or plain) mapping; errors name the key and allowed values.
-        `point`: the swept keys of this sweep point (the CLI takes them from Hydra's overrides)."""
-        cfg = dict(cfg)
-        plugins = [str(p) for p in _as_list(cfg.get("plugins") or [], "plugins")] \
-            if cfg.get("plugins") else []
-        load_plugins(plugins)
-        raw_designs = cfg.get("design")
-        if raw_designs is None:
-            raise ConfigError("design is missing; choose one of conf/design/*.yaml, e.g. design=design1")
-        if isinstance(raw_designs, Mapping) or type(raw_designs).__name__ == "DictConfig":
-            raw_designs = [raw_designs]
-        designs = [make_design(_plain(d)) for d in raw_designs]
-        names = [d.name for d in designs]
-        if len(set(names)) != len(names):
-            raise ConfigError(f"design names must be unique, got {names}")
-        J = [_int(v, "J", 2, 10 ** 7) for v in _as_list(cfg.get("J", [25]), "J")]
-        n_j = [_int(v, "n_j", 2, 10 ** 7) for v in _as_list(cfg.get("n_j", [25]), "n_j")]
-        auto = None
-        if str(cfg.get("reps", 1)).strip().lower() == "auto":
-            auto = _auto(cfg)
-            reps = auto["max_reps"]
-        else:
-            reps = _int(cfg.get("reps", 1), "reps", 1)
-        methods = [str(m) for m in _as_list(cfg.get("methods", []), "methods")]
-        if len(set(methods)) != len(methods):
-            raise ConfigError(f"methods lists a name twice: {methods}")
-        if auto and auto.get("reference") and auto["reference"] not in methods:
-            raise ConfigError(f"target_reference={auto['reference']!r} is not in methods {methods}")
-        defaults = {k: v for k, v in dict(cfg.get("method_defaults") or {}).items()}
-        options = {str(k): typed_options(str(k), v) for k, v in
-                   dict(cfg.get("method_options") or {}).items()}
-        unknown = sorted(set(options) - set(methods))
-        if unknown:
-            raise ConfigError(f"method_options names methods not in `methods`: {unknown}; "
-                              f"methods are {methods}")
-        built = [make(m, options.get(m), defaults) for m in methods]   # unknown names/options
-        # fail here
-        n_jobs = cfg.get("n_jobs", 1)
-        n_jobs = _int(n_jobs, "n_jobs", -64) if n_jobs is not None else 1
-        if n_jobs == 0:
-            raise ConfigError("n_jobs=0: use a positive number of workers or -1 for all cores")
-        backend = str(cfg.get("backend", "loky"))
-        if backend not in BACKENDS:
-            raise ConfigError(f"backend={backend!r}: allowed {', '.join(BACKENDS)}")
-        if backend == "dask":
-            try:
-                import distributed  # noqa: F401
-            except ImportError:
-                raise ConfigError("backend=dask needs dask.distributed: "
-                                  "pip install 'simstudy[dask]'") from None
-        reps_range = _replicate_range(cfg.get("replicates"), reps)
-        bs = cfg.get("batch_size", "auto")
-        batch_size = None if bs in (None, "auto") else _int(bs, "batch_size", 1)
-        seed = _int(cfg.get("seed", 2024), "seed", 0)
-        address = check_dask_address(cfg.get("dask_address"))
-        flush = _number(cfg.get("flush_seconds", 5.0), "flush_seconds", 0.0, 86400.0,
-                        open_low=True)
-        for d in designs:
-            low = int(getattr(d, "min_site_size", 0) or 0)
-            if getattr(d, "site_sizes", None) == "equal" and low > min(n_j):
-                raise ConfigError(f"design.min_site_size={low} is above n_j={min(n_j)}: with "
-                                  f"equal site sizes every site has n_j individuals; lower "
-                                  f"min_site_size or raise n_j")
-        cells = [(d, a, b) for d in designs for a in J for b in n_j]
-        need = max((float(a) * b * (1 + getattr(d, "test_size", 1.0)) * BYTES_PER_ROW
-                    + max((m.memory_bytes(a, a * b) for m in built), default=0.0)
-                    for d, a, b in cells), default=0.0) * _workers(n_jobs, backend)
-        have = available_memory()
-        remote = backend == "dask" and cfg.get("dask_address") not in (None, "", "local")
-        if need > have and not remote:          # a remote cluster's memory is not ours to know
-            raise ConfigError(
-                f"J x n_j up to {max(a * b for _, a, b in cells):,} rows per replicate (J up to "
-                f"{max(J):,} sites) needs about "
-                f"{need / 2 ** 30:,.1f} GiB with {_workers(n_jobs, backend)} worker(s); this machine "
-                f"has {have / 2 ** 30:,.1f} GiB available: use smaller J / n_j or fewer workers")
-        return cls(designs, J, n_j, reps, methods, seed, defaults, options, plugins,
-                   n_jobs, backend, batch_size, flush,
-                   {str(k): str(v) for k, v in dict(point or {}).items()}, reps_range,
-                   None if address in (None, "", "local") else str(address),
-                   {str(k): str(v) for k, v in dict(point_keys or point or {}).items()},
-                   auto)
-
-    def identity(self) -> tuple[dict, dict]:
-        """What makes two runs the same study (stored in config.yaml, checked on resume)."""
-        study = {"seed": self.seed, "methods": list(self.methods),
-                 "method_defaults": _plain(self.method_defaults),
-                 "method_options": _plain(self.method_options), "plugins": list(self.plugins)}
-        designs = {d.name: _plain(d.identity()) for d in self.designs}
-        return study, designs
-
-    def conditions(self) -> list[tuple[Design, int, int]]:
-        return [(d, J, n) for d in self.designs for J in self.J for n in self.n_j]
-
-    @property
-    def label(self) -> str:
-        return point_label(self.point)
-
-    def replicate_ids(self) -> range:
-        lo, hi = self.replicates or (0, self.reps)
-        return range(lo, hi)
-
-    def planned(self) -> list[dict]:
-        return [{"point": self.label, "design": d.name, "J": J, "n_j": n, "reps": self.reps}
-                for d, J, n in self.conditions()]
-
-
-BACKENDS = ("loky", "dask", "threading", "multiprocessing", "sequential")
-BYTES_PER_ROW = 3000        # peak memory of one replicate per training + test row, all methods
-                            # (measured: ~1.5 KB at J = 500, n_j = 200; x2 for safety)
-
-
-def _number(value, key: str, low: float, high: float = math.inf, open_low: bool = False) -> float:
-    """A finite number in [low, high] (or (low, high]); the message gives the range."""
-    try:
-        if isinstance(value, bool):
-            raise ValueError
-        x = float(value)
-    except (TypeError, ValueError):
-        x = math.nan
-    ok = math.isfinite(x) and (x > low if open_low else x >= low) and x <= high
-    if not ok:
-        rng = f"{'(' if open_low else '['}{low:g}, {high:g}]"
-        raise ConfigError(f"{key}={value!r}: must be a finite number in {rng}")
-    return x
-
-
-def _auto(cfg: Mapping) -> dict[str, Any]:
-    """reps=auto settings: target_mcse (required), target_metric, target_reference (the MC SE of
-    the paired difference from that method instead), min_reps, max_reps, batch_reps."""
-    from .metrics import METRICS
-    if cfg.get("target_mcse") in (None, ""):
-        raise ConfigError("reps=auto needs target_mcse, the Monte Carlo SE to reach, e.g. "
-                          "reps=auto target_mcse=0.005 (see `simstudy plan` for what it costs)")
-    target = _number(cfg["target_mcse"], "target_mcse", 0.0, 1e9, open_low=True)
-    metric = str(cfg.get("target_metric") or "accuracy")
-    if metric not in METRICS:
-        raise ConfigError(f"target_metric={metric!r}: allowed {', '.join(METRICS)}")
-    if cfg.get("replicates") not in (None, "all", ""):
-        raise ConfigError(f"replicates={cfg.get('replicates')!r} with reps=auto: reps=auto grows "
-                          f"each cell from replicate 0 until its target; drop replicates=... "
-                          f"(or give reps=N to split a fixed number of replicates)")
-
-    def given(key, default):
-        return default if cfg.get(key) in (None, "") else cfg.get(key)
-    lo = _int(given("min_reps", 20), "min_reps", 2)
-    hi = _int(given("max_reps", 1000), "max_reps", lo)
-    step = _int(given("batch_reps", lo), "batch_reps", 1)
-    ref = cfg.get("target_reference")
-    return {"target_mcse": target, "metric": metric, "min_reps": lo, "max_reps": hi,
-            "batch_reps": step, "reference": str(ref) if ref else None}
-
-
-# the run's switches and their defaults (conf/config.yaml), read strictly: `overwrite=no` is
-# false, never "a non-empty string, so true" (issue 29, class 1)
-RUN_FLAGS = {"overwrite": False, "retry_errors": False, "probe": True, "progress": True,
-             "figures": True}
-
-
-def run_flags(cfg: Mapping) -> dict[str, bool]:
-    """The run's boolean switches from a config mapping (absent or null: the default)."""
-    return {k: default if cfg.get(k) is None else parse_bool(cfg.get(k), k)
-            for k, default in RUN_FLAGS.items()}
-
-
-def check_out(out) -> Path:
-    """`out` must name a directory we can create or write: not empty, not a file, names short
-    enough for the file system."""
-    if out is None or not str(out).strip():
-        raise ConfigError("out is empty; give the study directory, e.g. out=results/my_study")
-    path = Path(str(out)).expanduser()
-    for part in path.parts:
-        if len(part.encode()) > 200:
-            raise ConfigError(f"out={str(out)[:60]}...: a path component has {len(part)} "
-                              f"characters; the file system allows about 255 (figure names add "
-                              f"to it): use a shorter name")
-    if path.is_symlink() and not path.exists():
-        raise ConfigError(f"out={out} is a symbolic link to nothing (dangling, or a loop); "
-                          f"remove it or give another directory")
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"out={out} is a file; give a directory (created if missing)")
-    parent = path
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ConfigError(f"out={out}: {parent} is a file, so the directory cannot be created")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"out={out}: {parent} is not writable; choose another out=...")
-    if path.is_dir() and not is_store(path):
-        theirs = sorted(p.name for p in path.iterdir() if not _ours(p.name))
-        if theirs:
-            raise ConfigError(
-                f"out={out} is a directory that holds files of its own ({', '.join(theirs[:4])}"
-                f"{', ...' if len(theirs) > 4 else ''}) and no simstudy study; a study would "
-                f"write config.yaml, summary.md and figures/ there: give a new or empty "
-                f"directory, e.g. out={path / 'study'}")
-    return path
-
-
-def _ours(name: str) -> bool:
-    """Entries an empty store directory may hold before its config: hidden files (the lock,
-    submitit's .submitit), Hydra's multirun.yaml, and the store's own folders."""
-    return name.startswith(".") or name in ("multirun.yaml", "parts", "quarantine")
-
-
-def is_store(path) -> bool:
-    """Does `path` hold a simstudy study (its config.yaml, or result tables)?"""
-    path = Path(path)
-    if (path / "metrics.parquet").exists() or any((path / "parts").glob("metrics-*.parquet")):
-        return True
-    if not (path / "config.yaml").is_file():
-        return False
-    try:
-        import yaml
-        cfg = yaml.safe_load((path / "config.yaml").read_text())
-    except Exception:                                              # noqa: BLE001
-        return False
-    return isinstance(cfg, dict) and ("points" in cfg or ("study" in cfg and "designs" in cfg))
-
-
-def available_memory() -> int:
-    """Bytes of memory available now (MemAvailable), or the machine's total."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return 2 ** 40
-
-
-def _replicate_range(value, reps: int) -> tuple[int, int] | None:
-    """`replicates`: null/'all' = 0..reps-1, or 'start:stop' (Python slice, stop <= reps) to run
-    a share of the replicates here and the rest elsewhere (then `simstudy merge`)."""
-    if value in (None, "all", ""):
-        return None
-    try:
-        lo, hi = (int(v) for v in str(value).split(":"))
-    except ValueError:
-        raise ConfigError(f"replicates={value!r}: use 'start:stop', e.g. replicates=0:250") from None
-    if not 0 <= lo < hi <= reps:
-        raise ConfigError(f"replicates={value!r}: need 0 <= start < stop <= reps={reps}")
-    return lo, hi
-
-
-def _plain(obj):
-    if isinstance(obj, Mapping) or type(obj).__name__ == "DictConfig":
-        return {str(k): _plain(v) for k, v in dict(obj).items()}
-    if isinstance(obj, (list, tuple)) or type(obj).__name__ == "ListConfig":
-        return [_plain(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
-
-
-def _workers(n_jobs: int, backend: str) -> int:
-    """Worker processes on this machine: n_jobs capped at the cores (-1 = all cores)."""
-    cores = max(1, os.cpu_count() or 1)
-    if backend == "sequential" or n_jobs == 1:
-        return 1
-    return cores if n_jobs < 0 else min(n_jobs, cores)
-
-
-# ---------------------------------------------------------------------- one replicate
-def data_seed(seed: int, design: str, J: int, n_j: int, replicate: int) -> np.random.SeedSequence:
-    return np.random.SeedSequence(seed, spawn_key=(stable_id(design), J, n_j, replicate, 0))
-
-
-def named_seed(seed: int, *keys) -> int:
-    """A seed from the study seed and a path of names and integers (names by `stable_id`), so a
-    method's randomness follows its NAME, never its position in a list."""
-    key = tuple(int(k) if isinstance(k, (int, np.integer)) else stable_id(k) for k in keys)
-    return int(np.random.SeedSequence(seed, spawn_key=key).generate_state(1, np.uint32)[0])
-
-
-def method_seed(seed: int, design: str, J: int, n_j: int, replicate: int, method: str) -> int:
-    """SeedSequence(seed, spawn_key=(design, J, n_j, replicate, 1, method)): a method's own
-    randomness (CV folds, cross-fitting) in one replicate."""
-    return named_seed(seed, design, J, n_j, replicate, 1, method)
-
-
-@dataclass
-class Fitted:
-    """One method fitted and scored: the method, its benefit scores, or the error text."""
-    name: str
-    method: Any
-    score: np.ndarray | None
-    error: str | None
-    seconds: float
-
-
-def fit_and_score(name: str, train: pd.DataFrame, frame, random_state: int,
-                  options: Mapping | None = None, defaults: Mapping | None = None) -> Fitted:
-    """The one fit path of `simstudy run` and `simstudy apply`: build the registered method
-    `name` with its options, seed it, fit on `train`, score `frame` (a DataFrame, or a callable
-    method -> DataFrame for rules that read the truth). Never raises: a failure is returned."""
-    t0 = time.perf_counter()
-    method = None
-    try:
-        method = make(name, options, defaults)
-        method.random_state = random_state
-        method.fit(train)
-        rows = frame(method) if callable(frame) else frame
-        score = np.asarray(method.benefit_score(rows), dtype=float)
-        return Fitted(name, method, score, None, time.perf_counter() - t0)
-    except Exception as exc:                                       # noqa: BLE001
-        return Fitted(name, method, None, _error_text(exc), time.perf_counter() - t0)
 
 
 def simulate_replicate(cfg: StudyConfig, design: Design, J: int, n_j: int, replicate: int
@@ -406,12 +32,6 @@ def simulate_replicate(cfg: StudyConfig, design: Design, J: int, n_j: int, repli
     """The data of one replicate, exactly as the runner draws it."""
     return design.simulate(np.random.default_rng(data_seed(cfg.seed, design.name, J, n_j, replicate)),
                            J, n_j)
-
-
-def _error_text(exc: BaseException) -> str:
-    tb = traceback.extract_tb(exc.__traceback__)
-    where = f" at {tb[-1].filename.rsplit('/', 1)[-1]}:{tb[-1].lineno}" if tb else ""
-    return f"{type(exc).__name__}: {exc}{where}"[:2000]
 
 
 def run_replicate(cfg: StudyConfig, design: Design, J: int, n_j: int, replicate: int
@@ -567,10 +187,6 @@ def _backend(cfg: StudyConfig):
         yield client
 
 
-class ProbeFailed(ConfigError):
-    """A method failed on the probe replicate; nothing of the run was stored."""
-
-
 def _probe_alone(cfg: StudyConfig) -> None:
     """The probe in this process, before the store is touched (for overwrite=true)."""
     design, J, n_j = cfg.conditions()[0]
@@ -603,19 +219,6 @@ def _connect(Client, address: str, seconds: float):
     raise ConfigError(f"dask_address={address}: no dask scheduler answered within {seconds:g} s "
                       f"({why}); start one (`dask scheduler`) and give its tcp://HOST:PORT, or "
                       f"leave dask_address empty for a local cluster")
-
-
-def check_dask_address(address) -> str | None:
-    """None for a local cluster, else `scheme://host:port` (tcp, tls, ws, wss) or host:port."""
-    import re
-    if address in (None, "", "local"):
-        return None
-    text = str(address).strip()
-    if not re.fullmatch(r"((tcp|tls|ws|wss|ucx)://)?(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):\d{1,5}",
-                        text) or not 0 < int(text.rsplit(":", 1)[1]) < 65536:
-        raise ConfigError(f"dask_address={address!r}: use tcp://HOST:PORT of a dask scheduler "
-                          f"(e.g. tcp://127.0.0.1:8786), or leave it empty for a local cluster")
-    return text
 
 
 def _check_probe(rows: list[dict], at: tuple) -> None:

@@ -31,7 +31,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import yaml
 
-from .designs import ConfigError
+from .errors import ConfigError, NoStudy, StoreDamaged
 from .metrics import DIAGNOSTICS, METRICS
 
 KEY = ["point", "design", "J", "n_j", "replicate"]
@@ -93,21 +93,6 @@ def _typed(df: pd.DataFrame, table: str) -> pd.DataFrame:
         if c in df:
             df[c] = df[c].astype("string")
     return df
-
-
-class NoStudy(ConfigError):
-    """The path is not a study store (missing, a file, or no config.yaml)."""
-
-
-class StoreDamaged(ConfigError):
-    """Files of the store cannot be read (truncated by a crash or a full disk)."""
-
-    def __init__(self, out: Path, files: list[Path]):
-        self.files = files
-        names = ", ".join(str(f.relative_to(out)) for f in files[:5])
-        super().__init__(f"{out}: {len(files)} unreadable file(s) ({names}); `simstudy repair "
-                         f"{out}` moves them to {out / 'quarantine'} and the next run recomputes "
-                         f"their replicates")
 
 
 def table_files(out: str | Path, table: str) -> list[Path]:
@@ -328,7 +313,8 @@ def _problems(old: dict, study: dict, designs: dict) -> list[str]:
 
 
 class Store:
-    """A study directory. Use as a context manager: it holds an exclusive lock while open."""
+    """A study directory. Use as a context manager (it checks the layout and makes the folders);
+    the lock is taken only for short read-modify-write steps (`locked`)."""
 
     def __init__(self, out: str | Path):
         self.out = Path(out)
@@ -574,7 +560,6 @@ class Store:
 
     def consolidate(self) -> None:
         """Merge parts into the main tables (atomic), then delete the merged parts."""
-        parts = self.out / "parts"
         with self.locked():
             for tmp in self.out.rglob(".*.tmp"):      # leftovers of a killed writer: the main
                 with contextlib.suppress(OSError):     # files are written under this lock only

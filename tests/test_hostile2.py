@@ -259,7 +259,8 @@ BAD_DESIGN = """
     ("J", "truth['d_opt'] = 1", "d_opt is not"),
 ])
 def test_a_plugin_designs_output_is_checked(J, change, says, tmp_path, monkeypatch):
-    from simstudy.runner import StudyConfig, run_study
+    from simstudy.config import StudyConfig
+    from simstudy.runner import run_study
     family = f"bad{uuid.uuid4().hex[:6]}"
     mod = plugin(tmp_path, monkeypatch, BAD_DESIGN.format(family=family, J=J, change=change))
     cfg = StudyConfig.from_config({"design": {"family": family, "name": family}, "J": 3,

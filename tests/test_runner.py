@@ -3,7 +3,8 @@ import pandas as pd
 import pytest
 
 from simstudy import ConfigError
-from simstudy.runner import StudyConfig, run_replicate, run_study
+from simstudy.config import StudyConfig
+from simstudy.runner import run_replicate, run_study
 from simstudy.store import read_congruence, read_metrics
 
 BASE = {"design": {"name": "design1"}, "J": [4, 6], "n_j": [8], "reps": 6, "seed": 7,
@@ -131,7 +132,7 @@ def test_warnings_recorded_per_row_and_counted(tmp_path):
     text per row and counted per cell; the texts follow the fitted objects' own flags."""
     from simstudy import make
     from simstudy.report.tables import summary
-    from simstudy.runner import data_seed, method_seed
+    from simstudy.fitting import data_seed, method_seed
     c = cfg(methods=["Q-rs", "W-noaug"], J=[25], n_j=[25], reps=6, plugins=[])
     run_study(c, tmp_path, progress=False)
     m = read_metrics(tmp_path)

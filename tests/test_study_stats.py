@@ -10,7 +10,8 @@ import yaml
 
 from simstudy.report.study import ademp, measures, nested_loop_data, paired, plan
 from simstudy.report.tables import summary, write_report
-from simstudy.runner import StudyConfig, run_study
+from simstudy.config import StudyConfig
+from simstudy.runner import run_study
 from simstudy.store import read_config, read_metrics
 
 METHODS = ["Q-base", "Q-fe", "W-noaug", "oracle", "treat-all", "treat-none"]

@@ -4,7 +4,8 @@ import pytest
 import yaml
 from test_cli import simstudy
 
-from simstudy.runner import StudyConfig, run_study
+from simstudy.config import StudyConfig
+from simstudy.runner import run_study
 from simstudy.store import Store, read_congruence, read_metrics
 
 TINY = ["J=4", "n_j=6", "reps=3", "n_jobs=1", "progress=false", "methods=[Q-base,Q-fe,oracle]"]

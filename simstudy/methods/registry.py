@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import pandas as pd
 
-from ..designs import ConfigError
+from ..errors import ConfigError
 from ..engines.groups import site_codes
 from ..options import parse_bool
 

@@ -117,7 +117,7 @@ def plan(metrics: pd.DataFrame, target: float, metric: str = "accuracy",
     """Replicates each cell needs for MC SE <= `target` of `metric` (the worst method in the
     cell): ceil((SD / target)^2) from the stored (pilot) replicates, and the wall time that
     takes at the stored seconds per replicate (all methods) on `n_jobs` workers."""
-    from ..designs import ConfigError
+    from ..errors import ConfigError
     if metric not in metrics.columns or metric in ("seconds", "status", "error", "warning"):
         from ..metrics import METRICS
         extra = [c for c in metrics.columns if c not in (*METRICS, "seconds", "status", "error",

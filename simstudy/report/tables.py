@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..designs import ConfigError
+from ..errors import ConfigError
 from ..metrics import METRICS
 from ..store import read_config, read_congruence, read_metrics, study_methods
 

@@ -19,14 +19,16 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
-from .designs import SITE_SIZES, ConfigError, Design, data_path, register_design
+from ..errors import ConfigError
+from .base import data_path, register_design
+from .multisite import SITE_SIZES, Design
 
 
 @lru_cache(maxsize=8)
 def _load(data: str, site: str, columns: tuple[str, ...], standardize: bool):
     """(X of every row sorted by site, first row of each site, rows per site) of a trial file;
     a column `col==value` is the 0/1 indicator of that value."""
-    from . import data as shipped
+    from .. import data as shipped
     path = shipped.path(data) if data in shipped.FILES else data
     try:
         df = pd.read_csv(path)

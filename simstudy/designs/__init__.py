@@ -1,0 +1,12 @@
+"""Data-generating designs (SPEC 2): the base and registry (`base`), the multisite family of
+the paper's Designs 1-4 (`multisite`) and the plasmode family on a real trial's covariates
+(`plasmode`). `design.family` in a config chooses one; a plugin module registers more."""
+from ..errors import ConfigError
+from .base import (DESIGNS, OUTCOME, SITE, TREAT, TRUTH, DesignBase, Replicate, check_replicate,
+                   data_path, design_defaults, file_sha256, make_design, register_design)
+from .multisite import MAX_DRAWS, SITE_SIZES, Design
+from .plasmode import Plasmode
+
+__all__ = ["ConfigError", "DESIGNS", "OUTCOME", "SITE", "TREAT", "TRUTH", "DesignBase",
+           "Replicate", "check_replicate", "data_path", "design_defaults", "file_sha256",
+           "make_design", "register_design", "MAX_DRAWS", "SITE_SIZES", "Design", "Plasmode"]
