@@ -27,11 +27,10 @@ def digest(rep) -> str:
 
 
 def hashes() -> dict:
-    import yaml
-    conf = Path(__file__).resolve().parents[1] / "conf" / "design"
+    from simstudy.designs import preset
     out = {}
     for d, J, n, r in CASES:
-        cfg = StudyConfig.from_config({"design": yaml.safe_load((conf / f"{d}.yaml").read_text()),
+        cfg = StudyConfig.from_config({"design": preset(d),
                                        "J": [J], "n_j": [n], "reps": r + 1, "methods": ["oracle"]})
         out[f"{d}/{J}x{n}/{r}"] = digest(simulate_replicate(cfg, cfg.designs[0], J, n, r))
     return out

@@ -135,8 +135,8 @@ def _defaults(design: str | None) -> dict[str, str]:
     base = yaml.safe_load(Path(config_dir(), "config.yaml").read_text()) or {}
     walk({k: v for k, v in base.items() if k not in ("defaults", "hydra")}, "")
     if design and Path(config_dir(), "design", f"{design}.yaml").exists():
-        walk(yaml.safe_load(Path(config_dir(), "design", f"{design}.yaml").read_text()) or {},
-             "design.")
+        from .designs import preset
+        walk(preset(design), "design.")
     return flat
 
 

@@ -108,3 +108,27 @@ def test_bad_design_values(kw, msg):
 def test_unknown_design_key():
     with pytest.raises(ConfigError, match="unknown keys.*betal"):
         Design.from_config({"name": "x", "betal": 0.2})
+
+
+def test_every_preset_names_every_parameter_of_its_family():
+    """`design.KEY=value` works for every parameter (Hydra refuses a key a preset lacks), and a
+    preset composed from design1 (defaults list) is the design it was when it listed them all."""
+    from dataclasses import fields
+    from pathlib import Path
+
+    from simstudy.cli import config_dir
+    from simstudy.designs import DESIGNS, make_design, preset
+    for path in sorted(Path(config_dir(), "design").glob("*.yaml")):
+        params = preset(path.stem)
+        cls = DESIGNS[params.get("family", "multisite")]
+        missing = sorted({f.name for f in fields(cls)} - set(params))
+        assert not missing, f"{path.stem} lacks {missing}"
+        make_design(params)                                  # and it is a valid design
+
+
+def test_site_sizes_is_a_key_of_the_command_line(tmp_path):
+    from simstudy.cli import main
+    from simstudy.store import read_metrics
+    code = main(["run", "design.site_sizes=poisson", "J=3", "n_j=8", "reps=1", "n_jobs=1",
+                 "progress=false", "figures=false", "methods=[Q-base]", f"out={tmp_path / 'o'}"])
+    assert code == 0 and len(read_metrics(tmp_path / "o")) == 1

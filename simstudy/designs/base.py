@@ -208,3 +208,25 @@ def _sha256(path: str, mtime_ns: int, size: int) -> str:
     return h.hexdigest()
 
 
+def preset(name: str) -> dict:
+    """A design preset of conf/design (`design=NAME`) with the presets its `defaults` list names
+    merged under it (design2 = design1 + its changes), as Hydra composes it."""
+    from importlib import resources
+
+    import yaml
+    path = resources.files("simstudy.conf") / "design" / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"no design preset {name!r} in conf/design")
+    raw = yaml.safe_load(path.read_text()) or {}
+    out: dict = {}
+    for parent in raw.pop("defaults", []) or []:
+        if parent != "_self_":
+            out = _merged(out, preset(str(parent)))
+    return _merged(out, raw)
+
+
+def _merged(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
