@@ -1,7 +1,6 @@
 """Command line: `simstudy run [hydra overrides]`, `simstudy report DIR`, `simstudy methods`."""
 from __future__ import annotations
 
-import os
 import sys
 from importlib import resources
 from pathlib import Path
@@ -27,6 +26,9 @@ commands:
   methods                  list the registered method names
   designs                  list the design presets in conf/design
 """
+
+
+from .options import canonical  # noqa: E402,F401  (one spelling per value; sweep points)
 
 
 def config_dir() -> str:
@@ -78,6 +80,10 @@ def _run(argv: list[str]) -> int:
     if bad and not any(a.startswith("--config") or a in ("-cd", "-cn", "-cp") for a in argv):
         raise ConfigError(f"{bad[0]!r} is not KEY=VALUE; a value with a space must be quoted as "
                           f"a whole, e.g. \"out='my results'\" (and lists as 'J=[25,150]')")
+    if any(a in ("--help", "-h") for a in argv):
+        from .config import keys_help
+        print(USAGE_RUN + "\n" + keys_help())
+        return 0
     sys.argv = ["simstudy run", *argv]
     install_sigterm()
     try:
@@ -88,37 +94,6 @@ def _run(argv: list[str]) -> int:
         # runs: that is the user's input, so exit 2 as every other input error
         return 2 if code == 1 and not status.get("ran") else code
     return status["code"]
-
-
-# keys that are not a sweep point: the store has columns for them, or they change how (not
-# what) is computed
-NOT_POINT = {"design", "design.name", "J", "n_j", "reps", "methods", "out", "n_jobs", "backend",
-             "batch_size", "flush_seconds", "progress", "figures", "overwrite", "plugins",
-             "dask_address", "replicates", "probe", "retry_errors", "target_mcse",
-             "target_metric", "target_reference", "min_reps", "max_reps", "batch_reps", "aim"}
-
-
-def canonical(value) -> str:
-    """One spelling per value: YAML-parsed, integral numbers without a decimal point (0 == 0.0),
-    other numbers by repr, lists element-wise, booleans lower case."""
-    import math
-
-    import yaml
-    if isinstance(value, str):
-        try:
-            value = yaml.safe_load(value)
-        except yaml.YAMLError:
-            return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        x = float(value)
-        if math.isfinite(x) and x.is_integer() and abs(x) < 1e15:
-            return str(int(x))
-        return repr(x)
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(canonical(v) for v in value) + "]"
-    return "null" if value is None else str(value)
 
 
 def _defaults(design: str | None) -> dict[str, str]:
@@ -140,11 +115,26 @@ def _defaults(design: str | None) -> dict[str, str]:
     return flat
 
 
+USAGE_RUN = """usage: simstudy run [KEY=VALUE ...] [-m KEY=V1,V2 ...]
+
+Runs (or resumes) a simulation study: every design x J x n_j condition, `reps` replicates each,
+every method in `methods`; writes OUT/metrics.parquet, congruence.parquet, config.yaml, the
+summary table and figures. Re-running the same command resumes. -m sweeps (Hydra multirun) over
+ANY key into one store, e.g. `simstudy run -m design.beta1=0,0.1,0.2`.
+Examples:
+  simstudy run design=design2 J=25 n_j=150 reps=50 n_jobs=2 out=results/d2
+  simstudy run design=design1 design.beta1=0.3 design.name=design5
+  simstudy run -m hydra/launcher=slurm design=design1,design2      # SLURM (submitit)
+"""
+
+
 def swept_keys() -> dict[str, str]:
     """The sweep point of this Hydra job: its command-line overrides other than NOT_POINT
     (e.g. design.beta1=0.2, method_options.W-aug.nfolds=10), key -> canonical value (the point
     itself leaves out keys at their default: `point_of`)."""
     from hydra.core.hydra_config import HydraConfig
+
+    from .config import NOT_POINT
     point = {}
     for item in HydraConfig.get().overrides.task:
         key, _, value = item.partition("=")
@@ -234,11 +224,14 @@ def _plan(argv: list[str]) -> int:
     ap.add_argument("dir")
     ap.add_argument("--target", type=float, required=True, help="MC SE to reach, e.g. 0.001")
     ap.add_argument("--metric", default="accuracy")
-    ap.add_argument("--n-jobs", type=int, default=max(1, os.cpu_count() or 1))
+    ap.add_argument("--n-jobs", type=int, default=-1,
+                    help="workers the time is estimated for (-1 = all cores, capped at them)")
     args = ap.parse_args(argv)
     if not args.target > 0:
         raise ConfigError(f"--target {args.target}: must be > 0")
     read_config(args.dir)
+    from .workers import resolve_n_jobs
+    args.n_jobs = resolve_n_jobs(args.n_jobs)
     table = plan(read_metrics(args.dir), args.target, args.metric, args.n_jobs)
     if table.empty:
         raise ConfigError(f"{args.dir} has no successful replicates to plan from")

@@ -17,6 +17,7 @@ from .methods import load_plugins, make
 from .methods.registry import typed_options
 from .options import parse_bool
 from .store import point_label
+from .workers import resolve_n_jobs
 
 
 def _as_list(value, key: str) -> list:
@@ -222,6 +223,86 @@ def _auto(cfg: Mapping) -> dict[str, Any]:
             "batch_reps": step, "reference": str(ref) if ref else None}
 
 
+@dataclass(frozen=True)
+class Key:
+    """One study key of conf/config.yaml (which holds its default, for Hydra): a line of help,
+    and whether a changed value is a sweep point (it changes WHAT is computed: seed, methods'
+    options, a design parameter) or not (the grid, where and how it runs: J, out, n_jobs)."""
+    help: str
+    point: bool = False
+
+
+# every top-level key of conf/config.yaml (a test keeps the two in step)
+STUDY_KEYS: dict[str, Key] = {
+    "seed": Key("study seed; replicate r of (design, J, n_j) is seeded from (seed, design, J, "
+                "n_j, r)", point=True),
+    "J": Key("numbers of sites (clusters): a number or a list, crossed with n_j and design"),
+    "n_j": Key("individuals per site: a number or a list"),
+    "reps": Key("replicates per condition, or auto: add replicates until target_mcse is met"),
+    "target_mcse": Key("reps=auto: the largest Monte Carlo SE allowed per cell"),
+    "target_metric": Key("reps=auto: the metric whose MC SE is targeted"),
+    "target_reference": Key("reps=auto: target the MC SE of the paired difference from this "
+                            "method"),
+    "min_reps": Key("reps=auto: replicates to start with"),
+    "max_reps": Key("reps=auto: a cell stops here even if the target is not met"),
+    "batch_reps": Key("reps=auto: replicates added per round (null = min_reps)"),
+    "aim": Key("one line for the report's ADEMP protocol block (Aims)"),
+    "methods": Key("registered method names (`simstudy methods`)"),
+    "method_defaults": Key("options passed to every method that accepts them (covariates, "
+                           "moderators)", point=True),
+    "method_options": Key("per-method options: +method_options.NAME.KEY=VALUE", point=True),
+    "plugins": Key("modules to import that register methods, designs or metrics"),
+    "n_jobs": Key("cores the study uses (-1 = all, capped at the machine's); results do not "
+                  "depend on it"),
+    "backend": Key("loky | dask | multiprocessing | threading | sequential (same results)"),
+    "dask_address": Key("backend=dask: scheduler address tcp://HOST:PORT; null = a local "
+                        "cluster of n_jobs workers"),
+    "replicates": Key("all, or start:stop to run a share here and the rest elsewhere (then "
+                      "`simstudy merge`)"),
+    "batch_size": Key("replicates per task; auto keeps per-task overhead small"),
+    "flush_seconds": Key("how often finished rows are written to the store"),
+    "out": Key("the study store (metrics.parquet, congruence.parquet, config.yaml)"),
+    "overwrite": Key("true deletes the stored results of this study / sweep point if its "
+                     "config differs"),
+    "retry_errors": Key("true recomputes stored replicates in which a method failed"),
+    "probe": Key("fit every method on one replicate first; stop early if one fails"),
+    "progress": Key("show the progress line (replicates done, rate, time left)"),
+    "figures": Key("draw the report's figures (out/figures) at the end of the run"),
+}
+# keys whose change is not a sweep point: the store has columns for them (design, J, n_j), or
+# they change how, not what, is computed
+NOT_POINT = {"design", "design.name"} | {k for k, key in STUDY_KEYS.items() if not key.point}
+
+
+def study_defaults() -> dict:
+    """The study keys' defaults: conf/config.yaml (Hydra's, so the two cannot differ)."""
+    from importlib import resources
+
+    import yaml
+    cfg = yaml.safe_load((resources.files("simstudy.conf") / "config.yaml").read_text()) or {}
+    return {k: v for k, v in cfg.items() if k not in ("defaults", "hydra")}
+
+
+def keys_help() -> str:
+    """`simstudy run --help`: every study key with its default and a line of help, then the
+    default design preset's keys with their comments."""
+    from importlib import resources
+    from .options import canonical
+    defaults = study_defaults()
+    lines = ["Study keys (KEY=VALUE; default in brackets):"]
+    for k, key in STUDY_KEYS.items():
+        lines.append(f"  {k:17s} {key.help} [{canonical(defaults.get(k))}]")
+    lines += ["", "Design keys (design=PRESET picks conf/design/PRESET.yaml; design.KEY=VALUE "
+              "changes one parameter; presets: `simstudy designs`), design1's:"]
+    text = (resources.files("simstudy.conf") / "design" / "design1.yaml").read_text()
+    for line in text.splitlines():
+        if line and not line.startswith(("#", " ")) and ":" in line:
+            name, _, rest = line.partition(":")
+            value, _, comment = rest.partition("#")
+            lines.append(f"  design.{name:18s} {comment.strip()} [{value.strip()}]".rstrip())
+    return "\n".join(lines)
+
+
 # the run's switches and their defaults (conf/config.yaml), read strictly: `overwrite=no` is
 # false, never "a non-empty string, so true" (issue 29, class 1)
 RUN_FLAGS = {"overwrite": False, "retry_errors": False, "probe": True, "progress": True,
@@ -329,11 +410,8 @@ def _plain(obj):
 
 
 def _workers(n_jobs: int, backend: str) -> int:
-    """Worker processes on this machine: n_jobs capped at the cores (-1 = all cores)."""
-    cores = max(1, os.cpu_count() or 1)
-    if backend == "sequential" or n_jobs == 1:
-        return 1
-    return cores if n_jobs < 0 else min(n_jobs, cores)
+    """Worker processes on this machine: `resolve_n_jobs` (one for backend=sequential)."""
+    return 1 if backend == "sequential" else resolve_n_jobs(n_jobs)
 
 
 def check_dask_address(address) -> str | None:

@@ -28,3 +28,26 @@ def parse_bool(value, key: str) -> bool:
 def bool_keys(defaults: dict) -> set[str]:
     """Names of the options whose default is a boolean (so their values are read as booleans)."""
     return {k for k, v in defaults.items() if isinstance(v, bool)}
+
+
+def canonical(value) -> str:
+    """One spelling per value: YAML-parsed, integral numbers without a decimal point (0 == 0.0),
+    other numbers by repr, lists element-wise, booleans lower case."""
+    import math
+
+    import yaml
+    if isinstance(value, str):
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        x = float(value)
+        if math.isfinite(x) and x.is_integer() and abs(x) < 1e15:
+            return str(int(x))
+        return repr(x)
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(canonical(v) for v in value) + "]"
+    return "null" if value is None else str(value)

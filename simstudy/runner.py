@@ -142,7 +142,7 @@ def _batches(cfg: StudyConfig, done: set[tuple], limits: dict | None = None
              ) -> list[tuple[Design, int, int, list[int]]]:
     """The replicates still to do, in tasks; `limits[(design, J, n_j)] = n` runs only
     replicates < n of that cell (reps=auto)."""
-    workers = cfg.n_jobs if cfg.n_jobs > 0 else max(1, os.cpu_count() or 1)
+    workers = _workers(cfg.n_jobs, cfg.backend)
     out = []
     for design, J, n_j in cfg.conditions():
         ids = cfg.replicate_ids()
@@ -178,7 +178,7 @@ def _backend(cfg: StudyConfig):
         if cfg.dask_address:
             client = stack.enter_context(_connect(Client, cfg.dask_address, DASK_CONNECT_SECONDS))
         else:
-            workers = cfg.n_jobs if cfg.n_jobs > 0 else max(1, os.cpu_count() or 1)
+            workers = _workers(cfg.n_jobs, cfg.backend)
             cluster = stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1,
                                                        processes=True, dashboard_address=None,
                                                        silence_logs=logging.WARNING))

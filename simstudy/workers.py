@@ -11,6 +11,16 @@ import time
 PROCESS_BACKENDS = ("loky", "multiprocessing")
 
 
+def cores() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+def resolve_n_jobs(n_jobs: int) -> int:
+    """The one rule for `n_jobs` (a run's workers, the report's figure processes): a positive
+    number is capped at the machine's cores, -1 (any negative) means all cores."""
+    return cores() if n_jobs < 0 else max(1, min(int(n_jobs), cores()))
+
+
 def watch_parent() -> None:
     """In a worker: exit within a second when the parent process dies."""
     parent = os.getppid()

@@ -102,3 +102,14 @@ def test_sigkill_mid_run_then_resume_loses_and_duplicates_nothing(tmp_path):
     assert len(a) == 80 and not a.duplicated(["replicate", "method"]).any()
     pd.testing.assert_frame_equal(a.drop(columns="seconds"), b.drop(columns="seconds"), check_exact=True)
     pd.testing.assert_frame_equal(read_congruence(out), read_congruence(tmp_path / "clean"), check_exact=True)
+
+
+def test_the_study_schema_covers_config_yaml_and_run_help_lists_every_key(capsys):
+    from simstudy.cli import main
+    from simstudy.config import NOT_POINT, STUDY_KEYS, study_defaults
+    assert set(STUDY_KEYS) == set(study_defaults())
+    assert {"seed", "method_options", "method_defaults"}.isdisjoint(NOT_POINT)
+    assert main(["run", "--help"]) == 0
+    text = capsys.readouterr().out
+    for key in [*STUDY_KEYS, "design.site_sizes", "design.outcome", "design.beta1"]:
+        assert f"  {key} " in text, key

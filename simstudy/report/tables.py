@@ -4,7 +4,6 @@ the congruence matrix per condition. Reads the store only (partial stores too)."
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -230,8 +229,8 @@ def _draw(drawings: list[tuple], n_jobs: int = 1) -> None:
             fn(*args)
         return
     from joblib import Parallel, delayed
-    cores = os.cpu_count() or 1                 # as the run: -1 = all cores, capped at them
-    workers = min(len(drawings), cores if n_jobs < 0 else min(n_jobs, cores))
+    from ..workers import resolve_n_jobs
+    workers = min(len(drawings), resolve_n_jobs(n_jobs))        # as the run's workers
     from ..workers import watched
     with watched("loky"):
         Parallel(n_jobs=workers)(delayed(fn)(*args) for fn, *args in drawings)
