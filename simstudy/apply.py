@@ -327,7 +327,7 @@ def analyse(df, outcome, treatment, site, cov, mod, methods, by=None, seed=2024,
     return res
 
 
-OUTPUT_MARKERS = ("scores.parquet", "values.csv")     # what makes a directory apply's output
+OUTPUT_MARKERS = ("values.csv", "site_folds.csv")     # what makes a directory apply's output
 
 
 def check_apply_out(out) -> Path:
@@ -354,7 +354,7 @@ def check_apply_out(out) -> Path:
     if exists and any(out.iterdir()) and not all((out / m).exists() for m in OUTPUT_MARKERS):
         names = sorted(p.name for p in out.iterdir())[:4]
         raise DataError(f"--out {out} holds other files ({', '.join(names)}) and no apply output "
-                        f"(scores.parquet, values.csv); the output replaces the directory whole: "
+                        f"(values.csv, site_folds.csv); the output replaces the directory whole: "
                         f"give a new or empty directory")
     return out
 
@@ -498,8 +498,8 @@ def example(name: str, seed: int = 1) -> tuple[pd.DataFrame, dict]:
     if ex["data"] is not None:
         from . import data
         return data.load(ex["data"]), spec
-    from .designs import Design
-    rep = Design(name="design2").simulate(np.random.default_rng(seed), 40, 60)
+    from .designs import make_design, preset
+    rep = make_design(preset("design2")).simulate(np.random.default_rng(seed), 40, 60)
     df = rep.train.copy()
     df["X4_group"] = np.where(df["X4"] > df["X4"].median(), "high", "low")
     return df, spec

@@ -189,3 +189,11 @@ def test_config_file_gives_the_same_options(tmp_path):
     cfg.write_text("data: x.csv\nsites: school\n")
     res = simstudy("apply", "--config", str(cfg), "--out", str(tmp_path / "p"), check=False)
     assert res.returncode == 2 and "unknown keys ['sites']" in res.stderr
+
+
+def test_simulated_example_is_design2_as_labelled():
+    """The 'simulated' example says Design 2: it must draw with Design 2's beta1 = 0.2 (it drew
+    with Design 1's beta1 = 0 before issue 25)."""
+    df, _ = example("simulated")
+    want = Design(name="design2", beta1=0.2).simulate(np.random.default_rng(1), 40, 60).train
+    pd.testing.assert_frame_equal(df.drop(columns="X4_group"), want, check_exact=True)
