@@ -100,54 +100,9 @@ def prepare(df: pd.DataFrame, outcome: str, treatment: str, site: str, covariate
                             f"or pass --dropna to drop those rows")
         df = df.dropna()
         log(f"dropped {rows} rows with missing values ({detail}); {len(df)} remain")
-    # treatment: 0/1 or two labels
-    levels = sorted(pd.unique(df[treatment]), key=str)
-    if len(levels) != 2:
-        raise DataError(f"treatment column {treatment!r} has {len(levels)} distinct values "
-                        f"({levels[:10]}); it must have exactly two (0/1 or two labels)")
-    if set(levels) == {0, 1}:
-        df[treatment] = df[treatment].astype(int)
-    else:
-        if treated is None:
-            raise DataError(f"treatment column {treatment!r} has labels {levels}; say which one "
-                            f"is treated with --treated LABEL")
-        if str(treated) not in map(str, levels):
-            raise DataError(f"--treated {treated!r} is not a value of {treatment!r} ({levels})")
-        df[treatment] = (df[treatment].astype(str) == str(treated)).astype(int)
-    if not pd.api.types.is_numeric_dtype(df[outcome]):
-        raise DataError(f"outcome column {outcome!r} is not numeric (dtype {df[outcome].dtype})")
-    numeric = [c for c in dict.fromkeys([outcome, *covariates, *moderators])
-               if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])]
-    inf = {c: int(np.isinf(df[c].to_numpy(float)).sum()) for c in numeric}
-    inf = {c: k for c, k in inf.items() if k}
-    if inf:
-        raise DataError("infinite values in " + ", ".join(f"{c} ({k} rows)" for c, k in inf.items())
-                        + "; fix or drop those rows")
-    huge = [c for c in numeric if np.abs(df[c].to_numpy(float)).max(initial=0.0) > MAX_ABS]
-    if huge:
-        raise DataError(f"column(s) {huge} have values beyond +-{MAX_ABS:g}: their squares "
-                        f"overflow the estimators' sums of squares; rescale them (e.g. to "
-                        f"standard units)")
-    # sites
-    size = df.groupby(site)[treatment].agg(["size", "mean"])
-    bad = {"one person": size.index[size["size"] < 2],
-           "everyone treated": size.index[(size["size"] >= 2) & (size["mean"] == 1)],
-           "no one treated": size.index[(size["size"] >= 2) & (size["mean"] == 0)]}
-    bad = {k: list(v) for k, v in bad.items() if len(v)}
-    if bad:
-        detail = "; ".join(f"{len(v)} site(s) with {k} (e.g. {v[:5]})" for k, v in bad.items())
-        drop = [s for v in bad.values() for s in v]
-        n_rows = int(df[site].isin(drop).sum())
-        if not drop_sites:
-            raise DataError(f"{detail} in {site!r}: the within-site estimators (site effects, "
-                            f"site propensities) cannot use them; pass --drop-sites to drop these "
-                            f"{len(drop)} sites ({n_rows} rows)")
-        df = df[~df[site].isin(drop)]
-        log(f"dropped {len(drop)} sites ({n_rows} rows): {detail}")
-    if df[site].nunique() < 2:
-        raise DataError(f"{df[site].nunique()} usable site(s) in {site!r} ({len(df)} rows): the "
-                        f"estimators compare sites and need at least 2 with treated and control "
-                        f"people" + (" after dropping the degenerate ones" if bad else ""))
+    df[treatment] = _treatment_01(df[treatment], treatment, treated)
+    _check_numbers(df, outcome, covariates, moderators)
+    df = _usable_sites(df, site, treatment, drop_sites, log)
     # design columns: categorical expansion as R's model.matrix (treatment contrasts)
     created: set[str] = set()
 
@@ -182,6 +137,66 @@ def prepare(df: pd.DataFrame, outcome: str, treatment: str, site: str, covariate
         raise DataError(f"moderator(s) {const} constant within the data ({len(df)} rows); they "
                         f"cannot moderate anything -- remove them from --moderators")
     return df.reset_index(drop=True), cov, mod
+
+
+def _treatment_01(t: pd.Series, treatment: str, treated) -> pd.Series:
+    """The treatment as 0/1: a 0/1 column, or two labels with `treated` naming the treated."""
+    levels = sorted(pd.unique(t), key=str)
+    if len(levels) != 2:
+        raise DataError(f"treatment column {treatment!r} has {len(levels)} distinct values "
+                        f"({levels[:10]}); it must have exactly two (0/1 or two labels)")
+    if set(levels) == {0, 1}:
+        return t.astype(int)
+    if treated is None:
+        raise DataError(f"treatment column {treatment!r} has labels {levels}; say which one "
+                        f"is treated with --treated LABEL")
+    if str(treated) not in map(str, levels):
+        raise DataError(f"--treated {treated!r} is not a value of {treatment!r} ({levels})")
+    return (t.astype(str) == str(treated)).astype(int)
+
+
+def _check_numbers(df: pd.DataFrame, outcome: str, covariates, moderators) -> None:
+    """A numeric outcome; no infinite or overflowing values in the numeric columns."""
+    if not pd.api.types.is_numeric_dtype(df[outcome]):
+        raise DataError(f"outcome column {outcome!r} is not numeric (dtype {df[outcome].dtype})")
+    numeric = [c for c in dict.fromkeys([outcome, *covariates, *moderators])
+               if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])]
+    inf = {c: int(np.isinf(df[c].to_numpy(float)).sum()) for c in numeric}
+    inf = {c: k for c, k in inf.items() if k}
+    if inf:
+        raise DataError("infinite values in " + ", ".join(f"{c} ({k} rows)" for c, k in inf.items())
+                        + "; fix or drop those rows")
+    huge = [c for c in numeric if np.abs(df[c].to_numpy(float)).max(initial=0.0) > MAX_ABS]
+    if huge:
+        raise DataError(f"column(s) {huge} have values beyond +-{MAX_ABS:g}: their squares "
+                        f"overflow the estimators' sums of squares; rescale them (e.g. to "
+                        f"standard units)")
+
+
+def _usable_sites(df: pd.DataFrame, site: str, treatment: str, drop_sites: bool, log
+                  ) -> pd.DataFrame:
+    """Sites with one person or with everyone / no one treated: an error naming them, or
+    dropped (--drop-sites); at least 2 usable sites remain."""
+    size = df.groupby(site)[treatment].agg(["size", "mean"])
+    bad = {"one person": size.index[size["size"] < 2],
+           "everyone treated": size.index[(size["size"] >= 2) & (size["mean"] == 1)],
+           "no one treated": size.index[(size["size"] >= 2) & (size["mean"] == 0)]}
+    bad = {k: list(v) for k, v in bad.items() if len(v)}
+    if bad:
+        detail = "; ".join(f"{len(v)} site(s) with {k} (e.g. {v[:5]})" for k, v in bad.items())
+        drop = [s for v in bad.values() for s in v]
+        n_rows = int(df[site].isin(drop).sum())
+        if not drop_sites:
+            raise DataError(f"{detail} in {site!r}: the within-site estimators (site effects, "
+                            f"site propensities) cannot use them; pass --drop-sites to drop these "
+                            f"{len(drop)} sites ({n_rows} rows)")
+        df = df[~df[site].isin(drop)]
+        log(f"dropped {len(drop)} sites ({n_rows} rows): {detail}")
+    if df[site].nunique() < 2:
+        raise DataError(f"{df[site].nunique()} usable site(s) in {site!r} ({len(df)} rows): the "
+                        f"estimators compare sites and need at least 2 with treated and control "
+                        f"people" + (" after dropping the degenerate ones" if bad else ""))
+    return df
 
 
 # ---------------------------------------------------------------------- the analysis
@@ -231,14 +246,11 @@ def analyse(df, outcome, treatment, site, cov, mod, methods, by=None, seed=2024,
             depths=(2, 3), value_folds=5, out=None, log=print) -> dict:
     """Fit every rule on all rows (one fit path with `simstudy run`: `fitting.fit_and_score`,
     each rule seeded from its NAME), value it in-sample and cross-fitted over sites."""
-    import time
-
     from .engines.groups import site_codes
     from .engines.treesearch import rules_table
-    from .methods import REGISTRY
+    from .fitting import fit_and_score, named_seed
     from .methods.policytree import aipw_scores
     from .metrics import congruence
-    from .fitting import fit_and_score, named_seed
 
     defaults = {"covariates": cov, "moderators": mod, "features": mod, "site": site,
                 "treatment": treatment, "outcome": outcome}
@@ -262,55 +274,15 @@ def analyse(df, outcome, treatment, site, cov, mod, methods, by=None, seed=2024,
                df[outcome].to_numpy(float))
     rng = np.random.default_rng(named_seed(seed, "apply", "aipw"))
     G = aipw_scores(X, T, y, codes, labels.size, rng.permutation(np.resize(np.arange(folds), n)))
-    # cross-fitted over sites: learn on K-1 folds of sites, decide and value on the held-out fold
-    row_fold = fold_of_site[codes]
-    G_cf = np.empty((n, 2))
-    d_cf = {label: np.full(n, -1) for label, _, _ in rules}
-    cf_errors: dict[str, str] = {}
-    log(f"cross-fitted values: {value_folds} folds of sites "
-        f"({', '.join(str(int(np.sum(fold_of_site == k))) for k in range(value_folds))} sites)")
-    t0 = time.perf_counter()
-    for k in range(value_folds):
-        test, train = row_fold == k, row_fold != k
-        G_cf[test] = crossfit_aipw(X, T, y, codes, train, test, labels.size)
-        tr, te = df[train], df[test]
-        for label, name, opts in rules:
-            if label in cf_errors:
-                continue
-            cls = REGISTRY[name][0]
-            fit = fit_and_score(name, tr, te, named_seed(seed, "apply", label, "site fold", k),
-                                {**cls.new_site_options, **(opts or {})}, defaults)
-            if fit.error is None:
-                d_cf[label][test] = (fit.score > 0).astype(int)
-            else:
-                cf_errors[label] = f"fold {k}: {fit.error}"
-    log(f"cross-fitting done ({time.perf_counter() - t0:.1f} s)")
+    G_cf, d_cf, cf_errors = _crossfit_over_sites(df, X, T, y, codes, labels, fold_of_site,
+                                                 rules, defaults, seed, value_folds, log)
     trees, rule_tables = {}, {}
     for label, m in fitted.items():
         if label.startswith("tree depth"):
             trees[label] = m.tree_
             rule_tables[int(label.split()[-1])] = rules_table(
                 m.tree_, m._features(df, m.labels_), m.scores_, mod, ["control", "treat"])
-    rows_ix = np.arange(n)
-
-    def value(rule, d, dcf):
-        v = G[rows_ix, d]
-        row = {"rule": rule, "treated_share": float(np.mean(d)), "value_insample": v.mean(),
-               "se_insample": cluster_se(v, codes)}
-        if dcf is None or np.any(dcf < 0):
-            return {**row, "value_crossfit": np.nan, "se_crossfit": np.nan,
-                    "vs_treat_all_crossfit": np.nan, "se_vs_treat_all": np.nan,
-                    "treated_share_crossfit": np.nan}
-        vc = G_cf[rows_ix, dcf]
-        diff = vc - G_cf[:, 1]
-        return {**row, "value_crossfit": vc.mean(), "se_crossfit": cluster_se(vc, codes),
-                "vs_treat_all_crossfit": diff.mean(),
-                "se_vs_treat_all": cluster_se(diff, codes) if np.any(diff) else 0.0,
-                "treated_share_crossfit": float(np.mean(dcf))}
-    const = [("treat-all", np.ones(n, int)), ("treat-none", np.zeros(n, int))]
-    values = pd.DataFrame([value(r, d, d) for r, d in const]
-                          + [value(r, d, None if r in cf_errors else d_cf[r])
-                             for r, d in decisions.items()])
+    values = _values(G, G_cf, codes, decisions, d_cf, cf_errors)
     shares = values[~values["rule"].isin(["treat-all", "treat-none"])][["rule", "treated_share"]]
     pairs = congruence({k: v.astype(bool) for k, v in decisions.items()})
     names = list(decisions)
@@ -397,6 +369,70 @@ def recover_out(out: Path) -> None:
         olds = olds[:-1]
     for p in olds:
         shutil.rmtree(p, ignore_errors=True)
+
+
+def _crossfit_over_sites(df, X, T, y, codes, labels, fold_of_site, rules, defaults, seed: int,
+                         value_folds: int, log):
+    """Learn every rule on K-1 folds of sites, decide on the held-out fold's people, and score
+    them with AIPW scores whose outcome model was fitted without that fold (`crossfit_aipw`).
+    Returns (the (n, 2) held-out AIPW scores, each rule's held-out decisions, the rules that
+    failed in some fold)."""
+    import time
+
+    from .fitting import fit_and_score, named_seed
+    from .methods import REGISTRY
+    n = len(df)
+    row_fold = fold_of_site[codes]
+    G_cf = np.empty((n, 2))
+    d_cf = {label: np.full(n, -1) for label, _, _ in rules}
+    cf_errors: dict[str, str] = {}
+    log(f"cross-fitted values: {value_folds} folds of sites "
+        f"({', '.join(str(int(np.sum(fold_of_site == k))) for k in range(value_folds))} sites)")
+    t0 = time.perf_counter()
+    for k in range(value_folds):
+        test, train = row_fold == k, row_fold != k
+        G_cf[test] = crossfit_aipw(X, T, y, codes, train, test, labels.size)
+        tr, te = df[train], df[test]
+        for label, name, opts in rules:
+            if label in cf_errors:
+                continue
+            cls = REGISTRY[name][0]
+            fit = fit_and_score(name, tr, te, named_seed(seed, "apply", label, "site fold", k),
+                                {**cls.new_site_options, **(opts or {})}, defaults)
+            if fit.error is None:
+                d_cf[label][test] = (fit.score > 0).astype(int)
+            else:
+                cf_errors[label] = f"fold {k}: {fit.error}"
+    log(f"cross-fitting done ({time.perf_counter() - t0:.1f} s)")
+    return G_cf, d_cf, cf_errors
+
+
+def _values(G, G_cf, codes, decisions, d_cf, cf_errors) -> pd.DataFrame:
+    """One row per rule (treat-all and treat-none first): its treated share, its in-sample
+    value (mean AIPW score of its decisions, SE clustered by site) and its cross-fitted value
+    with the paired difference from treating everyone."""
+    n = len(codes)
+    rows_ix = np.arange(n)
+
+    def value(rule, d, dcf):
+        v = G[rows_ix, d]
+        row = {"rule": rule, "treated_share": float(np.mean(d)), "value_insample": v.mean(),
+               "se_insample": cluster_se(v, codes)}
+        if dcf is None or np.any(dcf < 0):
+            return {**row, "value_crossfit": np.nan, "se_crossfit": np.nan,
+                    "vs_treat_all_crossfit": np.nan, "se_vs_treat_all": np.nan,
+                    "treated_share_crossfit": np.nan}
+        vc = G_cf[rows_ix, dcf]
+        diff = vc - G_cf[:, 1]
+        return {**row, "value_crossfit": vc.mean(), "se_crossfit": cluster_se(vc, codes),
+                "vs_treat_all_crossfit": diff.mean(),
+                "se_vs_treat_all": cluster_se(diff, codes) if np.any(diff) else 0.0,
+                "treated_share_crossfit": float(np.mean(dcf))}
+    const = [("treat-all", np.ones(n, int)), ("treat-none", np.zeros(n, int))]
+    values = pd.DataFrame([value(r, d, d) for r, d in const]
+                          + [value(r, d, None if r in cf_errors else d_cf[r])
+                             for r, d in decisions.items()])
+    return values
 
 
 VALUES_NOTE = (

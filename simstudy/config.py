@@ -128,24 +128,8 @@ class StudyConfig:
         address = check_dask_address(cfg.get("dask_address"))
         flush = _number(cfg.get("flush_seconds", 5.0), "flush_seconds", 0.0, 86400.0,
                         open_low=True)
-        for d in designs:
-            low = int(getattr(d, "min_site_size", 0) or 0)
-            if getattr(d, "site_sizes", None) == "equal" and low > min(n_j):
-                raise ConfigError(f"design.min_site_size={low} is above n_j={min(n_j)}: with "
-                                  f"equal site sizes every site has n_j individuals; lower "
-                                  f"min_site_size or raise n_j")
-        cells = [(d, a, b) for d in designs for a in J for b in n_j]
-        need = max((float(a) * b * (1 + getattr(d, "test_size", 1.0)) * BYTES_PER_ROW
-                    + max((m.memory_bytes(a, a * b) for m in built), default=0.0)
-                    for d, a, b in cells), default=0.0) * _workers(n_jobs, backend)
-        have = available_memory()
-        remote = backend == "dask" and cfg.get("dask_address") not in (None, "", "local")
-        if need > have and not remote:          # a remote cluster's memory is not ours to know
-            raise ConfigError(
-                f"J x n_j up to {max(a * b for _, a, b in cells):,} rows per replicate (J up to "
-                f"{max(J):,} sites) needs about "
-                f"{need / 2 ** 30:,.1f} GiB with {_workers(n_jobs, backend)} worker(s); this machine "
-                f"has {have / 2 ** 30:,.1f} GiB available: use smaller J / n_j or fewer workers")
+        _check_sizes(designs, J, n_j, built, _workers(n_jobs, backend),
+                     remote=backend == "dask" and address is not None)
         return cls(designs, J, n_j, reps, methods, seed, defaults, options, plugins,
                    n_jobs, backend, batch_size, flush,
                    {str(k): str(v) for k, v in dict(point or {}).items()}, reps_range,
@@ -176,6 +160,30 @@ class StudyConfig:
         return [{"point": self.label, "design": d.name, "J": J, "n_j": n, "reps": self.reps}
                 for d, J, n in self.conditions()]
 
+
+
+def _check_sizes(designs, J: list[int], n_j: list[int], built, workers: int, remote: bool) -> None:
+    """Before any work: equal site sizes not below min_site_size, and the largest condition's
+    memory (BYTES_PER_ROW per training + test row, plus what a method needs: `memory_bytes`)
+    times the workers within the machine's available memory (a remote cluster's is not ours
+    to know)."""
+    for d in designs:
+        low = int(getattr(d, "min_site_size", 0) or 0)
+        if getattr(d, "site_sizes", None) == "equal" and low > min(n_j):
+            raise ConfigError(f"design.min_site_size={low} is above n_j={min(n_j)}: with "
+                              f"equal site sizes every site has n_j individuals; lower "
+                              f"min_site_size or raise n_j")
+    cells = [(d, a, b) for d in designs for a in J for b in n_j]
+    need = max((float(a) * b * (1 + getattr(d, "test_size", 1.0)) * BYTES_PER_ROW
+                + max((m.memory_bytes(a, a * b) for m in built), default=0.0)
+                for d, a, b in cells), default=0.0) * workers
+    have = available_memory()
+    if need > have and not remote:
+        raise ConfigError(
+            f"J x n_j up to {max(a * b for _, a, b in cells):,} rows per replicate (J up to "
+            f"{max(J):,} sites) needs about {need / 2 ** 30:,.1f} GiB with {workers} worker(s); "
+            f"this machine has {have / 2 ** 30:,.1f} GiB available: use smaller J / n_j or "
+            f"fewer workers")
 
 BACKENDS = ("loky", "dask", "threading", "multiprocessing", "sequential")
 BYTES_PER_ROW = 3000        # peak memory of one replicate per training + test row, all methods

@@ -301,8 +301,8 @@ def test_a_changed_data_file_is_a_different_study(tmp_path, capsys):
     from simstudy import data
     sizes = tmp_path / "sizes.csv"
     shutil.copy(data.path("star"), sizes)
-    args = [*TINY, "+design.site_sizes=file", f"+design.site_sizes_file={sizes}",
-            "+design.site_sizes_column=school"]
+    args = [*TINY, "design.site_sizes=file", f"design.site_sizes_file={sizes}",
+            "design.site_sizes_column=school"]
     out = tmp_path / "f"
     assert cli(capsys, "run", *args, f"out={out}")[0] == 0
     before = snapshot(out)
@@ -331,7 +331,7 @@ def test_auto_target_reference_is_a_paired_se():
 
 
 def test_min_site_size_above_n_j_is_refused(tmp_path, capsys):
-    code, _, err = cli(capsys, "run", *TINY, "+design.min_site_size=30", f"out={tmp_path / 'o'}")
+    code, _, err = cli(capsys, "run", *TINY, "design.min_site_size=30", f"out={tmp_path / 'o'}")
     assert code == 2 and "design.min_site_size=30" in err and "n_j=8" in err
 
 

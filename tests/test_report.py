@@ -12,10 +12,10 @@ from simstudy.store import Store
 METHODS = ["Q-base", "Q-rs", "W-base", "WS-augID", "oracle"]
 
 
-def synthetic_store(path, reps=6, drop=()):
+def synthetic_store(path, reps=6, drop=(), cells=((25, 25), (25, 150))):
     rng = np.random.default_rng(0)
     rows, pairs = [], []
-    for J, n_j in [(25, 25), (25, 150)]:
+    for J, n_j in cells:
         for r in range(reps):
             for k, m in enumerate(METHODS):
                 if (J, n_j, r, m) in drop:
@@ -90,3 +90,23 @@ def test_partial_store_reports_replicate_counts(tmp_path):
     from simstudy.report.figures import _reps_note
     from simstudy.store import read_metrics
     assert "partial store" in _reps_note(read_metrics(tmp_path).query("status == 'ok'"))
+
+
+def test_a_factorial_study_writes_its_nested_loop_figure(tmp_path):
+    """The figure README embeds for the paper study (it was not saved for a while: the output
+    path went into the title argument and no test noticed)."""
+    synthetic_store(tmp_path, cells=((25, 25), (25, 150), (150, 25), (150, 150)))
+    write_report(tmp_path, figures=True, n_jobs=1)
+    for ext in ("png", "pdf"):
+        assert (tmp_path / "figures" / f"nested_loop_accuracy.{ext}").stat().st_size > 5000
+    assert (tmp_path / "nested_loop_accuracy.csv").exists()
+
+
+def test_every_image_the_readme_embeds_exists():
+    import re
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", (root / "README.md").read_text())
+    assert links
+    missing = [p for p in links if not (root / p).is_file()]
+    assert not missing, f"README embeds missing files: {missing}"

@@ -124,7 +124,6 @@ def write_report(out, figures: bool = False, designs=None, point: str | None = N
     figures only for `designs` and sweep `point` when given (a sweep job draws its own).
     `reference`: the method the paired comparisons are against (default: the first method).
     `n_jobs` > 1 draws the figures in that many processes (joblib)."""
-    from .study import ademp, measures, nested_loop_data, paired
     out = Path(out)
     cfg = read_config(out)                 # a clear error if `out` holds no study
     metrics = read_metrics(out)
@@ -136,6 +135,17 @@ def write_report(out, figures: bool = False, designs=None, point: str | None = N
     if keys.shape[1] > 1:                  # the swept keys as columns
         summ = summ.merge(keys, on="point", how="left")
     _plain_study(summ).to_csv(out / "summary.csv", index=False)
+    comp = _write_comparisons(out, metrics, order, reference, keys)
+    _write_summary(out, cfg, metrics, summ)
+    drawings = _study_figures(out, summ, comp, keys, metrics, point, designs) if figures else []
+    drawings += _congruence(out, metrics, order, figures, designs, point)
+    _draw(drawings, n_jobs)
+    return summ
+
+
+def _write_comparisons(out: Path, metrics, order, reference, keys) -> pd.DataFrame:
+    """comparison.csv / .md: every method minus `reference` on the same replicates."""
+    from .study import paired
     run = set(metrics["method"])
     present = [m for m in (order or []) if m in run] or sorted(run)
     reference = reference or present[0]
@@ -152,6 +162,12 @@ def write_report(out, figures: bool = False, designs=None, point: str | None = N
         f"where the method wins / ties / loses; all metrics in comparison.csv). Accuracy:\n\n"
         + (to_markdown(_plain_study(acc.drop(columns=["metric", "reference"])), digits=4)
            if len(acc) else "(no pairs)\n"))
+    return comp
+
+
+def _write_summary(out: Path, cfg: dict, metrics, summ) -> None:
+    """measures.csv, summary.md (the ADEMP protocol and the mean (MC SE) table), failures.csv."""
+    from .study import ademp, measures
     meas = measures(metrics)
     _plain_study(meas).to_csv(out / "measures.csv", index=False)
     (out / "summary.md").write_text(
@@ -164,32 +180,44 @@ def write_report(out, figures: bool = False, designs=None, point: str | None = N
         + to_markdown(compact(summ)))
     fails = failures(metrics)
     _plain_study(fails).to_csv(out / "failures.csv", index=False)
-    congruence = read_congruence(out)
-    tables = out / "congruence"
-    tables.mkdir(exist_ok=True)
-    from .figures import boxplots, conditions, congruence_matrix, four_metrics, heatmap, sweep_lines
+
+
+def _study_figures(out: Path, summ, comp, keys, metrics, point, designs) -> list[tuple]:
+    """The study-level figures to draw: sweep lines, the nested-loop plot, paired differences."""
+    from .figures import sweep_lines
+    from .study import nested_loop_data
     # a metric against each swept value (and against J or n_j when 3+ values were run)
     xs = [c for c in keys.columns[1:] if keys[c].nunique() > 1] + [
         c for c in ("J", "n_j") if metrics[c].nunique() > 2]
     drawings = []                          # (figure function, arguments): drawn at the end
-    for x in xs if figures else []:
+    for x in xs:
         for metric in ("accuracy", "regret"):
             drawings.append((sweep_lines, summ, x, metric,
                              out / "figures" / _safe(f"sweep_{metric}_vs_{x}")))
-    if figures:
-        data, factors = nested_loop_data(summ, "accuracy")
-        if factors and len(data) > 2:
-            from .figures import nested_loop
-            drawings.append((nested_loop, data, factors, "accuracy",
-                             out / "figures" / "nested_loop_accuracy"))
-            data.to_csv(out / "nested_loop_accuracy.csv", index=False)
-        from .figures import paired_differences
-        for design in comp["design"].unique() if len(comp) else []:
-            sub = comp[comp["point"] == (point if point is not None else comp["point"].iloc[0])] \
-                if keys.shape[1] > 1 else comp
-            if designs is None or design in designs:
-                drawings.append((paired_differences, sub[sub["design"] == design], design,
-                                 "accuracy", out / "figures" / _safe(f"paired_accuracy_{design}")))
+    data, factors = nested_loop_data(summ, "accuracy")
+    if factors and len(data) > 2:
+        from .figures import nested_loop
+        drawings.append((nested_loop, data, factors, "accuracy", "",   # its own title
+                         out / "figures" / "nested_loop_accuracy"))
+        data.to_csv(out / "nested_loop_accuracy.csv", index=False)
+    from .figures import paired_differences
+    for design in comp["design"].unique() if len(comp) else []:
+        sub = comp[comp["point"] == (point if point is not None else comp["point"].iloc[0])] \
+            if keys.shape[1] > 1 else comp
+        if designs is None or design in designs:
+            drawings.append((paired_differences, sub[sub["design"] == design], design,
+                             "accuracy", out / "figures" / _safe(f"paired_accuracy_{design}")))
+    return drawings
+
+
+def _congruence(out: Path, metrics, order, figures: bool, designs, point) -> list[tuple]:
+    """Congruence tables (always) per (sweep point, design) and condition, and the per-design
+    figures to draw (heatmaps, boxplots, four metrics) when `figures`."""
+    from .figures import boxplots, conditions, congruence_matrix, four_metrics, heatmap
+    congruence = read_congruence(out)
+    tables = out / "congruence"
+    tables.mkdir(exist_ok=True)
+    drawings = []
     # figures and congruence tables per (sweep point, design): the label names both
     metrics = metrics.assign(design=_cell_label(metrics))
     congruence = congruence.assign(design=_cell_label(congruence))
@@ -217,8 +245,7 @@ def write_report(out, figures: bool = False, designs=None, point: str | None = N
                 (boxplots, cell, design, "accuracy", out / "figures" / _safe(f"accuracy_{design}")),
                 (boxplots, cell, design, "regret", out / "figures" / _safe(f"regret_{design}")),
                 (four_metrics, cell, design, out / "figures" / _safe(f"metrics_{design}"))]
-    _draw(drawings, n_jobs)
-    return summ
+    return drawings
 
 
 def _draw(drawings: list[tuple], n_jobs: int = 1) -> None:
