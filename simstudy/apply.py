@@ -230,16 +230,14 @@ def crossfit_aipw(X, T, y, codes, train, test, J) -> np.ndarray:
     site treated share (the within-site randomisation)."""
     from .engines.groups import group_means
     from .engines.ols import ols
+    from .methods.policytree import aipw
     D = np.column_stack([np.ones(len(y)), X, T, T[:, None] * X])
     b = np.nan_to_num(ols(D[train], y[train]).coef)
     Xt, Tt, yt = X[test], T[test], y[test]
     p = group_means(T, codes, J)[:, 0][codes[test]]
     mu = np.column_stack([np.column_stack([np.ones(len(yt)), Xt, np.full(len(yt), t), t * Xt]) @ b
                           for t in (0, 1)])
-    G = mu.copy()
-    G[:, 1] += Tt * (yt - mu[:, 1]) / p
-    G[:, 0] += (1 - Tt) * (yt - mu[:, 0]) / (1 - p)
-    return G
+    return aipw(mu, Tt, yt, p)
 
 
 def analyse(df, outcome, treatment, site, cov, mod, methods, by=None, seed=2024, folds=5,
@@ -247,10 +245,10 @@ def analyse(df, outcome, treatment, site, cov, mod, methods, by=None, seed=2024,
     """Fit every rule on all rows (one fit path with `simstudy run`: `fitting.fit_and_score`,
     each rule seeded from its NAME), value it in-sample and cross-fitted over sites."""
     from .engines.groups import site_codes
-    from .engines.treesearch import rules_table
     from .fitting import fit_and_score, named_seed
     from .methods.policytree import aipw_scores
     from .metrics import congruence
+    from .metrics import decisions as decide
 
     defaults = {"covariates": cov, "moderators": mod, "features": mod, "site": site,
                 "treatment": treatment, "outcome": outcome}
@@ -262,7 +260,7 @@ def analyse(df, outcome, treatment, site, cov, mod, methods, by=None, seed=2024,
     for k, (label, name, opts) in enumerate(rules):
         fit = fit_and_score(name, df, df, named_seed(seed, "apply", label), opts, defaults)
         if fit.error is None:
-            scores[label], decisions[label] = fit.score, (fit.score > 0).astype(int)
+            scores[label], decisions[label] = fit.score, decide(fit.score)
             fitted[label] = fit.method
             log(f"[{k + 1}/{len(rules)}] {label}: {100 * decisions[label].mean():.1f}% "
                 f"recommended for treatment ({fit.seconds:.1f} s)")
@@ -279,9 +277,8 @@ def analyse(df, outcome, treatment, site, cov, mod, methods, by=None, seed=2024,
     trees, rule_tables = {}, {}
     for label, m in fitted.items():
         if label.startswith("tree depth"):
-            trees[label] = m.tree_
-            rule_tables[int(label.split()[-1])] = rules_table(
-                m.tree_, m._features(df, m.labels_), m.scores_, mod, ["control", "treat"])
+            trees[label] = m.tree
+            rule_tables[int(label.split()[-1])] = m.rule_table(df, mod, ["control", "treat"])
     values = _values(G, G_cf, codes, decisions, d_cf, cf_errors)
     shares = values[~values["rule"].isin(["treat-all", "treat-none"])][["rule", "treated_share"]]
     pairs = congruence({k: v.astype(bool) for k, v in decisions.items()})
@@ -381,6 +378,7 @@ def _crossfit_over_sites(df, X, T, y, codes, labels, fold_of_site, rules, defaul
 
     from .fitting import fit_and_score, named_seed
     from .methods import REGISTRY
+    from .metrics import decisions as decide
     n = len(df)
     row_fold = fold_of_site[codes]
     G_cf = np.empty((n, 2))
@@ -400,7 +398,7 @@ def _crossfit_over_sites(df, X, T, y, codes, labels, fold_of_site, rules, defaul
             fit = fit_and_score(name, tr, te, named_seed(seed, "apply", label, "site fold", k),
                                 {**cls.new_site_options, **(opts or {})}, defaults)
             if fit.error is None:
-                d_cf[label][test] = (fit.score > 0).astype(int)
+                d_cf[label][test] = decide(fit.score)
             else:
                 cf_errors[label] = f"fold {k}: {fit.error}"
     log(f"cross-fitting done ({time.perf_counter() - t0:.1f} s)")

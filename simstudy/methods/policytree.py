@@ -32,6 +32,12 @@ def aipw_scores(X, T, y, codes, J, folds) -> np.ndarray:
     b = B[fold]                                               # each row's fold's slopes
     base = A[fold, codes] + np.einsum("ij,ij->i", X, b[:, :k])
     mu = np.column_stack([base, base + b[:, k] + np.einsum("ij,ij->i", X, b[:, k + 1:])])
+    return aipw(mu, T, y, p)
+
+
+def aipw(mu, T, y, p) -> np.ndarray:
+    """(n, 2) doubly robust scores Gamma_i(t) = mu_t(x_i) + 1{T_i = t} (y_i - mu_t(x_i)) /
+    P(T_i = t) from outcome predictions mu (n, 2) and propensities p (SPEC 5; Zhou et al.)."""
     G = mu.copy()
     G[:, 1] += T * (y - mu[:, 1]) / p
     G[:, 0] += (1 - T) * (y - mu[:, 0]) / (1 - p)
@@ -87,6 +93,18 @@ class PolicyTree(Method):
         self.leaf_value_ = np.bincount(leaf, weights=contrast) / np.maximum(np.bincount(leaf), 1)
         self.scores_ = G
         return self
+
+    @property
+    def tree(self):
+        """The fitted tree (engines.treesearch.PolicyTreeSearch: splits, leaves, actions)."""
+        return self.tree_
+
+    def rule_table(self, frame: pd.DataFrame, names, actions) -> pd.DataFrame:
+        """One row per leaf of the fitted tree on `frame` (the training rows): its rule over the
+        features (`names`), its action, its rows and its mean scores (treesearch.rules_table)."""
+        from ..engines.treesearch import rules_table
+        return rules_table(self.tree_, self._features(frame, self.labels_), self.scores_, names,
+                           actions)
 
     def benefit_score(self, frame: pd.DataFrame) -> np.ndarray:
         """The leaf's mean of Gamma(1) - Gamma(0) over the training rows in it."""
