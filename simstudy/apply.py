@@ -448,7 +448,9 @@ VALUES_NOTE = (
 
 
 def write(res, df, site, by, mod, out: Path, log=print):
+    from .methods import FAMILIES
     from .report import figures as F
+    F.use_families({**FAMILIES, **{name: "Policy tree" for name in res["trees"]}})
     from .report.tables import to_markdown
 
     out.mkdir(parents=True, exist_ok=True)

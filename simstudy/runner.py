@@ -21,7 +21,7 @@ from .errors import ConfigError, ProbeFailed
 from .fitting import _error_text, data_seed, fit_and_score, method_seed
 from .metrics import DIAGNOSTICS, METRICS, average_ranks, congruence, decisions, evaluate, extra_metrics
 from .methods import load_plugins
-from .methods.registry import shared_reads
+from .methods.registry import describe, shared_reads
 from .options import parse_bool
 from .store import CONGRUENCE_COLUMNS, Store, read_metrics
 from .workers import PROCESS_BACKENDS, watch_parent, watched
@@ -259,7 +259,8 @@ def run_study(cfg: StudyConfig, out, overwrite: bool = False, progress: bool = T
             probe = False
         before = store.config_bytes()
         store.prepare(study, designs, _plain(run_config or {}), overwrite=overwrite,
-                      point=cfg.point, planned=cfg.planned(), keys=cfg.point_keys)
+                      point=cfg.point, planned=cfg.planned(), keys=cfg.point_keys,
+                      methods=describe(cfg.methods))
         after = store.config_bytes()
         redo: set[tuple] = set()      # retry_errors: recomputed, then replace the stored rows
         if retry_errors:

@@ -365,7 +365,8 @@ class Store:
 
     def prepare(self, study: dict, designs: dict[str, dict], run_config: dict,
                 overwrite: bool = False, point: dict | None = None,
-                planned: list[dict] | None = None, keys: dict | None = None) -> None:
+                planned: list[dict] | None = None, keys: dict | None = None,
+                methods: dict | None = None) -> None:
         """Check the stored identity of this sweep point against this run's; refuse a different
         study. Within a point, `study` (seed, methods, options) must match exactly and each
         design name must keep its parameters; new designs, new points and new (J, n_j, reps)
@@ -414,6 +415,8 @@ class Store:
             stored["points"][label] = {"keys": keys, "study": study, "designs": designs,
                                        "token": token}
             stored["planned"] = _merge_planned(stored["planned"], planned or [])
+            # what the report needs of the registry (family per method), so it reads the store only
+            stored["methods"] = {**(stored.get("methods") or {}), **(methods or {})}
             stored["last_run"] = run_config
             write_yaml(stored, path)
         self.consolidate()
@@ -470,6 +473,7 @@ class Store:
                 token = (old or {}).get("token") if old is not None else uuid.uuid4().hex
                 stored["points"][label] = {**pt, "designs": designs, "token": token}
             stored["planned"] = _merge_planned(stored["planned"], src_cfg["planned"])
+            stored["methods"] = {**(src_cfg.get("methods") or {}), **(stored.get("methods") or {})}
             have = self.done()
             m = read_metrics(src)
             c = read_congruence(src)

@@ -110,3 +110,27 @@ def test_every_image_the_readme_embeds_exists():
     assert links
     missing = [p for p in links if not (root / p).is_file()]
     assert not missing, f"README embeds missing files: {missing}"
+
+
+def test_report_reads_method_families_from_the_store_not_the_registry(tmp_path):
+    """A plugin's family is recorded in the store at run time; the report groups by it without
+    the plugin imported, and report/ imports nothing from methods/."""
+    import ast
+    from pathlib import Path
+
+    import simstudy.report as report
+    from simstudy.report.figures import panels
+    with Store(tmp_path) as st:
+        st.prepare({"seed": 1, "methods": ["Q-base", "my-rule"]}, {"design1": {"name": "design1"}},
+                   {}, methods={"Q-base": {"family": "Q-learning"}, "my-rule": {"family": "Mine"}})
+        rows = [{"design": "design1", "J": 25, "n_j": 25, "replicate": r, "method": m,
+                 **{x: 0.5 for x in METRICS}, "seconds": 0.01, "status": "ok", "error": None}
+                for r in range(3) for m in ("Q-base", "my-rule")]
+        st.append(pd.DataFrame(rows), pd.DataFrame(columns=[
+            "design", "J", "n_j", "replicate", "method_a", "method_b", "agreement"]))
+    write_report(tmp_path, figures=False)
+    assert panels(["Q-base", "my-rule"]) == [("Q-learning", ["Q-base"]), ("Mine", ["my-rule"])]
+    for f in Path(report.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                assert "methods" not in (node.module or ""), f"{f.name} imports {node.module}"

@@ -178,6 +178,11 @@ def register(name: str, *, family: str = "Other", **preset: Any) -> Callable[[ty
     return deco
 
 
+def describe(names) -> dict[str, dict]:
+    """What a store records of each method for the report: {name: {"family": ...}}."""
+    return {str(n): {"family": FAMILIES.get(n, "Other")} for n in names}
+
+
 def available() -> list[str]:
     return sorted(REGISTRY)
 

@@ -30,16 +30,37 @@ METRIC_LABELS = {"accuracy": "Accuracy", "f1": "F1 score", "spearman": "Rank cor
 
 
 PANEL_ORDER = ["Q-learning", "Weighting", "Policy tree"]
+FAMILY_OF: dict[str, str] = {}     # method -> family, from the store (`use_families`)
+
+
+def use_families(mapping: dict) -> None:
+    """The families the figures group methods by: the store's record of the registry at run
+    time (report/ reads the store only), or apply's rules."""
+    FAMILY_OF.clear()
+    FAMILY_OF.update({str(k): str(v) for k, v in (mapping or {}).items() if v})
+
+
+def family_of(method: str) -> str:
+    """A method's family: as recorded, else by the paper's names (stores written before the
+    record): Q-* Q-learning, W-* / WS-* weighting, PT and trees the policy tree."""
+    if method in FAMILY_OF:
+        return FAMILY_OF[method]
+    if method in REFERENCE:
+        return "Reference"
+    if method in Q_ORDER:
+        return "Q-learning"
+    if method in W_ORDER:
+        return "Weighting"
+    return "Policy tree" if method == "PT" or method.startswith("tree") else "Other"
 
 
 def panels(methods) -> list[tuple[str, list[str]]]:
-    """[(family, methods)] from the registry's families (`register(..., family=...)`): the
+    """[(family, methods)] by the recorded families (`register(..., family=...)`): the
     paper's Q-learning and weighting panels in its order, the policy tree, then any family of
     the user's own; reference rules (oracle, treat-all/none) left out. A name the registry does
     not know (a plugin not imported) goes to "Other"."""
-    from ..methods import FAMILIES
     present = list(dict.fromkeys(methods))
-    fam = {m: FAMILIES.get(m, "Reference" if m in REFERENCE else "Other") for m in present}
+    fam = {m: family_of(m) for m in present}
     rank = {m: i for i, m in enumerate(Q_ORDER + W_ORDER)}
     names = PANEL_ORDER + sorted({f for f in fam.values()} - set(PANEL_ORDER) - {"Reference"})
     out = []
@@ -312,8 +333,7 @@ def nested_loop(data: pd.DataFrame, factors: list[str], metric: str = "accuracy"
 
 # ------------------------------------------------------------------ one trial (simstudy apply)
 def _rule_colours(rules) -> list[str]:
-    from ..methods import FAMILIES
-    fam = [FAMILIES.get(r, "Policy tree" if r.startswith("tree") else "Other") for r in rules]
+    fam = [family_of(r) for r in rules]
     return [FAMILY_COLOURS.get(f, "#e6e6e6") for f in fam]
 
 

@@ -130,6 +130,9 @@ def write_report(out, figures: bool = False, designs=None, point: str | None = N
     if metrics.empty:
         raise ValueError(f"{out} holds no finished replicates yet")
     order = method_order(out)
+    families = {m: (v or {}).get("family") for m, v in (cfg.get("methods") or {}).items()}
+    from .figures import use_families
+    use_families(families)               # also for the congruence tables' method order
     summ = summary(metrics, order)
     keys = swept(out)
     if keys.shape[1] > 1:                  # the swept keys as columns
@@ -139,7 +142,7 @@ def write_report(out, figures: bool = False, designs=None, point: str | None = N
     _write_summary(out, cfg, metrics, summ)
     drawings = _study_figures(out, summ, comp, keys, metrics, point, designs) if figures else []
     drawings += _congruence(out, metrics, order, figures, designs, point)
-    _draw(drawings, n_jobs)
+    _draw(drawings, n_jobs, families)
     return summ
 
 
@@ -248,19 +251,26 @@ def _congruence(out: Path, metrics, order, figures: bool, designs, point) -> lis
     return drawings
 
 
-def _draw(drawings: list[tuple], n_jobs: int = 1) -> None:
+def _draw(drawings: list[tuple], n_jobs: int = 1, families: dict | None = None) -> None:
     """Draw and save the figures, in `n_jobs` processes when there are several (each figure is
-    independent; matplotlib draws one figure per process at a time)."""
+    independent; matplotlib draws one figure per process at a time), methods grouped by
+    `families` (the store's record)."""
     if n_jobs == 1 or len(drawings) < 2:
         for fn, *args in drawings:
-            fn(*args)
+            _drawn(families, fn, *args)
         return
     from joblib import Parallel, delayed
-    from ..workers import resolve_n_jobs
+
+    from ..workers import resolve_n_jobs, watched
     workers = min(len(drawings), resolve_n_jobs(n_jobs))        # as the run's workers
-    from ..workers import watched
     with watched("loky"):
-        Parallel(n_jobs=workers)(delayed(fn)(*args) for fn, *args in drawings)
+        Parallel(n_jobs=workers)(delayed(_drawn)(families, fn, *args) for fn, *args in drawings)
+
+
+def _drawn(families, fn, *args):
+    from .figures import use_families
+    use_families(families)
+    return fn(*args)
 
 
 def _plain_study(df: pd.DataFrame) -> pd.DataFrame:
