@@ -8,7 +8,7 @@ plus policy trees on doubly robust scores and the estimated value of every rule.
 Every method is fitted on all rows and scores the same rows (the paper's in-sample decisions,
 Section 6). Categorical columns are expanded as R's model.matrix does (treatment contrasts:
 one 0/1 column per level except the first, named column + level). Two values per rule:
-- in-sample: mean of the cross-fitted AIPW scores Gamma_i(d_i) (SPEC 5) over all rows for the
+- in-sample: mean of the cross-fitted AIPW scores Gamma_i(d_i) (docs/policy_tree.md) over all rows for the
   rule learnt on all rows (optimistic: learnt and valued on the same people), SE clustered by
   site;
 - cross-fitted over sites: the sites are split into K folds; each rule is learnt on K-1 folds
@@ -517,7 +517,7 @@ EXAMPLES = {
         by="hiv2004", drop_sites=True),
     "simulated": dict(
         text="A SIMULATED multisite trial (Suk & Park Design 2, J = 40 sites of 60 pupils; "
-             "SPEC 2): NOT real data.",
+             "docs/designs.md): NOT real data.",
         data=None, outcome="Y", outcomes=("Y",), treatment="T", site="site",
         covariates=["X1", "X2", "X3", "X4", "X5"], moderators=["X3", "X4", "X5"],
         by="X4_group", drop_sites=False),

@@ -1,4 +1,4 @@
-"""Performance metrics of a benefit score against the truth (SPEC section 6; paper Section 5).
+"""Performance metrics of a benefit score against the truth (docs/metrics.md; paper Section 5).
 
 Pure functions of arrays; no I/O. Decisions are d_hat = I{score > 0}. Undefined cases
 (one class only, constant scores) give NaN, never an exception.
@@ -12,7 +12,7 @@ import numpy as np
 
 METRICS = ("accuracy", "f1", "spearman", "auc", "value", "regret", "treated_share")
 # per-fit facts a method reports (Method.diagnostics): the weighting lasso's number of fits
-# (SPEC 4a) and a warning text (non-convergence, a singular mixed model, a constant rule)
+# (docs/estimators.md) and a warning text (non-convergence, a singular mixed model, a constant rule)
 DIAGNOSTICS = ("fits", "warning")
 
 

@@ -1,5 +1,5 @@
 """The one runner: expand the condition grid, run every replicate still missing through joblib
-(one core each), isolate failures, stream rows to the store, resume (ARCHITECTURE "Runner").
+(one core each), isolate failures, stream rows to the store, resume.
 The study's configuration is `config`, the fit path and seeds `fitting`; one replicate can be
 re-run alone (`run_replicate`).
 """

@@ -1,4 +1,4 @@
-"""Data-generating designs (SPEC 2): the base and registry (`base`), the multisite family of
+"""Data-generating designs (docs/designs.md): the base and registry (`base`), the multisite family of
 the paper's Designs 1-4 (`multisite`) and the plasmode family on a real trial's covariates
 (`plasmode`). `design.family` in a config chooses one; a plugin module registers more."""
 from ..errors import ConfigError

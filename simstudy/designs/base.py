@@ -1,4 +1,4 @@
-"""Designs: the base every data-generating design shares (ARCHITECTURE "Designs").
+"""Designs: the base every data-generating design shares.
 
 A design is a frozen dataclass of parameters registered under a family name
 (`@register_design("multisite")`); `simulate(rng, J, n_j)` draws one replicate: a training set,

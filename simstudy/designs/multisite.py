@@ -1,4 +1,4 @@
-"""The multisite family (SPEC 2; Suk & Park Section 5): Designs 1-4 are its presets in
+"""The multisite family (docs/designs.md; Suk & Park Section 5): Designs 1-4 are its presets in
 conf/design/*.yaml, with unequal site sizes and binary outcomes as options."""
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def _expit(x):
 @register_design("multisite")
 @dataclass(frozen=True)
 class Design(DesignBase):
-    """Multisite randomized trial (SPEC 2).
+    """Multisite randomized trial (docs/designs.md).
 
     logit P(T=1) = logit(prevalence) + treat_R * R_j,  R_j ~ N(0, R_sd^2)
     Delta = delta[intercept] + sum_k delta[Xk] Xk + beta1 U_j,  U_j ~ N(0, 1)
@@ -167,7 +167,7 @@ class Design(DesignBase):
         return np.maximum(sizes.astype(np.int64), int(self.min_site_size))
 
     def _covariates(self, rng: np.random.Generator, site: np.ndarray, sites) -> np.ndarray:
-        """X of the individuals of `site` (codes 0..J-1): iid standard normal (SPEC 2)."""
+        """X of the individuals of `site` (codes 0..J-1): iid standard normal (docs/designs.md)."""
         return rng.standard_normal((site.size, int(self.n_covariates)))
 
     def _sites(self, rng: np.random.Generator, J: int):

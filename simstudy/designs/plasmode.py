@@ -4,7 +4,7 @@ Each replicate resamples J of the trial's sites with replacement and, within eac
 replacement (train and test sets: new draws from the same real sites), keeping their real
 covariates (standardised: X_k = (column_k - mean) / SD over the file, in the order of
 `covariate_columns`, named X1..Xp so every estimator's defaults apply). Treatment, the outcome
-and the effect then follow the multisite model of SPEC 2 on these X, so the truth (Delta, Y0,
+and the effect then follow the multisite model of docs/designs.md on these X, so the truth (Delta, Y0,
 Y1, d_opt) is known: logit P(T=1) = logit(prevalence) + treat_R R_j, Delta = delta'(1, X) +
 beta1 U_j, m = main'(1, X) + cluster_main U_j (+ noise, or logistic for outcome=binary).
 Site sizes: `real` (each resampled site keeps its real size), or any rule of the multisite

@@ -1,4 +1,4 @@
-"""Compiled branch and bound for the exact policy-tree search of `treesearch.py` (SPEC 5): the
+"""Compiled branch and bound for the exact policy-tree search of `treesearch.py` (docs/policy_tree.md): the
 kernels behind `PolicyTreeSearch`, on a node given as its own arrays (`_gather`).
 
 The search is compiled (numba) and works on per-feature histograms of the scores over the

@@ -1,5 +1,5 @@
 """Exact depth-limited policy-tree search (Zhou, Athey & Wager 2023) with the mcf changes of
-Bodory, Mascolo & Lechner (2024), SPEC section 5.
+Bodory, Mascolo & Lechner (2024), docs/policy_tree.md.
 
 Given features X (n x p) and a score matrix Gamma (n x D, larger is better), find the tree of
 depth <= L maximising sum_i Gamma_i(action of i's leaf), every leaf one action:

@@ -1,4 +1,4 @@
-"""Optimal policy tree as a registry method (SPEC 5; Bodory, Mascolo & Lechner 2024).
+"""Optimal policy tree as a registry method (docs/policy_tree.md; Bodory, Mascolo & Lechner 2024).
 
 Doubly robust scores Gamma_i(t) = mu_t(X_i, j) + I(T_i = t)(Y_i - mu_t(X_i, j)) / P(T_i = t | j)
 with mu_t from a cluster-aware outcome model (Y ~ X + T + T:X + site fixed effects) fitted by
@@ -37,7 +37,7 @@ def aipw_scores(X, T, y, codes, J, folds) -> np.ndarray:
 
 def aipw(mu, T, y, p) -> np.ndarray:
     """(n, 2) doubly robust scores Gamma_i(t) = mu_t(x_i) + 1{T_i = t} (y_i - mu_t(x_i)) /
-    P(T_i = t) from outcome predictions mu (n, 2) and propensities p (SPEC 5; Zhou et al.)."""
+    P(T_i = t) from outcome predictions mu (n, 2) and propensities p (docs/policy_tree.md; Zhou et al.)."""
     G = mu.copy()
     G[:, 1] += T * (y - mu[:, 1]) / p
     G[:, 0] += (1 - T) * (y - mu[:, 0]) / (1 - p)

@@ -1,4 +1,4 @@
-"""Q-learning (outcome regression) estimators of Suk & Park, Sections 3.2 and 4.1 (SPEC 3).
+"""Q-learning (outcome regression) estimators of Suk & Park, Sections 3.2 and 4.1 (docs/estimators.md).
 
 Working model  Y ~ X + T + T:V ; benefit score f(v) = b_T + v' b_{T:V} on the test row's
 original moderators, plus the row's cluster slope u_1j for the random-slope models.

@@ -1,11 +1,11 @@
 """Weighting estimators (Chen et al. 2017, R package `personalized`, squared loss + lasso) and
-their multilevel modifications, Suk & Park Sections 3.3 and 4.2 (SPEC 4).
+their multilevel modifications, Suk & Park Sections 3.3 and 4.2 (docs/estimators.md).
 
     min_{a0, a}  sum_i w_i (Y_i - m_hat(X_i) - T~_i (a0 + V_i'a))^2 + lambda sum_k pf_k |a_k|
 
 T~ = 2T - 1, w_i = 1 / (T~_i p_i + (1 - T~_i) / 2); fitted with glmnet's conventions on the
 columns T~ (1, V) without a glmnet intercept, a0 unpenalised, lambda = lambda.min of 5-fold CV.
-Benefit score f(v) = a0 + v'a. personalized's refit loop (SPEC 4a): while the fit at lambda.min
+Benefit score f(v) = a0 + v'a. personalized's refit loop (docs/estimators.md): while the fit at lambda.min
 has no non-zero coefficient besides a0, draw new folds and refit (at most `max_fits` fits in all,
 the last one kept); `fits_` records how many were made.
 
@@ -44,7 +44,7 @@ from .registry import Method, register
 @register("WS-augID", family="Weighting",
           propensity="site", augment="covariates+site", site_moderators=True)
 class Weighting(Method):
-    """Weighted squared-loss lasso for the benefit score (paper Sections 3.3, 4.2; SPEC 4)."""
+    """Weighted squared-loss lasso for the benefit score (paper Sections 3.3, 4.2; docs/estimators.md)."""
     new_site_options = {"new_sites": "average"}
 
     def __init__(self, propensity: str = "site", augment: str = "none",

@@ -178,7 +178,7 @@ def four_metrics(metrics: pd.DataFrame, design: str, out: Path | None = None):
 
 def congruence_matrix(congruence: pd.DataFrame, design: str, J: int, n_j: int,
                       methods=None) -> pd.DataFrame:
-    """Mean agreement over replicates, methods x methods, 1 on the diagonal (SPEC 6)."""
+    """Mean agreement over replicates, methods x methods, 1 on the diagonal (docs/metrics.md)."""
     cell = congruence[(congruence["design"] == design) & (congruence["J"] == J)
                       & (congruence["n_j"] == n_j)]
     mean = cell.groupby(["method_a", "method_b"], observed=True)["agreement"].mean()

@@ -14,6 +14,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from ..errors import ConfigError
+
 CONDITION = ["point", "design", "J", "n_j"]
 COMPARED = ("accuracy", "f1", "spearman", "auc", "value", "regret")
 LOWER_IS_BETTER = {"regret"}
@@ -26,7 +28,7 @@ def paired(metrics: pd.DataFrame, reference: str, compared=COMPARED) -> pd.DataF
     is better; tie = equal to 1e-12)."""
     ok = metrics[metrics["status"] == "ok"]
     if reference not in set(ok["method"]):
-        raise ValueError(f"report reference {reference!r} has no successful rows; methods: "
+        raise ConfigError(f"report reference {reference!r} has no successful rows; methods: "
                          f"{sorted(set(ok['method']))}")
     rows = []
     for key, cell in ok.groupby(CONDITION, sort=True, observed=True):
@@ -117,7 +119,6 @@ def plan(metrics: pd.DataFrame, target: float, metric: str = "accuracy",
     """Replicates each cell needs for MC SE <= `target` of `metric` (the worst method in the
     cell): ceil((SD / target)^2) from the stored (pilot) replicates, and the wall time that
     takes at the stored seconds per replicate (all methods) on `n_jobs` workers."""
-    from ..errors import ConfigError
     if metric not in metrics.columns or metric in ("seconds", "status", "error", "warning"):
         from ..metrics import METRICS
         extra = [c for c in metrics.columns if c not in (*METRICS, "seconds", "status", "error",
@@ -161,7 +162,7 @@ def ademp(cfg: dict, metrics: pd.DataFrame) -> str:
     aim = last.get("aim") or ("compare estimators of the optimal treatment rule learnt from "
                               "multisite randomized trials (Suk & Park)")
     lines = ["## Protocol (ADEMP)", "", f"- **Aims**: {aim}."]
-    lines.append("- **Data-generating mechanisms** (SPEC 2; train and test sets of new people in "
+    lines.append("- **Data-generating mechanisms** (docs/designs.md; train and test sets of new people in "
                  "the same sites):")
     for label, pt in cfg.get("points", {}).items():
         where = f" at sweep point `{label}`" if label else ""

@@ -4,7 +4,6 @@ the congruence matrix per condition. Reads the store only (partial stores too)."
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +54,7 @@ def summary(metrics: pd.DataFrame, order: list[str] | None = None) -> pd.DataFra
             row[f"{m}_sd"] = x.std(ddof=1) if x.size > 1 else np.nan
             row[f"{m}_se"] = row[f"{m}_sd"] / np.sqrt(x.size) if x.size > 1 else np.nan
         fits = ok["fits"].to_numpy(float) if "fits" in ok else np.empty(0)
-        fits = fits[np.isfinite(fits)]          # the weighting refit loop (SPEC 4a)
+        fits = fits[np.isfinite(fits)]          # the weighting refit loop (docs/estimators.md)
         row["fits_mean"] = fits.mean() if fits.size else np.nan
         row["refit_share"] = np.mean(fits > 1) if fits.size else np.nan
         rows.append(row)
@@ -128,7 +127,8 @@ def write_report(out, figures: bool = False, designs=None, point: str | None = N
     cfg = read_config(out)                 # a clear error if `out` holds no study
     metrics = read_metrics(out)
     if metrics.empty:
-        raise ValueError(f"{out} holds no finished replicates yet")
+        raise ConfigError(f"{out} holds no finished replicates yet; run (or resume) its study "
+                          f"first: `simstudy status {out}` shows what is planned")
     order = method_order(out)
     families = {m: (v or {}).get("family") for m, v in (cfg.get("methods") or {}).items()}
     from .figures import use_families
@@ -153,7 +153,7 @@ def _write_comparisons(out: Path, metrics, order, reference, keys) -> pd.DataFra
     present = [m for m in (order or []) if m in run] or sorted(run)
     reference = reference or present[0]
     if reference not in present:
-        raise ValueError(f"--reference {reference!r} is not a method of {out}: {present}")
+        raise ConfigError(f"--reference {reference!r} is not a method of {out}: {present}")
     comp = paired(metrics, reference)
     if len(comp) and keys.shape[1] > 1:
         comp = comp.merge(keys, on="point", how="left")
@@ -179,7 +179,7 @@ def _write_summary(out: Path, cfg: dict, metrics, summ) -> None:
         "`warnings` = successful fits with a warning (a singular or non-converged mixed model, a "
         "lasso that selected no moderator; texts in metrics.parquet); "
         "`refitted` = share of replicates where the weighting lasso was refitted with new folds "
-        "because its first fit selected no moderator (personalized's loop, SPEC 4a).\n\n"
+        "because its first fit selected no moderator (personalized's loop, docs/estimators.md).\n\n"
         + to_markdown(compact(summ)))
     fails = failures(metrics)
     _plain_study(fails).to_csv(out / "failures.csv", index=False)
@@ -363,9 +363,9 @@ def report_main(argv: list[str]) -> int:
         try:
             summ = write_report(d, figures=not args.no_figures, reference=args.reference,
                                 n_jobs=args.jobs)
-        except (FileNotFoundError, ValueError) as exc:
-            print(f"simstudy report: {exc}", file=sys.stderr)
-            code = 2
+        except (ConfigError, OSError) as exc:   # the one boundary's message; other dirs go on
+            from ..errors import report
+            code = max(code, report(exc, "simstudy report"))
             continue
         with pd.option_context("display.width", 250, "display.max_columns", 30,
                                "display.max_rows", 500):
