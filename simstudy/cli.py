@@ -7,7 +7,7 @@ from pathlib import Path
 
 USAGE = """usage: simstudy COMMAND [...]
 
-commands:
+commands (simstudy --version prints the version):
   run [KEY=VALUE ...]      run or resume a study (Hydra overrides; -m for sweeps;
                            `simstudy run --help` lists every key)
   report DIR [DIR ...]     summary table (mean, SD, Monte Carlo SE per metric, method and
@@ -84,6 +84,9 @@ def _run(argv: list[str]) -> int:
         from .config import keys_help
         print(USAGE_RUN + "\n" + keys_help())
         return 0
+    if not any(a.startswith(("--config", "hydra.searchpath")) or a in ("-cd", "-cn", "-cp")
+               for a in argv):
+        check_overrides(argv)            # one line with the fix, not Hydra's dump
     sys.argv = ["simstudy run", *argv]
     install_sigterm()
     try:
@@ -113,6 +116,52 @@ def _defaults(design: str | None) -> dict[str, str]:
         from .designs import preset
         walk(preset(design), "design.")
     return flat
+
+
+def check_overrides(argv: list[str]) -> None:
+    """Unknown keys and design presets of `simstudy run` KEY=VALUE arguments, answered in one line
+    with the closest names (Hydra would print a dump, and advise `+key` for a typo). Keys with
+    `+`/`~`, hydra.* and configs of the user's own (--config-dir, hydra.searchpath) are left to
+    Hydra."""
+    import difflib
+    from pathlib import Path
+
+    from .config import STUDY_KEYS
+    from .designs import preset
+    from .errors import ConfigError
+    presets = sorted(p.stem for p in Path(config_dir(), "design").glob("*.yaml"))
+    design = next((a.split("=", 1)[1] for a in argv if a.startswith("design=")), "design1")
+    for name in design.split(","):                        # -m design=design1,design2
+        if name and name not in presets:
+            close = difflib.get_close_matches(name, presets, n=1)
+            raise ConfigError(f"unknown design preset {name!r}"
+                              + (f" (did you mean {close[0]!r}?)" if close else "")
+                              + f"; presets: {', '.join(presets)} (conf/design/)")
+    params = set(preset(design.split(",")[0]))
+    for arg in argv:
+        if arg.startswith(("-", "+", "~")) or "=" not in arg:
+            continue
+        key = arg.split("=", 1)[0]
+        if key.startswith("hydra") or key == "design":
+            continue
+        top, _, rest = key.partition(".")
+        if top == "design":
+            sub = rest.split(".")[0]
+            if sub not in params:
+                close = difflib.get_close_matches(sub, sorted(params), n=1)
+                raise ConfigError(f"unknown design key 'design.{sub}'"
+                                  + (f" -- did you mean 'design.{close[0]}'?" if close else "")
+                                  + f"; the {design.split(',')[0]} preset's keys: "
+                                  + ", ".join(sorted(params)))
+        elif top not in STUDY_KEYS:
+            names = [*STUDY_KEYS, "design"]
+            close = difflib.get_close_matches(top, names, n=1)
+            raise ConfigError(f"unknown key {top!r}"
+                              + (f" -- did you mean {close[0]!r}?" if close else "")
+                              + "; `simstudy run --help` lists every key")
+        elif top in ("method_options",) and rest:
+            raise ConfigError(f"{key}: a method option is new to the config, so it needs a "
+                              f"leading +: '+{arg}'")
 
 
 USAGE_RUN = """usage: simstudy run [KEY=VALUE ...] [-m KEY=V1,V2 ...]
@@ -257,6 +306,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
+        return 0
+    if argv[0] in ("--version", "-V", "version"):
+        from . import __version__
+        print(f"simstudy {__version__}")
         return 0
     cmd, rest = argv[0], argv[1:]
     from .errors import report

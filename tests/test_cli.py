@@ -113,3 +113,23 @@ def test_the_study_schema_covers_config_yaml_and_run_help_lists_every_key(capsys
     text = capsys.readouterr().out
     for key in [*STUDY_KEYS, "design.site_sizes", "design.outcome", "design.beta1"]:
         assert f"  {key} " in text, key
+
+
+@pytest.mark.parametrize("arg, says", [
+    ("desing=design2", "unknown key 'desing' -- did you mean 'design'?"),
+    ("design=design9", "unknown design preset 'design9'"),
+    ("design.betta1=0.3", "did you mean 'design.beta1'?"),
+    ("method_options.PT.depth=3", "'+method_options.PT.depth=3'"),
+])
+def test_unknown_keys_are_answered_in_one_line(arg, says, tmp_path, capsys):
+    from simstudy.cli import main
+    code = main(["run", arg, "reps=1", f"out={tmp_path / 'o'}"])
+    err = capsys.readouterr().err
+    assert code == 2 and says in err and len(err.strip().splitlines()) == 1, err
+    assert "HYDRA_FULL_ERROR" not in err and not (tmp_path / "o").exists()
+
+
+def test_version(capsys):
+    from simstudy import __version__
+    from simstudy.cli import main
+    assert main(["--version"]) == 0 and capsys.readouterr().out.strip() == f"simstudy {__version__}"
