@@ -2,6 +2,8 @@
 from .designs import Design, Replicate
 from .errors import ConfigError
 from .methods import Method, available, make, register
+from .api import Study, load, run_study
 
 __version__ = "0.1.0"
-__all__ = ["ConfigError", "Design", "Replicate", "Method", "available", "make", "register"]
+__all__ = ["ConfigError", "Design", "Replicate", "Method", "available", "make", "register",
+           "run_study", "load", "Study"]

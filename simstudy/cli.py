@@ -23,8 +23,8 @@ commands (simstudy --version prints the version):
   apply --data F ...       the estimators, policy trees and rule values on one multisite
                            trial (`simstudy apply --help`; `--example star`, `thornton`,
                            `simulated`)
-  methods                  list the registered method names
-  designs                  list the design presets in conf/design
+  methods [NAME]           the registered methods (NAME: its description and options)
+  designs [NAME]           the design presets in conf/design (NAME: every key)
 """
 
 
@@ -333,6 +333,68 @@ def _stop_idle_workers() -> None:
         executor.shutdown(wait=True, kill_workers=True)
 
 
+def _methods(rest: list[str]) -> int:
+    """`simstudy methods`: one line each (family, first line); `simstudy methods NAME`: the
+    family, the whole description, the preset and every option with its default."""
+    import inspect
+
+    from .errors import ConfigError
+    from .methods import FAMILIES, REGISTRY
+    if not rest:
+        for name, (cls, preset) in sorted(REGISTRY.items(), key=lambda kv: (FAMILIES.get(
+                kv[0], ""), kv[0])):
+            print(f"{name:12s} {FAMILIES.get(name, 'Other'):12s} "
+                  f"{(cls.__doc__ or '').strip().splitlines()[0]}")
+        print("`simstudy methods NAME` describes one, with its options")
+        return 0
+    name = rest[0]
+    if name not in REGISTRY:
+        import difflib
+        close = difflib.get_close_matches(name, sorted(REGISTRY), n=1)
+        raise ConfigError(f"unknown method {name!r}" + (f" (did you mean {close[0]!r}?)"
+                                                         if close else "")
+                          + f"; registered: {', '.join(sorted(REGISTRY))}")
+    cls, preset = REGISTRY[name]
+    print(f"{name} ({FAMILIES.get(name, 'Other')}; {cls.__module__}.{cls.__qualname__})\n")
+    print(inspect.cleandoc(cls.__doc__ or "(no description)"))
+    module_doc = inspect.getdoc(sys.modules[cls.__module__]) or ""
+    if module_doc:
+        print("\n" + module_doc)
+    if preset:
+        print("\npreset: " + ", ".join(f"{k}={v!r}" for k, v in preset.items()))
+    print("\noptions (method_options." + name + ".KEY=VALUE; defaults):")
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        for p in inspect.signature(klass.__init__).parameters.values():
+            if p.name in ("self", "kw", "kwargs", "args") or p.name in preset:
+                continue
+            default = "" if p.default is inspect.Parameter.empty else f" = {p.default!r}"
+            print(f"  {p.name}{default}")
+    return 0
+
+
+def _designs(rest: list[str]) -> int:
+    """`simstudy designs`: the presets; `simstudy designs NAME`: its file with every key."""
+    from .errors import ConfigError
+    presets = sorted(Path(config_dir(), "design").glob("*.yaml"))
+    if not rest:
+        for p in presets:
+            first = p.read_text().splitlines()[0].lstrip("# ")
+            print(f"{p.stem:14s} {first}")
+        print("`simstudy designs NAME` shows a preset's keys (formulas: docs/designs.md)")
+        return 0
+    names = {p.stem: p for p in presets}
+    if rest[0] not in names:
+        raise ConfigError(f"unknown design preset {rest[0]!r}; presets: {', '.join(names)}")
+    from .designs import preset
+    print(names[rest[0]].read_text().rstrip())
+    print("\n# composed (every key, design.KEY=VALUE changes one):")
+    for k, v in preset(rest[0]).items():
+        print(f"{k}: {v}")
+    return 0
+
+
 def _dispatch(cmd: str, rest: list[str]) -> int:
     if cmd == "run":
         return _run(rest)
@@ -350,16 +412,9 @@ def _dispatch(cmd: str, rest: list[str]) -> int:
     if cmd == "plan":
         return _plan(rest)
     if cmd == "methods":
-        from .methods import REGISTRY
-        for name, (cls, preset) in sorted(REGISTRY.items()):
-            doc = (cls.__doc__ or "").strip().splitlines()[0]
-            print(f"{name:14s} {doc}")
-        return 0
+        return _methods(rest)
     if cmd == "designs":
-        for p in sorted(Path(config_dir(), "design").glob("*.yaml")):
-            first = p.read_text().splitlines()[0].lstrip("# ")
-            print(f"{p.stem:14s} {first}")
-        return 0
+        return _designs(rest)
     print(f"simstudy: unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 

@@ -133,3 +133,33 @@ def test_version(capsys):
     from simstudy import __version__
     from simstudy.cli import main
     assert main(["--version"]) == 0 and capsys.readouterr().out.strip() == f"simstudy {__version__}"
+
+
+def test_python_api_gives_the_cli_store_and_loads_it(tmp_path, capsys):
+    """simstudy.run_study and `simstudy run` with the same settings: identical stores (a design
+    parameter, a method option and a list key included); load() returns the tables."""
+    import simstudy
+    from simstudy.cli import main
+    from simstudy.store import read_congruence, read_metrics
+    cli_out, api_out = tmp_path / "cli", tmp_path / "api"
+    assert main(["run", "design=design2", "design.R_sd=1.2", "J=[3,4]", "n_j=8", "reps=2",
+                 "n_jobs=1", "methods=[Q-base,W-aug,oracle]", "+method_options.W-aug.nfolds=4",
+                 "progress=false", "figures=false", f"out={cli_out}"]) == 0
+    study = simstudy.run_study("design2", design_params={"R_sd": 1.2}, J=[3, 4], n_j=8, reps=2,
+                               n_jobs=1, methods=["Q-base", "W-aug", "oracle"],
+                               method_options={"W-aug": {"nfolds": 4}}, out=api_out)
+    a, b = read_metrics(cli_out), read_metrics(api_out)
+    pd.testing.assert_frame_equal(a.drop(columns="seconds"), b.drop(columns="seconds"),
+                                  check_exact=True)
+    pd.testing.assert_frame_equal(read_congruence(cli_out), read_congruence(api_out),
+                                  check_exact=True)
+    assert set(a["point"]) == {"design.R_sd=1.2,method_options.W-aug.nfolds=4"}
+    assert study.methods == ["Q-base", "W-aug", "oracle"] and len(study.metrics) == len(a)
+    s = study.summary()
+    assert set(s["method"]) == {"Q-base", "W-aug", "oracle"} and (s["reps"] == 2).all()
+    comp = study.compare("Q-base")
+    assert "W-aug" in set(comp["method"]) and "Q-base" not in set(comp["method"])
+    fig = study.plot("accuracy")
+    assert fig.get_axes()
+    with pytest.raises(simstudy.ConfigError, match="reps=0"):
+        simstudy.run_study("design1", reps=0, out=tmp_path / "bad")

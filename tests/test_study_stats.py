@@ -114,7 +114,7 @@ def test_plan_estimates_replicates_from_the_pilot(store):
     sd = m[m.J == 6].groupby("method")["accuracy"].std(ddof=1)
     assert p.loc[6, "reps_needed"] == math.ceil((sd.max() / 0.01) ** 2)
     assert p.loc[6, "worst_method"] == sd.idxmax()
-    per_rep = m[m.J == 6].groupby("replicate")["seconds"].sum().mean()
+    per_rep = m[m.J == 6].groupby("replicate")["seconds"].sum().median()   # start-up aside
     assert p.loc[6, "wall_minutes"] == pytest.approx(max(0, p.loc[6, "reps_needed"] - 12)
                                                      * per_rep / 2 / 60)
 

@@ -144,7 +144,9 @@ def plan(metrics: pd.DataFrame, target: float, metric: str = "accuracy",
                               f"SD is {sd.max():.3g})")
         need = int(math.ceil(ratio))
         have = int(cell["replicate"].nunique())
-        per_rep = float(cell.groupby("replicate")["seconds"].sum().mean())
+        # median: a worker's first replicate also pays its start-up (imports, compiled
+        # kernels), which a mean spreads over every replicate still to run
+        per_rep = float(cell.groupby("replicate")["seconds"].sum().median())
         extra = max(0, need - have)
         rows.append({**dict(zip(CONDITION, key)), "pilot_reps": have, "worst_method": worst,
                      "sd": float(sd.max()), "mcse_now": float(sd.max() / math.sqrt(have)),
