@@ -78,7 +78,9 @@ def test_figures_render_with_expected_panels(tmp_path):
     assert [t.get_text() for t in axes[0].get_xticklabels()] == ["Q-base", "Q-rs"]
     means = [t.get_text() for t in axes[0].texts]
     ok = read_metrics(tmp_path).query("status == 'ok' and J == 25 and n_j == 25")
-    assert means == [f"{100 * ok[ok.method == m].accuracy.mean():.1f}" for m in ["Q-base", "Q-rs"]]
+    assert means == [f"{ok[ok.method == m].accuracy.mean():.3f}" for m in ["Q-base", "Q-rs"]]
+    ylims = {ax.get_ylim() for ax in axes}                         # one y-axis for every panel
+    assert len(ylims) == 1
 
 
 def test_partial_store_reports_replicate_counts(tmp_path):

@@ -99,7 +99,7 @@ FAMILY_COLOURS = {"Q-learning": "#dbe8f5", "Weighting": "#f7e3cf", "Policy tree"
 
 
 def _box_panel(ax, data: pd.DataFrame, methods: list[str], metric: str, show_means: bool,
-               colours: dict[str, str] | None = None):
+               colours: dict[str, str] | None = None, span: tuple | None = None):
     series = [data.loc[data["method"] == m, metric].dropna().to_numpy() for m in methods]
     keep = [i for i, s in enumerate(series) if s.size]
     if not keep:
@@ -115,13 +115,13 @@ def _box_panel(ax, data: pd.DataFrame, methods: list[str], metric: str, show_mea
     ax.tick_params(axis="x", rotation=45, labelsize=8)
     for lab in ax.get_xticklabels():
         lab.set_ha("right")
-    if show_means:
-        top = max(np.max(series[i]) for i in keep)
-        bottom = min(np.min(series[i]) for i in keep)
+    if show_means:                      # on the axis' scale; limits shared by the figure
+        bottom, top = span if span is not None else (
+            min(np.min(series[i]) for i in keep), max(np.max(series[i]) for i in keep))
         pad = 0.06 * (top - bottom if top > bottom else 1.0)
         for pos, i in enumerate(keep, start=1):
-            ax.text(pos, top + pad, f"{100 * np.mean(series[i]):.1f}" if metric != "regret"
-                    else f"{np.mean(series[i]):.3f}", ha="center", va="bottom", fontsize=7)
+            ax.text(pos, top + pad, f"{np.mean(series[i]):.3f}", ha="center", va="bottom",
+                    fontsize=7)
         ax.set_ylim(bottom - pad, top + 3 * pad)
     ax.grid(axis="y", alpha=0.3)
 
@@ -133,14 +133,16 @@ def boxplots(metrics: pd.DataFrame, design: str, metric: str = "accuracy", out: 
     cols = panels(ok["method"].unique())
     conds = conditions(ok)
     widths = [max(len(ms), 2) for _, ms in cols]
-    fig, axes = plt.subplots(len(conds), len(cols), squeeze=False,
+    fig, axes = plt.subplots(len(conds), len(cols), squeeze=False, sharey=True,
                              figsize=(0.75 * sum(widths) + 0.8 * len(cols), 2.9 * len(conds)),
                              gridspec_kw={"width_ratios": widths})
+    shown = ok[ok["method"].isin([m for _, ms in cols for m in ms])][metric].dropna()
+    span = (float(shown.min()), float(shown.max())) if len(shown) else None  # one y-axis
     for r, (J, n_j) in enumerate(conds):
         cell = ok[(ok["J"] == J) & (ok["n_j"] == n_j)]
         for c, (family, methods) in enumerate(cols):
             ax = axes[r, c]
-            _box_panel(ax, cell, methods, metric, show_means=True)
+            _box_panel(ax, cell, methods, metric, show_means=True, span=span)
             if c == 0:
                 ax.set_ylabel(f"(J, n_j) = ({J}, {n_j})\n{METRIC_LABELS.get(metric, metric)}")
             if r == 0:
