@@ -555,7 +555,7 @@ def _yaml_value(key: str, value, where: str):
         value = [value] if isinstance(value, int) and not isinstance(value, bool) else value
         if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool)
                                                   for v in value):
-            raise DataError(f"{where}: depths: {value!r} must be a list of integers 1..4, "
+            raise DataError(f"{where}: depths: {value!r} must be a list of integers (PT's depth), "
                             f"e.g. [2, 3] ([] for no trees)")
         return value
     if key in names:
@@ -669,9 +669,12 @@ def _main(args) -> int:
         if unknown:
             raise DataError(f"--methods {unknown} not registered; choose from {available()}")
         depths = [2, 3] if args.depths is None else [int(d) for d in args.depths]
-        bad = [d for d in depths if not 1 <= d <= 4]
-        if bad:
-            raise DataError(f"--depths {bad}: policy-tree depths must be 1..4")
+        from .methods import REGISTRY
+        for d in depths:                       # PT's own declared range of depth
+            try:
+                REGISTRY["PT"][0].check_options({"depth": d})
+            except ValueError as exc:
+                raise DataError(f"--depths: {exc}") from None
         frame, cov, mod = prepare(df, spec["outcome"], spec["treatment"], spec["site"],
                                   spec["covariates"], spec["moderators"], spec.get("by"),
                                   args.treated, args.dropna, drop_sites)

@@ -118,7 +118,7 @@ def test_apply_example_thornton_and_outcome_override(tmp_path):
     (["--by", "nope"], r"\['nope'\] not in the data"),
     (["--value-folds", "200"], r"--value-folds 200: need 2 <= K <= the number of sites \(78\)"),
     (["--by", "student_id"], "3717 distinct values; Figs 8-9 draw one group each"),
-    (["--depths", "7"], "depths must be 1..4"),
+    (["--depths", "7"], "depth=7: must be an integer 1..4"),
 ])
 def test_bad_apply_options_stop_before_any_fit(extra, msg, tmp_path):
     out = tmp_path / "o"

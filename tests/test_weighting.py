@@ -1,13 +1,14 @@
 """The seven weighting estimators against R glmnet fits of the same objective (SPEC 4), with
 the fold ids R used, and their behaviour on bad data."""
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from simstudy import Design, make
+from simstudy import ConfigError, Design, make
 
 FIX = Path(__file__).parent / "fixtures"
 REF = json.loads((FIX / "glmnet_reference.json").read_text())["weighting"]
@@ -112,3 +113,20 @@ def test_refit_loop_skipped_with_given_folds_and_max_fits_validated():
             make("W-aug", {"max_fits": bad})
     with pytest.raises(ConfigError, match="nfolds"):
         make("W-aug", {"nfolds": 1})
+
+
+def test_method_options_are_checked_by_make_from_the_declared_constraints():
+    """One declaration per option (Method.OPTIONS), checked by make(); constructors only store."""
+    from simstudy.methods import REGISTRY
+    cases = [("W-aug", {"nfolds": 2}, "nfolds=2: must be an integer >= 3"),
+             ("W-aug", {"lambda_rule": "min"}, "lambda_rule='min': allowed"),
+             ("Q-rs", {"reml": "yes please"}, "reml"),
+             ("PT", {"depth": 5}, "depth=5: must be an integer 1..4"),
+             ("PT", {"min_leaf": 0}, "min_leaf=0"),
+             ("Q-ri", {"new_sites": "x"}, "new_sites='x': allowed")]
+    for name, opts, says in cases:
+        with pytest.raises(ConfigError, match=re.escape(says)):
+            make(name, opts)
+    make("PT", {"min_leaf": None, "split_points": None})           # optional: null allowed
+    for name, (cls, preset) in REGISTRY.items():                  # every preset passes its own
+        cls.check_options({**preset})

@@ -87,13 +87,16 @@ class Node:
             yield from self.right.leaves(path + ((name, ">", self.threshold),))
 
 
+MAX_DEPTH = 4        # the exact search's deepest tree (its cost grows as (n p)^depth)
+
+
 class PolicyTreeSearch:
     """Exact search over the candidate splits (module docstring)."""
 
     def __init__(self, depth: int = 2, min_leaf: int = 1, split_points: int | None = None,
                  categorical=(), halve_split_points: bool = True, prune: bool = True):
-        if not 1 <= int(depth) <= 4:
-            raise ValueError(f"depth={depth}: allowed 1..4")
+        if not 1 <= int(depth) <= MAX_DEPTH:
+            raise ValueError(f"depth={depth}: allowed 1..{MAX_DEPTH}")
         if int(min_leaf) < 1:
             raise ValueError(f"min_leaf={min_leaf}: must be >= 1")
         if split_points is not None and int(split_points) < 2:

@@ -12,9 +12,9 @@ import pandas as pd
 
 from ..engines.groups import group_means
 from ..engines.ols import crossfit_fixed_effects
-from ..engines.treesearch import PolicyTreeSearch
+from ..engines.treesearch import MAX_DEPTH, PolicyTreeSearch
 from .qlearning import DEFAULT_COVARIATES, DEFAULT_MODERATORS
-from .registry import Method, register
+from .registry import FLAG, Method, integer, register
 
 
 def aipw_scores(X, T, y, codes, J, folds) -> np.ndarray:
@@ -47,22 +47,14 @@ def aipw(mu, T, y, p) -> np.ndarray:
 @register("PT", family="Policy tree")
 class PolicyTree(Method):
     """Optimal policy tree on doubly robust scores (Zhou et al. 2023; mcf, Bodory et al. 2024)."""
+    OPTIONS = {"depth": integer(1, MAX_DEPTH), "min_leaf": integer(1, optional=True),
+               "split_points": integer(2, optional=True), "crossfit_folds": integer(2),
+               "site_feature": FLAG}
 
     def __init__(self, depth: int = 2, features=DEFAULT_MODERATORS, covariates=DEFAULT_COVARIATES,
                  min_leaf: int | None = None, split_points: int | None = 100,
                  site_feature: bool = False, crossfit_folds: int = 5, **kw):
         super().__init__(**kw)
-        for key, value, low, high, optional in (("depth", depth, 1, 4, False),
-                                                ("min_leaf", min_leaf, 1, None, True),
-                                                ("split_points", split_points, 2, None, True),
-                                                ("crossfit_folds", crossfit_folds, 2, None, False)):
-            if optional and value is None:
-                continue
-            if (isinstance(value, bool) or not isinstance(value, (int, np.integer))
-                    or value < low or (high is not None and value > high)):
-                allowed = f"{low}..{high}" if high else f">= {low}"
-                raise ValueError(f"{key}={value!r}: must be an integer {allowed}"
-                                 + (" or null" if optional else ""))
         self.depth, self.features, self.covariates = depth, list(features), list(covariates)
         self.min_leaf, self.split_points, self.site_feature = min_leaf, split_points, site_feature
         self.crossfit_folds = crossfit_folds

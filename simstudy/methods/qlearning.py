@@ -21,7 +21,7 @@ import pandas as pd
 from ..engines.groups import demean
 from ..engines.lmm import fit_lmm
 from ..engines.ols import ols
-from .registry import Method, register
+from .registry import FLAG, Method, choice, register
 
 DEFAULT_COVARIATES = ("X1", "X2", "X3", "X4", "X5")
 DEFAULT_MODERATORS = ("X3", "X4", "X5")
@@ -88,15 +88,11 @@ class MultilevelQ(OutcomeModel):
     `new_sites`: a test row whose site was not in training gets u_1j = 0 (the population slope,
     lme4's allow.new.levels) with "population", or an error with "error"."""
     new_site_options = {"new_sites": "population"}
+    OPTIONS = {"model": choice(*sorted(MODELS)), "new_sites": choice("population", "error"),
+               "reml": FLAG}
 
     def __init__(self, model: str = "ri", reml: bool = True, new_sites: str = "population", **kw):
         super().__init__(**kw)
-        if model not in MODELS:
-            raise ValueError(f"model={model!r}: allowed {sorted(MODELS)}")
-        if new_sites not in ("population", "error"):
-            raise ValueError(f"new_sites={new_sites!r}: allowed 'population' or 'error'")
-        if not isinstance(reml, bool):
-            raise ValueError(f"reml={reml!r}: must be true or false")
         self.model, self.reml, self.new_sites = model, reml, new_sites
 
     def fit(self, train: pd.DataFrame) -> "MultilevelQ":

@@ -12,6 +12,7 @@ and select it by name in config (`methods: [my-method]`, `plugins: [my_module]`)
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 import inspect
 import threading
 from contextlib import contextmanager
@@ -60,8 +61,52 @@ REGISTRY: dict[str, tuple[type, dict[str, Any]]] = {}
 FAMILIES: dict[str, str] = {}       # name -> family: the report's panel ("Q-learning", ...)
 
 
+@dataclass(frozen=True)
+class Opt:
+    """A method option's constraint, declared once in the class's OPTIONS and checked by
+    `make()` (constructors only store): `choices`, or an integer in [low, high], or a
+    boolean; `optional` also allows null."""
+    kind: str                       # "choice" | "int" | "bool"
+    choices: tuple = ()
+    low: int | None = None
+    high: int | None = None
+    optional: bool = False
+
+    def check(self, key: str, value) -> None:
+        if value is None and self.optional:
+            return
+        if self.kind == "choice":
+            if value not in self.choices:
+                raise ValueError(f"{key}={value!r}: allowed {list(self.choices)}")
+            return
+        if self.kind == "bool":
+            if not isinstance(value, bool):
+                raise ValueError(f"{key}={value!r}: must be true or false")
+            return
+        if (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+                or (self.low is not None and value < self.low)
+                or (self.high is not None and value > self.high)):
+            allowed = (f"{self.low}..{self.high}" if self.high is not None
+                       else f">= {self.low}")
+            raise ValueError(f"{key}={value!r}: must be an integer {allowed}"
+                             + (" or null" if self.optional else ""))
+
+
+def choice(*values) -> Opt:
+    return Opt("choice", tuple(values))
+
+
+def integer(low: int, high: int | None = None, optional: bool = False) -> Opt:
+    return Opt("int", low=low, high=high, optional=optional)
+
+
+FLAG = Opt("bool")
+
+
 class Method:
-    """Base class: column names and parameters; subclasses implement `fit` and `benefit_score`."""
+    """Base class: column names and parameters; subclasses implement `fit` and `benefit_score`
+    and declare their options' constraints in OPTIONS (name -> Opt), checked by `make()`."""
+    OPTIONS: dict[str, Opt] = {}
     uses_truth = False          # reference rules that read the true Delta (oracle) set this
     # options that let a fitted rule score people of sites it was not trained on (cross-fitting
     # over sites in `simstudy apply`); {} when the rule does not depend on the site
@@ -102,6 +147,21 @@ class Method:
         """Peak bytes a fit needs beyond BYTES_PER_ROW per row (J sites, n training rows):
         the runner refuses a study that cannot fit in memory before it starts."""
         return 0.0
+
+    @classmethod
+    def constraints(cls) -> dict[str, Opt]:
+        """Every option's constraint, the base classes' first."""
+        out: dict[str, Opt] = {}
+        for klass in reversed(cls.__mro__):
+            out.update(vars(klass).get("OPTIONS", {}))
+        return out
+
+    @classmethod
+    def check_options(cls, kwargs: dict) -> None:
+        """ValueError naming the first option out of its declared range."""
+        for key, opt in cls.constraints().items():
+            if key in kwargs:
+                opt.check(key, kwargs[key])
 
     @classmethod
     def bool_params(cls) -> frozenset[str]:
@@ -258,6 +318,7 @@ def make(name: str, options: dict[str, Any] | None = None, defaults: dict[str, A
         if isinstance(v, (list, tuple)) or type(v).__name__ == "ListConfig":
             kwargs[k] = list(v)
     try:
+        cls.check_options(kwargs)
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"method_options.{name}: {exc}") from None

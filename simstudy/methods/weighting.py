@@ -26,7 +26,7 @@ from ..engines.groups import group_means
 from ..engines.lasso import SiteDummyDesign, cv_lasso
 from ..engines.ols import fixed_effects_ols, ols
 from .qlearning import DEFAULT_COVARIATES, DEFAULT_MODERATORS
-from .registry import Method, register
+from .registry import FLAG, Method, choice, integer, register
 
 
 @register("W-base", family="Weighting",
@@ -46,22 +46,17 @@ from .registry import Method, register
 class Weighting(Method):
     """Weighted squared-loss lasso for the benefit score (paper Sections 3.3, 4.2; docs/estimators.md)."""
     new_site_options = {"new_sites": "average"}
+    OPTIONS = {"propensity": choice("overall", "site"),
+               "augment": choice("none", "covariates", "covariates+site"),
+               "lambda_rule": choice("lambda.min", "lambda.1se"),
+               "new_sites": choice("error", "reference", "average"),
+               "nfolds": integer(3), "max_fits": integer(1), "site_moderators": FLAG}
 
     def __init__(self, propensity: str = "site", augment: str = "none",
                  site_moderators: bool = False, covariates=DEFAULT_COVARIATES,
                  moderators=DEFAULT_MODERATORS, nfolds: int = 5, lambda_rule: str = "lambda.min",
                  new_sites: str = "error", foldid=None, max_fits: int = 5, **kw):
         super().__init__(**kw)
-        checks = {"propensity": (propensity, ("overall", "site")),
-                  "augment": (augment, ("none", "covariates", "covariates+site")),
-                  "lambda_rule": (lambda_rule, ("lambda.min", "lambda.1se")),
-                  "new_sites": (new_sites, ("error", "reference", "average"))}
-        for key, (value, allowed) in checks.items():
-            if value not in allowed:
-                raise ValueError(f"{key}={value!r}: allowed {list(allowed)}")
-        for key, value, low in (("nfolds", nfolds, 3), ("max_fits", max_fits, 1)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                raise ValueError(f"{key}={value!r}: must be an integer >= {low}")
         self.propensity, self.augment, self.site_moderators = propensity, augment, site_moderators
         self.covariates, self.moderators = list(covariates), list(moderators)
         self.nfolds, self.lambda_rule, self.new_sites, self.foldid = nfolds, lambda_rule, new_sites, foldid
