@@ -370,7 +370,8 @@ def _methods(rest: list[str]) -> int:
             if p.name in ("self", "kw", "kwargs", "args") or p.name in preset:
                 continue
             default = "" if p.default is inspect.Parameter.empty else f" = {p.default!r}"
-            print(f"  {p.name}{default}")
+            rule = cls.constraints().get(p.name)
+            print(f"  {p.name}{default}" + (f"   ({rule.describe()})" if rule else ""))
     return 0
 
 

@@ -72,6 +72,13 @@ class Opt:
     high: int | None = None
     optional: bool = False
 
+    def describe(self) -> str:
+        text = (f"one of {', '.join(map(str, self.choices))}" if self.kind == "choice" else
+                "true or false" if self.kind == "bool" else
+                f"an integer {self.low}..{self.high}" if self.high is not None else
+                f"an integer >= {self.low}")
+        return text + (", or null" if self.optional else "")
+
     def check(self, key: str, value) -> None:
         if value is None and self.optional:
             return
