@@ -83,7 +83,7 @@ def _typed(df: pd.DataFrame, table: str) -> pd.DataFrame:
     cols, _ = TABLES[table]
     # a plugin metric's column (register_metric) is kept after the built-in ones
     df = df.reindex(columns=cols + [c for c in df.columns if c not in cols])
-    df["point"] = df["point"].fillna("")              # stores written before sweep points
+    df["point"] = df["point"].astype(object).fillna("")    # stores written before sweep points
     for c in ("J", "n_j", "replicate"):
         df[c] = df[c].astype("int64")
     for c in ("point", "design", "method", "method_a", "method_b", "status"):

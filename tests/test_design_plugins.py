@@ -51,6 +51,10 @@ def test_plugin_design_method_and_metric_from_the_command_line(tmp_path, capsys,
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     ident = cfg["points"]["design.site_sd=1"]["designs"]["threshold"]
     assert ident["family"] == "threshold" and ident["site_sd"] == 1
+    # its protocol speaks of its own design family, not the paper's designs
+    protocol = (out / "summary.md").read_text().split("## Results")[0]
+    assert "design families threshold" in protocol and "Suk & Park" not in protocol
+    assert cfg["methods"]["x3-rule"]["family"] == "My rules"      # recorded for the report
 
 
 def test_unknown_family_and_bad_site_size_options_are_named():

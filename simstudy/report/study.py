@@ -161,11 +161,15 @@ def ademp(cfg: dict, metrics: pd.DataFrame) -> str:
     Estimands, Methods, Performance measures), generated from the stored config."""
     from ..metrics import METRICS
     last = cfg.get("last_run", {}) or {}
+    families = {str(p.get("family", "multisite")) for pt in cfg.get("points", {}).values()
+                for p in (pt.get("designs") or {}).values()}
+    ours = families <= {"multisite", "plasmode"}        # the built-in designs; else a plugin's
     aim = last.get("aim") or ("compare estimators of the optimal treatment rule learnt from "
-                              "multisite randomized trials (Suk & Park)")
+                              "multisite randomized trials" + (" (Suk & Park)" if ours else ""))
     lines = ["## Protocol (ADEMP)", "", f"- **Aims**: {aim}."]
-    lines.append("- **Data-generating mechanisms** (docs/designs.md; train and test sets of new people in "
-                 "the same sites):")
+    lines.append("- **Data-generating mechanisms** ("
+                 + ("docs/designs.md; " if ours else f"design families {', '.join(sorted(families))}; ")
+                 + "train and test sets of new people in the same sites):")
     for label, pt in cfg.get("points", {}).items():
         where = f" at sweep point `{label}`" if label else ""
         for name, params in pt.get("designs", {}).items():
