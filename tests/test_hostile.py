@@ -216,7 +216,8 @@ def test_unreachable_dask_scheduler(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------ errors are not done
-def test_retry_errors_recomputes_failed_replicates(tmp_path, capsys, monkeypatch):
+def failed_study(tmp_path, capsys, monkeypatch):
+    """A study whose test-envfail fits failed (a transient cause, fixed afterwards): (out, args)."""
     out = tmp_path / "r"
     monkeypatch.syspath_prepend(str(HERE))
     args = [*TINY[:-1], "methods=[Q-base,test-envfail]", "plugins=[plugin_methods]", "probe=false"]
@@ -224,6 +225,11 @@ def test_retry_errors_recomputes_failed_replicates(tmp_path, capsys, monkeypatch
     cli(capsys, "run", *args, f"out={out}")
     assert (read_metrics(out).query("method == 'test-envfail'")["status"] == "error").all()
     monkeypatch.delenv("SIMSTUDY_TEST_FAIL")
+    return out, args
+
+
+def test_retry_errors_recomputes_failed_replicates(tmp_path, capsys, monkeypatch):
+    out, args = failed_study(tmp_path, capsys, monkeypatch)
     cli(capsys, "run", *args, f"out={out}")              # a resume alone keeps the error rows
     assert (read_metrics(out)["status"] == "error").sum() == 2
     code, text, _ = cli(capsys, "run", *args, "retry_errors=true", f"out={out}")

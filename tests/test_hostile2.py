@@ -57,12 +57,8 @@ def test_a_boolean_key_refuses_other_values(key, value, tmp_path, capsys):
 
 
 def test_retry_errors_no_does_not_retry(tmp_path, capsys, monkeypatch):
-    out = tmp_path / "r"
-    monkeypatch.syspath_prepend(str(HERE))
-    args = [*TINY[:-1], "methods=[Q-base,test-envfail]", "plugins=[plugin_methods]", "probe=false"]
-    monkeypatch.setenv("SIMSTUDY_TEST_FAIL", "1")
-    cli(capsys, "run", *args, f"out={out}")
-    monkeypatch.delenv("SIMSTUDY_TEST_FAIL")
+    from test_hostile import failed_study
+    out, args = failed_study(tmp_path, capsys, monkeypatch)
     code, text, _ = cli(capsys, "run", *args, "retry_errors=no", f"out={out}")
     assert code == 0 and "are recomputed" not in text
     assert (read_metrics(out)["status"] == "error").sum() == 2
