@@ -24,7 +24,7 @@ from .methods import load_plugins
 from .methods.registry import describe, shared_reads
 from .options import parse_bool
 from .store import CONGRUENCE_COLUMNS, Store, read_metrics
-from .workers import PROCESS_BACKENDS, watch_parent, watched
+from .workers import PROCESS_BACKENDS, kernels_cached, watch_parent, watched
 
 
 def simulate_replicate(cfg: StudyConfig, design: Design, J: int, n_j: int, replicate: int
@@ -287,7 +287,6 @@ def _execute(cfg: StudyConfig, store: Store, probe: bool, progress: bool,
     """Compute every replicate still missing (below `limits` per cell), and those in `redo`
     (retry_errors: removed from it once scheduled), in parallel, streaming finished rows to
     the store."""
-    from joblib import Parallel, delayed
     from tqdm.auto import tqdm
     redo = set() if redo is None else redo
     batches = _batches(cfg, store.done() - redo, limits)
@@ -321,17 +320,22 @@ def _execute(cfg: StudyConfig, store: Store, probe: bool, progress: bool,
 
     stack, results = contextlib.ExitStack(), None
     try:
+        cold = bool(batches) and cfg.backend != "dask" and not kernels_cached()
+        desc = getattr(bar, "desc", "replicates")     # (a disabled bar has none)
+        if cold and progress:
+            bar.set_description_str("compiling the numerical kernels once (a first run, or "
+                                     "the engines changed: about a minute)")
         if serial:
             results = (_run_batch(cfg, *b) for b in batches)
         else:
             stack.enter_context(_backend(cfg))
             stack.enter_context(watched(cfg.backend))
-            results = Parallel(n_jobs=-1 if cfg.backend == "dask" else workers,
-                               backend=None if cfg.backend in ("dask", *PROCESS_BACKENDS)
-                               else cfg.backend,         # None: the context's (`watched`)
-                               return_as="generator_unordered")(
-                delayed(_run_batch)(cfg, *b, main_pid=os.getpid()) for b in batches)
+            results = _parallel(cfg, batches, workers, compile_first=cold)
         for n_done, rows, pairs in results:
+            if cold and progress:
+                cold = False                  # the rate and time left from here on, not
+                bar.reset(total=bar.total)    # from a first replicate that compiled
+                bar.set_description_str(desc)
             if probing is not None:
                 first = [r for r in rows if (r["design"], r["J"], r["n_j"], r["replicate"])
                          == probing]
@@ -358,6 +362,23 @@ def _execute(cfg: StudyConfig, store: Store, probe: bool, progress: bool,
                 warnings.simplefilter("ignore", UserWarning)
                 results.close()
         stack.close()
+
+
+def _parallel(cfg: StudyConfig, batches: list, workers: int, compile_first: bool):
+    """The batches' results through joblib, as they finish. `compile_first` (the compiled
+    kernels are not on disk yet): the first batch runs in this process, which compiles the
+    kernels once and caches them, before the workers start and load them (else every worker
+    compiles the same kernels at once: twice the CPU time on two workers)."""
+    from joblib import Parallel, delayed
+    if compile_first and batches:
+        yield _run_batch(cfg, *batches[0])
+        batches = batches[1:]
+    if batches:
+        yield from Parallel(n_jobs=-1 if cfg.backend == "dask" else workers,
+                            backend=None if cfg.backend in ("dask", *PROCESS_BACKENDS)
+                            else cfg.backend,            # None: the context's (`watched`)
+                            return_as="generator_unordered")(
+            delayed(_run_batch)(cfg, *b, main_pid=os.getpid()) for b in batches)
 
 
 def cell_mcse(metrics: pd.DataFrame, label: str, cell: tuple, n: int, metric: str,

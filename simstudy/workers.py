@@ -45,3 +45,13 @@ def watched(backend: str = "loky"):
     from joblib import parallel_config
     with parallel_config(backend=backend, initializer=watch_parent):
         yield
+
+
+def kernels_cached() -> bool:
+    """Are the compiled numba kernels on disk (numba's cache: NUMBA_CACHE_DIR, or __pycache__
+    beside simstudy/engines)? False on a first run, or after the engines changed."""
+    from pathlib import Path
+    root = os.environ.get("NUMBA_CACHE_DIR")
+    where = Path(root) if root else Path(__file__).parent / "engines" / "__pycache__"
+    return where.is_dir() and any(where.rglob("treebound*.nbi")) and any(
+        where.rglob("lasso*.nbi"))

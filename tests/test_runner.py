@@ -152,3 +152,29 @@ def test_warnings_recorded_per_row_and_counted(tmp_path):
     for meth in ("Q-rs", "W-noaug"):
         assert s.loc[meth, "warnings"] == m[m.method == meth]["warning"].notna().sum()
     assert m["warning"].notna().any()
+
+
+def test_cold_kernels_compile_once_in_the_main_process_with_identical_results(tmp_path,
+                                                                              monkeypatch):
+    """No compiled kernels on disk: the first batch runs in this process (compiling once)
+    before the workers start; the store equals a run with warm kernels and n_jobs=1."""
+    import simstudy.runner as runner
+    from simstudy.store import read_metrics
+    from simstudy.workers import kernels_cached
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "empty"))
+    assert not kernels_cached()
+    for name in ("treebound.f-1.py311.nbi", "lasso.g-2.py311.nbi"):
+        (tmp_path / "cache" / "x").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "cache" / "x" / name).write_bytes(b"")
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "cache"))
+    assert kernels_cached()
+    monkeypatch.delenv("NUMBA_CACHE_DIR")
+    base = {"design": {"name": "design1"}, "J": 3, "n_j": 8, "reps": 5,
+            "methods": ["Q-base", "W-aug", "PT", "treat-all"]}
+    run_study(StudyConfig.from_config({**base, "n_jobs": 1}), tmp_path / "one", progress=False)
+    monkeypatch.setattr(runner, "kernels_cached", lambda: False)
+    run_study(StudyConfig.from_config({**base, "n_jobs": 2}), tmp_path / "cold", progress=False,
+              probe=True)
+    a, b = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "cold")
+    pd.testing.assert_frame_equal(a.drop(columns="seconds"), b.drop(columns="seconds"),
+                                  check_exact=True)
