@@ -88,6 +88,10 @@ class StudyConfig:
             raise ConfigError(f"design names must be unique, got {names}")
         J = [_int(v, "J", 2, 10 ** 7) for v in _as_list(cfg.get("J", [25]), "J")]
         n_j = [_int(v, "n_j", 2, 10 ** 7) for v in _as_list(cfg.get("n_j", [25]), "n_j")]
+        for key, values in (("J", J), ("n_j", n_j)):
+            if len(set(values)) != len(values):
+                raise ConfigError(f"{key}={values} lists a value twice (its replicates would be "
+                                  f"computed twice); give each value once")
         auto = None
         if str(cfg.get("reps", 1)).strip().lower() == "auto":
             auto = _auto(cfg)

@@ -650,3 +650,10 @@ def test_fuzz_apply_yaml(tmp_path_factory, options):
     assert args.depths is None or all(isinstance(d, int) for d in args.depths)
     for key in ("outcome", "site", "by", "treated"):
         assert getattr(args, key) is None or isinstance(getattr(args, key), str)
+
+
+@pytest.mark.parametrize("arg", ["J=[3,3]", "n_j=[8,8.0]"])
+def test_a_size_listed_twice_is_refused(arg, tmp_path, capsys):
+    code, _, err = cli(capsys, "run", *[a for a in TINY if not a.startswith(arg[:2])], arg,
+                       f"out={tmp_path / 'o'}")
+    assert code == 2 and "lists a value twice" in err and not (tmp_path / "o").exists()
