@@ -300,32 +300,14 @@ OUTPUT_MARKERS = ("values.csv", "site_folds.csv")     # what makes a directory a
 
 
 def check_apply_out(out) -> Path:
-    """--out before any fit: not a file, a writable parent, and either new, empty, or a
-    previous apply output (which is replaced whole); never a directory of other files."""
-    if out is None or not str(out).strip():
-        raise DataError("--out DIR is required (where the outputs go)")
-    out = Path(str(out)).expanduser()
-    if out.is_symlink() and not out.exists():
-        raise DataError(f"--out {out} is a dangling symbolic link; remove it or give another "
-                        f"directory")
+    """--out before any fit: new, empty, or a previous apply output (replaced whole)."""
+    from .config import check_output_dir
     try:
-        exists = out.exists()
-    except OSError as exc:                          # a symlink loop
-        raise DataError(f"--out {out}: {exc.strerror}; give another directory") from None
-    if exists and not out.is_dir():
-        raise DataError(f"--out {out} is a file; give a directory (it is created if missing)")
-    parent = out.resolve().parent if exists else out.absolute().parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise DataError(f"--out {out}: {parent} is not a writable directory; choose another "
-                        f"--out")
-    if exists and any(out.iterdir()) and not all((out / m).exists() for m in OUTPUT_MARKERS):
-        names = sorted(p.name for p in out.iterdir())[:4]
-        raise DataError(f"--out {out} holds other files ({', '.join(names)}) and no apply output "
-                        f"(values.csv, site_folds.csv); the output replaces the directory whole: "
-                        f"give a new or empty directory")
-    return out
+        return check_output_dir(
+            out, "--out", lambda p: all((p / m).exists() for m in OUTPUT_MARKERS),
+            own_what="apply output (values.csv, site_folds.csv)")
+    except ConfigError as exc:
+        raise DataError(str(exc)) from None
 
 
 def write_atomic(res, df, site, by, mod, out: Path, log=print) -> None:

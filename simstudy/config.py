@@ -327,38 +327,47 @@ def run_flags(cfg: Mapping) -> dict[str, bool]:
             for k, default in RUN_FLAGS.items()}
 
 
-def check_out(out) -> Path:
-    """`out` must name a directory we can create or write: not empty, not a file, names short
-    enough for the file system."""
+def check_output_dir(out, name: str, is_own, entry_ok=lambda n: False,
+                     own_what: str = "output") -> Path:
+    """An output directory before any work (`simstudy run`'s out=, apply's --out): not empty,
+    no over-long name, not a dangling or looping link, not a file, a writable parent, and, if
+    it holds anything, `is_own(path)` (a previous output) or only entries `entry_ok(name)`:
+    never a directory of the user's own files."""
     if out is None or not str(out).strip():
-        raise ConfigError("out is empty; give the study directory, e.g. out=results/my_study")
+        raise ConfigError(f"{name} is empty; give the output directory, e.g. "
+                          f"{name}{'=' if name == 'out' else ' '}results/my_study")
     path = Path(str(out)).expanduser()
+    where = f"{name}{'=' if name == 'out' else ' '}{out}"
     for part in path.parts:
         if len(part.encode()) > 200:
-            raise ConfigError(f"out={str(out)[:60]}...: a path component has {len(part)} "
-                              f"characters; the file system allows about 255 (figure names add "
-                              f"to it): use a shorter name")
+            raise ConfigError(f"{where[:60]}...: a path component has {len(part)} characters; "
+                              f"the file system allows about 255 (figure names add to it): use "
+                              f"a shorter name")
     if path.is_symlink() and not path.exists():
-        raise ConfigError(f"out={out} is a symbolic link to nothing (dangling, or a loop); "
+        raise ConfigError(f"{where} is a symbolic link to nothing (dangling, or a loop); "
                           f"remove it or give another directory")
     if path.exists() and not path.is_dir():
-        raise ConfigError(f"out={out} is a file; give a directory (created if missing)")
-    parent = path
+        raise ConfigError(f"{where} is a file; give a directory (created if missing)")
+    parent = path.absolute()
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
-        raise ConfigError(f"out={out}: {parent} is a file, so the directory cannot be created")
+        raise ConfigError(f"{where}: {parent} is a file, so the directory cannot be created")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"out={out}: {parent} is not writable; choose another out=...")
-    if path.is_dir() and not is_store(path):
-        theirs = sorted(p.name for p in path.iterdir() if not _ours(p.name))
+        raise ConfigError(f"{where}: {parent} is not writable; choose another directory")
+    if path.is_dir() and not is_own(path):
+        theirs = sorted(p.name for p in path.iterdir() if not entry_ok(p.name))
         if theirs:
             raise ConfigError(
-                f"out={out} is a directory that holds files of its own ({', '.join(theirs[:4])}"
-                f"{', ...' if len(theirs) > 4 else ''}) and no simstudy study; a study would "
-                f"write config.yaml, summary.md and figures/ there: give a new or empty "
-                f"directory, e.g. out={path / 'study'}")
+                f"{where} holds other files ({', '.join(theirs[:4])}"
+                f"{', ...' if len(theirs) > 4 else ''}) and no {own_what}, and the output would "
+                f"be written over them: give a new or empty directory")
     return path
+
+
+def check_out(out) -> Path:
+    """`out` of a study: a new or empty directory, or a simstudy store (`check_output_dir`)."""
+    return check_output_dir(out, "out", is_store, _ours, "simstudy study")
 
 
 def _ours(name: str) -> bool:
