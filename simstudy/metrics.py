@@ -83,14 +83,13 @@ def extra_metrics(score, truth, test, plugins=()) -> dict[str, float]:
             raise ConfigError(f"metric {name!r} ({_origin(fn)}) raised {type(exc).__name__}: "
                               f"{exc}; a metric must return a number (NaN when undefined)"
                               ) from None
+        if isinstance(v, np.ndarray) and v.shape == ():
+            v = v.item()                                  # a 0-d array is one number
         if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer,
                                                                  np.floating)):
-            if isinstance(v, np.ndarray) and v.shape == () and v.dtype.kind in "iuf":
-                v = v.item()
-            else:
-                raise ConfigError(f"metric {name!r} ({_origin(fn)}) returned {v!r:.60} "
-                                  f"({type(v).__name__}); a metric must return one number "
-                                  f"(NaN when undefined)")
+            raise ConfigError(f"metric {name!r} ({_origin(fn)}) returned {v!r:.60} "
+                              f"({type(v).__name__}); a metric must return one number "
+                              f"(NaN when undefined)")
         out[name] = float(v)
     return out
 
