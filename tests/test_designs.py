@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 import statsmodels.api as sm
 from hydra import compose, initialize_config_dir
@@ -132,3 +133,65 @@ def test_site_sizes_is_a_key_of_the_command_line(tmp_path):
     code = main(["run", "design.site_sizes=poisson", "J=3", "n_j=8", "reps=1", "n_jobs=1",
                  "progress=false", "figures=false", "methods=[Q-base]", f"out={tmp_path / 'o'}"])
     assert code == 0 and len(read_metrics(tmp_path / "o")) == 1
+
+
+# ---------------------------------------------------------------- effect shapes (issue 24)
+def _tree_truth(x1, x2):
+    """The tree preset's Delta written as the tree it is (independent of designs.multisite)."""
+    out = []
+    for a, b in zip(x1, x2):
+        if a <= 0:
+            out.append(0.5 if b > 0.5 else -0.5)
+        else:
+            out.append(0.5 if b > -0.5 else -0.5)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("name,truth,share", [
+    ("step", lambda f: np.where(f.X1 > 0.5, 0.5, -0.5), 1 - 0.6915),
+    ("tree", lambda f: _tree_truth(f.X1, f.X2), 0.5 * 0.3085 + 0.5 * 0.6915),
+    ("smooth", lambda f: 0.5 - 0.5 * f.X1 ** 2, 0.6827),
+    ("interaction", lambda f: 0.5 * f.X1 * f.X2, 0.5)])
+def test_effect_shape_presets_truth(name, truth, share):
+    """Delta of each shape preset equals its formula (conf/design/NAME.yaml) on the test rows,
+    Y1 - Y0 = Delta, d_opt = 1{Delta > 0}, and the treated share of d_opt is the closed-form
+    probability under X ~ N(0, I) (within 4 binomial SEs)."""
+    d = load(name)
+    rep = d.simulate(np.random.default_rng(11), 40, 50)
+    f, t = rep.test, rep.truth
+    np.testing.assert_allclose(t.Delta.to_numpy(), truth(f), rtol=0, atol=1e-12)
+    np.testing.assert_allclose((t.Y1 - t.Y0).to_numpy(), t.Delta.to_numpy(), atol=1e-12)
+    assert (t.d_opt.to_numpy() == (t.Delta.to_numpy() > 0)).all()
+    n = len(t)
+    assert abs(t.d_opt.mean() - share) < 4 * np.sqrt(share * (1 - share) / n)
+    assert "W" not in rep.train.columns
+
+
+def test_site_moderator_preset_observed_and_in_delta():
+    """W_j is a column of train and test, constant within a site, the same site value in both,
+    N(0, 1) across sites, and Delta = 0.2 + 0.5 X3 - 0.2 X4 - 0.2 X5 + 0.4 W exactly."""
+    d = load("site_moderator")
+    rep = d.simulate(np.random.default_rng(5), 200, 10)
+    tr, te, t = rep.train, rep.test, rep.truth
+    assert tr.groupby("site").W.nunique().max() == 1
+    w_train = tr.groupby("site").W.first()
+    w_test = te.groupby("site").W.first()
+    np.testing.assert_array_equal(w_train.loc[w_test.index].to_numpy(), w_test.to_numpy())
+    assert abs(w_train.mean()) < 4 / np.sqrt(200) and abs(w_train.std() - 1) < 0.2
+    expect = 0.2 + 0.5 * te.X3 - 0.2 * te.X4 - 0.2 * te.X5 + 0.4 * te.W
+    np.testing.assert_allclose(t.Delta.to_numpy(), expect.to_numpy(), atol=1e-12)
+
+
+def test_w_term_needs_site_covariate():
+    with pytest.raises(ConfigError, match="W needs site_covariate: true"):
+        Design(delta={"intercept": 0.1, "W": 0.4})
+    with pytest.raises(ConfigError, match="design.effect='wave'"):
+        Design(effect="wave")
+
+
+def test_shape_leaves_design1_draws_unchanged_but_delta():
+    """A shape changes Delta only: same seed, same X, T and site columns as Design 1."""
+    a = load("design1").simulate(np.random.default_rng(3), 6, 30)
+    b = load("design1", ["design.effect=tree"]).simulate(np.random.default_rng(3), 6, 30)
+    pd.testing.assert_frame_equal(a.train.drop(columns="Y"), b.train.drop(columns="Y"))
+    assert not np.allclose(a.truth.Delta, b.truth.Delta)

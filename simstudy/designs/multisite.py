@@ -13,6 +13,33 @@ from .base import OUTCOME, SITE, TREAT, DesignBase, Replicate, data_path, regist
 
 MAX_DRAWS = 10_000           # design.max_draws: redraws of one replicate before it is infeasible
 SITE_SIZES = ("equal", "poisson", "uniform", "lognormal", "file")
+SITE_COVARIATE = "W"         # the observed site-level covariate W_j (site_covariate: true)
+
+
+def _step(X):
+    """1{x1 > 0.5} - 1{x1 <= 0.5}: a threshold in one covariate."""
+    return np.where(X[:, 0] > 0.5, 1.0, -1.0)
+
+
+def _tree(X):
+    """A depth-2 tree: split x1 at 0, then x2 at 0.5 (left) or -0.5 (right); +1 / -1 leaves."""
+    x1, x2 = X[:, 0], X[:, 1]
+    return np.where(x1 <= 0, np.where(x2 > 0.5, 1.0, -1.0), np.where(x2 > -0.5, 1.0, -1.0))
+
+
+def _smooth(X):
+    """1 - x1^2: smooth, not monotone (people near the mean of x1 benefit)."""
+    return 1.0 - X[:, 0] ** 2
+
+
+def _interaction(X):
+    """x1 x2: the product of two covariates."""
+    return X[:, 0] * X[:, 1]
+
+
+# design.effect: g(x) in Delta = delta'(1, x, W) + effect_scale g(x) + beta1 U_j (docs/designs.md)
+EFFECTS = {"linear": None, "step": _step, "tree": _tree, "smooth": _smooth,
+           "interaction": _interaction}
 
 
 def _expit(x):
@@ -25,7 +52,9 @@ class Design(DesignBase):
     """Multisite randomized trial (docs/designs.md).
 
     logit P(T=1) = logit(prevalence) + treat_R * R_j,  R_j ~ N(0, R_sd^2)
-    Delta = delta[intercept] + sum_k delta[Xk] Xk + beta1 U_j,  U_j ~ N(0, 1)
+    Delta = delta[intercept] + sum_k delta[Xk] Xk + delta[W] W_j + effect_scale g(X) + beta1 U_j,
+            U_j ~ N(0, 1) unobserved, W_j ~ N(0, 1) observed (site_covariate), g by `effect`
+            (linear: 0; step, tree, smooth, interaction: EFFECTS)
     m(X)  = main[intercept] + sum_k main[Xk] Xk + nonlinear exp(-0.6 X1 X2 + 0.3 X1) + cluster_main U_j
     Y(t)  = m(X) + t Delta + e,  e ~ N(0, noise_sd^2)                       (outcome=continuous)
     P(Y(t) = 1) = expit(m(X) + t Delta_lin), truth Delta = p1 - p0             (outcome=binary)
@@ -55,6 +84,9 @@ class Design(DesignBase):
     site_sizes_column: str | None = None  # its site column
     min_site_size: int = 2
     outcome: str = "continuous"  # continuous | binary (logistic outcome model)
+    effect: str = "linear"       # g(x): linear (none) | step | tree | smooth | interaction
+    effect_scale: float = 0.5    # its coefficient in Delta
+    site_covariate: bool = False  # draw the observed site covariate W_j (column W)
 
     def __post_init__(self):
         for part in ("delta", "main"):
@@ -69,7 +101,7 @@ class Design(DesignBase):
                    "prevalence": self.prevalence, "treat_R": self.treat_R,
                    "cluster_main": self.cluster_main, "noise_sd": self.noise_sd,
                    "n_covariates": self.n_covariates, "test_size": self.test_size,
-                   "max_draws": self.max_draws}
+                   "max_draws": self.max_draws, "effect_scale": self.effect_scale}
         for part in ("delta", "main"):
             if not isinstance(getattr(self, part), Mapping):
                 raise ConfigError(f"design.{part} must be a mapping of terms to numbers, e.g. "
@@ -95,6 +127,12 @@ class Design(DesignBase):
         if self.site_sizes not in self.SIZE_RULES:
             raise ConfigError(f"design.site_sizes={self.site_sizes!r}: allowed "
                               f"{', '.join(self.SIZE_RULES)}")
+        if self.effect not in EFFECTS:
+            raise ConfigError(f"design.effect={self.effect!r}: allowed {', '.join(EFFECTS)}")
+        if self.effect not in ("linear", "step", "smooth") and self.n_covariates < 2:
+            raise ConfigError(f"design.effect={self.effect} needs n_covariates >= 2 (uses X1, X2)")
+        if not isinstance(self.site_covariate, bool):
+            raise ConfigError(f"design.site_covariate={self.site_covariate!r}: true or false")
         if self.outcome not in ("continuous", "binary"):
             raise ConfigError(f"design.outcome={self.outcome!r}: allowed continuous, binary")
         if not (isinstance(self.site_size_spread, (int, float)) and 0 <= self.site_size_spread < 10):
@@ -107,12 +145,16 @@ class Design(DesignBase):
             raise ConfigError(f"design.n_covariates={self.n_covariates}: must be >= 1")
         if self.test_size <= 0:
             raise ConfigError(f"design.test_size={self.test_size}: must be > 0")
-        names = set(self.covariates) | {"intercept"}
+        names = set(self.covariates) | {"intercept"} | (
+            {SITE_COVARIATE} if self.site_covariate else set())
         for part in ("delta", "main"):
             bad = sorted(set(getattr(self, part)) - names)
             if bad:
+                hint = (" (W needs site_covariate: true)" if SITE_COVARIATE in bad
+                        and not self.site_covariate else "")
                 raise ConfigError(f"design.{part} has unknown terms {bad}; allowed: "
-                                  f"intercept, X1..X{self.n_covariates}")
+                                  f"intercept, X1..X{self.n_covariates}"
+                                  + (", W" if self.site_covariate else "") + hint)
         if self.nonlinear and self.n_covariates < 2:
             raise ConfigError("design.nonlinear != 0 needs n_covariates >= 2 (uses X1, X2)")
 
@@ -121,12 +163,14 @@ class Design(DesignBase):
         return [f"X{k}" for k in range(1, int(self.n_covariates) + 1)]
 
     # ------------------------------------------------------------------ simulation
-    def _linear(self, coef: Mapping[str, float], X: np.ndarray) -> np.ndarray:
+    def _linear(self, coef: Mapping[str, float], X: np.ndarray, W=None) -> np.ndarray:
         out = np.full(X.shape[0], float(coef.get("intercept", 0.0)))
         for k, name in enumerate(self.covariates):
             c = coef.get(name, 0.0)
             if c:
                 out += c * X[:, k]
+        if W is not None and coef.get(SITE_COVARIATE, 0.0):
+            out += coef[SITE_COVARIATE] * W
         return out
 
     def data_files(self) -> dict[str, str]:
@@ -175,14 +219,17 @@ class Design(DesignBase):
         return None
 
     def _individuals(self, rng: np.random.Generator, site: np.ndarray, R: np.ndarray,
-                     U: np.ndarray, sites=None):
+                     U: np.ndarray, sites=None, W=None):
         n = site.size
         X = self._covariates(rng, site, sites)
         logit = np.log(self.prevalence / (1 - self.prevalence)) + self.treat_R * R[site]
         with np.errstate(over="ignore"):        # exp(-logit) = inf is P = 0, as it should be
             T = (rng.random(n) < 1.0 / (1.0 + np.exp(-logit))).astype(np.int64)
-        delta = self._linear(self.delta, X) + self.beta1 * U[site]
-        m = self._linear(self.main, X) + self.cluster_main * U[site]
+        w = None if W is None else W[site]
+        delta = self._linear(self.delta, X, w) + self.beta1 * U[site]
+        if EFFECTS[self.effect] is not None:
+            delta = delta + self.effect_scale * EFFECTS[self.effect](X)
+        m = self._linear(self.main, X, w) + self.cluster_main * U[site]
         if self.nonlinear:
             m = m + self.nonlinear * np.exp(-0.6 * X[:, 0] * X[:, 1] + 0.3 * X[:, 0])
         if self.outcome == "binary":           # logistic model; truth on the probability scale
@@ -195,8 +242,10 @@ class Design(DesignBase):
             Y0 = m + e
             Y1 = Y0 + delta
             Y = np.where(T == 1, Y1, Y0)
-        frame = pd.DataFrame({SITE: site, **{c: X[:, k] for k, c in enumerate(self.covariates)},
-                              TREAT: T, OUTCOME: Y}, copy=False)
+        columns = {SITE: site, **{c: X[:, k] for k, c in enumerate(self.covariates)}}
+        if w is not None:
+            columns[SITE_COVARIATE] = w
+        frame = pd.DataFrame({**columns, TREAT: T, OUTCOME: Y}, copy=False)
         truth = pd.DataFrame({"Delta": delta, "Y0": Y0, "Y1": Y1,
                               "d_opt": (delta > 0).astype(np.int64)})
         return frame, truth
@@ -209,8 +258,9 @@ class Design(DesignBase):
             n_test = np.maximum(1, np.rint(self.test_size * sizes)).astype(np.int64)
             R = self.R_sd * rng.standard_normal(J)
             U = rng.standard_normal(J)
-            train, _ = self._individuals(rng, np.repeat(np.arange(J), sizes), R, U, sites)
-            test, truth = self._individuals(rng, np.repeat(np.arange(J), n_test), R, U, sites)
+            W = rng.standard_normal(J) if self.site_covariate else None  # after U: old draws unmoved
+            train, _ = self._individuals(rng, np.repeat(np.arange(J), sizes), R, U, sites, W)
+            test, truth = self._individuals(rng, np.repeat(np.arange(J), n_test), R, U, sites, W)
             share = np.bincount(train[SITE], weights=train[TREAT], minlength=J) / sizes
             if np.all((share > 0) & (share < 1)):
                 return Replicate(train, test, truth, draws=draw)
