@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .methods import make
+from .methods.registry import seed_stream
 
 
 def stable_id(name: str) -> int:
@@ -39,8 +40,9 @@ def named_seed(seed: int, *keys) -> int:
 
 def method_seed(seed: int, design: str, J: int, n_j: int, replicate: int, method: str) -> int:
     """SeedSequence(seed, spawn_key=(design, J, n_j, replicate, 1, method)): a method's own
-    randomness (CV folds, cross-fitting) in one replicate."""
-    return named_seed(seed, design, J, n_j, replicate, 1, method)
+    randomness (CV folds, cross-fitting) in one replicate; methods that declare a shared
+    `seed_name` (CF and PT-CF: one causal forest) draw from that name."""
+    return named_seed(seed, design, J, n_j, replicate, 1, seed_stream(method))
 
 
 @dataclass

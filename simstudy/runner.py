@@ -104,9 +104,10 @@ _ONE_THREAD = threading.local()      # .on: this thread already computes on one 
 @contextlib.contextmanager
 def one_thread():
     """Every replicate is computed on one core, in the main process (n_jobs=1, the probe) as in
-    the workers: n_jobs is the number of cores a study uses. One BLAS thread also keeps results
-    independent of n_jobs: a product that OpenBLAS splits over threads sums in another order,
-    and a mixed model's optimiser amplifies that to 1e-9 in the scores (seen at n = 22,500).
+    the workers: n_jobs is the number of cores a study uses. One BLAS (and OpenMP: the ML
+    family's boosting) thread also keeps results independent of n_jobs: a product that OpenBLAS
+    splits over threads sums in another order, and a mixed model's optimiser amplifies that to
+    1e-9 in the scores (seen at n = 22,500).
     numba's threads (the policy tree's root search) are set back afterwards. Inside an active
     limit (the run's, or a worker's) it costs nothing (setting one takes ~0.6 ms)."""
     if getattr(_ONE_THREAD, "on", False):
@@ -118,7 +119,7 @@ def one_thread():
     numba.set_num_threads(1)
     _ONE_THREAD.on = True
     try:
-        with threadpool_limits(1, user_api="blas"):
+        with threadpool_limits(1):
             yield
     finally:
         _ONE_THREAD.on = False
@@ -133,7 +134,7 @@ def _one_thread_for_good() -> None:
     import numba
     from threadpoolctl import threadpool_limits
     numba.set_num_threads(1)
-    threadpool_limits(1, user_api="blas")
+    threadpool_limits(1)
     _ONE_THREAD.on = True
 
 

@@ -66,15 +66,19 @@ class PolicyTree(Method):
             F = np.column_stack([F, frame[self.site].map(code).fillna(-1).to_numpy(float)])
         return F
 
+    def _scores(self, train: pd.DataFrame, codes: np.ndarray, J: int) -> np.ndarray:
+        """(n, 2) doubly robust scores Gamma(0), Gamma(1) the tree is grown on (`aipw_scores`)."""
+        rng = np.random.default_rng(self.random_state)
+        folds = rng.permutation(np.arange(len(train)) % self.crossfit_folds)
+        return aipw_scores(self._matrix(train, self.covariates), self._column(train, self.treatment),
+                           self._column(train, self.outcome), codes, J, folds)
+
     def fit(self, train: pd.DataFrame) -> "PolicyTree":
         self._require(train, dict.fromkeys([self.site, self.treatment, self.outcome]
                                            + self.covariates + self.features), "the training frame")
         labels, codes = self._sites(train)
-        rng = np.random.default_rng(self.random_state)
         n = len(train)
-        folds = rng.permutation(np.arange(n) % self.crossfit_folds)
-        G = aipw_scores(self._matrix(train, self.covariates), self._column(train, self.treatment),
-                        self._column(train, self.outcome), codes, labels.size, folds)
+        G = self._scores(train, codes, labels.size)
         min_leaf = self.min_leaf or max(1, int(0.1 * n / (2 * self.depth)))   # mcf's default
         F = self._features(train, labels)
         categorical = [F.shape[1] - 1] if self.site_feature else []

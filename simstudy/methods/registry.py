@@ -53,7 +53,8 @@ def _read(frame: pd.DataFrame, key, compute):
     if key not in done:
         value = compute()
         for a in value if isinstance(value, tuple) else (value,):
-            a.flags.writeable = False          # shared: no method may change another's input
+            if isinstance(a, np.ndarray):
+                a.flags.writeable = False      # shared: no method may change another's input
         done[key] = value
     return done[key]
 
@@ -64,9 +65,9 @@ FAMILIES: dict[str, str] = {}       # name -> family: the report's panel ("Q-lea
 @dataclass(frozen=True)
 class Opt:
     """A method option's constraint, declared once in the class's OPTIONS and checked by
-    `make()` (constructors only store): `choices`, or an integer in [low, high], or a
-    boolean; `optional` also allows null."""
-    kind: str                       # "choice" | "int" | "bool"
+    `make()` (constructors only store): `choices`, or an integer in [low, high], or a number
+    in (low, high], or a boolean; `optional` also allows null."""
+    kind: str                       # "choice" | "int" | "float" | "bool"
     choices: tuple = ()
     low: int | None = None
     high: int | None = None
@@ -75,6 +76,7 @@ class Opt:
     def describe(self) -> str:
         text = (f"one of {', '.join(map(str, self.choices))}" if self.kind == "choice" else
                 "true or false" if self.kind == "bool" else
+                f"a number in ({self.low}, {self.high}]" if self.kind == "float" else
                 f"an integer {self.low}..{self.high}" if self.high is not None else
                 f"an integer >= {self.low}")
         return text + (", or null" if self.optional else "")
@@ -89,6 +91,12 @@ class Opt:
         if self.kind == "bool":
             if not isinstance(value, bool):
                 raise ValueError(f"{key}={value!r}: must be true or false")
+            return
+        if self.kind == "float":
+            ok = (isinstance(value, (int, float, np.integer, np.floating))
+                  and not isinstance(value, bool) and self.low < float(value) <= self.high)
+            if not ok:
+                raise ValueError(f"{key}={value!r}: must be a number in ({self.low}, {self.high}]")
             return
         if (isinstance(value, bool) or not isinstance(value, (int, np.integer))
                 or (self.low is not None and value < self.low)
@@ -107,6 +115,10 @@ def integer(low: int, high: int | None = None, optional: bool = False) -> Opt:
     return Opt("int", low=low, high=high, optional=optional)
 
 
+def number(low: float, high: float) -> Opt:
+    return Opt("float", low=low, high=high)
+
+
 FLAG = Opt("bool")
 
 
@@ -118,6 +130,14 @@ class Method:
     # options that let a fitted rule score people of sites it was not trained on (cross-fitting
     # over sites in `simstudy apply`); {} when the rule does not depend on the site
     new_site_options: dict[str, Any] = {}
+    # modules the method imports that are not core dependencies, and how to install them:
+    # `make()` refuses the method with that line before any work starts
+    requires: tuple[str, ...] = ()
+    install_hint: str = ""
+    # the name its random_state is drawn from (fitting.method_seed); methods that share a fit
+    # (CF and PT-CF share one causal forest) share a stream, so the shared fit is the fit
+    # either would make alone
+    seed_name: str | None = None
 
     def __init__(self, site: str = "site", treatment: str = "T", outcome: str = "Y",
                  random_state: int | None = None):
@@ -250,6 +270,12 @@ def describe(names) -> dict[str, dict]:
     return {str(n): {"family": FAMILIES.get(n, "Other")} for n in names}
 
 
+def seed_stream(name: str) -> str:
+    """The name a method's random_state is drawn from: its `seed_name`, else its own name."""
+    cls = REGISTRY.get(name, (None,))[0]
+    return getattr(cls, "seed_name", None) or name
+
+
 def available() -> list[str]:
     return sorted(REGISTRY)
 
@@ -312,6 +338,12 @@ def make(name: str, options: dict[str, Any] | None = None, defaults: dict[str, A
     if name not in REGISTRY:
         raise ConfigError(f"unknown method {name!r}; registered methods: {', '.join(available())}")
     cls, preset = REGISTRY[name]
+    for module in cls.requires:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            raise ConfigError(f"method {name!r} needs {module!r}, which is not installed: "
+                              f"{cls.install_hint or f'pip install {module}'}") from None
     accepted = cls.param_names()
     options = dict(options or {})
     bad = sorted(set(options) - accepted)

@@ -1,0 +1,145 @@
+"""The machine-learning family (docs/estimators.md, "Machine-learning family"; issue 24): a causal
+forest with site clusters (CF), a DR-learner with site-split cross-fitting (DR) and the policy
+tree grown on the forest's doubly robust scores (PT-CF, the policytree / mcf pipeline).
+Optional: they need econml (`pip install -e '.[ml]'`); `make()` says so before a study starts.
+
+Nuisances (all cross-fitted): e(site) = the site's treated share (randomisation within sites);
+m(x, site) = E[Y | x, site] by gradient boosting plus the site's out-of-fold mean residual;
+mu_t(x) = E[Y | x, T = t] by gradient boosting, folds of whole sites.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..engines import forest as F
+from .policytree import PolicyTree, aipw
+from .qlearning import DEFAULT_COVARIATES
+from .registry import Method, _read, choice, integer, number, register
+
+ML = "Machine learning"
+
+
+class _Forest(Method):
+    """A causal forest with clusters = sites (engines.forest.ClusterCausalForest) fitted on the
+    centred data (T - e(site), Y - m(x, site)); CF and PT-CF share it (one seed stream, one fit
+    per replicate)."""
+    requires = ("econml",)
+    install_hint = F.ML_EXTRA
+    seed_name = "causal forest"
+    OPTIONS = {"num_trees": integer(10), "min_node_size": integer(1),
+               "sample_fraction": number(0.0, 1.0), "crossfit_folds": integer(2)}
+
+    def __init__(self, covariates=DEFAULT_COVARIATES, num_trees: int = 500,
+                 min_node_size: int = 5, sample_fraction: float = 0.5, crossfit_folds: int = 5,
+                 **kw):
+        super().__init__(**kw)
+        self.covariates, self.num_trees = list(covariates), num_trees
+        self.min_node_size, self.sample_fraction = min_node_size, sample_fraction
+        self.crossfit_folds = crossfit_folds
+
+    def _forest(self, train: pd.DataFrame):
+        """(forest, OOB tau, m, e) on the training rows, computed once per frame and options."""
+        self._require(train, dict.fromkeys([self.site, self.treatment, self.outcome]
+                                           + self.covariates), "the training frame")
+        key = ("causal forest", self.site, self.treatment, self.outcome, tuple(self.covariates),
+               self.num_trees, self.min_node_size, self.sample_fraction, self.crossfit_folds,
+               self.random_state)
+        return _read(train, key, lambda: self._fit_forest(train))
+
+    def _fit_forest(self, train):
+        labels, codes = self._sites(train)
+        J = labels.size
+        X = self._matrix(train, self.covariates)
+        T, y = self._column(train, self.treatment), self._column(train, self.outcome)
+        seeds = np.random.SeedSequence(self.random_state).generate_state(2)
+        rng = np.random.default_rng(seeds[0])
+        e = F.site_propensity(T, codes, J)
+        folds = rng.permutation(np.arange(len(y)) % self.crossfit_folds)
+        m = F.outcome_mean(X, y, codes, J, folds, int(seeds[1]) % (2 ** 31))
+        forest = F.ClusterCausalForest(self.num_trees, self.sample_fraction, self.min_node_size,
+                                       seed=int(seeds[1])).fit(X, T - e, y - m, codes, J)
+        return forest, forest.predict(X, codes), m, e
+
+
+@register("CF", family=ML)
+class CausalForest(_Forest):
+    """f(x) = tau(x), the CATE of a causal forest with site clusters (grf; Athey, Tibshirani &
+    Wager 2019): honest trees on half the sites each, split by site."""
+
+    def fit(self, train: pd.DataFrame) -> "CausalForest":
+        self.forest_ = self._forest(train)[0]
+        return self
+
+    def benefit_score(self, frame: pd.DataFrame) -> np.ndarray:
+        self._require(frame, self.covariates, "the scored frame")
+        return self.forest_.predict(self._matrix(frame, self.covariates))
+
+
+@register("PT-CF", family=ML)
+class PolicyTreeCF(PolicyTree, _Forest):
+    """Optimal policy tree on the causal forest's doubly robust scores (policytree's
+    double_robust_scores(causal_forest); mcf's forest-based scores, Bodory et al. 2024):
+    Gamma_i(t) = mu_t(x_i) + 1{T_i = t}(Y_i - mu_t(x_i)) / P(T_i = t), with
+    mu_0 = m - e tau, mu_1 = m + (1 - e) tau and tau out of bag. Tree options as PT's."""
+    OPTIONS = {**PolicyTree.OPTIONS, **_Forest.OPTIONS}
+
+    def __init__(self, depth: int = 2, features=DEFAULT_COVARIATES, covariates=DEFAULT_COVARIATES,
+                 min_leaf: int | None = None, split_points: int | None = 100,
+                 site_feature: bool = False, num_trees: int = 500, min_node_size: int = 5,
+                 sample_fraction: float = 0.5, crossfit_folds: int = 5, **kw):
+        PolicyTree.__init__(self, depth, features, covariates, min_leaf, split_points,
+                            site_feature, crossfit_folds, **kw)
+        self.num_trees, self.min_node_size = num_trees, min_node_size
+        self.sample_fraction = sample_fraction
+
+    def _scores(self, train, codes, J):
+        _, tau, m, e = self._forest(train)
+        mu = np.column_stack([m - e * tau, m + (1 - e) * tau])
+        return aipw(mu, self._column(train, self.treatment), self._column(train, self.outcome), e)
+
+
+@register("DR", family=ML)
+class DRLearner(Method):
+    """DR-learner (Kennedy 2023): cross-fitted pseudo-outcomes
+    phi_i = mu_1(x_i) - mu_0(x_i) + T_i (Y_i - mu_1)/e - (1 - T_i)(Y_i - mu_0)/(1 - e)
+    with boosted mu_t fitted on folds of whole SITES, e the site's treated share and Y centred by
+    its site mean (the site effect leaves the scores: a site constant c_j changes phi by
+    c_j (T/e - (1-T)/(1-e)), which sums to 0 over the site); f(x) = a regression of phi on x
+    (boosting, or least squares with final=linear)."""
+    OPTIONS = {"crossfit_folds": integer(2), "final": choice("boosting", "linear")}
+
+    def __init__(self, covariates=DEFAULT_COVARIATES, crossfit_folds: int = 5,
+                 final: str = "boosting", **kw):
+        super().__init__(**kw)
+        self.covariates, self.crossfit_folds, self.final = list(covariates), crossfit_folds, final
+
+    def fit(self, train: pd.DataFrame) -> "DRLearner":
+        self._require(train, dict.fromkeys([self.site, self.treatment, self.outcome]
+                                           + self.covariates), "the training frame")
+        labels, codes = self._sites(train)
+        J = labels.size
+        if J < 2:
+            raise ValueError("the DR-learner's site folds need at least 2 sites")
+        X = self._matrix(train, self.covariates)
+        T, y = self._column(train, self.treatment), self._column(train, self.outcome)
+        y = y - (np.bincount(codes, weights=y) / np.bincount(codes))[codes]   # within-site
+        seeds = np.random.SeedSequence(self.random_state).generate_state(2)
+        e = F.site_propensity(T, codes, J)
+        folds = F.site_folds(codes, J, self.crossfit_folds, np.random.default_rng(seeds[0]))
+        G = aipw(F.arm_means(X, T, y, folds, int(seeds[1]) % (2 ** 31)), T, y, e)
+        phi = G[:, 1] - G[:, 0]
+        if self.final == "linear":
+            A = np.column_stack([np.ones(len(y)), X])
+            self.coef_ = np.linalg.lstsq(A, phi, rcond=None)[0]
+        else:
+            self.model_ = F.boosting(int(seeds[1]) % (2 ** 31), min_samples_leaf=40,
+                                     learning_rate=0.05).fit(X, phi)
+        return self
+
+    def benefit_score(self, frame: pd.DataFrame) -> np.ndarray:
+        self._require(frame, self.covariates, "the scored frame")
+        X = self._matrix(frame, self.covariates)
+        if self.final == "linear":
+            return self.coef_[0] + X @ self.coef_[1:]
+        return self.model_.predict(X)
