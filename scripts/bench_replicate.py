@@ -5,6 +5,7 @@ pipeline's per-replicate times measured on this machine kind (issue 14: their ge
 breakdown of one size (what is compiled arithmetic, what is Python / pandas / scipy overhead).
 
     python scripts/bench_replicate.py [--reps 15] [--out results/bench_replicate.md]
+    python scripts/bench_replicate.py --ml --reps 5     # + CF, DR, PT-CF (results/bench_replicate_ml.md)
 """
 import argparse
 import cProfile
@@ -23,8 +24,10 @@ from simstudy.runner import one_thread, run_replicate
 METHODS = ["Q-base", "Q-fe", "Q-ri", "Q-rs", "Q-dm", "Q-dm-ri", "Q-dm-rs", "W-base", "W-noaug",
            "W-aug", "W-augID", "WS-noaug", "WS-aug", "WS-augID", "PT", "oracle", "treat-all",
            "treat-none"]
+ML = ["CF", "DR", "PT-CF"]          # --ml: the machine-learning family at its defaults (500 trees)
 FAMILY = {m: ("Q-learning" if m.startswith("Q") else "Weighting" if m.startswith("W")
-              else "Policy tree" if m == "PT" else "Reference") for m in METHODS}
+              else "Policy tree" if m == "PT" else "Machine learning" if m in ML
+              else "Reference") for m in METHODS + ML}
 SIZES = [(25, 25), (25, 150), (150, 25), (150, 150)]
 # authors' R pipeline, seconds per replicate (issue 14's measurements on this machine kind);
 # None where it was not measured
@@ -35,21 +38,25 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=15)
-    ap.add_argument("--out", default="results/bench_replicate.md")
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--ml", action="store_true", help="add the machine-learning family")
     args = ap.parse_args()
+    args.methods = METHODS + (ML if args.ml else [])
+    args.out = args.out or ("results/bench_replicate_ml.md" if args.ml
+                            else "results/bench_replicate.md")
     with one_thread():          # one BLAS and one numba thread, as every study replicate
         bench(args)
 
 
 def bench(args):
     cfg = StudyConfig.from_config({"design": {"name": "design1"}, "J": [25], "n_j": [25],
-                                   "reps": 1000, "methods": METHODS})
+                                   "reps": 1000, "methods": args.methods})
     design = cfg.designs[0]
     load = os.getloadavg()
     rows, totals = [], {}
     for J, n in SIZES:
         run_replicate(cfg, design, J, n, 999)                     # warm-up (numba, caches)
-        per, tot = {m: [] for m in METHODS}, []
+        per, tot = {m: [] for m in args.methods}, []
         for r in range(args.reps):
             t0 = time.perf_counter()
             out, _ = run_replicate(cfg, design, J, n, r)
@@ -57,7 +64,7 @@ def bench(args):
             for row in out:
                 per[row["method"]].append(row["seconds"])
         totals[(J, n)] = 1000 * np.median(tot)
-        for m in METHODS:
+        for m in args.methods:
             rows.append({"J": J, "n_j": n, "method": m, "family": FAMILY[m],
                          "ms": 1000 * np.median(per[m])})
         print(f"(J, n_j) = ({J}, {n}): {totals[(J, n)]:.1f} ms per replicate", flush=True)
@@ -65,12 +72,12 @@ def bench(args):
     table = df.pivot_table(index="method", columns=["J", "n_j"], values="ms", sort=False)
     table = table[[c for c in SIZES]]
     lines = [f"# ms per replicate, one core: one BLAS and one numba thread (median of "
-             f"{args.reps} replicates after a warm-up; Design 1; data + 18 rules + metrics + "
-             f"congruence)", "",
+             f"{args.reps} replicates after a warm-up; Design 1; data + {len(args.methods)} "
+             f"rules + metrics + congruence)", "",
              f"Machine load average at the start (1, 5, 15 min): {load[0]:.2f}, {load[1]:.2f}, "
              f"{load[2]:.2f}; {os.cpu_count()} cores. `python scripts/bench_replicate.py`.", "",
-             "| (J, n_j) | total ms | authors' R (s) | ratio R / ours | Q % | W % | PT % |",
-             "|---|---|---|---|---|---|---|"]
+             "| (J, n_j) | total ms | authors' R (s) | ratio R / ours | Q % | W % | PT % | ML % |",
+             "|---|---|---|---|---|---|---|---|"]
     for J, n in SIZES:
         fam = df[(df.J == J) & (df.n_j == n)].groupby("family")["ms"].sum()
         share = 100 * fam / totals[(J, n)]
@@ -80,7 +87,8 @@ def bench(args):
         rtxt = "-".join(dict.fromkeys(f"{x:g}" for x in r)) if r else "-"
         lines.append(f"| ({J}, {n}) | {totals[(J, n)]:.1f} | {rtxt} | {ratio} | "
                      f"{share.get('Q-learning', 0):.0f} | {share.get('Weighting', 0):.0f} | "
-                     f"{share.get('Policy tree', 0):.0f} |")
+                     f"{share.get('Policy tree', 0):.0f} | "
+                     f"{share.get('Machine learning', 0):.0f} |")
     lines += ["", "Per method (ms):", "", "| method | " + " | ".join(f"({J}, {n})" for J, n in SIZES)
               + " |", "|---" * (len(SIZES) + 1) + "|"]
     for m, row in table.iterrows():

@@ -29,7 +29,7 @@ METRIC_LABELS = {"accuracy": "Accuracy", "f1": "F1 score", "spearman": "Rank cor
                  "auc": "AUC", "regret": "Regret", "value": "Value"}
 
 
-PANEL_ORDER = ["Q-learning", "Weighting", "Policy tree"]
+PANEL_ORDER = ["Q-learning", "Weighting", "Policy tree", "Machine learning"]
 FAMILY_OF: dict[str, str] = {}     # method -> family, from the store (`use_families`)
 
 
@@ -95,7 +95,8 @@ def _reps_note(ok: pd.DataFrame) -> str:
     return f"R = {lo} replicates per cell" if lo == hi else f"R = {lo}-{hi} replicates per cell (partial store)"
 
 
-FAMILY_COLOURS = {"Q-learning": "#dbe8f5", "Weighting": "#f7e3cf", "Policy tree": "#d9efd6"}
+FAMILY_COLOURS = {"Q-learning": "#dbe8f5", "Weighting": "#f7e3cf", "Policy tree": "#d9efd6",
+                  "Machine learning": "#e8dcf2"}
 
 
 def _box_panel(ax, data: pd.DataFrame, methods: list[str], metric: str, show_means: bool,

@@ -1,0 +1,173 @@
+"""The machine-learning family (issue 24): the causal forest with site clusters, the DR-learner and
+the policy tree on forest scores, each checked against a closed form or an invariance that holds
+only if the multisite structure is respected."""
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.api as sm
+
+from simstudy import ConfigError
+from simstudy.designs import make_design, preset
+from simstudy.engines import forest as F
+from simstudy.fitting import method_seed
+from simstudy.methods import FAMILIES, make
+from simstudy.methods.registry import shared_reads
+
+pytest.importorskip("econml")
+
+
+def _sites(J, n_j, seed=0, p=5):
+    rng = np.random.default_rng(seed)
+    codes = np.repeat(np.arange(J), n_j)
+    X = rng.standard_normal((J * n_j, p))
+    T = np.tile(np.r_[np.ones(n_j // 2), np.zeros(n_j - n_j // 2)], J)
+    return rng, codes, X, T
+
+
+def test_constant_effect_is_recovered_exactly():
+    """y~ = tau0 w~ exactly: every leaf's local moment, hence every prediction, is tau0."""
+    rng, codes, X, T = _sites(20, 12)
+    w = T - 0.5
+    forest = F.ClusterCausalForest(num_trees=30, seed=1).fit(X, w, 0.7 * w, codes, 20)
+    np.testing.assert_allclose(forest.predict(rng.standard_normal((50, 5))), 0.7, atol=1e-12)
+    np.testing.assert_allclose(forest.predict(X, codes), 0.7, atol=1e-12)
+
+
+def test_out_of_bag_prediction_never_uses_the_rows_own_site():
+    """Out-of-bag, a row is predicted by trees whose draw missed its site, which never saw that
+    site's data: changing site 0's outcomes leaves site 0's OOB predictions unchanged (and
+    changes the in-bag ones). This holds only if sampling AND honesty are by site."""
+    rng, codes, X, T = _sites(16, 10, seed=3)
+    w = T - 0.5
+    y = np.where(X[:, 0] > 0, 1.0, -1.0) * w + rng.standard_normal(len(T))
+    y2 = y.copy()
+    y2[codes == 0] += 5 * rng.standard_normal((codes == 0).sum())
+    a = F.ClusterCausalForest(num_trees=60, seed=2).fit(X, w, y, codes, 16)
+    b = F.ClusterCausalForest(num_trees=60, seed=2).fit(X, w, y2, codes, 16)
+    rows = codes == 0
+    np.testing.assert_array_equal(a.predict(X[rows], codes[rows]), b.predict(X[rows], codes[rows]))
+    assert not np.allclose(a.predict(X[rows]), b.predict(X[rows]))
+
+
+def test_forest_finds_a_step_effect():
+    rng, codes, X, T = _sites(60, 20, seed=4)
+    tau = np.where(X[:, 0] > 0, 1.0, -1.0)
+    y = 2.5 * rng.standard_normal(60)[codes] + T * tau + rng.standard_normal(len(T))
+    w, yc = T - 0.5, y - (np.bincount(codes, weights=y) / 20)[codes]
+    forest = F.ClusterCausalForest(num_trees=100, seed=0).fit(X, w, yc, codes, 60)
+    Xt = rng.standard_normal((500, 5))
+    assert np.corrcoef(forest.predict(Xt), np.where(Xt[:, 0] > 0, 1, -1))[0, 1] > 0.8
+
+
+def test_cluster_ate_matches_statsmodels_cluster_robust_mean():
+    rng = np.random.default_rng(5)
+    codes = np.repeat(np.arange(9), rng.integers(3, 8, 9))
+    g = rng.standard_normal(codes.size) + rng.standard_normal(9)[codes]
+    est, se = F.cluster_ate(g, codes, 9)
+    fit = sm.OLS(g, np.ones(codes.size)).fit(cov_type="cluster", cov_kwds={"groups": codes})
+    assert est == pytest.approx(fit.params[0], abs=1e-12)
+    assert se == pytest.approx(fit.bse[0], rel=1e-10)
+
+
+def test_site_folds_keep_sites_whole():
+    codes = np.repeat(np.arange(13), 7)
+    folds = F.site_folds(codes, 13, 5, np.random.default_rng(0))
+    assert all(len(set(folds[codes == j])) == 1 for j in range(13))
+    assert sorted(np.bincount(folds[::7])) == [2, 2, 3, 3, 3]
+
+
+def test_dr_learner_linear_final_recovers_design1_delta():
+    """DR with a linear final stage on Design 1 (Delta = 0.2 + 0.5 X3 - 0.2 X4 - 0.2 X5) at
+    n = 12,000: the fitted coefficients are within 0.06 of the truth."""
+    rep = make_design(preset("design1")).simulate(np.random.default_rng(8), 300, 40)
+    dr = make("DR", {"final": "linear", "random_state": 1}).fit(rep.train)
+    np.testing.assert_allclose(dr.coef_, [0.2, 0, 0, 0.5, -0.2, -0.2], atol=0.06)
+
+
+def test_pt_cf_shares_the_forest_of_cf_and_sharing_changes_nothing():
+    """CF and PT-CF draw from one seed stream (one forest per replicate); PT-CF fitted alone
+    decides exactly as PT-CF fitted after CF within one replicate's shared reads."""
+    assert method_seed(1, "d", 5, 5, 0, "CF") == method_seed(1, "d", 5, 5, 0, "PT-CF")
+    assert method_seed(1, "d", 5, 5, 0, "CF") != method_seed(1, "d", 5, 5, 0, "DR")
+    assert {FAMILIES[m] for m in ("CF", "DR", "PT-CF")} == {"Machine learning"}
+    rep = make_design(preset("tree")).simulate(np.random.default_rng(2), 20, 20)
+    opts = {"num_trees": 50, "random_state": 9}
+    alone = make("PT-CF", opts).fit(rep.train).decide(rep.test)
+    with shared_reads():
+        cf = make("CF", opts).fit(rep.train)
+        pt = make("PT-CF", opts).fit(rep.train)
+        assert pt._forest(rep.train)[0] is cf.forest_
+    np.testing.assert_array_equal(pt.decide(rep.test), alone)
+
+
+def test_pt_cf_scores_are_doubly_robust_scores_of_the_forest():
+    """PT-CF's scores: Gamma(t) = mu_t + 1{T=t}(Y - mu_t)/P(T=t) with mu_0 = m - e tau,
+    mu_1 = m + (1 - e) tau (policytree's double_robust_scores of a causal forest)."""
+    rep = make_design(preset("tree")).simulate(np.random.default_rng(4), 12, 20)
+    pt = make("PT-CF", {"num_trees": 40, "random_state": 2}).fit(rep.train)
+    _, tau, m, e = pt._forest(rep.train)
+    T, y = rep.train["T"].to_numpy(float), rep.train["Y"].to_numpy(float)
+    g0 = m - e * tau + (1 - T) * (y - (m - e * tau)) / (1 - e)
+    g1 = m + (1 - e) * tau + T * (y - (m + (1 - e) * tau)) / e
+    np.testing.assert_allclose(pt.scores_, np.column_stack([g0, g1]), rtol=1e-12)
+
+
+def test_ml_options_are_checked():
+    with pytest.raises(ConfigError, match="sample_fraction=1.5"):
+        make("CF", {"sample_fraction": 1.5})
+    with pytest.raises(ConfigError, match="num_trees=0"):
+        make("PT-CF", {"num_trees": 0})
+    with pytest.raises(ConfigError, match="final='forest'"):
+        make("DR", {"final": "forest"})
+
+
+def test_missing_extra_is_one_line_naming_the_install(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "econml", None)          # import econml -> ImportError
+    with pytest.raises(ConfigError, match=r"method 'CF' needs 'econml'.*\[ml\]"):
+        make("CF")
+    make("DR")                                                 # DR needs scikit-learn only
+    from simstudy.cli import main
+    code = main(["run", "J=4", "n_j=6", "reps=1", "methods=[Q-fe,CF]", "progress=false",
+                 f"out={tmp_path / 'o'}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "pip install -e '.[ml]'" in err[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_default_study_keeps_the_paper_methods():
+    """The ML family is opt-in: the default `simstudy run` lists none of it."""
+    from omegaconf import OmegaConf
+    from simstudy.cli import config_dir
+    methods = OmegaConf.load(f"{config_dir()}/config.yaml").methods
+    assert not {"CF", "DR", "PT-CF"} & set(methods)
+
+
+def test_tree_design_study_runs_with_the_ml_family(tmp_path):
+    """The issue's command, small: every method fits on the tree design."""
+    from simstudy.cli import main
+    from simstudy.store import read_metrics
+    out = tmp_path / "tree"
+    code = main(["run", "design=tree", "J=12", "n_j=16", "reps=2", "n_jobs=1", "progress=false",
+                 "figures=false", "methods=[Q-fe,PT,CF,DR,PT-CF,oracle]",
+                 "+method_options.CF.num_trees=40", "+method_options.PT-CF.num_trees=40",
+                 f"out={out}"])
+    m = read_metrics(out)
+    assert code == 0 and m["error"].isna().all() and len(m) == 12
+    assert set(m["method"]) == {"Q-fe", "PT", "CF", "DR", "PT-CF", "oracle"}
+
+
+def test_ml_family_has_its_own_panel_and_colour():
+    from simstudy.methods.registry import describe
+    from simstudy.report import figures
+    names = ["Q-fe", "W-aug", "PT", "CF", "DR", "PT-CF", "oracle"]
+    figures.use_families({m: v["family"] for m, v in describe(names).items()})
+    try:
+        assert figures.panels(names) == [("Q-learning", ["Q-fe"]), ("Weighting", ["W-aug"]),
+                                         ("Policy tree", ["PT"]),
+                                         ("Machine learning", ["CF", "DR", "PT-CF"])]
+        colours = figures.FAMILY_COLOURS
+        assert len({colours[f] for f, _ in figures.panels(names)}) == 4
+    finally:
+        figures.use_families({})
