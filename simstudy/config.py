@@ -103,6 +103,9 @@ class StudyConfig:
             raise ConfigError(f"methods lists a name twice: {methods}")
         if auto and auto.get("reference") and auto["reference"] not in methods:
             raise ConfigError(f"target_reference={auto['reference']!r} is not in methods {methods}")
+        if cfg.get("reference") is not None and str(cfg["reference"]) not in methods:
+            raise ConfigError(f"reference={cfg['reference']!r} is not in methods {methods}; "
+                              f"name one of them, or null (Q-fe if run, else the first method)")
         defaults = {k: v for k, v in dict(cfg.get("method_defaults") or {}).items()}
         options = {str(k): typed_options(str(k), v) for k, v in
                    dict(cfg.get("method_options") or {}).items()}
@@ -259,6 +262,8 @@ STUDY_KEYS: dict[str, Key] = {
     "max_reps": Key("reps=auto: a cell stops here even if the target is not met"),
     "batch_reps": Key("reps=auto: replicates added per round (null = min_reps)"),
     "aim": Key("one line for the report's ADEMP protocol block (Aims)"),
+    "reference": Key("the method the report's paired comparisons are against (null: Q-fe if "
+                     "run, else the first method)"),
     "methods": Key("registered method names (`simstudy methods`)"),
     "method_defaults": Key("options passed to every method that accepts them (covariates, "
                            "moderators)", point=True),

@@ -165,3 +165,18 @@ def test_ademp_block_lists_every_design_parameter(store):
     with pytest.raises(ValueError, match="not a method"):
         write_report(store, reference="nope")
     assert yaml.safe_load((store / "config.yaml").read_text())["points"]
+
+
+def test_default_reference_is_q_fe_then_the_study_key(tmp_path):
+    """Paired comparisons: against Q-fe when it runs (README's numbers), else the first method;
+    the study key `reference` chooses another; one not among the methods is refused up front."""
+    from simstudy.cli import main
+    base = ["run", "J=4", "n_j=8", "reps=2", "n_jobs=1", "progress=false", "figures=false"]
+    for methods, extra, expect in (("[Q-base,Q-fe,W-aug]", [], "Q-fe"),
+                                   ("[Q-base,W-aug]", [], "Q-base"),
+                                   ("[Q-base,Q-fe,W-aug]", ["reference=W-aug"], "W-aug")):
+        out = tmp_path / f"{expect}{len(extra)}"
+        assert main(base + [f"methods={methods}", *extra, f"out={out}"]) == 0
+        assert set(pd.read_csv(out / "comparison.csv")["reference"]) == {expect}
+    assert main(base + ["methods=[Q-base]", "reference=PT", f"out={tmp_path / 'bad'}"]) == 2
+    assert not (tmp_path / "bad").exists()

@@ -121,7 +121,8 @@ def write_report(out, figures: bool = False, designs=None, point: str | None = N
                  reference: str | None = None, n_jobs: int = 1) -> pd.DataFrame:
     """Tables (and with `figures`, the paper's figures) from the store in `out`; per-cell
     figures only for `designs` and sweep `point` when given (a sweep job draws its own).
-    `reference`: the method the paired comparisons are against (default: the first method).
+    `reference`: the method the paired comparisons are against (default: the study's
+    `reference` key, else Q-fe if run, else the first method).
     `n_jobs` > 1 draws the figures in that many processes (joblib)."""
     out = Path(out)
     cfg = read_config(out)                 # a clear error if `out` holds no study
@@ -138,7 +139,8 @@ def write_report(out, figures: bool = False, designs=None, point: str | None = N
     if keys.shape[1] > 1:                  # the swept keys as columns
         summ = summ.merge(keys, on="point", how="left")
     _plain_study(summ).to_csv(out / "summary.csv", index=False)
-    comp = _write_comparisons(out, metrics, order, reference, keys)
+    comp = _write_comparisons(out, metrics, order,
+                              reference or (cfg.get("last_run") or {}).get("reference"), keys)
     _write_summary(out, cfg, metrics, summ)
     drawings = _study_figures(out, summ, comp, keys, metrics, point, designs) if figures else []
     drawings += _congruence(out, metrics, order, figures, designs, point)
@@ -151,7 +153,7 @@ def _write_comparisons(out: Path, metrics, order, reference, keys) -> pd.DataFra
     from .study import paired
     run = set(metrics["method"])
     present = [m for m in (order or []) if m in run] or sorted(run)
-    reference = reference or present[0]
+    reference = reference or ("Q-fe" if "Q-fe" in present else present[0])
     if reference not in present:
         raise ConfigError(f"--reference {reference!r} is not a method of {out}: {present}")
     comp = paired(metrics, reference)
@@ -352,7 +354,7 @@ def report_main(argv: list[str]) -> int:
     ap.add_argument("--no-figures", action="store_true",
                     help="tables only (summary, failures, congruence); skip DIR/figures/")
     ap.add_argument("--reference", help="method the paired comparisons are against "
-                    "(default: the study's first method)")
+                    "(default: the study's reference key, else Q-fe if run, else the first method)")
     ap.add_argument("--jobs", type=int, default=1,
                     help="processes drawing the figures (-1 = all cores; default 1)")
     args = ap.parse_args(argv)
