@@ -13,6 +13,7 @@ simstudy report "$out" --reference Q-fe      # paired comparisons against Q-fe
 mkdir -p results/paper
 cp "$out"/summary.csv "$out"/summary.md "$out"/failures.csv "$out"/config.yaml \
    "$out"/comparison.csv "$out"/comparison.md "$out"/measures.csv "$out"/nested_loop_accuracy.csv \
+   "$out"/report.html \
    results/paper/
 rm -rf results/paper/figures results/paper/congruence
 cp -r "$out"/figures "$out"/congruence results/paper/

@@ -145,6 +145,9 @@ def write_report(out, figures: bool = False, designs=None, point: str | None = N
     drawings = _study_figures(out, summ, comp, keys, metrics, point, designs) if figures else []
     drawings += _congruence(out, metrics, order, figures, designs, point)
     _draw(drawings, n_jobs, families)
+    from .html import write_html
+    write_html(out, cfg, summ, comp, order or [], pd.read_csv(out / "failures.csv"),
+               comp["reference"].iloc[0] if len(comp) else None)
     return summ
 
 
@@ -357,6 +360,8 @@ def report_main(argv: list[str]) -> int:
                     "(default: the study's reference key, else Q-fe if run, else the first method)")
     ap.add_argument("--jobs", type=int, default=1,
                     help="processes drawing the figures (-1 = all cores; default 1)")
+    ap.add_argument("--open", action="store_true",
+                    help="open each study's report.html in the web browser afterwards")
     args = ap.parse_args(argv)
     if args.jobs == 0 or args.jobs < -1:
         ap.error(f"--jobs {args.jobs}: give a positive number of processes or -1 (all cores)")
@@ -374,7 +379,12 @@ def report_main(argv: list[str]) -> int:
             print(f"== {d}: mean (Monte Carlo SE) ==")
             print(compact(summ, ("accuracy", "f1", "spearman", "auc", "regret",
                                  "treated_share", *plugin_metrics(summ))).to_string(index=False))
-        print(f"written: {Path(d) / 'summary.csv'}, summary.md, comparison.csv/.md, measures.csv, "
-              f"failures.csv, congruence/"
+        print(f"written: {Path(d) / 'summary.csv'}, summary.md, report.html, comparison.csv/.md, "
+              f"measures.csv, failures.csv, congruence/"
               + ("" if args.no_figures else ", figures/"))
+        if args.open:
+            import webbrowser
+            page = (Path(d) / "report.html").resolve()
+            if not webbrowser.open(page.as_uri()):
+                print(f"no web browser found; open {page} by hand")
     return code

@@ -1,0 +1,332 @@
+"""report.html: one page per study store that opens offline from the store folder (issue 26).
+
+The ADEMP protocol, a methods x conditions table per metric (mean and MC SE, the paper's
+layout), the paired comparisons against the reference, every figure with a line saying what to
+read in it, warnings and failed fits per cell, and the provenance (versions, machine, seed,
+config). Tables sort on a header click and filter on a typed word (inline script, no network);
+figures are the PNGs beside it (relative links), so the folder can be zipped and shared.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import os
+import platform
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+METRIC_TITLES = {"accuracy": "Accuracy", "f1": "F1 score", "spearman": "Rank correlation",
+                 "auc": "AUC", "regret": "Regret (lower is better)", "value": "Value",
+                 "treated_share": "Share treated"}
+
+# what to read in each kind of figure (by file-name prefix)
+CAPTIONS = [
+    ("metrics_", "Accuracy, F1, rank correlation and AUC: one box per method over replicates, a "
+                 "row per (J, n_j), a panel per family, the same y-axis across a row's panels. "
+                 "Higher is better; compare boxes within a row."),
+    ("accuracy_", "Accuracy (share of test rows whose decision equals d_opt = 1{Delta > 0}) over "
+                  "replicates, a row per (J, n_j), a panel per family; the number above a box "
+                  "is its mean. Higher is better."),
+    ("regret_", "Regret: the mean true benefit the rule leaves on the table against the oracle "
+                "(0 for the oracle). Lower is better."),
+    ("paired_accuracy_", "Each method minus the reference on the same replicates: mean accuracy "
+                         "difference with its 95% interval; red where the interval excludes 0."),
+    ("congruence_", "Congruence: the share of test rows on which two rules decide alike (upper "
+                    "triangle coloured, lower triangle the numbers, %)."),
+    ("nested_loop_", "Nested-loop plot: mean accuracy in every condition at once, the steps below "
+                     "marking the design factors; one line per method."),
+    ("sweep_", "A metric against the swept value: mean over replicates with a 95% band, one line "
+               "per method."),
+]
+
+_STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1200px;
+padding:0 1.2em 3em;color:#222;line-height:1.45}
+h1{font-size:1.6em;margin-top:1em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
+nav a{margin-right:1em}table{border-collapse:collapse;font-size:.85em;margin:.6em 0}
+th,td{border:1px solid #ddd;padding:.25em .5em;text-align:right}th{background:#f4f4f4;cursor:pointer}
+td:first-child,th:first-child{text-align:left}tr:nth-child(even) td{background:#fafafa}
+.filter{margin:.4em 0;padding:.3em;width:18em}.bad{color:#b00020}.ok{color:#1b5e20}
+figure{margin:1.2em 0}figure img{max-width:100%;border:1px solid #eee}figcaption{font-size:.9em;color:#444}
+details{margin:.6em 0}pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:.8em}
+.muted{color:#666;font-size:.9em}.wrap{overflow-x:auto}h4{margin:.8em 0 .2em}
+"""
+
+_SCRIPT = """
+document.querySelectorAll('table.sortable').forEach(function(t){
+  t.querySelectorAll('th').forEach(function(th,i){
+    th.addEventListener('click',function(){
+      var rows=Array.from(t.tBodies[0].rows), asc=th.dataset.asc!=='1';
+      rows.sort(function(a,b){
+        var x=a.cells[i].dataset.v||a.cells[i].textContent, y=b.cells[i].dataset.v||b.cells[i].textContent;
+        var nx=parseFloat(x), ny=parseFloat(y);
+        var c=(!isNaN(nx)&&!isNaN(ny))?nx-ny:x.localeCompare(y);
+        return asc?c:-c;});
+      rows.forEach(function(r){t.tBodies[0].appendChild(r);});
+      t.querySelectorAll('th').forEach(function(h){h.dataset.asc='';});
+      th.dataset.asc=asc?'1':'0';});});});
+document.querySelectorAll('input.filter').forEach(function(inp){
+  var t=document.getElementById(inp.dataset.table);
+  inp.addEventListener('input',function(){
+    var q=inp.value.toLowerCase();
+    Array.from(t.tBodies[0].rows).forEach(function(r){
+      r.style.display=r.textContent.toLowerCase().indexOf(q)>=0?'':'none';});});});
+"""
+
+
+def _e(x) -> str:
+    return html.escape(str(x))
+
+
+def _table(df: pd.DataFrame, tid: str, sort_values: pd.DataFrame | None = None) -> str:
+    """A sortable table with a filter box; `sort_values` (same shape) holds the numbers a
+    column sorts by when its cells show text such as '0.927 (0.002)'."""
+    head = "".join(f"<th>{_e(c)}</th>" for c in df.columns)
+    body = []
+    for i, (_, row) in enumerate(df.iterrows()):
+        cells = []
+        for j, v in enumerate(row):
+            sv = None if sort_values is None else sort_values.iat[i, j]
+            attr = f' data-v="{sv}"' if sv is not None and pd.notna(sv) else ""
+            cells.append(f"<td{attr}>{_e('' if pd.isna(v) else v)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return (f'<input class="filter" data-table="{tid}" placeholder="filter rows...">'
+            f'<div class="wrap"><table class="sortable" id="{tid}"><thead><tr>{head}</tr>'
+            f'</thead><tbody>{"".join(body)}</tbody></table></div>')
+
+
+def _cond_columns(df: pd.DataFrame) -> list[str]:
+    keys = [c for c in ("point", "design", "J", "n_j") if c in df.columns]
+    if "point" in keys and df["point"].fillna("").eq("").all():
+        keys.remove("point")
+    return keys
+
+
+def _metric_tables(summ: pd.DataFrame, metric: str, order: list[str], tid: str) -> str:
+    """Methods x (J, n_j), 'mean (MC SE)': the paper's layout, one table per design (and sweep
+    point)."""
+    keys = _cond_columns(summ)
+    groups = [k for k in keys if k in ("point", "design")]
+    sizes = [k for k in keys if k in ("J", "n_j")]
+    rank = {m: i for i, m in enumerate(order)}
+    parts = []
+    for g, (label, s) in enumerate(summ.groupby(groups, sort=False) if groups
+                                   else [("", summ)]):
+        s = s.copy()
+        s["(J, n_j)"] = (s[sizes].astype(str).agg(", ".join, axis=1).map(lambda v: f"({v})")
+                         if sizes else "all")
+        mean = s.pivot_table(index="method", columns="(J, n_j)", values=f"{metric}_mean",
+                             sort=False)
+        se = s.pivot_table(index="method", columns="(J, n_j)", values=f"{metric}_se",
+                           sort=False)
+        mean = mean.loc[sorted(mean.index, key=lambda m: rank.get(m, len(rank)))]
+        se = se.reindex(index=mean.index, columns=mean.columns)
+        shown = mean.map(lambda v: f"{v:.3f}") + " (" + se.map(
+            lambda v: "-" if pd.isna(v) else f"{v:.3f}") + ")"
+        shown = shown.reset_index()
+        shown.columns.name = None
+        sort = pd.concat([pd.Series([None] * len(mean)), mean.reset_index(drop=True)], axis=1)
+        name = " ".join(str(x) for x in (label if isinstance(label, tuple) else (label,)) if x)
+        if name:
+            parts.append(f"<h4>{_e(name)}</h4>")
+        parts.append(_table(shown, f"{tid}_{g}", sort))
+    return "".join(parts)
+
+
+def _figures(out: Path) -> list[tuple[str, str]]:
+    """[(relative path, caption)] of every PNG in figures/, grouped by kind."""
+    found = sorted((out / "figures").glob("*.png")) if (out / "figures").is_dir() else []
+    items = []
+    for prefix, caption in CAPTIONS:
+        for f in found:
+            if f.name.startswith(prefix) and f not in [x[2] for x in items]:
+                items.append((f"figures/{f.name}", caption, f))
+    for f in found:                       # any other figure (a plugin's), without a caption
+        if f not in [x[2] for x in items]:
+            items.append((f"figures/{f.name}", "", f))
+    return [(p, c) for p, c, _ in items]
+
+
+def _md_to_html(text: str) -> str:
+    """The few markdown forms summary.md's protocol block uses: headings, bullets, `code`,
+    **bold**, links."""
+    lines, out, in_list = text.splitlines(), [], False
+    for ln in lines:
+        esc = _e(ln)
+        esc = re.sub(r"`([^`]+)`", r"<code>\1</code>", esc)
+        esc = re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", esc)
+        if ln.startswith("#"):
+            continue
+        stripped = esc.lstrip()
+        if stripped.startswith("- "):
+            if not in_list:
+                out.append("<ul>")
+                in_list = True
+            out.append(f"<li>{stripped[2:]}</li>")
+        else:
+            if in_list and not ln.startswith("  "):
+                out.append("</ul>")
+                in_list = False
+            if stripped:
+                out.append(f"<p>{stripped}</p>" if not in_list else f" {stripped}")
+    if in_list:
+        out.append("</ul>")
+    return "\n".join(out)
+
+
+def provenance(cfg: dict) -> dict[str, str]:
+    """Versions, machine and time: what a reader needs to reproduce or cite the study."""
+    from importlib import metadata
+    facts = {"simstudy": _version("simstudy"), "python": sys.version.split()[0],
+             "platform": platform.platform(), "cores": str(os.cpu_count()),
+             "written": _dt.datetime.now().astimezone().isoformat(timespec="seconds")}
+    commit = _git_commit()
+    if commit:
+        facts["source commit"] = commit
+    for pkg in ("numpy", "pandas", "scipy", "statsmodels", "scikit-learn", "numba", "joblib",
+                "hydra-core", "matplotlib", "econml"):
+        try:
+            facts[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    last = cfg.get("last_run") or {}
+    for key in ("seed", "n_jobs", "backend"):
+        if key in last:
+            facts[f"last run: {key}"] = str(last[key])
+    return facts
+
+
+def _version(pkg: str) -> str:
+    from importlib import metadata
+    try:
+        return metadata.version(pkg)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _git_commit() -> str | None:
+    """The commit of the simstudy source tree when it is a git checkout (an editable install)."""
+    import subprocess
+    here = Path(__file__).resolve().parents[2]
+    if not (here / ".git").exists():
+        return None
+    try:
+        res = subprocess.run(["git", "-C", str(here), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--",
+                                "simstudy", "conf"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if res.returncode:
+        return None
+    return res.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
+
+
+def write_html(out: Path, cfg: dict, summ: pd.DataFrame, comp: pd.DataFrame,
+               order: list[str], failures: pd.DataFrame, reference: str | None) -> Path:
+    """Write out/report.html (module docstring) and return its path."""
+    out = Path(out)
+    parts = [f"<h1>Study report: {_e(out.resolve().name)}</h1>",
+             f'<p class="muted">{_e(out.resolve())} &middot; written by simstudy '
+             f"{_e(_version('simstudy'))}</p>"]
+    metrics = [m for m in METRIC_TITLES if f"{m}_mean" in summ.columns
+               and summ[f"{m}_mean"].notna().any()]
+    nav = ["protocol", "results", "comparisons", "figures", "problems", "provenance"]
+    parts.append("<nav>" + "".join(f'<a href="#{n}">{n}</a>' for n in nav) + "</nav>")
+    # protocol
+    md = (out / "summary.md").read_text() if (out / "summary.md").exists() else ""
+    protocol = md.split("## Results")[0]
+    parts += ['<h2 id="protocol">Protocol (ADEMP)</h2>', _md_to_html(protocol)]
+    # results
+    parts.append('<h2 id="results">Results: mean (Monte Carlo SE) over replicates</h2>')
+    reps = summ.groupby(_cond_columns(summ) or ["method"])["reps"].max()
+    parts.append(f'<p class="muted">{len(summ)} method x condition cells; replicates per '
+                 f'cell {int(reps.min())}-{int(reps.max())}. Click a header to sort, type to '
+                 f"filter.</p>")
+    for k, m in enumerate(metrics):
+        parts += [f"<h3>{_e(METRIC_TITLES[m])}</h3>", _metric_tables(summ, m, order, f"t{k}")]
+    # comparisons
+    parts.append('<h2 id="comparisons">Paired comparisons</h2>')
+    if comp is not None and len(comp):
+        acc = comp[comp["metric"] == "accuracy"].copy()
+        ref = reference or (acc["reference"].iloc[0] if len(acc) else "")
+        parts.append(f"<p>Each method minus <b>{_e(ref)}</b> on the same replicates (accuracy): "
+                     f"mean difference, its MC SE, 95% interval and wins / ties / losses. "
+                     f'<span class="bad">Red</span>: the interval excludes 0 in the reference\'s '
+                     f"favour; <span class=\"ok\">green</span>: in the method's. All metrics: "
+                     f'<a href="comparison.csv">comparison.csv</a>.</p>')
+        cols = _cond_columns(acc) + ["method", "pairs", "mean_diff", "mcse", "ci_low", "ci_high",
+                                     "wins", "ties", "losses"]
+        acc = acc[[c for c in cols if c in acc.columns]]
+        for c in ("mean_diff", "mcse", "ci_low", "ci_high"):
+            acc[c] = acc[c].map(lambda v: f"{v:+.4f}" if c != "mcse" else f"{v:.4f}")
+        table = _table(acc, "comp")
+        parts.append(_colour_intervals(table))
+    else:
+        parts.append("<p>No paired comparisons (a single method).</p>")
+    # figures
+    parts.append('<h2 id="figures">Figures</h2>')
+    figs = _figures(out)
+    if not figs:
+        parts.append("<p>No figures were drawn (figures=false); "
+                     f"<code>simstudy report {_e(out)}</code> draws them.</p>")
+    for path, caption in figs:
+        pdf = Path(path).with_suffix(".pdf")
+        link = f' (<a href="{_e(pdf)}">PDF</a>)' if (out / pdf).exists() else ""
+        parts.append(f'<figure><img src="{_e(path)}" alt="{_e(Path(path).stem)}" loading="lazy">'
+                     f"<figcaption><b>{_e(Path(path).stem)}</b>{link}. {_e(caption)}"
+                     f"</figcaption></figure>")
+    # problems
+    parts.append('<h2 id="problems">Warnings and failed fits</h2>')
+    warn = summ[summ.get("warnings", 0) > 0] if "warnings" in summ else summ.iloc[:0]
+    if len(failures):
+        parts += ["<p>Failed fits per cell (the replicate's other methods are kept; "
+                  "<code>retry_errors=true</code> recomputes them):</p>",
+                  _table(failures, "fails")]
+    else:
+        parts.append('<p class="ok">No failed fits.</p>')
+    if len(warn):
+        cols = _cond_columns(warn) + ["method", "reps", "warnings"]
+        parts += ["<p>Fits that succeeded with a warning (a singular or non-converged mixed model, "
+                  "a lasso that selected no moderator; texts in metrics.parquet):</p>",
+                  _table(warn[cols], "warns")]
+    else:
+        parts.append('<p class="ok">No warnings.</p>')
+    # provenance
+    parts.append('<h2 id="provenance">Provenance</h2>')
+    facts = provenance(cfg)
+    parts.append("<table><tbody>" + "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>"
+                                            for k, v in facts.items()) + "</tbody></table>")
+    conf = (out / "config.yaml").read_text() if (out / "config.yaml").exists() else ""
+    parts.append(f"<details><summary>config.yaml (the study's identity and every "
+                 f"parameter)</summary><pre>{_e(conf)}</pre></details>")
+    parts.append('<p class="muted">Files: <a href="summary.md">summary.md</a>, '
+                 '<a href="summary.csv">summary.csv</a>, <a href="comparison.csv">comparison.csv'
+                 '</a>, <a href="failures.csv">failures.csv</a>, <a href="measures.csv">'
+                 "measures.csv</a>; the rows: metrics.parquet, congruence.parquet.</p>")
+    page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>simstudy report: {_e(out.resolve().name)}</title><style>{_STYLE}</style>"
+            f"</head><body>{''.join(parts)}<script>{_SCRIPT}</script></body></html>")
+    path = out / "report.html"
+    tmp = path.with_name(".report.html.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _colour_intervals(table: str) -> str:
+    """Mark comparison rows whose interval excludes 0 (red: worse than the reference)."""
+    def mark(m):
+        row = m.group(0)
+        cells = re.findall(r"<td[^>]*>([^<]*)</td>", row)
+        try:
+            lo, hi = float(cells[-5]), float(cells[-4])
+        except (ValueError, IndexError):
+            return row
+        cls = "bad" if hi < 0 else "ok" if lo > 0 else ""
+        return row.replace("<tr>", f'<tr class="{cls}">', 1) if cls else row
+    return re.sub(r"<tr><td.*?</tr>", mark, table)

@@ -1,0 +1,101 @@
+"""report.html (issue 26): written by every run and report, every image and link it names exists,
+and in a real browser (Debian's headless Chromium; skipped when it is not installed, CI installs
+it) the page loads without a console error, every image renders, sorting and filtering work."""
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from simstudy.cli import main
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    out = tmp_path_factory.mktemp("html") / "study"
+    code = main(["run", "-m", "design=design1,design2", "J=4", "n_j=8", "reps=3", "n_jobs=1",
+                 "progress=false", "methods=[Q-base,Q-fe,W-aug,PT,oracle]", f"out={out}"])
+    assert code == 0
+    return out
+
+
+def _local_refs(page: str) -> list[str]:
+    refs = re.findall(r'(?:src|href)="([^"#][^"]*)"', page)
+    return [r for r in refs if not r.startswith(("http:", "https:", "mailto:"))]
+
+
+def test_report_html_is_written_and_every_reference_resolves(store):
+    page = (store / "report.html").read_text()
+    for section in ("Protocol (ADEMP)", "Results: mean (Monte Carlo SE)", "Paired comparisons",
+                    "Figures", "Warnings and failed fits", "Provenance"):
+        assert section in page
+    refs = _local_refs(page)
+    imgs = [r for r in refs if r.endswith(".png")]
+    on_disk = sorted(p.name for p in (store / "figures").glob("*.png"))
+    assert sorted(Path(r).name for r in imgs) == on_disk and on_disk    # every figure shown
+    for r in refs:
+        assert (store / r).exists(), r
+    assert "Each method minus <b>Q-fe</b>" in page            # the default reference
+    assert "numpy" in page and "python" in page                  # provenance
+
+
+def test_report_command_rewrites_it(store, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(store, copy)
+    (copy / "report.html").unlink()
+    assert main(["report", str(copy), "--no-figures"]) == 0
+    assert (copy / "report.html").exists()
+
+
+def _driver():
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    chromedriver = shutil.which("chromedriver")
+    if not (chromium and chromedriver):
+        pytest.skip("no Chromium / ChromeDriver (apt-get install chromium chromium-driver)")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--window-size=1280,1600"):
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(chromedriver), options=opts)
+
+
+def test_report_in_a_real_browser(store, tmp_path):
+    driver = _driver()
+    from selenium.webdriver.common.by import By
+    try:
+        driver.get((store / "report.html").as_uri())
+        driver.execute_script("document.querySelectorAll('img').forEach(i => i.loading = 'eager')")
+        import time
+        deadline = time.time() + 20          # the page loads figures lazily; wait for them all
+        while time.time() < deadline and not driver.execute_script(
+                "return Array.from(document.images).every(i => i.complete)"):
+            time.sleep(0.2)
+        broken = driver.execute_script(
+            "return Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0)"
+            ".map(i => i.src)")
+        assert driver.execute_script("return document.images.length") > 0 and broken == []
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == []
+        table = driver.find_element(By.ID, "t0_0")
+        first = lambda: table.find_element(By.CSS_SELECTOR, "tbody tr td").text   # noqa: E731
+        header = table.find_elements(By.TAG_NAME, "th")[0]
+        header.click()
+        names = [r.find_element(By.TAG_NAME, "td").text
+                 for r in table.find_elements(By.CSS_SELECTOR, "tbody tr")]
+        assert names == sorted(names, key=str.lower) and first() == names[0]   # localeCompare
+        header.click()
+        assert first() == names[-1]
+        box = driver.find_element(By.CSS_SELECTOR, 'input[data-table="t0_0"]')
+        box.send_keys("Q-")
+        shown = [r for r in table.find_elements(By.CSS_SELECTOR, "tbody tr") if r.is_displayed()]
+        assert {r.find_element(By.TAG_NAME, "td").text for r in shown} == {"Q-base", "Q-fe"}
+        shot = tmp_path / "report.png"
+        driver.save_screenshot(str(shot))
+        assert shot.stat().st_size > 10_000
+    finally:
+        driver.quit()
