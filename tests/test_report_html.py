@@ -99,3 +99,18 @@ def test_report_in_a_real_browser(store, tmp_path):
         assert shot.stat().st_size > 10_000
     finally:
         driver.quit()
+
+
+def test_api_example_runs_top_to_bottom(tmp_path):
+    """experiments/api_example.py (README's notebook-style example) runs as a user would and
+    writes what it promises: the store, report.html and its figure."""
+    import subprocess
+    import sys
+    out = tmp_path / "api"
+    res = subprocess.run([sys.executable, "experiments/api_example.py", "--out", str(out),
+                          "--reps", "3"], capture_output=True, text=True, timeout=600,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "mean_diff" in res.stdout and "Q-fe" in res.stdout
+    for f in ("metrics.parquet", "report.html", "accuracy_tree.png"):
+        assert (out / f).exists(), f
