@@ -52,7 +52,7 @@ def test_tables_equal_direct_pandas(tmp_path):
     assert set(fails.method) == {"W-base"} and (fails.failures == 1).all()
     assert (fails.message == "ValueError: boom").all()
     M = pd.read_csv(tmp_path / "congruence" / "design1_J25_n150.csv", index_col=0)
-    assert list(M.index) == congruence_order(METHODS) == ["Q-base", "Q-rs", "WS-augID", "W-base"]
+    assert list(M.index) == congruence_order(METHODS) == ["Q-base", "Q-rs", "W-base", "WS-augID"]
     assert np.allclose(M.to_numpy(), M.to_numpy().T) and np.allclose(np.diag(M), 1)
     # Q-base (0) vs WS-augID (3): mean over r of 0.8 + 0.03 + 0.001 r
     assert M.loc["Q-base", "WS-augID"] == pytest.approx(0.83 + 0.001 * np.mean(range(6)))

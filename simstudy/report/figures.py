@@ -24,6 +24,7 @@ import pandas as pd  # noqa: E402
 Q_ORDER = ["Q-base", "Q-fe", "Q-ri", "Q-rs", "Q-dm", "Q-dm-ri", "Q-dm-rs"]
 W_ORDER = ["W-base", "W-noaug", "W-aug", "W-augID", "WS-noaug", "WS-aug", "WS-augID"]
 REFERENCE = {"oracle", "treat-all", "treat-none"}
+CONSTANT_RULES = ["treat-all", "treat-none"]
 CONDITION_ORDER = [(25, 25), (150, 25), (25, 150), (150, 150)]
 METRIC_LABELS = {"accuracy": "Accuracy", "f1": "F1 score", "spearman": "Rank correlation",
                  "auc": "AUC", "regret": "Regret", "value": "Value"}
@@ -79,9 +80,10 @@ def families(methods) -> tuple[list[str], list[str]]:
 
 
 def congruence_order(methods) -> list[str]:
-    """Q-learning (and other families) in order, then weighting in reverse order (paper Fig 2)."""
-    q, w = families(methods)
-    return q + w[::-1]
+    """The order of every other figure: the families' panels in order (Q-learning, weighting,
+    policy tree, machine learning, a plugin's); reference rules left out. (The paper's Fig 2
+    reversed the weighting methods; one order across figures reads more easily.)"""
+    return [m for _, ms in panels(list(dict.fromkeys(methods))) for m in ms]
 
 
 def conditions(df: pd.DataFrame) -> list[tuple[int, int]]:
@@ -138,18 +140,30 @@ def boxplots(metrics: pd.DataFrame, design: str, metric: str = "accuracy", out: 
                              figsize=(0.75 * sum(widths) + 0.8 * len(cols), 2.9 * len(conds)),
                              gridspec_kw={"width_ratios": widths})
     shown = ok[ok["method"].isin([m for _, ms in cols for m in ms])][metric].dropna()
-    span = (float(shown.min()), float(shown.max())) if len(shown) else None  # one y-axis
+    # the reference line: the better constant rule's mean per cell (what a rule must beat)
+    const = ok[ok["method"].isin(CONSTANT_RULES)].groupby(
+        ["J", "n_j", "method"], observed=True)[metric].mean().dropna()
+    best = (const.groupby(level=[0, 1]).min() if metric == "regret"
+            else const.groupby(level=[0, 1]).max()) if len(const) else pd.Series(dtype=float)
+    span = (float(min(shown.min(), best.min() if len(best) else np.inf)),
+            float(max(shown.max(), best.max() if len(best) else -np.inf))) \
+        if len(shown) else None  # one y-axis
+    colours = {m: FAMILY_COLOURS.get(f, "#e6e6e6") for f, ms in cols for m in ms}
     for r, (J, n_j) in enumerate(conds):
         cell = ok[(ok["J"] == J) & (ok["n_j"] == n_j)]
         for c, (family, methods) in enumerate(cols):
             ax = axes[r, c]
-            _box_panel(ax, cell, methods, metric, show_means=True, span=span)
+            _box_panel(ax, cell, methods, metric, show_means=True, span=span, colours=colours)
+            if (J, n_j) in best.index:
+                ax.axhline(best[(J, n_j)], ls="--", lw=0.9, color="0.35", zorder=0)
             if c == 0:
                 ax.set_ylabel(f"(J, n_j) = ({J}, {n_j})\n{METRIC_LABELS.get(metric, metric)}")
             if r == 0:
                 ax.set_title(family)
     fig.suptitle(f"{METRIC_LABELS.get(metric, metric)} of the estimators, {design} "
-                 f"({_reps_note(ok)}); mean above each box", fontsize=10)
+                 f"({_reps_note(ok)}); mean above each box"
+                 + ("; dashed: the better constant rule (treat-all / treat-none)"
+                    if len(best) else ""), fontsize=10)
     fig.tight_layout()
     return _save(fig, out)
 
@@ -203,9 +217,9 @@ def heatmap(M: pd.DataFrame, title: str, out: Path | None = None):
     upper = np.triu(np.ones((n, n), bool), k=1)
     # seaborn's heatmap drawn with matplotlib alone (importing seaborn cost ~0.9 s per report):
     # square cells, white cell borders, row 0 at the top
-    cells = ax.pcolormesh(np.ma.masked_array(M.to_numpy(float), ~upper), cmap="Reds", vmin=0.5,
-                          vmax=1.0, edgecolors="white", linewidth=0.3)
-    fig.colorbar(cells, ax=ax, label="congruence").outline.set_visible(False)
+    cells = ax.pcolormesh(np.ma.masked_array(100 * M.to_numpy(float), ~upper), cmap="Reds",
+                          vmin=50, vmax=100, edgecolors="white", linewidth=0.3)
+    fig.colorbar(cells, ax=ax, label="congruence (%)").outline.set_visible(False)
     ax.set_xlim(0, n)
     ax.set_ylim(n, 0)
     ax.set_aspect("equal")

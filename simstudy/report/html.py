@@ -229,8 +229,9 @@ def write_html(out: Path, cfg: dict, summ: pd.DataFrame, comp: pd.DataFrame,
                order: list[str], failures: pd.DataFrame, reference: str | None) -> Path:
     """Write out/report.html (module docstring) and return its path."""
     out = Path(out)
-    parts = [f"<h1>Study report: {_e(out.resolve().name)}</h1>",
-             f'<p class="muted">{_e(out.resolve())} &middot; written by simstudy '
+    name = out.resolve().parent.name if out.resolve().name == "store" else out.resolve().name
+    parts = [f"<h1>Study report: {_e(name)}</h1>",
+             f'<p class="muted">the store {_e(out)} &middot; written by simstudy '
              f"{_e(_version('simstudy'))}</p>"]
     metrics = [m for m in METRIC_TITLES if f"{m}_mean" in summ.columns
                and summ[f"{m}_mean"].notna().any()]
@@ -309,7 +310,7 @@ def write_html(out: Path, cfg: dict, summ: pd.DataFrame, comp: pd.DataFrame,
                  "measures.csv</a>; the rows: metrics.parquet, congruence.parquet.</p>")
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>simstudy report: {_e(out.resolve().name)}</title><style>{_STYLE}</style>"
+            f"<title>simstudy report: {_e(name)}</title><style>{_STYLE}</style>"
             f"</head><body>{''.join(parts)}<script>{_SCRIPT}</script></body></html>")
     path = out / "report.html"
     tmp = path.with_name(".report.html.tmp")
