@@ -320,7 +320,7 @@ def write_atomic(res, df, site, by, mod, out: Path, log=print) -> None:
     tmp = out.with_name(f".{out.name}.new-{tag}")
     old = out.with_name(f".{out.name}.old-{tag}")
     try:
-        write(res, df, site, by, mod, tmp, lambda *a: None)
+        write(res, df, site, by, mod, tmp, lambda *a: None, title=out.name)
         if out.exists():
             os.replace(out, old)
         os.replace(tmp, out)
@@ -328,8 +328,8 @@ def write_atomic(res, df, site, by, mod, out: Path, log=print) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         if old.exists() and out.exists():
             shutil.rmtree(old, ignore_errors=True)
-    log(f"written to {out}: scores.parquet/.csv, values.csv/.md, site_folds.csv, congruence.csv, "
-        f"tree_depth*_rules.csv/.md, figures/ (PNG and PDF)")
+    log(f"written to {out}: report.html, scores.parquet/.csv, values.csv/.md, site_folds.csv, "
+        f"congruence.csv, tree_depth*_rules.csv/.md, figures/ (PNG and PDF)")
 
 
 def recover_out(out: Path) -> None:
@@ -429,7 +429,7 @@ VALUES_NOTE = (
     "share treated by the held-out-fold decisions.\n\n")
 
 
-def write(res, df, site, by, mod, out: Path, log=print):
+def write(res, df, site, by, mod, out: Path, log=print, title: str | None = None):
     from .methods import FAMILIES
     from .report import figures as F
     F.use_families({**FAMILIES, **{name: "Policy tree" for name in res["trees"]}})
@@ -477,8 +477,10 @@ def write(res, df, site, by, mod, out: Path, log=print):
                           fig_dir / f"shares_by_{by}")
         F.scores_by_group(pd.DataFrame(res["scores"]), df[by].to_numpy(), by,
                           f"Benefit scores by {by} (paper Fig 9)", fig_dir / f"scores_by_{by}")
-    log(f"written to {out}: scores.parquet/.csv, values.csv/.md, site_folds.csv, congruence.csv, "
-        f"tree_depth*_rules.csv/.md, figures/ (PNG and PDF)")
+    from .report.html import write_apply_html
+    write_apply_html(out, title or Path(out).name, note)
+    log(f"written to {out}: report.html, scores.parquet/.csv, values.csv/.md, site_folds.csv, "
+        f"congruence.csv, tree_depth*_rules.csv/.md, figures/ (PNG and PDF)")
 
 
 # ---------------------------------------------------------------------- examples

@@ -33,6 +33,12 @@ def test_end_to_end_on_the_example(tmp_path):
     assert (scores["decision_Q-rs"] == (scores["score_Q-rs"] > 0)).all()
     rules = pd.read_csv(out / "tree_depth2_rules.csv")
     assert rules["n"].sum() == len(scores)
+    import re
+    page = (out / "report.html").read_text()                 # one page, every figure on it
+    imgs = re.findall(r'<img src="([^"]+)"', page)
+    assert sorted(imgs) == sorted(f"figures/{p.name}" for p in (out / "figures").glob("*.png"))
+    assert all((out / i).exists() for i in imgs) and "Value of each rule" in page
+    assert out.name in page and ".new-" not in page           # titled by --out, not the temp dir
 
 
 def _cluster_se_statsmodels(x, groups):

@@ -331,3 +331,56 @@ def _colour_intervals(table: str) -> str:
         cls = "bad" if hi < 0 else "ok" if lo > 0 else ""
         return row.replace("<tr>", f'<tr class="{cls}">', 1) if cls else row
     return re.sub(r"<tr><td.*?</tr>", mark, table)
+
+
+APPLY_CAPTIONS = [
+    ("values", "Value of each rule (the mean outcome if it decided who is treated): in-sample "
+               "(optimistic for learnt rules) and cross-fitted over sites (honest for new sites "
+               "like these), with 95% intervals."),
+    ("shares_by_", "Share each rule would treat within each group."),
+    ("shares", "Share of the trial each rule would treat."),
+    ("congruence", "Share of people on whom two rules decide alike (%)."),
+    ("tree_depth_", "The policy tree learnt on all rows: its splits and each leaf's action."),
+    ("scores_by_", "Benefit scores by group; each rule has its own scale, its sign is the "
+                   "decision."),
+]
+
+
+def write_apply_html(out: Path, title: str, note: str) -> Path:
+    """out/report.html for `simstudy apply` output: the values (with the note explaining them),
+    the tree rules, shares, every figure with a caption, and the provenance."""
+    out = Path(out)
+    parts = [f"<h1>Optimal treatment rules: {_e(title)}</h1>",
+             f'<p class="muted">written by simstudy {_e(_version("simstudy"))} &middot; '
+             f"files beside this page: values.csv, scores.csv, tree_depth*_rules.csv</p>"]
+    parts += ['<h2 id="values">Value of each rule</h2>', _md_to_html(note)]
+    if (out / "values.csv").exists():
+        parts.append(_table(pd.read_csv(out / "values.csv").round(4), "values"))
+    for k, f in enumerate(sorted(out.glob("tree_depth*_rules.csv"))):
+        parts += [f"<h3>{_e(f.stem.replace('_', ' '))}</h3>",
+                  _table(pd.read_csv(f).round(3), f"rules{k}")]
+    for k, f in enumerate(sorted(out.glob("shares_by_*.csv"))):
+        parts += [f"<h3>{_e(f.stem.replace('_', ' '))}</h3>",
+                  _table(pd.read_csv(f).round(3), f"shares{k}")]
+    parts.append('<h2 id="figures">Figures</h2>')
+    found = sorted((out / "figures").glob("*.png")) if (out / "figures").is_dir() else []
+    done = set()
+    for prefix, caption in APPLY_CAPTIONS:
+        for f in found:
+            if f.name.startswith(prefix) and f not in done:
+                done.add(f)
+                parts.append(f'<figure><img src="figures/{_e(f.name)}" alt="{_e(f.stem)}" '
+                             f'loading="lazy"><figcaption><b>{_e(f.stem)}</b>. {_e(caption)}'
+                             f"</figcaption></figure>")
+    parts.append('<h2 id="provenance">Provenance</h2>')
+    parts.append("<table><tbody>" + "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>"
+                                            for k, v in provenance({}).items())
+                 + "</tbody></table>")
+    page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+            f"<title>simstudy apply: {_e(title)}</title><style>{_STYLE}</style></head>"
+            f"<body>{''.join(parts)}<script>{_SCRIPT}</script></body></html>")
+    path = out / "report.html"
+    tmp = path.with_name(".report.html.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
