@@ -238,40 +238,43 @@ def heatmap(M: pd.DataFrame, title: str, out: Path | None = None):
 
 
 def sweep_lines(summ: pd.DataFrame, x: str, metric: str = "accuracy", out: Path | None = None):
-    """A metric against a swept value: the mean over replicates +- 1.96 Monte Carlo SE as a
-    band, one line per method; one panel per setting of everything else that varies (design,
-    J, n_j, other swept keys). Reference rules (oracle, treat-all/none) are left out."""
+    """A metric against a swept value: the mean over replicates with a +-1.96 Monte Carlo SE
+    band, one line per method. A column per family (Q-learning, weighting, policy tree, ...:
+    at most a handful of lines and bands per panel, each its own colour), a row per setting of
+    everything else that varies (design, J, n_j, other swept keys), named in every panel's
+    title. Reference rules (oracle, treat-all/none) are left out."""
     df = summ[~summ["method"].isin(REFERENCE)].copy()
     others = [c for c in df.columns if c not in (x, "point", "method") and c in
               (["design", "J", "n_j"] + [k for k in df.columns if "." in k or k == "seed"])
               and df[c].nunique() > 1]
     groups = list(df.groupby(others, sort=True)) if others else [((), df)]
-    q, w = families(df["method"].unique())
-    methods = q + w
-    ncol = min(3, len(groups))
-    nrow = int(np.ceil(len(groups) / ncol))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(5.4 * ncol, 3.6 * nrow), squeeze=False)
-    cmap = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")
-    for ax, (key, g) in zip(axes.ravel(), groups):
-        for i, m in enumerate(methods):
-            d = g[g["method"] == m].sort_values(x)
-            if d.empty:
-                continue
-            xv = d[x].to_numpy()
-            mean, se = d[f"{metric}_mean"].to_numpy(), d[f"{metric}_se"].fillna(0).to_numpy()
-            ls = "-" if m in q else "--"
-            ax.plot(xv, mean, ls, marker="o", ms=3, color=cmap(i % cmap.N), label=m)
-            ax.fill_between(xv, mean - 1.96 * se, mean + 1.96 * se, color=cmap(i % cmap.N),
-                            alpha=0.15)
+    fams = panels(df["method"].unique())
+    fig, axes = plt.subplots(len(groups), len(fams), squeeze=False, sharey=True,
+                             figsize=(4.6 * len(fams) + 1.5, 3.3 * len(groups)))
+    cmap = plt.get_cmap("tab10")
+    for r, (key, g) in enumerate(groups):
         key = key if isinstance(key, tuple) else (key,)
-        ax.set_title(", ".join(f"{k} = {v}" for k, v in zip(others, key)) or metric, fontsize=9)
-        ax.set_xlabel(x)
-        ax.set_ylabel(METRIC_LABELS.get(metric, metric))
-        ax.grid(alpha=0.3)
-    for ax in axes.ravel()[len(groups):]:
-        ax.set_axis_off()
-    handles, labels = axes.ravel()[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+        where = ", ".join(f"{k} = {v}" for k, v in zip(others, key))
+        for c, (family, methods) in enumerate(fams):
+            ax = axes[r, c]
+            for i, m in enumerate(methods):
+                d = g[g["method"] == m].sort_values(x)
+                if d.empty:
+                    continue
+                xv = d[x].to_numpy()
+                mean = d[f"{metric}_mean"].to_numpy()
+                se = d[f"{metric}_se"].fillna(0).to_numpy()
+                colour = cmap(i % cmap.N)
+                ax.plot(xv, mean, "-", marker="o", ms=3, color=colour, label=m, lw=1.4)
+                ax.fill_between(xv, mean - 1.96 * se, mean + 1.96 * se, color=colour,
+                                alpha=0.18, lw=0)
+            ax.set_title(f"{family}" + (f" | {where}" if where else ""), fontsize=9)
+            ax.set_xlabel(x)
+            if c == 0:
+                ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+            ax.grid(alpha=0.3)
+            if r == 0 and methods:
+                ax.legend(fontsize=7, loc="best", framealpha=0.8)
     reps = f"R = {int(df['reps'].min())}-{int(df['reps'].max())}" if df["reps"].nunique() > 1 \
         else f"R = {int(df['reps'].iloc[0])}"
     fig.suptitle(f"{METRIC_LABELS.get(metric, metric)} against {x} (mean, band = +-1.96 Monte "
