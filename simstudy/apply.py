@@ -460,9 +460,10 @@ def write(res, df, site, by, mod, out: Path, log=print, title: str | None = None
     for depth, table in res["rules"].items():
         table.to_csv(out / f"tree_depth{depth}_rules.csv", index=False)
         (out / f"tree_depth{depth}_rules.md").write_text(to_markdown(table, digits=3))
+    binary = [c for c in mod if c in df and set(pd.unique(df[c].dropna())) <= {0, 1}]
     for name, tree in res["trees"].items():
         F.policy_tree(tree, mod, ["control", "treat"], f"Policy tree, {name}",
-                      fig_dir / name.replace(" ", "_"))
+                      fig_dir / name.replace(" ", "_"), binary=binary)
     sh = res["shares"].set_index("rule")["treated_share"]
     F.shares(sh, "Share recommended for treatment (paper Fig 6)", fig_dir / "shares")
     F.heatmap(res["congruence"], "Congruence of the decisions (paper Fig 7)",

@@ -136,3 +136,23 @@ def test_report_reads_method_families_from_the_store_not_the_registry(tmp_path):
         for node in ast.walk(ast.parse(f.read_text())):
             if isinstance(node, ast.ImportFrom):
                 assert "methods" not in (node.module or ""), f"{f.name} imports {node.module}"
+
+
+def test_policy_tree_figure_names_a_binary_split_by_its_values():
+    """A 0/1 feature's split reads "= 0" / "= 1", an ordered one "<= t" (issue 26)."""
+    from simstudy.engines.treesearch import PolicyTreeSearch
+    from simstudy.report.figures import _condition
+    rng = np.random.default_rng(0)
+    F = np.column_stack([rng.integers(0, 2, 400), rng.standard_normal(400)]).astype(float)
+    G = np.column_stack([np.zeros(400), np.where(F[:, 0] == 1, 1.0, -1.0)])
+    tree = PolicyTreeSearch(1, 5, None, []).fit(F, G)
+    assert tree.feature == 0
+    assert _condition(tree, ["female", "age"], True, binary=["female"]) == "female = 0"
+    assert _condition(tree, ["female", "age"], False, binary=["female"]) == "female = 1"
+    assert _condition(tree, ["female", "age"], True).startswith("female <= ")
+
+
+def test_group_colours_are_one_per_group_across_figures():
+    from simstudy.report.figures import group_colours
+    a, b = group_colours(["rural", "urban", "inner-city"]), group_colours(["urban", "inner-city", "rural"])
+    assert a == b and len(set(a.values())) == 3

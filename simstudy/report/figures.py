@@ -381,25 +381,43 @@ def _finish_rules(fig, ax, title, out, share: bool):
     return _save(fig, out)
 
 
+def group_colours(levels) -> dict:
+    """One colour per group of the `by` column, the same in every figure of a trial."""
+    cmap = plt.get_cmap("tab10")
+    return {g: cmap(i % cmap.N) for i, g in enumerate(sorted(levels, key=str))}
+
+
+def _caption(fig, text: str) -> None:
+    fig.text(0.01, 0.005, text, fontsize=7, color="0.3", ha="left", va="bottom")
+
+
 def shares_by_group(share_by: pd.DataFrame, by: str, title: str = "", out: Path | None = None):
     """Share recommended for treatment by rule (rows) within each group of `by` (paper Fig 8)."""
-    fig, ax = plt.subplots(figsize=(0.5 * len(share_by) + 3, 3.6))
-    (100 * share_by).plot.bar(ax=ax, width=0.8, colormap="tab10", ec="0.3", lw=0.3)
+    fig, ax = plt.subplots(figsize=(0.5 * len(share_by) + 3, 3.9))
+    colours = group_colours(share_by.columns)
+    (100 * share_by).plot.bar(ax=ax, width=0.8, color=[colours[g] for g in share_by.columns],
+                              ec="0.3", lw=0.3)
     ax.legend(title=by, fontsize=7, title_fontsize=8, loc="upper left", bbox_to_anchor=(1, 1))
+    _caption(fig, f"Bars: the % of each {by} group that the rule would treat.")
     return _finish_rules(fig, ax, title, out, share=True)
 
 
 def scores_by_group(scores: pd.DataFrame, groups, by: str, title: str = "",
                     out: Path | None = None):
     """Distribution of each estimator's benefit score within each group of `by`, 0 = the
-    decision boundary (paper Fig 9)."""
+    decision boundary (paper Fig 9); each rule's scores divided by their SD over the trial, so
+    rules on different scales (Q-learning, weighting, trees) share one axis."""
     import seaborn as sns
-    long = scores.assign(_by=np.asarray(groups)).melt(id_vars="_by", var_name="method",
-                                                      value_name="benefit score")
-    fig, ax = plt.subplots(figsize=(0.55 * scores.shape[1] + 3, 3.8))
-    sns.boxplot(long, x="method", y="benefit score", hue="_by", ax=ax, fliersize=1, linewidth=0.6)
+    sd = scores.std(ddof=0).replace(0, 1.0)
+    long = (scores / sd).assign(_by=np.asarray(groups)).melt(
+        id_vars="_by", var_name="method", value_name="benefit score / its SD")
+    fig, ax = plt.subplots(figsize=(0.55 * scores.shape[1] + 3, 4.1))
+    sns.boxplot(long, x="method", y="benefit score / its SD", hue="_by", ax=ax, fliersize=1,
+                linewidth=0.6, palette=group_colours(long["_by"].unique()))
     ax.axhline(0, color="0.3", lw=0.8)
     ax.legend(title=by, fontsize=7, title_fontsize=8, loc="upper left", bbox_to_anchor=(1, 1))
+    _caption(fig, "Boxes: each rule's benefit scores within a group, divided by the rule's SD "
+                  "over the trial (comparable scales); above 0 = treat.")
     return _finish_rules(fig, ax, title, out, share=False)
 
 
@@ -422,8 +440,10 @@ def values(table: pd.DataFrame, title: str = "", out: Path | None = None):
     return _save(fig, out)
 
 
-def _condition(node, names, left: bool) -> str:
+def _condition(node, names, left: bool, binary=()) -> str:
     name = names[node.feature]
+    if name in binary and 0 <= node.threshold < 1:       # a 0/1 feature: = 0 goes left
+        return f"{name} = {0 if left else 1}"
     if node.categories is not None:
         cats = ", ".join(f"{c:g}" for c in node.categories)
         return f"{name} {'in' if left else 'not in'} {{{cats}}}"
@@ -431,9 +451,10 @@ def _condition(node, names, left: bool) -> str:
 
 
 def policy_tree(tree, feature_names=None, action_names=None, title: str = "",
-                out: Path | None = None):
-    """Draw a policy tree top-down: each split shows its condition (left branch = true), each
-    leaf its action, size and share of the sample; leaves coloured by action."""
+                out: Path | None = None, binary=()):
+    """Draw a policy tree top-down: each split shows its condition (left branch = true; a 0/1
+    feature named in `binary` as "= 0"), each leaf its action, size and share of the sample;
+    leaves coloured by action."""
     leaves = list(tree.leaves())
     n_total = tree.n
     names = feature_names or [f"x{j}" for j in range(64)]
@@ -458,7 +479,7 @@ def policy_tree(tree, feature_names=None, action_names=None, title: str = "",
             ax.text(x, y, text, ha="center", va="center", fontsize=8,
                     bbox=dict(boxstyle="round", fc=colours(node.action % 8), ec="0.3"))
             return
-        split = _condition(node, names, True)
+        split = _condition(node, names, True, binary)
         ax.text(x, y, f"{split}\nn = {node.n}", ha="center", va="center", fontsize=8,
                 bbox=dict(boxstyle="round", fc="white", ec="0.3"))
         for child, label in ((node.left, "yes"), (node.right, "no")):
