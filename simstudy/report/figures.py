@@ -405,19 +405,21 @@ def shares_by_group(share_by: pd.DataFrame, by: str, title: str = "", out: Path 
 def scores_by_group(scores: pd.DataFrame, groups, by: str, title: str = "",
                     out: Path | None = None):
     """Distribution of each estimator's benefit score within each group of `by`, 0 = the
-    decision boundary (paper Fig 9); each rule's scores divided by their SD over the trial, so
-    rules on different scales (Q-learning, weighting, trees) share one axis."""
+    decision boundary (paper Fig 9); each rule's scores divided by their root mean square over
+    the trial (sign kept; a constant rule at +-1), so rules on different scales (Q-learning,
+    weighting, trees) share one axis."""
     import seaborn as sns
-    sd = scores.std(ddof=0).replace(0, 1.0)
-    long = (scores / sd).assign(_by=np.asarray(groups)).melt(
-        id_vars="_by", var_name="method", value_name="benefit score / its SD")
+    rms = np.sqrt((scores ** 2).mean()).replace(0, 1.0)
+    label = "benefit score / its RMS"
+    long = (scores / rms).assign(_by=np.asarray(groups)).melt(
+        id_vars="_by", var_name="method", value_name=label)
     fig, ax = plt.subplots(figsize=(0.55 * scores.shape[1] + 3, 4.1))
-    sns.boxplot(long, x="method", y="benefit score / its SD", hue="_by", ax=ax, fliersize=1,
+    sns.boxplot(long, x="method", y=label, hue="_by", ax=ax, fliersize=1,
                 linewidth=0.6, palette=group_colours(long["_by"].unique()))
     ax.axhline(0, color="0.3", lw=0.8)
     ax.legend(title=by, fontsize=7, title_fontsize=8, loc="upper left", bbox_to_anchor=(1, 1))
-    _caption(fig, "Boxes: each rule's benefit scores within a group, divided by the rule's SD "
-                  "over the trial (comparable scales); above 0 = treat.")
+    _caption(fig, "Boxes: each rule's benefit scores within a group, divided by the rule's root "
+                  "mean square over the trial (comparable scales); above 0 = treat.")
     return _finish_rules(fig, ax, title, out, share=False)
 
 
