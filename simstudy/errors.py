@@ -53,6 +53,19 @@ class Interrupted(KeyboardInterrupt):
     """SIGTERM, raised as KeyboardInterrupt so the runner flushes what it has."""
 
 
+# packages whose exceptions come from the machinery that runs a study, never from a fit: a
+# SLURM job at its time limit (submitit's UncompletedJobError), a dask worker or scheduler lost
+ENVIRONMENT_PACKAGES = ("submitit", "distributed", "dask", "loky", "joblib")
+
+
+def environment_error(exc: BaseException) -> bool:
+    """True for an exception of the execution environment (ENVIRONMENT_PACKAGES), which must
+    stop the run (finished replicates kept, the interrupted one recomputed on resume) and never
+    be stored as a failed fit."""
+    return any(str(getattr(k, "__module__", "")).split(".")[0] in ENVIRONMENT_PACKAGES
+               for k in type(exc).__mro__)
+
+
 def log_path() -> Path:
     base = Path(os.environ.get("SIMSTUDY_LOG_DIR") or tempfile.gettempdir())
     return base / f"simstudy-error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
@@ -71,6 +84,12 @@ def report(exc: BaseException, prog: str = "simstudy", resume: str | None = None
             msg += (f"; every replicate finished so far is saved: re-run the same command to "
                     f"resume ({resume})")
         print(msg, file=sys.stderr)
+        return 130
+    if environment_error(exc):
+        msg = (f"{prog}: stopped by the execution environment ({type(exc).__name__}: "
+               f"{_one_line(exc)[:300]}); every replicate finished so far is saved, the "
+               f"interrupted one is not: re-run the same command to resume")
+        print(msg + (f" ({resume})" if resume else ""), file=sys.stderr)
         return 130
     if isinstance(exc, ConfigError):
         print(f"{prog}: {_one_line(exc)}", file=sys.stderr)

@@ -18,6 +18,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from .errors import environment_error
 from .methods import make
 from .methods.registry import seed_stream
 
@@ -59,7 +60,8 @@ def fit_and_score(name: str, train: pd.DataFrame, frame, random_state: int,
                   options: Mapping | None = None, defaults: Mapping | None = None) -> Fitted:
     """The one fit path of `simstudy run` and `simstudy apply`: build the registered method
     `name` with its options, seed it, fit on `train`, score `frame` (a DataFrame, or a callable
-    method -> DataFrame for rules that read the truth). Never raises: a failure is returned."""
+    method -> DataFrame for rules that read the truth). A failure is returned, except one of the
+    execution environment (errors.environment_error), which is raised."""
     t0 = time.perf_counter()
     method = None
     try:
@@ -70,6 +72,8 @@ def fit_and_score(name: str, train: pd.DataFrame, frame, random_state: int,
         score = np.asarray(method.benefit_score(rows), dtype=float)
         return Fitted(name, method, score, None, time.perf_counter() - t0)
     except Exception as exc:                                       # noqa: BLE001
+        if environment_error(exc):            # a job's time limit, a lost worker: not the fit's
+            raise
         return Fitted(name, method, None, _error_text(exc), time.perf_counter() - t0)
 
 

@@ -17,7 +17,7 @@ import pandas as pd
 
 from .config import StudyConfig, _plain, _workers, check_out
 from .designs import Design, Replicate, check_replicate
-from .errors import ConfigError, ProbeFailed
+from .errors import ConfigError, ProbeFailed, environment_error
 from .fitting import _error_text, data_seed, fit_and_score, method_seed
 from .metrics import DIAGNOSTICS, METRICS, average_ranks, congruence, decisions, evaluate, extra_metrics
 from .methods import load_plugins
@@ -42,6 +42,8 @@ def run_replicate(cfg: StudyConfig, design: Design, J: int, n_j: int, replicate:
     try:
         rep = simulate_replicate(cfg, design, J, n_j, replicate)
     except Exception as exc:                                       # noqa: BLE001
+        if environment_error(exc):
+            raise
         err = _error_text(exc)
         return ([{**key, "method": m, **nan_metrics, "seconds": 0.0, "status": "error",
                   "error": f"data: {err}"} for m in cfg.methods], [])
@@ -75,6 +77,8 @@ def run_replicate(cfg: StudyConfig, design: Design, J: int, n_j: int, replicate:
                 except ConfigError:           # a plugin metric's fault: stop, naming it
                     raise
                 except Exception as exc:                           # noqa: BLE001
+                    if environment_error(exc):
+                        raise
                     values, error = nan_metrics, _error_text(exc)
             rows.append({**key, "method": name, **values, "seconds": time.perf_counter() - t0,
                          "status": status, "error": error})

@@ -55,3 +55,25 @@ class EnvFail(Method):
 
     def benefit_score(self, frame):
         return frame["X3"].to_numpy()
+
+
+class UncompletedJobError(RuntimeError):
+    """Stands in for submitit's exception at a SLURM job's time limit (same module root)."""
+
+
+UncompletedJobError.__module__ = "submitit.core.utils"
+_WALLTIME_FITS = [0]
+
+
+@register("test-walltime")
+class Walltime(Method):
+    """Raises the job-time-limit exception at its SIMSTUDY_TEST_WALLTIME-th fit in a process."""
+
+    def fit(self, train):
+        _WALLTIME_FITS[0] += 1
+        if _WALLTIME_FITS[0] == int(os.environ.get("SIMSTUDY_TEST_WALLTIME", "0")):
+            raise UncompletedJobError("Job not requeued because: timed-out too many times")
+        return self
+
+    def benefit_score(self, frame):
+        return frame["X3"].to_numpy()

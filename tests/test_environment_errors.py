@@ -1,0 +1,42 @@
+"""Issue 30, class 1: an exception of the execution environment (submitit's UncompletedJobError
+at a SLURM job's time limit, a lost dask worker) stops the run cleanly and is NEVER stored as a
+failed fit; re-running the same command resumes to the store a clean run gives."""
+import pandas as pd
+import pytest
+
+from simstudy.cli import main
+from simstudy.errors import environment_error
+from simstudy.store import read_metrics
+
+ARGS = ["run", "J=4", "n_j=8", "reps=4", "n_jobs=1", "batch_size=1", "progress=false",
+        "figures=false", "probe=false", "methods=[Q-base,test-walltime]",
+        "plugins=[plugin_methods]"]
+
+
+def test_environment_errors_are_recognised_by_their_package():
+    from plugin_methods import UncompletedJobError
+    assert environment_error(UncompletedJobError("x"))
+    assert not environment_error(ValueError("x")) and not environment_error(MemoryError())
+
+
+def test_walltime_stops_cleanly_stores_no_error_row_and_resumes_identically(
+        tmp_path, monkeypatch, capsys):
+    import plugin_methods
+    monkeypatch.setenv("SIMSTUDY_TEST_WALLTIME", "3")            # the third replicate's fit
+    plugin_methods._WALLTIME_FITS[0] = 0
+    out = tmp_path / "job"
+    assert main(ARGS + [f"out={out}"]) == 130
+    err = capsys.readouterr().err
+    assert "stopped by the execution environment (UncompletedJobError" in err
+    assert "re-run the same command to resume" in err and len(err.strip().splitlines()) == 1
+    m = read_metrics(out)
+    assert sorted(m["replicate"].unique()) == [0, 1] and (m["status"] == "ok").all()
+    monkeypatch.delenv("SIMSTUDY_TEST_WALLTIME")
+    assert main(ARGS + [f"out={out}"]) == 0                       # resume
+    assert main(ARGS + [f"out={tmp_path / 'clean'}"]) == 0
+    key = ["replicate", "method"]
+    a = read_metrics(out).drop(columns="seconds").sort_values(key).reset_index(drop=True)
+    b = read_metrics(tmp_path / "clean").drop(columns="seconds").sort_values(key).reset_index(
+        drop=True)
+    pd.testing.assert_frame_equal(a, b)
+    assert (a["status"] == "ok").all() and a["error"].isna().all()
