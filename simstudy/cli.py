@@ -84,6 +84,7 @@ def _run(argv: list[str]) -> int:
         from .config import keys_help
         print(USAGE_RUN + "\n" + keys_help())
         return 0
+    check_launcher(argv)
     if not any(a.startswith(("--config", "hydra.searchpath")) or a in ("-cd", "-cn", "-cp")
                for a in argv):
         check_overrides(argv)            # one line with the fix, not Hydra's dump
@@ -116,6 +117,30 @@ def _defaults(design: str | None) -> dict[str, str]:
         from .designs import preset
         walk(preset(design), "design.")
     return flat
+
+
+def check_launcher(argv: list[str]) -> None:
+    """A cluster launcher's settings that would fail late or silently, refused before anything
+    runs: `hydra/launcher=slurm` without -m (it would run here, not on SLURM) and n_jobs=-1
+    with it (sbatch would get --cpus-per-task=-1)."""
+    from .errors import ConfigError
+    launcher = next((a.split("=", 1)[1] for a in argv if a.startswith("hydra/launcher=")), None)
+    if launcher is None or launcher in ("basic", "joblib"):
+        return
+    if not any(a in ("-m", "--multirun") for a in argv):
+        raise ConfigError(f"hydra/launcher={launcher} submits each point of a sweep as a job and "
+                          f"needs -m (simstudy run -m hydra/launcher={launcher} "
+                          f"design=design1,design2 ...); without -m the study would run here")
+    n_jobs = next((a.split("=", 1)[1] for a in argv if a.startswith("n_jobs=")), None)
+    if n_jobs is not None:
+        try:
+            ok = int(n_jobs) >= 1
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ConfigError(f"n_jobs={n_jobs} with hydra/launcher={launcher}: a job needs its "
+                              f"number of cores (its cpus_per_task), e.g. n_jobs=4; -1 (all "
+                              f"cores of this machine) means nothing on a cluster node")
 
 
 def check_overrides(argv: list[str]) -> None:

@@ -40,3 +40,29 @@ def test_walltime_stops_cleanly_stores_no_error_row_and_resumes_identically(
         drop=True)
     pd.testing.assert_frame_equal(a, b)
     assert (a["status"] == "ok").all() and a["error"].isna().all()
+
+
+@pytest.mark.parametrize("args,says", [
+    (["hydra/launcher=slurm", "J=4"], "needs -m"),
+    (["-m", "hydra/launcher=slurm", "n_jobs=-1"], "n_jobs=-1 with hydra/launcher=slurm"),
+    (["-m", "hydra/launcher=slurm", "n_jobs=two"], "n_jobs=two with hydra/launcher=slurm")])
+def test_slurm_launcher_settings_refused_before_anything_runs(args, says, tmp_path, capsys):
+    """Issue 30, class 4: no silent local run, no --cpus-per-task=-1 reaching sbatch."""
+    assert main(["run", *args, f"out={tmp_path / 'o'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and says in err[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_slurm_preset_requeues_at_the_time_limit_and_names_its_jobs():
+    """The preset composes with submitit's schema: requeue at the time limit, jobs named
+    simstudy, one core per job per n_jobs."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from hydra import compose, initialize_config_dir
+    from simstudy.cli import config_dir
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("config", overrides=["hydra/launcher=slurm", "n_jobs=4"],
+                      return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher.max_num_timeout >= 1 and launcher.name == "simstudy"
+    assert launcher.cpus_per_task == 4
