@@ -67,6 +67,7 @@ class StudyConfig:
     dask_address: str | None = None                       # backend=dask: scheduler or None
     point_keys: dict[str, str] = field(default_factory=dict)  # every swept key, defaults too
     auto: dict[str, Any] | None = None     # reps=auto: target_mcse, metric, min/max/batch reps
+    dask_wait: float = 60.0                # backend=dask: seconds to wait for a worker
 
     @classmethod
     def from_config(cls, cfg: Mapping, point: Mapping | None = None,
@@ -135,6 +136,8 @@ class StudyConfig:
         address = check_dask_address(cfg.get("dask_address"))
         flush = _number(cfg.get("flush_seconds", 5.0), "flush_seconds", 0.0, 86400.0,
                         open_low=True)
+        dask_wait = _number(cfg.get("dask_wait", 60.0), "dask_wait", 0.0, 7 * 86400.0,
+                            open_low=True)
         _check_sizes(designs, J, n_j, built, _workers(n_jobs, backend),
                      remote=backend == "dask" and address is not None)
         return cls(designs, J, n_j, reps, methods, seed, defaults, options, plugins,
@@ -142,7 +145,7 @@ class StudyConfig:
                    {str(k): str(v) for k, v in dict(point or {}).items()}, reps_range,
                    None if address in (None, "", "local") else str(address),
                    {str(k): str(v) for k, v in dict(point_keys or point or {}).items()},
-                   auto)
+                   auto, dask_wait)
 
     def identity(self) -> tuple[dict, dict]:
         """What makes two runs the same study (stored in config.yaml, checked on resume)."""
@@ -274,6 +277,8 @@ STUDY_KEYS: dict[str, Key] = {
     "backend": Key("loky | dask | multiprocessing | threading | sequential (same results)"),
     "dask_address": Key("backend=dask: scheduler address tcp://HOST:PORT; null = a local "
                         "cluster of n_jobs workers"),
+    "dask_wait": Key("backend=dask: seconds to wait for a worker, at the start and when every "
+                     "worker is lost mid-run (then the run stops, its finished rows saved)"),
     "replicates": Key("all, or start:stop to run a share here and the rest elsewhere (then "
                       "`simstudy merge`)"),
     "batch_size": Key("replicates per task; auto keeps per-task overhead small"),

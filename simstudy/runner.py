@@ -182,6 +182,7 @@ def _backend(cfg: StudyConfig):
     with contextlib.ExitStack() as stack:
         if cfg.dask_address:
             client = stack.enter_context(_connect(Client, cfg.dask_address, DASK_CONNECT_SECONDS))
+            _wait_for_workers(client, cfg.dask_address, cfg.dask_wait)
         else:
             workers = _workers(cfg.n_jobs, cfg.backend)
             cluster = stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1,
@@ -189,7 +190,68 @@ def _backend(cfg: StudyConfig):
                                                        silence_logs=logging.WARNING))
             client = stack.enter_context(Client(cluster))
         stack.enter_context(joblib.parallel_config(backend="dask"))
+        stack.enter_context(_watch_workers(client, cfg.dask_wait))
         yield client
+
+
+def _n_workers(client) -> int | None:
+    try:
+        return len(client.scheduler_info().get("workers", {}))
+    except Exception:                                              # noqa: BLE001
+        return None                     # the scheduler is gone: the run's own calls say so
+
+
+def _wait_for_workers(client, address: str, seconds: float) -> None:
+    """Wait up to `seconds` (dask_wait) for a worker, saying so every 10 s; a ConfigError
+    naming the fix after that (nothing has been computed yet)."""
+    start = last = time.monotonic()
+    while not _n_workers(client):
+        now = time.monotonic()
+        if now - start >= seconds:
+            raise ConfigError(f"dask_address={address}: no dask worker connected within "
+                              f"{seconds:g} s (dask_wait); start workers (`dask worker "
+                              f"{address}`) or raise dask_wait, then re-run the same command")
+        if now - last >= 10:
+            print(f"simstudy: waiting for dask workers at {address}: 0 connected, "
+                  f"{now - start:.0f} s of dask_wait={seconds:g}", flush=True)
+            last = now
+        time.sleep(0.25)
+
+
+DASK_LOST: dict = {}        # set by _watch_workers when every worker is gone for dask_wait s
+
+
+@contextlib.contextmanager
+def _watch_workers(client, seconds: float):
+    """During the run, a thread that stops it (KeyboardInterrupt in the main thread, so the
+    finished rows are flushed) when the cluster has had no worker for `seconds`: dask would
+    wait forever in silence for one to come back."""
+    import _thread
+    import threading
+    DASK_LOST.clear()
+    stop = threading.Event()
+
+    def watch():
+        since = None
+        while not stop.wait(0.5):
+            n = _n_workers(client)
+            if n:
+                since = None
+                continue
+            if n is None:
+                continue                    # the scheduler itself is gone: the run raises
+            since = since or time.monotonic()
+            if time.monotonic() - since >= seconds:
+                DASK_LOST["why"] = (f"every dask worker was lost and none came back within "
+                                    f"{seconds:g} s (dask_wait)")
+                _thread.interrupt_main()
+                return
+    t = threading.Thread(target=watch, daemon=True, name="simstudy-dask-watch")
+    t.start()
+    try:
+        yield
+    finally:
+        stop.set()
 
 
 def _probe_alone(cfg: StudyConfig) -> None:
@@ -283,8 +345,24 @@ def run_study(cfg: StudyConfig, out, overwrite: bool = False, progress: bool = T
         except ProbeFailed:       # nothing stored: the config is as before, so the corrected
             store.restore_config(before, after)          # command is not "another study"
             raise
+        except KeyboardInterrupt:
+            _consolidate_quietly(store)
+            if DASK_LOST.get("why"):
+                raise ConfigError(f"backend=dask: {DASK_LOST['why']}; every replicate finished "
+                                  f"so far is saved: start dask workers and re-run the same "
+                                  f"command to resume") from None
+            raise
+        except BaseException:     # a lost scheduler, a job's time limit, ...: rows kept, merged
+            _consolidate_quietly(store)
+            raise
         store.consolidate()
     return store
+
+
+def _consolidate_quietly(store: Store) -> None:
+    """Merge the parts a stopped run wrote (best effort: the next run merges them anyway)."""
+    with contextlib.suppress(Exception):
+        store.consolidate()
 
 
 def _execute(cfg: StudyConfig, store: Store, probe: bool, progress: bool,

@@ -85,3 +85,89 @@ def test_real_cluster_with_a_worker_killed_mid_run(tmp_path):
             if p.poll() is None:
                 p.kill()
                 p.wait(timeout=30)
+
+
+def _scheduler(tmp_path, procs):
+    sched_file = tmp_path / "scheduler.json"
+    procs.append(subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+         "--port", "0", "--no-dashboard", "--scheduler-file", str(sched_file)],
+        env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    _wait_for(sched_file.exists, 60, "the scheduler")
+    import json
+    return sched_file, json.loads(sched_file.read_text())["address"]
+
+
+def _worker(sched_file):
+    return subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file", str(sched_file),
+         "--nthreads", "1", "--nworkers", "1", "--no-dashboard", "--no-nanny"],
+        env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_no_worker_at_the_start_is_a_bounded_wait_and_one_line(tmp_path):
+    """Issue 30, class 2: with a scheduler but no worker, the run waits dask_wait seconds and
+    exits 2 naming the fix (not an internal error after joblib's 10 s)."""
+    procs = []
+    try:
+        _, address = _scheduler(tmp_path, procs)
+        t0 = time.time()
+        res = subprocess.run([sys.executable, "-m", "simstudy.cli", "run", *ARGS, "backend=dask",
+                              f"dask_address={address}", "dask_wait=3",
+                              f"out={tmp_path / 'o'}"], env=_env(), cwd=tmp_path,
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 2, res.stderr
+        assert "no dask worker connected within 3 s (dask_wait)" in res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1 and time.time() - t0 < 60
+    finally:
+        for p in procs:
+            p.kill()
+
+
+def test_every_worker_lost_stops_with_rows_kept_and_resumes_identically(tmp_path):
+    """Issue 30, class 2: the only worker killed mid-run -> after dask_wait seconds the run
+    stops (exit 2, one line with how to resume), its finished rows consolidated (no parts/
+    left); a new worker and the same command complete it, identical to a local run."""
+    procs = []
+    try:
+        sched_file, address = _scheduler(tmp_path, procs)
+        worker = _worker(sched_file)
+        procs.append(worker)
+        from distributed import Client
+        with Client(address, timeout="30s") as c:
+            c.wait_for_workers(1, timeout=60)
+        out = tmp_path / "dask"
+        cmd = [sys.executable, "-m", "simstudy.cli", "run", *ARGS, "backend=dask",
+               f"dask_address={address}", "dask_wait=4", f"out={out}"]
+        run = subprocess.Popen(cmd, env=_env(), cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+        procs.append(run)
+
+        def some_done():
+            try:
+                return len(read_metrics(out)["replicate"].unique()) >= 3
+            except Exception:                                   # noqa: BLE001
+                return False
+        _wait_for(some_done, 180, "the first replicates")
+        worker.send_signal(signal.SIGKILL)
+        t0 = time.time()
+        _, err = run.communicate(timeout=120)
+        assert run.returncode == 2, err
+        assert "every dask worker was lost" in err and "re-run the same command" in err
+        assert time.time() - t0 < 60
+        kept = read_metrics(out)
+        assert len(kept) >= 3 * 5 and not list((out / "parts").glob("*.parquet"))
+        procs.append(_worker(sched_file))
+        res = subprocess.run(cmd, env=_env(), cwd=tmp_path, capture_output=True, text=True,
+                             timeout=300)
+        assert res.returncode == 0, res.stderr
+        local = tmp_path / "local"
+        subprocess.run([sys.executable, "-m", "simstudy.cli", "run", *ARGS, "n_jobs=1",
+                        f"out={local}"], env=_env(), cwd=tmp_path, check=True,
+                       capture_output=True)
+        pd.testing.assert_frame_equal(read_metrics(out).drop(columns="seconds"),
+                                      read_metrics(local).drop(columns="seconds"),
+                                      check_exact=True)
+    finally:
+        for p in procs:
+            p.kill()
