@@ -150,6 +150,14 @@ def _figures(out: Path) -> list[tuple[str, str]]:
     return [(p, c) for p, c, _ in items]
 
 
+def _figure(out: Path, path: str, caption: str) -> str:
+    """A figure (relative PNG path) with its caption and a link to its PDF when there is one."""
+    pdf = Path(path).with_suffix(".pdf")
+    link = f' (<a href="{_e(pdf)}">PDF</a>)' if (out / pdf).exists() else ""
+    return (f'<figure><img src="{_e(path)}" alt="{_e(Path(path).stem)}" loading="lazy">'
+            f"<figcaption><b>{_e(Path(path).stem)}</b>{link}. {_e(caption)}</figcaption></figure>")
+
+
 def _md_to_html(text: str) -> str:
     """The few markdown forms summary.md's protocol block uses: headings, bullets, `code`,
     **bold**, links."""
@@ -274,12 +282,7 @@ def write_html(out: Path, cfg: dict, summ: pd.DataFrame, comp: pd.DataFrame,
     if not figs:
         parts.append("<p>No figures were drawn (figures=false); "
                      f"<code>simstudy report {_e(out)}</code> draws them.</p>")
-    for path, caption in figs:
-        pdf = Path(path).with_suffix(".pdf")
-        link = f' (<a href="{_e(pdf)}">PDF</a>)' if (out / pdf).exists() else ""
-        parts.append(f'<figure><img src="{_e(path)}" alt="{_e(Path(path).stem)}" loading="lazy">'
-                     f"<figcaption><b>{_e(Path(path).stem)}</b>{link}. {_e(caption)}"
-                     f"</figcaption></figure>")
+    parts += [_figure(out, path, caption) for path, caption in figs]
     # problems
     parts.append('<h2 id="problems">Warnings and failed fits</h2>')
     warn = summ[summ.get("warnings", 0) > 0] if "warnings" in summ else summ.iloc[:0]
@@ -308,9 +311,15 @@ def write_html(out: Path, cfg: dict, summ: pd.DataFrame, comp: pd.DataFrame,
                  '<a href="summary.csv">summary.csv</a>, <a href="comparison.csv">comparison.csv'
                  '</a>, <a href="failures.csv">failures.csv</a>, <a href="measures.csv">'
                  "measures.csv</a>; the rows: metrics.parquet, congruence.parquet.</p>")
+    return _write_page(out, f"simstudy report: {name}", parts)
+
+
+def _write_page(out: Path, title: str, parts: list[str]) -> Path:
+    """out/report.html from the body parts: one style, the sort/filter script, written
+    atomically (a reader never sees half a page)."""
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>simstudy report: {_e(name)}</title><style>{_STYLE}</style>"
+            f"<title>{_e(title)}</title><style>{_STYLE}</style>"
             f"</head><body>{''.join(parts)}<script>{_SCRIPT}</script></body></html>")
     path = out / "report.html"
     tmp = path.with_name(".report.html.tmp")
@@ -369,18 +378,9 @@ def write_apply_html(out: Path, title: str, note: str) -> Path:
         for f in found:
             if f.name.startswith(prefix) and f not in done:
                 done.add(f)
-                parts.append(f'<figure><img src="figures/{_e(f.name)}" alt="{_e(f.stem)}" '
-                             f'loading="lazy"><figcaption><b>{_e(f.stem)}</b>. {_e(caption)}'
-                             f"</figcaption></figure>")
+                parts.append(_figure(out, f"figures/{f.name}", caption))
     parts.append('<h2 id="provenance">Provenance</h2>')
     parts.append("<table><tbody>" + "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>"
                                             for k, v in provenance({}).items())
                  + "</tbody></table>")
-    page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-            f"<title>simstudy apply: {_e(title)}</title><style>{_STYLE}</style></head>"
-            f"<body>{''.join(parts)}<script>{_SCRIPT}</script></body></html>")
-    path = out / "report.html"
-    tmp = path.with_name(".report.html.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return _write_page(out, f"simstudy apply: {title}", parts)
