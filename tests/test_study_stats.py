@@ -35,7 +35,10 @@ def test_paired_difference_and_its_mcse_equal_a_direct_computation(store):
     d = (a - b).to_numpy()
     assert row.pairs == 12 and row.mean_diff == pytest.approx(d.mean(), abs=1e-15)
     assert row.mcse == pytest.approx(np.std(d, ddof=1) / math.sqrt(12), rel=1e-12)
-    assert row.ci_low == pytest.approx(d.mean() - 1.96 * row.mcse)
+    from scipy.stats import ttest_1samp           # the t interval at 12 pairs (2.20 SE, not 1.96)
+    ci = ttest_1samp(d, 0.0).confidence_interval(0.95)
+    assert (row.ci_low, row.ci_high) == (pytest.approx(ci.low, rel=1e-12),
+                                         pytest.approx(ci.high, rel=1e-12))
     assert (row.wins, row.ties, row.losses) == ((d > 1e-12).sum(), (abs(d) <= 1e-12).sum(),
                                                 (d < -1e-12).sum())
     reg = comp[(comp.J == 6) & (comp.metric == "regret") & (comp.method == "W-noaug")].iloc[0]

@@ -301,7 +301,8 @@ def paired_differences(comp: pd.DataFrame, design: str, metric: str = "accuracy"
         c = d[(d["J"] == J) & (d["n_j"] == n_j)].set_index("method").reindex(methods)
         y = np.arange(len(methods))[::-1]
         real = (c["ci_low"] > 0) | (c["ci_high"] < 0)
-        ax.errorbar(c["mean_diff"], y, xerr=1.96 * c["mcse"], fmt="none", ecolor="0.45", lw=1)
+        ax.errorbar(c["mean_diff"], y, xerr=c["ci_high"] - c["mean_diff"], fmt="none",
+                    ecolor="0.45", lw=1)                     # the t interval of paired()
         ax.scatter(c["mean_diff"], y, s=14, zorder=3,
                    c=np.where(real, "#c0392b", "0.55"))
         ax.axvline(0, color="0.2", lw=0.8)
