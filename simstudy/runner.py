@@ -316,6 +316,7 @@ def run_study(cfg: StudyConfig, out, overwrite: bool = False, progress: bool = T
     probe, retry_errors = parse_bool(probe, "probe"), parse_bool(retry_errors, "retry_errors")
     out = check_out(out)
     study, designs = cfg.identity()
+    t0, c0 = time.perf_counter(), time.process_time()
     with Store(out) as store:
         bad = store.repair()
         if bad:
@@ -356,6 +357,11 @@ def run_study(cfg: StudyConfig, out, overwrite: bool = False, progress: bool = T
             _consolidate_quietly(store)
             raise
         store.consolidate()
+        from .provenance import facts
+        store.record_provenance({**facts(), "run wall seconds": f"{time.perf_counter() - t0:.1f}",
+                                 "run cpu seconds (main process)":
+                                     f"{time.process_time() - c0:.1f}",
+                                 "run n_jobs": str(cfg.n_jobs), "run backend": cfg.backend})
     return store
 
 

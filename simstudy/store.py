@@ -72,10 +72,21 @@ def write_parquet(df: pd.DataFrame, path: Path, tokens: dict | None = None) -> N
     _atomic_write_bytes(Path(path), write)
 
 
+class _ReadableDumper(yaml.SafeDumper):
+    """safe_dump, but a short one-line key is always written plainly: the sweep point labelled
+    '' reads `'': ...`, not YAML's complex-key form `? ''`."""
+
+    def check_simple_key(self):
+        if super().check_simple_key():
+            return True
+        ev = self.event
+        return isinstance(ev, yaml.ScalarEvent) and len(ev.value) < 1000 and "\n" not in ev.value
+
+
 def write_yaml(obj: Any, path: Path) -> None:
     def w(tmp):
         with open(tmp, "w") as fh:
-            yaml.safe_dump(obj, fh, sort_keys=False)
+            yaml.dump(obj, fh, Dumper=_ReadableDumper, sort_keys=False)
     _atomic_write_bytes(Path(path), w)
 
 
@@ -432,6 +443,15 @@ class Store:
     def config_bytes(self) -> bytes | None:
         path = self.out / "config.yaml"
         return path.read_bytes() if path.exists() else None
+
+    def record_provenance(self, facts: dict[str, str]) -> None:
+        """config.yaml's `provenance`: what the last run computed with (simstudy.provenance)
+        and its wall / CPU time."""
+        with self.locked():
+            path = self.out / "config.yaml"
+            stored = yaml.safe_load(path.read_text()) or {}
+            stored["provenance"] = {str(k): str(v) for k, v in facts.items()}
+            write_yaml(stored, path)
 
     def restore_config(self, before: bytes | None, after: bytes | None) -> None:
         """Undo a `prepare` whose run stored nothing (its probe failed), unless another run has

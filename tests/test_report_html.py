@@ -114,3 +114,18 @@ def test_api_example_runs_top_to_bottom(tmp_path):
     assert "mean_diff" in res.stdout and "Q-fe" in res.stdout
     for f in ("metrics.parquet", "report.html", "accuracy_tree.png"):
         assert (out / f).exists(), f
+
+
+def test_provenance_in_the_store_summary_and_page(store):
+    """Issue 26, item 4: config.yaml records what the last run computed with (readable YAML: no
+    complex keys), summary.md and report.html show it."""
+    import yaml
+    text = (store / "config.yaml").read_text()
+    assert "? " not in text
+    prov = yaml.safe_load(text)["provenance"]
+    for key in ("simstudy", "python", "numpy", "numba", "scikit-learn", "platform", "date",
+                "run wall seconds", "run cpu seconds (main process)"):
+        assert key in prov, key
+    assert float(prov["run wall seconds"]) > 0
+    assert "## Provenance (the last run)" in (store / "summary.md").read_text()
+    assert f"run: numpy</td><td>{prov['numpy']}" in (store / "report.html").read_text()

@@ -8,15 +8,14 @@ figures are the PNGs beside it (relative links), so the folder can be zipped and
 """
 from __future__ import annotations
 
-import datetime as _dt
 import html
 import os
-import platform
 import re
-import sys
 from pathlib import Path
 
 import pandas as pd
+
+from ..provenance import version
 
 METRIC_TITLES = {"accuracy": "Accuracy", "f1": "F1 score", "spearman": "Rank correlation",
                  "auc": "AUC", "regret": "Regret (lower is better)", "value": "Value",
@@ -186,51 +185,19 @@ def _md_to_html(text: str) -> str:
 
 
 def provenance(cfg: dict) -> dict[str, str]:
-    """Versions, machine and time: what a reader needs to reproduce or cite the study."""
-    from importlib import metadata
-    facts = {"simstudy": _version("simstudy"), "python": sys.version.split()[0],
-             "platform": platform.platform(), "cores": str(os.cpu_count()),
-             "written": _dt.datetime.now().astimezone().isoformat(timespec="seconds")}
-    commit = _git_commit()
-    if commit:
-        facts["source commit"] = commit
-    for pkg in ("numpy", "pandas", "scipy", "statsmodels", "scikit-learn", "numba", "joblib",
-                "hydra-core", "matplotlib", "econml"):
-        try:
-            facts[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
+    """What the study's last run computed with (config.yaml `provenance`: versions, source
+    commit, BLAS, machine, date, wall and CPU time), then this page's own writing."""
+    from ..provenance import facts
+    stored = {f"run: {k}": str(v) for k, v in (cfg.get("provenance") or {}).items()}
+    now = facts()
+    page = {"page written": now["date"], "page written by simstudy": now["simstudy"]}
+    if "source commit" in now:
+        page["page written from commit"] = now["source commit"]
     last = cfg.get("last_run") or {}
     for key in ("seed", "n_jobs", "backend"):
         if key in last:
-            facts[f"last run: {key}"] = str(last[key])
-    return facts
-
-
-def _version(pkg: str) -> str:
-    from importlib import metadata
-    try:
-        return metadata.version(pkg)
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
-def _git_commit() -> str | None:
-    """The commit of the simstudy source tree when it is a git checkout (an editable install)."""
-    import subprocess
-    here = Path(__file__).resolve().parents[2]
-    if not (here / ".git").exists():
-        return None
-    try:
-        res = subprocess.run(["git", "-C", str(here), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--",
-                                "simstudy", "conf"], capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if res.returncode:
-        return None
-    return res.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
+            page[f"last run config: {key}"] = str(last[key])
+    return {**(stored or {f"run: {k}": v for k, v in now.items()}), **page}
 
 
 def write_html(out: Path, cfg: dict, summ: pd.DataFrame, comp: pd.DataFrame,
@@ -240,7 +207,7 @@ def write_html(out: Path, cfg: dict, summ: pd.DataFrame, comp: pd.DataFrame,
     name = out.resolve().parent.name if out.resolve().name == "store" else out.resolve().name
     parts = [f"<h1>Study report: {_e(name)}</h1>",
              f'<p class="muted">the store {_e(out)} &middot; written by simstudy '
-             f"{_e(_version('simstudy'))}</p>"]
+             f"{_e(version('simstudy') or '')}</p>"]
     metrics = [m for m in METRIC_TITLES if f"{m}_mean" in summ.columns
                and summ[f"{m}_mean"].notna().any()]
     nav = ["protocol", "results", "comparisons", "figures", "problems", "provenance"]
@@ -360,7 +327,7 @@ def write_apply_html(out: Path, title: str, note: str) -> Path:
     the tree rules, shares, every figure with a caption, and the provenance."""
     out = Path(out)
     parts = [f"<h1>Optimal treatment rules: {_e(title)}</h1>",
-             f'<p class="muted">written by simstudy {_e(_version("simstudy"))} &middot; '
+             f'<p class="muted">written by simstudy {_e(version("simstudy") or "")} &middot; '
              f"files beside this page: values.csv, scores.csv, tree_depth*_rules.csv</p>"]
     parts += ['<h2 id="values">Value of each rule</h2>', _md_to_html(note)]
     if (out / "values.csv").exists():

@@ -173,6 +173,15 @@ def _write_comparisons(out: Path, metrics, order, reference, keys) -> pd.DataFra
     return comp
 
 
+def _provenance_md(cfg: dict) -> str:
+    """summary.md's provenance: what the last run computed with (config.yaml `provenance`)."""
+    facts = cfg.get("provenance") or {}
+    if not facts:
+        return ""
+    return ("\n\n## Provenance (the last run)\n\n"
+            + "\n".join(f"- {k}: {v}" for k, v in facts.items()) + "\n")
+
+
 def _write_summary(out: Path, cfg: dict, metrics, summ) -> None:
     """measures.csv, summary.md (the ADEMP protocol and the mean (MC SE) table), failures.csv."""
     from .study import ademp, measures
@@ -185,7 +194,7 @@ def _write_summary(out: Path, cfg: dict, metrics, summ) -> None:
         "lasso that selected no moderator; texts in metrics.parquet); "
         "`refitted` = share of replicates where the weighting lasso was refitted with new folds "
         "because its first fit selected no moderator (personalized's loop, docs/estimators.md).\n\n"
-        + to_markdown(compact(summ)))
+        + to_markdown(compact(summ)) + _provenance_md(cfg))
     fails = failures(metrics)
     _plain_study(fails).to_csv(out / "failures.csv", index=False)
 
