@@ -427,8 +427,7 @@ def _dispatch(cmd: str, rest: list[str]) -> int:
     if cmd == "report":
         return _report(rest)
     if cmd == "apply":
-        from .apply import main as apply_main
-        return apply_main(rest)
+        return _apply(rest)
     if cmd == "status":
         return _status(rest)
     if cmd == "merge":
@@ -443,6 +442,177 @@ def _dispatch(cmd: str, rest: list[str]) -> int:
         return _designs(rest)
     print(f"simstudy: unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
     return 2
+
+
+# ---------------------------------------------------------------------- simstudy apply
+def _yaml_value(key: str, value, where: str):
+    """One option of apply's --config YAML, typed as the command line types it."""
+    from .errors import DataError
+    from .options import parse_bool
+    names = ("covariates", "moderators", "methods")
+    if key in ("dropna", "drop_sites"):
+        return parse_bool(value, f"{where}: {key}")
+    if key in ("value_folds", "seed"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise DataError(f"{where}: {key}: {value!r} must be an integer")
+        return value
+    if key == "depths":
+        value = [value] if isinstance(value, int) and not isinstance(value, bool) else value
+        if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                  for v in value):
+            raise DataError(f"{where}: depths: {value!r} must be a list of integers (PT's depth), "
+                            f"e.g. [2, 3] ([] for no trees)")
+        return value
+    if key in names:
+        value = value.split() if isinstance(value, str) else value
+        if not isinstance(value, list) or not all(
+                isinstance(v, (str, int)) and not isinstance(v, bool) for v in value):
+            raise DataError(f"{where}: {key}: {value!r} must be a list of names, e.g. [X1, X2]")
+        if not value:
+            raise DataError(f"{where}: {key}: the list is empty; name at least one")
+        return [str(v) for v in value]
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        raise DataError(f"{where}: {key}: {value!r} must be a single name")
+    return str(value)
+
+
+def _from_config(args) -> None:
+    from .apply import DEFAULT_METHODS
+    from .errors import DataError
+    """Fill options not given on the command line from --config FILE (YAML), each typed and
+    checked as on the command line; then the defaults."""
+    if args.config:
+        import yaml
+        path = Path(args.config)
+        if not path.is_file():
+            raise DataError(f"--config {path}: no such file")
+        try:
+            cfg = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise DataError(f"--config {path} is not valid YAML "
+                            f"({str(exc).splitlines()[0]})") from None
+        if not isinstance(cfg, dict):
+            raise DataError(f"--config {path}: must be a YAML mapping of options (key: value)")
+        cfg = {str(k).replace("-", "_"): v for k, v in cfg.items()}
+        unknown = sorted(set(cfg) - set(vars(args)) | ({"config"} & set(cfg)))
+        if unknown:
+            raise DataError(f"--config {path}: unknown keys {unknown}; allowed "
+                            f"{sorted(k for k in vars(args) if k != 'config')}")
+        for key, value in cfg.items():
+            if value is None:
+                continue
+            if getattr(args, key) in (None, False):
+                setattr(args, key, _yaml_value(key, value, f"--config {path}"))
+    if args.methods is not None and not args.methods:
+        raise DataError("--methods: the list is empty; name at least one method")
+    args.methods = args.methods or DEFAULT_METHODS
+    args.seed = 2024 if args.seed is None else int(args.seed)
+    if args.seed < 0:
+        raise DataError(f"seed {args.seed}: must be an integer >= 0")
+    if args.value_folds is not None and args.value_folds < 2:
+        raise DataError(f"value_folds {args.value_folds}: must be an integer >= 2")
+
+
+def _apply(argv) -> int:
+    """`simstudy apply`: the command line over the library simstudy.apply."""
+    return _apply_main(apply_parser().parse_args(argv))
+
+
+def apply_parser():
+    import argparse
+
+    from .apply import __doc__ as apply_doc
+    ap = argparse.ArgumentParser(prog="simstudy apply", description=apply_doc,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", help="a YAML file with any of these options (data, outcome, "
+                    "treatment, site, covariates, moderators, methods, by, out, ...); options "
+                    "given on the command line win")
+    ap.add_argument("--data", help="csv or parquet file, one row per individual")
+    ap.add_argument("--example", help="a built-in example: star (Project STAR, shipped), "
+                    "thornton (Thornton 2008, shipped) or simulated (NOT real data); its "
+                    "columns are preset, any option given here overrides them "
+                    "(e.g. --example star --outcome mathk)")
+    ap.add_argument("--outcome")
+    ap.add_argument("--treatment")
+    ap.add_argument("--treated", help="the treated label when the treatment is not 0/1")
+    ap.add_argument("--site")
+    ap.add_argument("--covariates", nargs="+", default=None)
+    ap.add_argument("--moderators", nargs="+", default=None)
+    ap.add_argument("--methods", nargs="+", default=None, help="default: the 14 estimators")
+    ap.add_argument("--depths", nargs="*", type=int, default=None,
+                    help="policy-tree depths (default 2 3; none: --depths with no value)")
+    ap.add_argument("--by", help="grouping column for Figs 8-9 (shares and scores by group)")
+    ap.add_argument("--dropna", action="store_true", help="drop rows with missing values")
+    ap.add_argument("--drop-sites", action="store_true",
+                    help="drop sites with one person or everyone / no one treated")
+    ap.add_argument("--value-folds", type=int, default=None,
+                    help="K folds of sites for the cross-fitted values (default 5)")
+    ap.add_argument("--seed", type=int, default=None, help="default 2024")
+    ap.add_argument("--out")
+    return ap
+
+
+def _apply_main(args) -> int:
+    from .apply import (EXAMPLES, MAX_GROUPS, analyse, check_apply_out, example, load,
+                        prepare, recover_out, site_folds)
+    from .errors import ConfigError, DataError
+    try:
+        _from_config(args)
+        if bool(args.data) == bool(args.example):
+            raise DataError("give exactly one of --data FILE or --example NAME")
+        if args.out:
+            recover_out(Path(args.out))
+        out = check_apply_out(args.out)
+        if args.example:
+            df, spec = example(args.example)
+            print(EXAMPLES[args.example]["text"])
+            spec = {**spec, **{k: v for k, v in vars(args).items() if k in spec and v}}
+            drop_sites = spec.pop("drop_sites") or args.drop_sites
+        else:
+            df = load(args.data)
+            spec = dict(outcome=args.outcome, treatment=args.treatment, site=args.site,
+                        covariates=args.covariates, moderators=args.moderators, by=args.by)
+            lacking = [f"--{k}" for k, v in spec.items() if k != "by" and not v]
+            if lacking:
+                raise DataError(f"{' '.join(lacking)} required with --data")
+            drop_sites = args.drop_sites
+        from .methods import available
+        unknown = [m for m in args.methods if m not in available()]
+        if unknown:
+            raise DataError(f"--methods {unknown} not registered; choose from {available()}")
+        depths = [2, 3] if args.depths is None else [int(d) for d in args.depths]
+        from .methods import REGISTRY
+        for d in depths:                       # PT's own declared range of depth
+            try:
+                REGISTRY["PT"][0].check_options({"depth": d})
+            except ValueError as exc:
+                raise DataError(f"--depths: {exc}") from None
+        frame, cov, mod = prepare(df, spec["outcome"], spec["treatment"], spec["site"],
+                                  spec["covariates"], spec["moderators"], spec.get("by"),
+                                  args.treated, args.dropna, drop_sites)
+        by = spec.get("by")
+        if by and frame[by].nunique() > MAX_GROUPS:
+            raise DataError(f"--by {by}: {frame[by].nunique()} distinct values; Figs 8-9 draw one "
+                            f"group each, so use a column with at most {MAX_GROUPS} (cut a "
+                            f"continuous column into bands first)")
+        K = 5 if args.value_folds is None else int(args.value_folds)
+        site_folds(frame[spec["site"]].unique(), K, args.seed)      # K vs sites, before any fit
+    except (ConfigError, OSError, ValueError) as exc:
+        print(f"simstudy apply: {exc}", file=sys.stderr)
+        return 2
+    res = analyse(frame, spec["outcome"], spec["treatment"], spec["site"], cov, mod, args.methods,
+                  by, args.seed, depths=depths, value_folds=K, out=out)
+    import pandas as pd
+    with pd.option_context("display.width", 250, "display.max_columns", 20):
+        print("\nValue of each rule (mean outcome under the rule; AIPW). in-sample = learnt and "
+              "valued on the same rows (optimistic); crossfit = learnt without the fold of sites "
+              "it is valued on (SE clustered by site); vs_all = crossfit minus treat-all:")
+        cols = {"rule": "rule", "treated_share": "share", "value_insample": "in-sample",
+                "se_insample": "(SE)", "value_crossfit": "crossfit", "se_crossfit": "(SE) ",
+                "vs_treat_all_crossfit": "vs_all", "se_vs_treat_all": "(SE)  "}
+        print(res["values"][list(cols)].rename(columns=cols).to_string(
+            index=False, float_format=lambda v: f"{v:.4f}"))
+    return 1 if len(res["errors"]) == len(res["values"]) - 2 else 0
 
 
 if __name__ == "__main__":

@@ -629,7 +629,8 @@ def test_fuzz_apply_yaml(tmp_path_factory, options):
     """Any values in apply's --config YAML: a DataError naming the file and key, or options of
     the types the command line gives (lists of names, integers, booleans)."""
     import yaml
-    from simstudy.apply import DataError, _from_config, parser
+    from simstudy.apply import DataError
+    from simstudy.cli import _from_config, apply_parser as parser
     path = tmp_path_factory.mktemp("yaml") / "c.yaml"
     path.write_text(yaml.safe_dump(options))
     args = parser().parse_args(["--example", "simulated", "--config", str(path)])
