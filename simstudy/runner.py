@@ -6,6 +6,7 @@ re-run alone (`run_replicate`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import threading
@@ -453,19 +454,38 @@ def _execute(cfg: StudyConfig, store: Store, probe: bool, progress: bool,
         stack.close()
 
 
+def _warm(cfg: StudyConfig, design: Design, J: int, n_j: int, replicate: int, methods: list,
+          main_pid: int | None = None) -> list:
+    """Compile (and cache on disk) the numerical kernels `methods` use: their fits on one
+    replicate, the results dropped."""
+    _run_batch(dataclasses.replace(cfg, methods=list(methods)), design, J, n_j, [replicate],
+               main_pid=main_pid)
+    return methods
+
+
 def _parallel(cfg: StudyConfig, batches: list, workers: int, compile_first: bool):
     """The batches' results through joblib, as they finish. `compile_first` (the compiled
-    kernels are not on disk yet): the first batch runs in this process, which compiles the
-    kernels once and caches them, before the workers start and load them (else every worker
-    compiles the same kernels at once: twice the CPU time on two workers)."""
+    kernels are not on disk yet): first the methods are fitted once on the first replicate,
+    one task per family (its methods share their engine's kernels), the costliest to compile
+    first (`Method.compile_cost`), spread over the workers: each kernel is compiled once, by
+    one worker, with both cores busy; the batches then load the cached kernels (else every
+    worker compiles every kernel at once)."""
     from joblib import Parallel, delayed
+    n_jobs = -1 if cfg.backend == "dask" else workers
+    backend = None if cfg.backend in ("dask", *PROCESS_BACKENDS) else cfg.backend
     if compile_first and batches:
-        yield _run_batch(cfg, *batches[0])
-        batches = batches[1:]
+        from .methods.registry import FAMILIES, compile_cost
+        design, J, n_j, reps = batches[0]
+        groups: dict[str, list] = {}
+        for m in cfg.methods:
+            groups.setdefault(FAMILIES.get(m, m), []).append(m)
+        order = sorted(groups.values(), key=lambda ms: -max(map(compile_cost, ms)))
+        for _ in Parallel(n_jobs=n_jobs, backend=backend, return_as="generator_unordered")(
+                delayed(_warm)(cfg, design, J, n_j, reps[0], ms, main_pid=os.getpid())
+                for ms in order):
+            pass
     if batches:
-        yield from Parallel(n_jobs=-1 if cfg.backend == "dask" else workers,
-                            backend=None if cfg.backend in ("dask", *PROCESS_BACKENDS)
-                            else cfg.backend,            # None: the context's (`watched`)
+        yield from Parallel(n_jobs=n_jobs, backend=backend,    # None: the context's (`watched`)
                             return_as="generator_unordered")(
             delayed(_run_batch)(cfg, *b, main_pid=os.getpid()) for b in batches)
 

@@ -154,10 +154,10 @@ def test_warnings_recorded_per_row_and_counted(tmp_path):
     assert m["warning"].notna().any()
 
 
-def test_cold_kernels_compile_once_in_the_main_process_with_identical_results(tmp_path,
+def test_cold_kernels_compile_once_per_family_with_identical_results(tmp_path,
                                                                               monkeypatch):
-    """No compiled kernels on disk: the first batch runs in this process (compiling once)
-    before the workers start; the store equals a run with warm kernels and n_jobs=1."""
+    """No compiled kernels on disk: each family's kernels are compiled once, by one worker,
+    before the batches run; the store equals a run with warm kernels and n_jobs=1."""
     import simstudy.runner as runner
     from simstudy.store import read_metrics
     from simstudy.workers import kernels_cached

@@ -138,6 +138,9 @@ class Method:
     # (CF and PT-CF share one causal forest) share a stream, so the shared fit is the fit
     # either would make alone
     seed_name: str | None = None
+    # how long its numerical kernels take to compile, relative (1 = little): a first run
+    # compiles the costliest first, so the workers finish compiling together
+    compile_cost: float = 1.0
 
     def __init__(self, site: str = "site", treatment: str = "T", outcome: str = "Y",
                  random_state: int | None = None):
@@ -268,6 +271,12 @@ def register(name: str, *, family: str = "Other", **preset: Any) -> Callable[[ty
 def describe(names) -> dict[str, dict]:
     """What a store records of each method for the report: {name: {"family": ...}}."""
     return {str(n): {"family": FAMILIES.get(n, "Other")} for n in names}
+
+
+def compile_cost(name: str) -> float:
+    """The registered method's `compile_cost` (1 for a name not registered)."""
+    cls = REGISTRY.get(name, (None,))[0]
+    return float(getattr(cls, "compile_cost", 1.0))
 
 
 def seed_stream(name: str) -> str:
