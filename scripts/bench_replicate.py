@@ -1,8 +1,8 @@
 """Milliseconds per replicate, per method and in total, at the paper's four sizes (single
-thread, warm numba cache, median over replicates after a warm-up), beside the authors' R
-pipeline's per-replicate times measured on this machine kind (issue 14: their generator + the
-14 estimators with lm, lme4 and personalized/glmnet), the share of each family, and a cProfile
-breakdown of one size (what is compiled arithmetic, what is Python / pandas / scipy overhead).
+thread, warm numba cache, median over replicates after a warm-up), the share of each family,
+and a cProfile breakdown of one size (what is compiled arithmetic, what is Python / pandas /
+scipy overhead). Ratios against the authors' R pipeline are NOT computed here: they must be
+measured side by side (scripts/bench_vs_r.py, R and simstudy alternating under one load).
 
     python scripts/bench_replicate.py [--reps 15] [--out results/bench_replicate.md]
     python scripts/bench_replicate.py --ml --reps 5     # + CF, DR, PT-CF (results/bench_replicate_ml.md)
@@ -29,9 +29,6 @@ FAMILY = {m: ("Q-learning" if m.startswith("Q") else "Weighting" if m.startswith
               else "Policy tree" if m == "PT" else "Machine learning" if m in ML
               else "Reference") for m in METHODS + ML}
 SIZES = [(25, 25), (25, 150), (150, 25), (150, 150)]
-# authors' R pipeline, seconds per replicate (issue 14's measurements on this machine kind);
-# None where it was not measured
-R_SECONDS = {(25, 25): (1.3, 1.3), (150, 150): (14.0, 18.0), (25, 150): None, (150, 25): None}
 
 
 def main():
@@ -76,16 +73,14 @@ def bench(args):
              f"rules + metrics + congruence)", "",
              f"Machine load average at the start (1, 5, 15 min): {load[0]:.2f}, {load[1]:.2f}, "
              f"{load[2]:.2f}; {os.cpu_count()} cores. `python scripts/bench_replicate.py`.", "",
-             "| (J, n_j) | total ms | authors' R (s) | ratio R / ours | Q % | W % | PT % | ML % |",
-             "|---|---|---|---|---|---|---|---|"]
+             "Against the authors' R pipeline: paired ratios in results/bench_vs_r.md "
+             "(scripts/bench_vs_r.py).", "",
+             "| (J, n_j) | total ms | Q % | W % | PT % | ML % |",
+             "|---|---|---|---|---|---|"]
     for J, n in SIZES:
         fam = df[(df.J == J) & (df.n_j == n)].groupby("family")["ms"].sum()
         share = 100 * fam / totals[(J, n)]
-        r = R_SECONDS[(J, n)]
-        ratio = ("-".join(dict.fromkeys(f"{1000 * x / totals[(J, n)]:.0f}" for x in r)) + "x"
-                 if r else "not measured")
-        rtxt = "-".join(dict.fromkeys(f"{x:g}" for x in r)) if r else "-"
-        lines.append(f"| ({J}, {n}) | {totals[(J, n)]:.1f} | {rtxt} | {ratio} | "
+        lines.append(f"| ({J}, {n}) | {totals[(J, n)]:.1f} | "
                      f"{share.get('Q-learning', 0):.0f} | {share.get('Weighting', 0):.0f} | "
                      f"{share.get('Policy tree', 0):.0f} | "
                      f"{share.get('Machine learning', 0):.0f} |")
