@@ -94,9 +94,11 @@ def main() -> None:
              "| (J, n_j) | R s / replicate | simstudy ms / replicate | R / simstudy, wall "
              "(min-max over rounds) | R / simstudy, CPU | load average |",
              "|---|---|---|---|---|---|"]
+    def span(lo, hi):
+        return f"{lo:.0f}x" if round(lo) == round(hi) else f"{lo:.0f}-{hi:.0f}x"
     for _, a in agg.iterrows():
-        lines.append(f"| ({a.J}, {a.n_j}) | {a.R_wall_s:.3f} | {a.simstudy_wall_ms:.1f} | "
-                     f"{a.wall_min:.0f}-{a.wall_max:.0f}x | {a.cpu_min:.0f}-{a.cpu_max:.0f}x | "
+        lines.append(f"| ({int(a.J)}, {int(a.n_j)}) | {a.R_wall_s:.3f} | {a.simstudy_wall_ms:.1f} | "
+                     f"{span(a.wall_min, a.wall_max)} | {span(a.cpu_min, a.cpu_max)} | "
                      f"{a.load:.2f} |")
     Path(args.out).write_text("\n".join(lines) + "\n")
     df.to_csv(Path(args.out).with_suffix(".csv"), index=False)
