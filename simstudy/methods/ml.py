@@ -1,7 +1,8 @@
 """The machine-learning family (docs/estimators.md, "Machine-learning family"; issue 24): a causal
 forest with site clusters (CF), a DR-learner with site-split cross-fitting (DR) and the policy
 tree grown on the forest's doubly robust scores (PT-CF, the policytree / mcf pipeline).
-Optional: they need econml (`pip install -e '.[ml]'`); `make()` says so before a study starts.
+CF and PT-CF need econml (`pip install -e '.[ml]'`; `make()` says so before a study starts);
+DR needs scikit-learn only.
 
 Nuisances (all cross-fitted): e(site) = the site's treated share (randomisation within sites);
 m(x, site) = E[Y | x, site] by gradient boosting plus the site's out-of-fold mean residual;
