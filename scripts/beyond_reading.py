@@ -14,7 +14,7 @@ PAPER = ["Q-base", "Q-fe", "Q-ri", "Q-rs", "Q-dm", "Q-dm-ri", "Q-dm-rs", "W-base
          "W-aug", "W-augID", "WS-noaug", "WS-aug", "WS-augID"]
 SHOWN = ["PT", "CF", "DR", "PT-CF"]
 DESIGNS = ["design1", "design2", "site_moderator", "step", "tree", "smooth", "interaction"]
-SIZES = [(25, 25), (150, 25), (25, 150)]
+SIZES = [(25, 25), (150, 25), (25, 150)]   # the study's order; other sizes follow
 
 
 def main(folder: Path) -> str:
@@ -25,7 +25,8 @@ def main(folder: Path) -> str:
              + " | ".join(f"{m} (minus Q-fe)" for m in SHOWN) + " |",
              "|---|---|---|---|---|" + "---|" * len(SHOWN)]
     for d in [x for x in DESIGNS if x in set(summ["design"])]:
-        for J, n in SIZES:
+        have = sorted({(int(a), int(b)) for a, b in summ[summ.design == d][["J", "n_j"]].values})
+        for J, n in [c for c in SIZES if c in have] + [c for c in have if c not in SIZES]:
             s = summ[(summ.design == d) & (summ.J == J) & (summ.n_j == n)].set_index("method")
             if s.empty:
                 continue

@@ -162,7 +162,7 @@ def check_overrides(argv: list[str]) -> None:
             raise ConfigError(f"unknown design preset {name!r}"
                               + (f" (did you mean {close[0]!r}?)" if close else "")
                               + f"; presets: {', '.join(presets)} (conf/design/)")
-    params = set(preset(design.split(",")[0]))
+    params = preset(design.split(",")[0])
     for arg in argv:
         if arg.startswith(("-", "+", "~")) or "=" not in arg:
             continue
@@ -171,7 +171,12 @@ def check_overrides(argv: list[str]) -> None:
             continue
         top, _, rest = key.partition(".")
         if top == "design":
-            sub = rest.split(".")[0]
+            sub, _, term = rest.partition(".")
+            if term and isinstance(params.get(sub), dict) and term not in params[sub]:
+                raise ConfigError(        # a new term of a mapping (delta, main) needs a `+`
+                    f"design.{sub} of the {design.split(',')[0]} preset has no term {term!r} "
+                    f"(it has {', '.join(params[sub])}); add one with +{arg}"
+                    + (" (and design.site_covariate=true for W)" if term == "W" else ""))
             if sub not in params:
                 close = difflib.get_close_matches(sub, sorted(params), n=1)
                 raise ConfigError(f"unknown design key 'design.{sub}'"

@@ -66,3 +66,12 @@ def test_slurm_preset_requeues_at_the_time_limit_and_names_its_jobs():
     launcher = cfg.hydra.launcher
     assert launcher.max_num_timeout >= 1 and launcher.name == "simstudy"
     assert launcher.cpus_per_task == 4
+
+
+def test_new_term_of_a_design_mapping_is_one_line_naming_the_plus(tmp_path, capsys):
+    """design.delta.W=0.3 on a preset whose delta has no W: one line with the `+` to add it,
+    not Hydra's 'not in struct' dump."""
+    assert main(["run", "design=design1", "design.delta.W=0.3", f"out={tmp_path / 'o'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "add one with +design.delta.W=0.3" in err[0]
+    assert "site_covariate=true" in err[0]

@@ -171,3 +171,33 @@ def test_ml_family_has_its_own_panel_and_colour():
         assert len({colours[f] for f, _ in figures.panels(names)}) == 4
     finally:
         figures.use_families({})
+
+
+def test_ml_family_is_independent_of_n_jobs_and_reading_table_is_written(tmp_path):
+    """Same seed -> the same store with n_jobs=1 and 2 (boosting on one OpenMP thread), and
+    scripts/beyond_reading.py writes READING.md from such a study's report (the README's table):
+    its Q-fe and PT numbers equal summary.csv / comparison.csv."""
+    import importlib.util
+    from pathlib import Path
+    from simstudy.cli import main
+    from simstudy.store import read_metrics
+    args = ["run", "design=tree", "J=8", "n_j=12", "reps=3", "progress=false", "figures=false",
+            "methods=[Q-fe,PT,CF,DR,PT-CF]", "+method_options.CF.num_trees=30",
+            "+method_options.PT-CF.num_trees=30"]
+    for n in (1, 2):
+        assert main(args + [f"n_jobs={n}", f"out={tmp_path / str(n)}"]) == 0
+    a, b = read_metrics(tmp_path / "1"), read_metrics(tmp_path / "2")
+    pd.testing.assert_frame_equal(a.drop(columns="seconds"), b.drop(columns="seconds"),
+                                  check_exact=True)
+    script = Path(__file__).resolve().parents[1] / "scripts" / "beyond_reading.py"
+    spec = importlib.util.spec_from_file_location("beyond_reading", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    text = mod.main(tmp_path / "1")
+    assert (tmp_path / "1" / "READING.md").read_text() == text
+    summ = pd.read_csv(tmp_path / "1" / "summary.csv").set_index("method")
+    diff = pd.read_csv(tmp_path / "1" / "comparison.csv").query(
+        "metric == 'accuracy' and method == 'PT'")["mean_diff"].iloc[0]
+    row = next(ln for ln in text.splitlines() if ln.startswith("| tree | (8, 12)"))
+    assert f"| {summ.loc['Q-fe', 'accuracy_mean']:.3f} |" in row
+    assert f"{summ.loc['PT', 'accuracy_mean']:.3f} ({diff:+.3f} +- " in row
