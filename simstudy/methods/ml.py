@@ -21,6 +21,12 @@ from .registry import Method, _read, choice, integer, number, register
 ML = "Machine learning"
 
 
+def _seeds(random_state) -> tuple[int, int, int]:
+    """(folds seed, forest seed, boosting seed) drawn from the method's random_state."""
+    a, b = np.random.SeedSequence(random_state).generate_state(2)
+    return int(a), int(b), int(b) % (2 ** 31)
+
+
 class _Forest(Method):
     """A causal forest with clusters = sites (engines.forest.ClusterCausalForest) fitted on the
     centred data (T - e(site), Y - m(x, site)); CF and PT-CF share it (one seed stream, one fit
@@ -53,13 +59,13 @@ class _Forest(Method):
         J = labels.size
         X = self._matrix(train, self.covariates)
         T, y = self._column(train, self.treatment), self._column(train, self.outcome)
-        seeds = np.random.SeedSequence(self.random_state).generate_state(2)
-        rng = np.random.default_rng(seeds[0])
+        fold_seed, forest_seed, boost_seed = _seeds(self.random_state)
+        rng = np.random.default_rng(fold_seed)
         e = F.site_propensity(T, codes, J)
         folds = rng.permutation(np.arange(len(y)) % self.crossfit_folds)
-        m = F.outcome_mean(X, y, codes, J, folds, int(seeds[1]) % (2 ** 31))
+        m = F.outcome_mean(X, y, codes, J, folds, boost_seed)
         forest = F.ClusterCausalForest(self.num_trees, self.sample_fraction, self.min_node_size,
-                                       seed=int(seeds[1])).fit(X, T - e, y - m, codes, J)
+                                       seed=forest_seed).fit(X, T - e, y - m, codes, J)
         return forest, forest.predict(X, codes), m, e
 
 
@@ -125,16 +131,16 @@ class DRLearner(Method):
         X = self._matrix(train, self.covariates)
         T, y = self._column(train, self.treatment), self._column(train, self.outcome)
         y = y - (np.bincount(codes, weights=y) / np.bincount(codes))[codes]   # within-site
-        seeds = np.random.SeedSequence(self.random_state).generate_state(2)
+        fold_seed, _, boost_seed = _seeds(self.random_state)
         e = F.site_propensity(T, codes, J)
-        folds = F.site_folds(codes, J, self.crossfit_folds, np.random.default_rng(seeds[0]))
-        G = aipw(F.arm_means(X, T, y, folds, int(seeds[1]) % (2 ** 31)), T, y, e)
+        folds = F.site_folds(codes, J, self.crossfit_folds, np.random.default_rng(fold_seed))
+        G = aipw(F.arm_means(X, T, y, folds, boost_seed), T, y, e)
         phi = G[:, 1] - G[:, 0]
         if self.final == "linear":
             A = np.column_stack([np.ones(len(y)), X])
             self.coef_ = np.linalg.lstsq(A, phi, rcond=None)[0]
         else:
-            self.model_ = F.boosting(int(seeds[1]) % (2 ** 31), min_samples_leaf=40,
+            self.model_ = F.boosting(boost_seed, min_samples_leaf=40,
                                      learning_rate=0.05).fit(X, phi)
         return self
 

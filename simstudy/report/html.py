@@ -9,7 +9,6 @@ figures are the PNGs beside it (relative links), so the folder can be zipped and
 from __future__ import annotations
 
 import html
-import os
 import re
 from pathlib import Path
 
@@ -289,9 +288,8 @@ def _write_page(out: Path, title: str, parts: list[str]) -> Path:
             f"<title>{_e(title)}</title><style>{_STYLE}</style>"
             f"</head><body>{''.join(parts)}<script>{_SCRIPT}</script></body></html>")
     path = out / "report.html"
-    tmp = path.with_name(".report.html.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, path)
+    from ..store import _atomic_write_bytes      # the store's one atomic writer
+    _atomic_write_bytes(path, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
     return path
 
 
