@@ -52,6 +52,8 @@ def _run(argv: list[str]) -> int:
         # the error boundary sits inside the Hydra job (Hydra would print a traceback)
         status["ran"] = True
         resume = None
+        from .cluster import in_job
+        in_job()                   # inside a SLURM job: SIGTERM (scancel) is the clean stop
         try:
             plain = OmegaConf.to_container(cfg, resolve=True)
             flags = run_flags(plain)
@@ -84,7 +86,9 @@ def _run(argv: list[str]) -> int:
         from .config import keys_help
         print(USAGE_RUN + "\n" + keys_help())
         return 0
-    check_launcher(argv)
+    if check_launcher(argv) in ("slurm", "submitit_slurm"):
+        from .cluster import use_simstudy_launch
+        use_simstudy_launch()
     if not any(a.startswith(("--config", "hydra.searchpath")) or a in ("-cd", "-cn", "-cp")
                for a in argv):
         check_overrides(argv)            # one line with the fix, not Hydra's dump
@@ -119,14 +123,14 @@ def _defaults(design: str | None) -> dict[str, str]:
     return flat
 
 
-def check_launcher(argv: list[str]) -> None:
+def check_launcher(argv: list[str]) -> str | None:
     """A cluster launcher's settings that would fail late or silently, refused before anything
     runs: `hydra/launcher=slurm` without -m (it would run here, not on SLURM) and n_jobs=-1
     with it (sbatch would get --cpus-per-task=-1)."""
     from .errors import ConfigError
     launcher = next((a.split("=", 1)[1] for a in argv if a.startswith("hydra/launcher=")), None)
     if launcher is None or launcher in ("basic", "joblib"):
-        return
+        return launcher
     if not any(a in ("-m", "--multirun") for a in argv):
         raise ConfigError(f"hydra/launcher={launcher} submits each point of a sweep as a job and "
                           f"needs -m (simstudy run -m hydra/launcher={launcher} "
@@ -141,6 +145,7 @@ def check_launcher(argv: list[str]) -> None:
             raise ConfigError(f"n_jobs={n_jobs} with hydra/launcher={launcher}: a job needs its "
                               f"number of cores (its cpus_per_task), e.g. n_jobs=4; -1 (all "
                               f"cores of this machine) means nothing on a cluster node")
+    return launcher
 
 
 def check_overrides(argv: list[str]) -> None:

@@ -1,7 +1,9 @@
 """One error boundary for every command: whatever goes wrong becomes one line that says what,
-where and what to do; the exit code is 2 for the user's input (config, data, paths, a damaged
-store), 1 for an internal error, whose traceback goes to a log file named in the message, and
-130 for Ctrl-C / SIGTERM, with what was saved and how to resume."""
+where and what to do. Exit codes: 0 done; 2 the user's input (config, data, paths, a damaged
+store, a cluster request that can never run); 1 an internal error, whose traceback goes to a log
+file named in the message; 3 stopped by the execution environment (a SLURM job cancelled or out
+of time, every dask worker lost, a worker process killed), 130 Ctrl-C / SIGTERM: for 3 and 130
+every finished replicate is saved and the message says how to resume."""
 from __future__ import annotations
 
 import errno
@@ -37,6 +39,12 @@ class StoreDamaged(ConfigError):
         super().__init__(f"{out}: {len(files)} unreadable file(s) ({names}); `simstudy repair "
                          f"{out}` moves them to {out / 'quarantine'} and the next run recomputes "
                          f"their replicates")
+
+
+class Stopped(RuntimeError):
+    """The run stopped before its end for a reason outside the user's input (cluster jobs
+    cancelled or out of time, every dask worker lost): finished replicates are stored, the
+    message says how to resume. Exit 3."""
 
 
 class ProbeFailed(ConfigError):
@@ -85,12 +93,15 @@ def report(exc: BaseException, prog: str = "simstudy", resume: str | None = None
                     f"resume ({resume})")
         print(msg, file=sys.stderr)
         return 130
+    if isinstance(exc, Stopped):
+        print(f"{prog}: {_one_line(exc)}", file=sys.stderr)
+        return 3
     if environment_error(exc):
         msg = (f"{prog}: stopped by the execution environment ({type(exc).__name__}: "
                f"{_one_line(exc)[:300]}); every replicate finished so far is saved, the "
                f"interrupted one is not: re-run the same command to resume")
         print(msg + (f" ({resume})" if resume else ""), file=sys.stderr)
-        return 130
+        return 3
     if isinstance(exc, ConfigError):
         print(f"{prog}: {_one_line(exc)}", file=sys.stderr)
         return 2

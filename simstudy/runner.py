@@ -18,7 +18,7 @@ import pandas as pd
 
 from .config import StudyConfig, _plain, _workers, check_out
 from .designs import Design, Replicate, check_replicate
-from .errors import ConfigError, ProbeFailed, environment_error
+from .errors import ConfigError, ProbeFailed, Stopped, environment_error
 from .fitting import _error_text, data_seed, fit_and_score, method_seed
 from .metrics import DIAGNOSTICS, METRICS, average_ranks, congruence, decisions, evaluate, extra_metrics
 from .methods import load_plugins
@@ -350,7 +350,7 @@ def run_study(cfg: StudyConfig, out, overwrite: bool = False, progress: bool = T
         except KeyboardInterrupt:
             _consolidate_quietly(store)
             if DASK_LOST.get("why"):
-                raise ConfigError(f"backend=dask: {DASK_LOST['why']}; every replicate finished "
+                raise Stopped(f"backend=dask: {DASK_LOST['why']}; every replicate finished "
                                   f"so far is saved: start dask workers and re-run the same "
                                   f"command to resume") from None
             raise

@@ -152,7 +152,7 @@ def test_every_worker_lost_stops_with_rows_kept_and_resumes_identically(tmp_path
         worker.send_signal(signal.SIGKILL)
         t0 = time.time()
         _, err = run.communicate(timeout=120)
-        assert run.returncode == 2, err
+        assert run.returncode == 3, err
         assert "every dask worker was lost" in err and "re-run the same command" in err
         assert time.time() - t0 < 60
         kept = read_metrics(out)

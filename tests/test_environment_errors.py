@@ -25,7 +25,7 @@ def test_walltime_stops_cleanly_stores_no_error_row_and_resumes_identically(
     monkeypatch.setenv("SIMSTUDY_TEST_WALLTIME", "3")            # the third replicate's fit
     plugin_methods._WALLTIME_FITS[0] = 0
     out = tmp_path / "job"
-    assert main(ARGS + [f"out={out}"]) == 130
+    assert main(ARGS + [f"out={out}"]) == 3
     err = capsys.readouterr().err
     assert "stopped by the execution environment (UncompletedJobError" in err
     assert "re-run the same command to resume" in err and len(err.strip().splitlines()) == 1
