@@ -235,16 +235,18 @@ def _watch_workers(client, seconds: float):
     def watch():
         since = None
         while not stop.wait(0.5):
-            n = _n_workers(client)
+            gone = getattr(client, "status", "running") != "running"   # the scheduler lost
+            n = None if gone else _n_workers(client)
             if n:
                 since = None
                 continue
-            if n is None:
-                continue                    # the scheduler itself is gone: the run raises
             since = since or time.monotonic()
             if time.monotonic() - since >= seconds:
-                DASK_LOST["why"] = (f"every dask worker was lost and none came back within "
-                                    f"{seconds:g} s (dask_wait)")
+                DASK_LOST["why"] = (
+                    f"the dask scheduler ({client.scheduler.address}) was lost and did not come "
+                    f"back within {seconds:g} s (dask_wait)" if gone else
+                    f"every dask worker was lost and none came back within {seconds:g} s "
+                    f"(dask_wait)")
                 _thread.interrupt_main()
                 return
     t = threading.Thread(target=watch, daemon=True, name="simstudy-dask-watch")
@@ -351,8 +353,9 @@ def run_study(cfg: StudyConfig, out, overwrite: bool = False, progress: bool = T
             _consolidate_quietly(store)
             if DASK_LOST.get("why"):
                 raise Stopped(f"backend=dask: {DASK_LOST['why']}; every replicate finished "
-                                  f"so far is saved: start dask workers and re-run the same "
-                                  f"command to resume") from None
+                              f"so far is saved: start the scheduler and workers again and "
+                              f"re-run the same command (with the scheduler's dask_address) to "
+                              f"resume") from None
             raise
         except BaseException:     # a lost scheduler, a job's time limit, ...: rows kept, merged
             _consolidate_quietly(store)

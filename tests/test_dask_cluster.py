@@ -20,9 +20,9 @@ ARGS = ["J=3", "n_j=8", "reps=24", "methods=[Q-base,Q-fe,W-aug,test-slow,treat-a
         "flush_seconds=0.2"]
 
 
-def _env():
+def _env(sleep: str = "0.3"):
     return {**os.environ, "PYTHONPATH": f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-            "SIMSTUDY_TEST_SLEEP": "0.3", "MPLBACKEND": "Agg"}
+            "SIMSTUDY_TEST_SLEEP": sleep, "MPLBACKEND": "Agg"}
 
 
 def _wait_for(predicate, seconds, what):
@@ -126,7 +126,7 @@ def test_no_worker_at_the_start_is_a_bounded_wait_and_one_line(tmp_path):
 
 def test_every_worker_lost_stops_with_rows_kept_and_resumes_identically(tmp_path):
     """Issue 30, class 2: the only worker killed mid-run -> after dask_wait seconds the run
-    stops (exit 2, one line with how to resume), its finished rows consolidated (no parts/
+    stops (exit 3, one line with how to resume), its finished rows consolidated (no parts/
     left); a new worker and the same command complete it, identical to a local run."""
     procs = []
     try:
@@ -168,6 +168,60 @@ def test_every_worker_lost_stops_with_rows_kept_and_resumes_identically(tmp_path
         pd.testing.assert_frame_equal(read_metrics(out).drop(columns="seconds"),
                                       read_metrics(local).drop(columns="seconds"),
                                       check_exact=True)
+    finally:
+        for p in procs:
+            p.kill()
+
+
+def test_scheduler_killed_keeps_and_consolidates_rows_and_resumes_identically(tmp_path):
+    """Issue 30, class 2: the scheduler killed mid-run -> one line (exit 3, how to resume), every
+    finished row kept and merged (no parts/ left); a new scheduler and worker and the same
+    command (with the new address) complete the store, identical to a local run."""
+    procs = []
+    try:
+        sched_file, address = _scheduler(tmp_path, procs)
+        scheduler = procs[0]
+        procs.append(_worker(sched_file))
+        out = tmp_path / "dask"
+        args = [*ARGS, "backend=dask", "dask_wait=4", f"out={out}", "reps=200"]
+        run = subprocess.Popen([sys.executable, "-m", "simstudy.cli", "run", *args,
+                                f"dask_address={address}"], env=_env(), cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        procs.append(run)
+
+        def some_done():
+            try:
+                return len(read_metrics(out)["replicate"].unique()) >= 3
+            except Exception:                                   # noqa: BLE001
+                return False
+        _wait_for(some_done, 180, "the first replicates")
+        scheduler.send_signal(signal.SIGKILL)
+        t0 = time.time()
+        _, err = run.communicate(timeout=180)
+        assert run.returncode == 3, err
+        assert len(err.strip().splitlines()) == 1 and "re-run the same command" in err, err
+        assert "Traceback" not in err and "internal error" not in err
+        assert "the dask scheduler (tcp://127.0.0.1:" in err and "was lost" in err
+        assert time.time() - t0 < 120
+        kept = read_metrics(out)
+        assert len(kept) >= 3 * 5 and not list((out / "parts").glob("*.parquet"))
+        assert (kept["status"] == "ok").all()
+        sched_file.unlink()
+        sched_file, address = _scheduler(tmp_path, procs)
+        procs.append(_worker(sched_file))
+        res = subprocess.run([sys.executable, "-m", "simstudy.cli", "run", *args,
+                              f"dask_address={address}"], env=_env("0"), cwd=tmp_path,
+                             capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr
+        local = tmp_path / "local"
+        subprocess.run([sys.executable, "-m", "simstudy.cli", "run", *ARGS, "reps=200",
+                        "n_jobs=1", f"out={local}"], env=_env("0"), cwd=tmp_path, check=True,
+                       capture_output=True)
+        key = ["replicate", "method"]
+        pd.testing.assert_frame_equal(
+            read_metrics(out).drop(columns="seconds").sort_values(key).reset_index(drop=True),
+            read_metrics(local).drop(columns="seconds").sort_values(key).reset_index(drop=True),
+            check_exact=True)
     finally:
         for p in procs:
             p.kill()
