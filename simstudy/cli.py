@@ -423,11 +423,16 @@ def _designs(rest: list[str]) -> int:
     names = {p.stem: p for p in presets}
     if rest[0] not in names:
         raise ConfigError(f"unknown design preset {rest[0]!r}; presets: {', '.join(names)}")
-    from .designs import preset
+    from .config import design_lines
+    from .designs import DESIGNS, preset
     print(names[rest[0]].read_text().rstrip())
-    print("\n# composed (every key, design.KEY=VALUE changes one):")
-    for k, v in preset(rest[0]).items():
-        print(f"{k}: {v}")
+    values = preset(rest[0])
+    family = str(values.get("family", "multisite"))
+    print(f"\n# composed: every parameter of the {family} family (design.KEY=VALUE changes one; "
+          f"the rule in parentheses, the value in brackets):")
+    for line in design_lines(DESIGNS[family], values) if family in DESIGNS else \
+            [f"  design.{k} [{v}]" for k, v in values.items()]:
+        print(line)
     return 0
 
 

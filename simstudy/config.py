@@ -307,22 +307,34 @@ def study_defaults() -> dict:
 
 def keys_help() -> str:
     """`simstudy run --help`: every study key with its default and a line of help, then the
-    default design preset's keys with their comments."""
-    from importlib import resources
+    default design family's parameters (their help and rule declared on the family's fields)."""
+    from .designs import DESIGNS, preset, schema
     from .options import canonical
     defaults = study_defaults()
     lines = ["Study keys (KEY=VALUE; default in brackets):"]
     for k, key in STUDY_KEYS.items():
         lines.append(f"  {k:17s} {key.help} [{canonical(defaults.get(k))}]")
     lines += ["", "Design keys (design=PRESET picks conf/design/PRESET.yaml; design.KEY=VALUE "
-              "changes one parameter; presets: `simstudy designs`), design1's:"]
-    text = (resources.files("simstudy.conf") / "design" / "design1.yaml").read_text()
-    for line in text.splitlines():
-        if line and not line.startswith(("#", " ")) and ":" in line:
-            name, _, rest = line.partition(":")
-            value, _, comment = rest.partition("#")
-            lines.append(f"  design.{name:18s} {comment.strip()} [{value.strip()}]".rstrip())
+              "changes one parameter; presets: `simstudy designs`), design1's:",
+              f"  design.{'family':18s} the design family: {', '.join(sorted(DESIGNS))} "
+              f"[multisite]"]
+    values = preset("design1")
+    lines += design_lines(DESIGNS["multisite"], values)
     return "\n".join(lines)
+
+
+def design_lines(cls, values: Mapping) -> list[str]:
+    """One line per parameter of a design family: help, rule, [value]."""
+    from .designs import schema
+    from .options import canonical
+    out = []
+    for name, (default, help, rule) in schema(cls).items():
+        value = values.get(name, default)
+        shown = canonical(value) if not isinstance(value, dict) else \
+            "{" + ", ".join(f"{k}: {v}" for k, v in value.items()) + "}"
+        allowed = f" ({rule.describe()})" if rule is not None else ""
+        out.append(f"  design.{name:18s} {help}{allowed} [{shown}]")
+    return out
 
 
 # the run's switches and their defaults (conf/config.yaml), read strictly: `overwrite=no` is

@@ -195,3 +195,53 @@ def test_shape_leaves_design1_draws_unchanged_but_delta():
     b = load("design1", ["design.effect=tree"]).simulate(np.random.default_rng(3), 6, 30)
     pd.testing.assert_frame_equal(a.train.drop(columns="Y"), b.train.drop(columns="Y"))
     assert not np.allclose(a.truth.Delta, b.truth.Delta)
+
+
+def test_each_design_parameter_is_declared_once_with_help_and_rule():
+    """Issue 25: a design family's parameters are its fields (default, help, rule); the
+    design1 preset carries every one of them with the field's default (so `design.KEY=` works
+    for each and the two cannot drift), and `simstudy run --help` lists each with its rule."""
+    from simstudy.config import keys_help
+    from simstudy.designs import DESIGNS, preset, schema
+    params = schema(DESIGNS["multisite"])
+    values = {k: v for k, v in preset("design1").items() if k != "family"}
+    assert set(values) == set(params)
+    for name, (default, help, rule) in params.items():
+        assert values[name] == default, name
+        assert help, name
+        assert rule is not None or name in ("delta", "main"), name    # terms: the family's check
+    text = keys_help()
+    for name, (_, help, rule) in params.items():
+        assert f"design.{name}" in text and help in text
+        if rule is not None:
+            assert rule.describe() in text
+    for name, (_, help, _) in schema(DESIGNS["plasmode"]).items():
+        assert help, name
+
+
+@pytest.mark.parametrize("key,value,says", [
+    ("prevalence", 1.0, "design.prevalence=1.0: must be a finite number in (0, 1)"),
+    ("prevalence", 0, "design.prevalence=0: must be a finite number in (0, 1)"),
+    ("R_sd", -0.1, "design.R_sd=-0.1: must be a finite number >= 0"),
+    ("noise_sd", float("nan"), "design.noise_sd=nan: must be a finite number >= 0"),
+    ("test_size", 0.0, "design.test_size=0.0: must be a finite number > 0"),
+    ("site_size_spread", 10, "design.site_size_spread=10: must be a finite number in [0, 10)"),
+    ("beta1", float("inf"), "design.beta1=inf: must be a finite number"),
+    ("beta1", True, "design.beta1=True: must be a finite number"),
+    ("n_covariates", 2.5, "design.n_covariates=2.5: must be an integer >= 1"),
+    ("min_site_size", 1, "design.min_site_size=1: must be an integer >= 2"),
+    ("effect", "wave", "design.effect='wave': allowed ['linear', 'step', 'tree', 'smooth', "
+                       "'interaction']"),
+    ("name", 3, "design.name=3: must be a string")])
+def test_design_rules_name_the_key_the_value_and_what_is_allowed(key, value, says):
+    from simstudy.designs import make_design
+    with pytest.raises(ConfigError) as err:
+        make_design({key: value})
+    assert str(err.value) == says
+
+
+def test_design_rules_accept_the_edges_they_allow():
+    from simstudy.designs import make_design
+    d = make_design({"R_sd": 0, "noise_sd": 0.0, "site_size_spread": 0, "prevalence": 0.999,
+                     "max_draws": 10_000, "min_site_size": 2, "beta1": -3})
+    assert d.R_sd == 0 and d.max_draws == 10_000

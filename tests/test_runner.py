@@ -99,7 +99,7 @@ def test_different_study_in_out_is_refused_unless_overwrite(tmp_path):
     ({"reps": 0}, "reps=0: must be an integer >= 1"),
     ({"J": [2.5]}, "J=2.5"),
     ({"methods": ["Q-bse"]}, "unknown method 'Q-bse'; registered methods: .*Q-base"),
-    ({"design": {"name": "d", "prevalence": 1.2}}, r"prevalence=1.2: must lie strictly in \(0, 1\)"),
+    ({"design": {"name": "d", "prevalence": 1.2}}, r"prevalence=1.2: must be a finite number in \(0, 1\)"),
     ({"method_options": {"Q-base": {"moderator": ["X3"]}}}, "unknown keys \\['moderator'\\]"),
     ({"method_options": {"Q-rs": {}}}, "not in `methods`"),
     ({"n_jobs": 0}, "n_jobs=0"),

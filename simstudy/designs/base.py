@@ -8,7 +8,8 @@ identity a store records (with data files' hashes) and the check every replicate
 """
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, fields
+import copy
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, ClassVar, Mapping
 
 import numpy as np
@@ -140,10 +141,43 @@ def design_defaults(family: str) -> dict:
     return out
 
 
+def param(default, help: str, rule=None):
+    """A design parameter, declared once: its default, a line of help (`simstudy run --help`,
+    `simstudy designs NAME`) and its rule (an options.Opt, checked by `DesignBase.validate`)."""
+    meta = {"help": help, "rule": rule}
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def schema(cls) -> dict[str, tuple]:
+    """A design family's parameters: name -> (default, help, rule)."""
+    out = {}
+    for f in fields(cls):
+        default = f.default if f.default is not MISSING else (
+            f.default_factory() if f.default_factory is not MISSING else None)
+        out[f.name] = (default, f.metadata.get("help", ""), f.metadata.get("rule"))
+    return out
+
+
 class DesignBase:
     """What every registered design shares: validated construction from a config mapping."""
     family: ClassVar[str] = ""
     name: str
+
+    def validate(self) -> None:
+        """Each parameter against its field's rule (`param`), then the family's `check`."""
+        for f in fields(self):
+            rule = f.metadata.get("rule")
+            if rule is not None:
+                try:
+                    rule.check(f"design.{f.name}", getattr(self, f.name))
+                except ValueError as exc:
+                    raise ConfigError(str(exc)) from None
+        self.check()
+
+    def check(self) -> None:
+        """Rules that tie parameters together (a family overrides it)."""
 
     @classmethod
     def from_config(cls, cfg: Mapping):

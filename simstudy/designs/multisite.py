@@ -2,16 +2,20 @@
 conf/design/*.yaml, with unequal site sizes and binary outcomes as options."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import ClassVar, Mapping
+from dataclasses import dataclass
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError
-from .base import OUTCOME, SITE, TREAT, DesignBase, Replicate, data_path, register_design
+from ..options import FLAG, TEXT, Opt, choice, integer, number
+from .base import (OUTCOME, SITE, TREAT, DesignBase, Replicate, data_path, param,
+                   register_design)
 
 MAX_DRAWS = 10_000           # design.max_draws: redraws of one replicate before it is infeasible
+INFEASIBLE = ("a design that needs more draws for one replicate is infeasible: raise n_j, lower "
+              "R_sd or move prevalence towards 0.5")
 SITE_SIZES = ("equal", "poisson", "uniform", "lognormal", "file")
 SITE_COVARIATE = "W"         # the observed site-level covariate W_j (site_covariate: true)
 
@@ -62,31 +66,46 @@ class Design(DesignBase):
     n_j (1 -+ site_size_spread), lognormal with CV site_size_spread, or a data file's sizes
     (site_sizes_file, site_sizes_column) scaled to mean n_j; at least min_site_size.
     """
-    SIZE_RULES: ClassVar[tuple] = SITE_SIZES
-    name: str = "design1"
-    beta1: float = 0.0
-    nonlinear: float = 0.0
-    R_sd: float = 0.9
-    prevalence: float = 0.5
-    treat_R: float = 0.8
-    cluster_main: float = 2.5
-    noise_sd: float = 1.0
-    n_covariates: int = 5
-    delta: Mapping[str, float] = field(default_factory=lambda: {
-        "intercept": 0.2, "X3": 0.5, "X4": -0.2, "X5": -0.2})
-    main: Mapping[str, float] = field(default_factory=lambda: {
-        "intercept": 0.7, "X1": 1.0, "X2": 1.0, "X3": -2.0, "X4": 1.0, "X5": 0.5})
-    test_size: float = 1.0       # test individuals per cluster, as a multiple of n_j
-    max_draws: int = 1000        # give up (error) after this many rejected draws
-    site_sizes: str = "equal"    # equal | poisson | uniform | lognormal | file
-    site_size_spread: float = 0.5  # uniform: half-width / n_j; lognormal: coefficient of variation
-    site_sizes_file: str | None = None   # site_sizes=file: a CSV (or shipped star / thornton)
-    site_sizes_column: str | None = None  # its site column
-    min_site_size: int = 2
-    outcome: str = "continuous"  # continuous | binary (logistic outcome model)
-    effect: str = "linear"       # g(x): linear (none) | step | tree | smooth | interaction
-    effect_scale: float = 0.5    # its coefficient in Delta
-    site_covariate: bool = False  # draw the observed site covariate W_j (column W)
+    name: str = param("design1", "the design's name in the store, tables and figures", TEXT)
+    beta1: float = param(0.0, "coefficient of the unmeasured cluster moderator U_j in Delta",
+                         number())
+    nonlinear: float = param(0.0, "coefficient of exp(-0.6 X1 X2 + 0.3 X1) in m(X)", number())
+    R_sd: float = param(0.9, "SD of the cluster prevalence effect R_j", number(0, None, "[)"))
+    prevalence: float = param(0.5, "overall treatment prevalence: logit P(T=1) = "
+                              "logit(prevalence) + treat_R R_j", number(0, 1, "()"))
+    treat_R: float = param(0.8, "coefficient of R_j in the treatment logit", number())
+    cluster_main: float = param(2.5, "coefficient of U_j in m(X)", number())
+    noise_sd: float = param(1.0, "SD of the outcome noise e (continuous outcomes)",
+                            number(0, None, "[)"))
+    n_covariates: int = param(5, "X1..Xp, iid standard normal", integer(1))
+    delta: Mapping[str, float] = param(
+        {"intercept": 0.2, "X3": 0.5, "X4": -0.2, "X5": -0.2},
+        "Delta = delta'(1, X, W) + effect_scale g(X) + beta1 U_j: terms intercept, X1..Xp, W")
+    main: Mapping[str, float] = param(
+        {"intercept": 0.7, "X1": 1.0, "X2": 1.0, "X3": -2.0, "X4": 1.0, "X5": 0.5},
+        "m(X) = main'(1, X, W) + nonlinear exp(...) + cluster_main U_j")
+    test_size: float = param(1.0, "test individuals per cluster as a multiple of n_j",
+                             number(0, None, "()"))
+    max_draws: int = param(1000, "redraws allowed while a training cluster has treated share "
+                           "0 or 1", integer(1, MAX_DRAWS, why=INFEASIBLE))
+    site_sizes: str = param("equal", "site sizes: equal (the paper), or drawn per replicate "
+                            "with mean n_j, or a data file's", choice(*SITE_SIZES))
+    site_size_spread: float = param(0.5, "uniform: half-width / n_j; lognormal: coefficient of "
+                                    "variation", number(0, 10, "[)"))
+    site_sizes_file: str | None = param(None, "site_sizes=file: a CSV (or the shipped star / "
+                                        "thornton)", Opt("str", optional=True))
+    site_sizes_column: str | None = param(None, "site_sizes=file: its site column",
+                                          Opt("str", optional=True))
+    min_site_size: int = param(2, "unequal sizes: at least this many per site (equal sizes: "
+                               "must be <= n_j)", integer(2))
+    outcome: str = param("continuous", "binary: a logistic outcome model, the truth on the "
+                         "probability scale", choice("continuous", "binary"))
+    effect: str = param("linear", "g(x) added to Delta (linear: none; docs/designs.md)",
+                        choice(*EFFECTS))
+    effect_scale: float = param(0.5, "its coefficient: Delta = delta'(1, X, W) + effect_scale "
+                                "g(X) + beta1 U_j", number())
+    site_covariate: bool = param(False, "true draws an OBSERVED site covariate W_j ~ N(0, 1) "
+                                 "(column W; a term of delta/main)", FLAG)
 
     def __post_init__(self):
         for part in ("delta", "main"):
@@ -95,68 +114,30 @@ class Design(DesignBase):
         self.validate()
 
     # ------------------------------------------------------------------ validation
-    def validate(self) -> None:
-        import math
-        numbers = {"beta1": self.beta1, "nonlinear": self.nonlinear, "R_sd": self.R_sd,
-                   "prevalence": self.prevalence, "treat_R": self.treat_R,
-                   "cluster_main": self.cluster_main, "noise_sd": self.noise_sd,
-                   "n_covariates": self.n_covariates, "test_size": self.test_size,
-                   "max_draws": self.max_draws, "effect_scale": self.effect_scale}
-        for part in ("delta", "main"):
-            if not isinstance(getattr(self, part), Mapping):
-                raise ConfigError(f"design.{part} must be a mapping of terms to numbers, e.g. "
-                                  f"{{intercept: 0.2, X3: 0.5}}")
-            numbers.update({f"{part}.{k}": v for k, v in getattr(self, part).items()})
-        for key, v in numbers.items():
-            ok = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-            if not ok or not math.isfinite(float(v)):
-                raise ConfigError(f"design.{key}={v!r}: must be a finite number")
-        for key in ("n_covariates", "max_draws"):
-            if float(numbers[key]) != int(numbers[key]) or int(numbers[key]) < 1:
-                raise ConfigError(f"design.{key}={numbers[key]!r}: must be an integer >= 1")
-        if int(self.max_draws) > MAX_DRAWS:
-            raise ConfigError(f"design.max_draws={self.max_draws!r}: at most {MAX_DRAWS:,} (a "
-                              f"design that needs more draws for one replicate is infeasible: "
-                              f"raise n_j, lower R_sd or move prevalence towards 0.5)")
-        if not 0.0 < float(self.prevalence) < 1.0:
-            raise ConfigError(f"design.prevalence={self.prevalence}: must lie strictly in (0, 1)")
-        if self.R_sd < 0:
-            raise ConfigError(f"design.R_sd={self.R_sd}: must be >= 0")
-        if self.noise_sd < 0:
-            raise ConfigError(f"design.noise_sd={self.noise_sd}: must be >= 0")
-        if self.site_sizes not in self.SIZE_RULES:
-            raise ConfigError(f"design.site_sizes={self.site_sizes!r}: allowed "
-                              f"{', '.join(self.SIZE_RULES)}")
-        if self.effect not in EFFECTS:
-            raise ConfigError(f"design.effect={self.effect!r}: allowed {', '.join(EFFECTS)}")
-        if self.effect not in ("linear", "step", "smooth") and self.n_covariates < 2:
-            raise ConfigError(f"design.effect={self.effect} needs n_covariates >= 2 (uses X1, X2)")
-        if not isinstance(self.site_covariate, bool):
-            raise ConfigError(f"design.site_covariate={self.site_covariate!r}: true or false")
-        if self.outcome not in ("continuous", "binary"):
-            raise ConfigError(f"design.outcome={self.outcome!r}: allowed continuous, binary")
-        if not (isinstance(self.site_size_spread, (int, float)) and 0 <= self.site_size_spread < 10):
-            raise ConfigError(f"design.site_size_spread={self.site_size_spread!r}: must be in [0, 10)")
-        if not isinstance(self.min_site_size, (int, np.integer)) or self.min_site_size < 2:
-            raise ConfigError(f"design.min_site_size={self.min_site_size!r}: must be an integer >= 2")
-        if self.site_sizes == "file":
-            self._file_sizes()                              # a clear error now, not per replicate
-        if int(self.n_covariates) < 1:
-            raise ConfigError(f"design.n_covariates={self.n_covariates}: must be >= 1")
-        if self.test_size <= 0:
-            raise ConfigError(f"design.test_size={self.test_size}: must be > 0")
+    def check(self) -> None:
+        """The rules that tie parameters together (each parameter's own rule is its field's)."""
         names = set(self.covariates) | {"intercept"} | (
             {SITE_COVARIATE} if self.site_covariate else set())
         for part in ("delta", "main"):
-            bad = sorted(set(getattr(self, part)) - names)
+            terms = getattr(self, part)
+            if not isinstance(terms, Mapping):
+                raise ConfigError(f"design.{part} must be a mapping of terms to numbers, e.g. "
+                                  f"{{intercept: 0.2, X3: 0.5}}")
+            for k, v in terms.items():
+                number().check(f"design.{part}.{k}", v)
+            bad = sorted(set(terms) - names)
             if bad:
                 hint = (" (W needs site_covariate: true)" if SITE_COVARIATE in bad
                         and not self.site_covariate else "")
                 raise ConfigError(f"design.{part} has unknown terms {bad}; allowed: "
                                   f"intercept, X1..X{self.n_covariates}"
                                   + (", W" if self.site_covariate else "") + hint)
+        if self.effect not in ("linear", "step", "smooth") and self.n_covariates < 2:
+            raise ConfigError(f"design.effect={self.effect} needs n_covariates >= 2 (uses X1, X2)")
         if self.nonlinear and self.n_covariates < 2:
             raise ConfigError("design.nonlinear != 0 needs n_covariates >= 2 (uses X1, X2)")
+        if self.site_sizes == "file":
+            self._file_sizes()                              # a clear error now, not per replicate
 
     @property
     def covariates(self) -> list[str]:

@@ -12,15 +12,15 @@ family with mean n_j.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError
-from .base import data_path, register_design
+from ..options import FLAG, TEXT, choice
+from .base import data_path, param, register_design
 from .multisite import SITE_SIZES, Design
 
 
@@ -68,14 +68,15 @@ def _load(data: str, site: str, columns: tuple[str, ...], standardize: bool):
 @dataclass(frozen=True)
 class Plasmode(Design):
     """Real covariates and sites of a trial file, simulated outcomes (see the module doc)."""
-    SIZE_RULES: ClassVar[tuple] = ("real",) + SITE_SIZES
-    name: str = "plasmode"
-    data: str = "star"                        # a CSV path, or a shipped trial: star, thornton
-    site_column: str = "school"
-    covariate_columns: list = field(default_factory=lambda: [
-        "female", "black", "age", "free_lunch", "urbanicity==rural"])
-    standardize: bool = True
-    site_sizes: str = "real"
+    name: str = param("plasmode", "the design's name in the store, tables and figures", TEXT)
+    data: str = param("star", "the trial: a CSV path, or a shipped trial (star, thornton)", TEXT)
+    site_column: str = param("school", "its site column", TEXT)
+    covariate_columns: list = param(
+        ["female", "black", "age", "free_lunch", "urbanicity==rural"],
+        "its covariate columns, X1..Xp in this order (col==value makes a 0/1 indicator)")
+    standardize: bool = param(True, "standardize the covariates (mean 0, SD 1)", FLAG)
+    site_sizes: str = param("real", "site sizes: the trial's (real), or as in the multisite "
+                            "family", choice("real", *SITE_SIZES))
     # n_covariates is set to len(covariate_columns)
 
     def validate(self) -> None:

@@ -12,7 +12,6 @@ and select it by name in config (`methods: [my-method]`, `plugins: [my_module]`)
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
 import inspect
 import threading
 from contextlib import contextmanager
@@ -23,7 +22,7 @@ import pandas as pd
 
 from ..errors import ConfigError
 from ..engines.groups import site_codes
-from ..options import parse_bool
+from ..options import FLAG, Opt, choice, integer, number, parse_bool  # noqa: F401
 
 _SHARED = threading.local()      # .reads: id(frame) -> (frame, {key: array}) inside shared_reads
 
@@ -62,64 +61,6 @@ REGISTRY: dict[str, tuple[type, dict[str, Any]]] = {}
 FAMILIES: dict[str, str] = {}       # name -> family: the report's panel ("Q-learning", ...)
 
 
-@dataclass(frozen=True)
-class Opt:
-    """A method option's constraint, declared once in the class's OPTIONS and checked by
-    `make()` (constructors only store): `choices`, or an integer in [low, high], or a number
-    in (low, high], or a boolean; `optional` also allows null."""
-    kind: str                       # "choice" | "int" | "float" | "bool"
-    choices: tuple = ()
-    low: int | None = None
-    high: int | None = None
-    optional: bool = False
-
-    def describe(self) -> str:
-        text = (f"one of {', '.join(map(str, self.choices))}" if self.kind == "choice" else
-                "true or false" if self.kind == "bool" else
-                f"a number in ({self.low}, {self.high}]" if self.kind == "float" else
-                f"an integer {self.low}..{self.high}" if self.high is not None else
-                f"an integer >= {self.low}")
-        return text + (", or null" if self.optional else "")
-
-    def check(self, key: str, value) -> None:
-        if value is None and self.optional:
-            return
-        if self.kind == "choice":
-            if value not in self.choices:
-                raise ValueError(f"{key}={value!r}: allowed {list(self.choices)}")
-            return
-        if self.kind == "bool":
-            if not isinstance(value, bool):
-                raise ValueError(f"{key}={value!r}: must be true or false")
-            return
-        if self.kind == "float":
-            ok = (isinstance(value, (int, float, np.integer, np.floating))
-                  and not isinstance(value, bool) and self.low < float(value) <= self.high)
-            if not ok:
-                raise ValueError(f"{key}={value!r}: must be a number in ({self.low}, {self.high}]")
-            return
-        if (isinstance(value, bool) or not isinstance(value, (int, np.integer))
-                or (self.low is not None and value < self.low)
-                or (self.high is not None and value > self.high)):
-            allowed = (f"{self.low}..{self.high}" if self.high is not None
-                       else f">= {self.low}")
-            raise ValueError(f"{key}={value!r}: must be an integer {allowed}"
-                             + (" or null" if self.optional else ""))
-
-
-def choice(*values) -> Opt:
-    return Opt("choice", tuple(values))
-
-
-def integer(low: int, high: int | None = None, optional: bool = False) -> Opt:
-    return Opt("int", low=low, high=high, optional=optional)
-
-
-def number(low: float, high: float) -> Opt:
-    return Opt("float", low=low, high=high)
-
-
-FLAG = Opt("bool")
 
 
 class Method:
