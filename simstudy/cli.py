@@ -437,24 +437,11 @@ def _designs(rest: list[str]) -> int:
 
 
 def _dispatch(cmd: str, rest: list[str]) -> int:
-    if cmd == "run":
-        return _run(rest)
-    if cmd == "report":
-        return _report(rest)
-    if cmd == "apply":
-        return _apply(rest)
-    if cmd == "status":
-        return _status(rest)
-    if cmd == "merge":
-        return _merge(rest)
-    if cmd == "repair":
-        return _repair(rest)
-    if cmd == "plan":
-        return _plan(rest)
-    if cmd == "methods":
-        return _methods(rest)
-    if cmd == "designs":
-        return _designs(rest)
+    commands = {"run": _run, "report": _report, "apply": _apply, "status": _status,
+                "merge": _merge, "repair": _repair, "plan": _plan, "methods": _methods,
+                "designs": _designs}
+    if cmd in commands:
+        return commands[cmd](rest)
     print(f"simstudy: unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 
