@@ -26,6 +26,7 @@ def simstudy(*args, env=None, check=True, cwd=None):
     return res
 
 
+@pytest.mark.slow
 def test_run_and_report(tmp_path):
     out = tmp_path / "study"
     res = simstudy("run", *SMALL[:-1], "figures=true", f"out={out}", cwd=tmp_path)
@@ -72,6 +73,7 @@ def test_bad_input_messages(tmp_path):
     assert res.returncode == 2 and "no such directory" in res.stderr
 
 
+@pytest.mark.slow
 def test_multirun_sweep_into_one_store(tmp_path):
     out = tmp_path / "both"
     simstudy("run", "-m", "design=design1,design2", *SMALL, f"out={out}", cwd=tmp_path)
@@ -81,6 +83,7 @@ def test_multirun_sweep_into_one_store(tmp_path):
     assert set(yaml.safe_load((out / "config.yaml").read_text())["points"][""]["designs"]) == {"design1", "design2"}
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume_loses_and_duplicates_nothing(tmp_path):
     args = ["J=3", "n_j=5", "reps=40", "n_jobs=1", "progress=false", "flush_seconds=0.2",
             "methods=[Q-base,test-slow]", "plugins=[plugin_methods]"]

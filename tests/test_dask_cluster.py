@@ -13,6 +13,7 @@ import pytest
 
 from simstudy.store import read_congruence, read_metrics
 
+pytestmark = pytest.mark.slow             # cluster processes: `python -m pytest -m slow`
 pytest.importorskip("distributed")
 HERE = Path(__file__).parent
 ARGS = ["J=3", "n_j=8", "reps=24", "methods=[Q-base,Q-fe,W-aug,test-slow,treat-all]",

@@ -32,6 +32,7 @@ def cli(capsys, *args):
 
 
 # ------------------------------------------------------------------ data loss
+@pytest.mark.slow
 def test_sweep_with_overwrite_keeps_every_point_and_identical_studies(tmp_path, capsys):
     out = tmp_path / "s"
     code, _, _ = cli(capsys, "run", "-m", "design.beta1=0,0.1,0.2", "overwrite=true", *TINY,
@@ -207,6 +208,7 @@ def test_errors_map_to_messages():
         assert text in buf.getvalue() and "Traceback" not in buf.getvalue()
 
 
+@pytest.mark.slow
 def test_unreachable_dask_scheduler(tmp_path, capsys):
     pytest.importorskip("distributed")
     t0 = time.time()
@@ -287,11 +289,12 @@ def _spawn(tmp_path, *extra, sleep="0.5", pipes=True):
                             stderr=subprocess.PIPE if pipes else subprocess.DEVNULL, text=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig, word", [(signal.SIGINT, "interrupted"),
                                        (signal.SIGTERM, "terminated")])
 def test_ctrl_c_and_sigterm_say_what_was_saved(tmp_path, sig, word):
     p = _spawn(tmp_path, "n_jobs=1")
-    time.sleep(6)
+    _wait_for_rows(tmp_path / "sig", p)            # a condition, not a fixed sleep (load)
     p.send_signal(sig)
     out, err = p.communicate(timeout=60)
     assert p.returncode == 130 and "Traceback" not in err, err
@@ -299,6 +302,7 @@ def test_ctrl_c_and_sigterm_say_what_was_saved(tmp_path, sig, word):
     assert len(read_metrics(tmp_path / "sig")) > 0
 
 
+@pytest.mark.slow
 def test_killed_parent_leaves_no_workers(tmp_path):
     psutil = pytest.importorskip("psutil")
     p = _spawn(tmp_path, "n_jobs=2", "probe=false", pipes=False)
@@ -308,10 +312,21 @@ def test_killed_parent_leaves_no_workers(tmp_path):
         time.sleep(0.5)
         kids = psutil.Process(p.pid).children(recursive=True)
     assert len(kids) >= 2, "the run did not start its workers"
-    time.sleep(2)
+    _wait_for_rows(tmp_path / "sig", p)            # the workers are computing
     p.send_signal(signal.SIGKILL)
     p.wait(timeout=30)
     assert_workers_exit(psutil, kids)
+
+
+def _wait_for_rows(out, proc, seconds=180):
+    """Until the run has flushed finished rows (parts/), with a generous deadline."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if list((out / "parts").glob("metrics-*.parquet")):
+            return
+        assert proc.poll() is None, "the run ended before writing any row"
+        time.sleep(0.2)
+    raise AssertionError(f"no finished row within {seconds} s")
 
 
 def assert_workers_exit(psutil, kids, seconds=60):
@@ -338,6 +353,7 @@ KEYS = ["J", "n_j", "reps", "seed", "n_jobs", "flush_seconds", "batch_size", "de
         "+method_options.W-aug.max_fits", "+method_options.PT.depth", "replicates"]
 
 
+@pytest.mark.slow
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.dictionaries(st.sampled_from(KEYS), st.sampled_from(VALUES), min_size=1, max_size=3))
 def test_fuzz_config_keys(tmp_path_factory, overrides):

@@ -501,6 +501,7 @@ def test_max_draws_is_bounded_and_infeasibility_blames_the_design(tmp_path, caps
     assert "method options" not in err
 
 
+@pytest.mark.slow
 def test_dask_address_of_a_server_that_is_not_dask_times_out(tmp_path, capsys, monkeypatch):
     pytest.importorskip("distributed")
     import socket

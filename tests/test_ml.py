@@ -173,6 +173,7 @@ def test_ml_family_has_its_own_panel_and_colour():
         figures.use_families({})
 
 
+@pytest.mark.slow
 def test_ml_family_is_independent_of_n_jobs_and_reading_table_is_written(tmp_path):
     """Same seed -> the same store with n_jobs=1 and 2 (boosting on one OpenMP thread), and
     scripts/beyond_reading.py writes READING.md from such a study's report (the README's table):

@@ -94,6 +94,7 @@ def test_partial_store_reports_replicate_counts(tmp_path):
     assert "partial store" in _reps_note(read_metrics(tmp_path).query("status == 'ok'"))
 
 
+@pytest.mark.slow
 def test_a_factorial_study_writes_its_nested_loop_figure(tmp_path):
     """The figure README embeds for the paper study (it was not saved for a while: the output
     path went into the title argument and no test noticed)."""

@@ -101,6 +101,7 @@ def test_report_in_a_real_browser(store, tmp_path):
         driver.quit()
 
 
+@pytest.mark.slow
 def test_api_example_runs_top_to_bottom(tmp_path):
     """experiments/api_example.py (README's notebook-style example) runs as a user would and
     writes what it promises: the store, report.html and its figure."""

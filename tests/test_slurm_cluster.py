@@ -17,6 +17,7 @@ import pytest
 
 from simstudy.store import read_congruence, read_metrics
 
+pytestmark = pytest.mark.slow             # cluster processes: `python -m pytest -m slow`
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
 HERE = Path(__file__).parent
 SCRIPT = HERE.parent / "scripts" / "local_slurm.sh"

@@ -11,6 +11,7 @@ from simstudy.store import Store, read_congruence, read_metrics
 TINY = ["J=4", "n_j=6", "reps=3", "n_jobs=1", "progress=false", "methods=[Q-base,Q-fe,oracle]"]
 
 
+@pytest.mark.slow
 def test_sweep_over_a_design_parameter_and_a_method_option(tmp_path):
     """Every sweep point lands in one store with its swept keys as columns; the report draws
     the metric against the swept value; points share the data seeds (common random numbers)."""
@@ -41,6 +42,7 @@ def test_sweep_over_a_design_parameter_and_a_method_option(tmp_path):
     assert res.returncode == 2 and "sweep point" in res.stderr
 
 
+@pytest.mark.slow
 def test_sweep_over_J_draws_a_line_against_J(tmp_path):
     out = tmp_path / "J"
     simstudy("run", "J=[3,4,6]", *TINY[1:], "figures=true", f"out={out}", cwd=tmp_path)
@@ -53,6 +55,7 @@ def _cfg(**kw):
     return StudyConfig.from_config({**base, **kw})
 
 
+@pytest.mark.slow
 def test_dask_local_cluster_is_bit_identical_to_loky(tmp_path):
     pytest.importorskip("distributed")
     a = run_study(_cfg(backend="loky"), tmp_path / "loky", progress=False).out
@@ -90,6 +93,7 @@ def test_split_replicates_status_and_merge(tmp_path):
     assert "8 of 8 planned replicates done" in res.stdout
 
 
+@pytest.mark.slow
 def test_concurrent_jobs_write_one_store(tmp_path):
     """Hydra's submitit launcher (local executor, as SLURM jobs would) runs two sweep points as
     separate processes at once into one store; nothing is lost or duplicated."""

@@ -249,6 +249,7 @@ def test_drawn_tree_shows_every_split_and_leaf(tmp_path):
     assert policy_tree(tree, out=tmp_path / "tree").exists()
 
 
+@pytest.mark.slow
 @settings(max_examples=30, deadline=None)
 @given(st.integers(0, 10 ** 6), st.sampled_from([2, 3, 4]), st.sampled_from([2, 3]),
        st.booleans(), st.booleans(), st.sampled_from([1, 1, 4]))
