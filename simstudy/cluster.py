@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -75,6 +76,11 @@ def _launch(self, points: list[list[str]], first: int):
     from hydra.core.singleton import Singleton
     from submitit.core.utils import FailedJobError, FailedSubmissionError
     out, figures = _check_points(self, points)
+    missing = [c for c in ("sbatch", "squeue", "srun") if shutil.which(c) is None]
+    if missing:
+        raise ConfigError(f"hydra/launcher=slurm: SLURM's {', '.join(missing)} not found on this "
+                          f"machine; run the command on the cluster's login node (or without "
+                          f"hydra/launcher=slurm to run here)")
     _check_nodes(self.params)
     executor = _executor(self)
     args = [(o, "hydra.sweep.dir", first + i, f"job_id_for_{first + i}", Singleton.get_state())

@@ -75,3 +75,23 @@ def test_new_term_of_a_design_mapping_is_one_line_naming_the_plus(tmp_path, caps
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "add one with +design.delta.W=0.3" in err[0]
     assert "site_covariate=true" in err[0]
+
+
+def test_slurm_launcher_without_slurm_here_is_one_line(tmp_path):
+    """Issue 30, class 4: SLURM's commands missing on this machine -> one line naming them and
+    where to run (not submitit's 'Could not detect srun' as an internal error), nothing run."""
+    import os
+    import subprocess
+    import sys
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python").symlink_to(sys.executable)
+    res = subprocess.run([sys.executable, "-m", "simstudy.cli", "run", "-m", "hydra/launcher=slurm",
+                          "design=design1", "J=4", "n_j=8", "reps=2", "n_jobs=1",
+                          f"out={tmp_path / 'o'}"], cwd=tmp_path, capture_output=True, text=True,
+                         env={**os.environ, "PATH": str(bin_dir)}, timeout=120)
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "SLURM's sbatch, squeue, srun not found on this machine" in lines[0]
+    assert not (tmp_path / "o" / "metrics.parquet").exists()
