@@ -125,6 +125,31 @@ def test_no_worker_at_the_start_is_a_bounded_wait_and_one_line(tmp_path):
             p.kill()
 
 
+def _kill_mid_run(run, out, victim):
+    """Once 3 replicates are stored, SIGKILL `victim`; the run's stderr and its seconds to end."""
+    def some_done():
+        try:
+            return len(read_metrics(out)["replicate"].unique()) >= 3
+        except Exception:                                   # noqa: BLE001
+            return False
+    _wait_for(some_done, 180, "the first replicates")
+    victim.send_signal(signal.SIGKILL)
+    t0 = time.time()
+    _, err = run.communicate(timeout=180)
+    return err, time.time() - t0
+
+
+def _same_as_local(out, tmp_path, *extra):
+    local = tmp_path / "local"
+    subprocess.run([sys.executable, "-m", "simstudy.cli", "run", *ARGS, *extra, "n_jobs=1",
+                    f"out={local}"], env=_env("0"), cwd=tmp_path, check=True, capture_output=True)
+    key = ["replicate", "method"]
+    pd.testing.assert_frame_equal(
+        read_metrics(out).drop(columns="seconds").sort_values(key).reset_index(drop=True),
+        read_metrics(local).drop(columns="seconds").sort_values(key).reset_index(drop=True),
+        check_exact=True)
+
+
 def test_every_worker_lost_stops_with_rows_kept_and_resumes_identically(tmp_path):
     """Issue 30, class 2: the only worker killed mid-run -> after dask_wait seconds the run
     stops (exit 3, one line with how to resume), its finished rows consolidated (no parts/
@@ -143,32 +168,17 @@ def test_every_worker_lost_stops_with_rows_kept_and_resumes_identically(tmp_path
         run = subprocess.Popen(cmd, env=_env(), cwd=tmp_path, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
         procs.append(run)
-
-        def some_done():
-            try:
-                return len(read_metrics(out)["replicate"].unique()) >= 3
-            except Exception:                                   # noqa: BLE001
-                return False
-        _wait_for(some_done, 180, "the first replicates")
-        worker.send_signal(signal.SIGKILL)
-        t0 = time.time()
-        _, err = run.communicate(timeout=120)
+        err, seconds = _kill_mid_run(run, out, worker)
         assert run.returncode == 3, err
         assert "every dask worker was lost" in err and "re-run the same command" in err
-        assert time.time() - t0 < 60
+        assert seconds < 60
         kept = read_metrics(out)
         assert len(kept) >= 3 * 5 and not list((out / "parts").glob("*.parquet"))
         procs.append(_worker(sched_file))
         res = subprocess.run(cmd, env=_env(), cwd=tmp_path, capture_output=True, text=True,
                              timeout=300)
         assert res.returncode == 0, res.stderr
-        local = tmp_path / "local"
-        subprocess.run([sys.executable, "-m", "simstudy.cli", "run", *ARGS, "n_jobs=1",
-                        f"out={local}"], env=_env(), cwd=tmp_path, check=True,
-                       capture_output=True)
-        pd.testing.assert_frame_equal(read_metrics(out).drop(columns="seconds"),
-                                      read_metrics(local).drop(columns="seconds"),
-                                      check_exact=True)
+        _same_as_local(out, tmp_path)
     finally:
         for p in procs:
             p.kill()
@@ -189,21 +199,12 @@ def test_scheduler_killed_keeps_and_consolidates_rows_and_resumes_identically(tm
                                 f"dask_address={address}"], env=_env(), cwd=tmp_path,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         procs.append(run)
-
-        def some_done():
-            try:
-                return len(read_metrics(out)["replicate"].unique()) >= 3
-            except Exception:                                   # noqa: BLE001
-                return False
-        _wait_for(some_done, 180, "the first replicates")
-        scheduler.send_signal(signal.SIGKILL)
-        t0 = time.time()
-        _, err = run.communicate(timeout=180)
+        err, seconds = _kill_mid_run(run, out, scheduler)
         assert run.returncode == 3, err
         assert len(err.strip().splitlines()) == 1 and "re-run the same command" in err, err
         assert "Traceback" not in err and "internal error" not in err
         assert "the dask scheduler (tcp://127.0.0.1:" in err and "was lost" in err
-        assert time.time() - t0 < 120
+        assert seconds < 120
         kept = read_metrics(out)
         assert len(kept) >= 3 * 5 and not list((out / "parts").glob("*.parquet"))
         assert (kept["status"] == "ok").all()
@@ -214,15 +215,7 @@ def test_scheduler_killed_keeps_and_consolidates_rows_and_resumes_identically(tm
                               f"dask_address={address}"], env=_env("0"), cwd=tmp_path,
                              capture_output=True, text=True, timeout=300)
         assert res.returncode == 0, res.stderr
-        local = tmp_path / "local"
-        subprocess.run([sys.executable, "-m", "simstudy.cli", "run", *ARGS, "reps=200",
-                        "n_jobs=1", f"out={local}"], env=_env("0"), cwd=tmp_path, check=True,
-                       capture_output=True)
-        key = ["replicate", "method"]
-        pd.testing.assert_frame_equal(
-            read_metrics(out).drop(columns="seconds").sort_values(key).reset_index(drop=True),
-            read_metrics(local).drop(columns="seconds").sort_values(key).reset_index(drop=True),
-            check_exact=True)
+        _same_as_local(out, tmp_path, "reps=200")
     finally:
         for p in procs:
             p.kill()
