@@ -250,7 +250,8 @@ def test_drawn_tree_shows_every_split_and_leaf(tmp_path):
 
 
 @pytest.mark.slow
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30, deadline=None, derandomize=True)   # the same examples in every run:
+# CI must not depend on luck (a random run found the categorical counterexample tested below)
 @given(st.integers(0, 10 ** 6), st.sampled_from([2, 3, 4]), st.sampled_from([2, 3]),
        st.booleans(), st.booleans(), st.sampled_from([1, 1, 4]))
 def test_pruned_exact_search_equals_the_unpruned_one(seed, depth, D, ties, categorical, min_leaf):
@@ -350,3 +351,17 @@ def test_pruned_grid_search_equals_the_plain_one(seed, depth, D, grid, min_leaf,
     b = PolicyTreeSearch(depth, min_leaf, A, halve_split_points=halve, prune=False).fit(X, G)
     assert a.reward == pytest.approx(b.reward, abs=1e-9)
     np.testing.assert_array_equal(a.predict(X), b.predict(X))
+
+
+def test_pruned_search_with_categorical_children_keeps_the_optimum():
+    """A counterexample hypothesis found (depth 4, 3 actions, a categorical feature): the
+    moving-rows bounds assumed a child's optimum over fewer rows is bounded by the one over
+    more, which a categorical cut (an order of the child's own categories) breaks; the pruned
+    search reported 31.597 against the plain search's 31.800."""
+    rng = np.random.default_rng(2541)
+    X, G = rng.standard_normal((40, 4)), rng.standard_normal((40, 3))
+    X[:, 3] = rng.integers(0, 5, 40)
+    a = PolicyTreeSearch(4, 1, None, categorical=[3]).fit(X, G)
+    b = PolicyTreeSearch(4, 1, None, categorical=[3], prune=False).fit(X, G)
+    assert a.reward == pytest.approx(b.reward, abs=1e-9)
+    assert a.reward == pytest.approx(np.sum(G[np.arange(40), a.predict(X)]), rel=1e-12)

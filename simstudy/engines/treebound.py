@@ -450,7 +450,9 @@ def _cuts2(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, tot, abest, dummy, 
     NL, PMX, PMN, PH, valid = _positions(srt, start, order, mo, G, z, min_leaf)
     if not valid.any():
         return rec, -1
-    interval = prune and min_leaf == 1
+    # moving-rows bounds: with 3+ actions a depth-1 child's categorical cut follows an order of
+    # its own rows' categories (not every partition), so they are kept to ordered features
+    interval = prune and min_leaf == 1 and not (D > 2 and iscat.any())
     KL, KR, stack, sp = _scan_state(mo, dummy, interval)
     HL = np.zeros((0, 0, D))              # left histograms: built at the first memo miss
     CL = np.zeros((0, 0), np.int64)
@@ -507,8 +509,11 @@ def _deep_begin(level, j, c, nb, iscat, G, z, min_leaf, prune, rec, abest, dummy
     srt, start, order, mo = _feature_order(c[level - 1, j], nb[level - 1, j], iscat[j], G, abest)
     NL, PMX, PMN, PH, valid = _positions(srt, start, order, mo, G, z, min_leaf)
     # the moving-rows bounds restrict a child's tree to fewer rows; a split left with an empty
-    # side leaves a shallower tree, a candidate only where the children's grids nest
-    interval = prune and min_leaf == 1 and _nested(same, level - 1)
+    # side leaves a shallower tree, a candidate only where the children's grids nest. Not with
+    # categorical features: a child's categorical cuts follow an order of ITS rows' categories,
+    # so its optimum over fewer rows is not bounded by the one over more (a counterexample of
+    # the pruned-vs-plain property test: depth 4, 3 actions, reward 31.597 vs 31.800)
+    interval = prune and min_leaf == 1 and _nested(same, level - 1) and not iscat.any()
     KL, KR, stack, sp = _scan_state(mo, dummy, interval)
     ints = np.array([-1, 0, 0, 0, sp, 0], np.int64)
     flts = np.array([rec, 0.0, 0.0, 0.0])
