@@ -308,7 +308,7 @@ def study_defaults() -> dict:
 def keys_help() -> str:
     """`simstudy run --help`: every study key with its default and a line of help, then the
     default design family's parameters (their help and rule declared on the family's fields)."""
-    from .designs import DESIGNS, preset, schema
+    from .designs import DESIGNS, preset
     from .options import canonical
     defaults = study_defaults()
     lines = ["Study keys (KEY=VALUE; default in brackets):"]
