@@ -109,3 +109,38 @@ def test_bad_inputs():
         fit_lmm(X, np.arange(10.0), np.zeros(10))
     with pytest.raises(ValueError, match="finite"):
         fit_lmm(X, np.r_[np.nan, np.arange(9.0)], np.arange(10) % 2)
+
+
+def test_random_slope_fit_near_the_boundary_reaches_the_optimum(monkeypatch):
+    """A Q-rs fit (Design 2, J=25, n_j=150, replicate 2 of seed 2024) whose random-slope
+    variance goes to 0: the Newton loop used to stop 80 REML units short of the optimum (theta
+    1.34 instead of 3.34). Its criterion and theta must equal the minimum that an independent
+    optimiser (scipy's L-BFGS-B, from our point and from lme4's start) finds for the same
+    profiled criterion, and the fit must be singular (theta_3 = 0) as lmer reports it."""
+    import scipy.optimize as so
+
+    import simstudy.engines.lmm as lmm
+    import simstudy.methods.qlearning as qlearning
+    from simstudy.designs import make_design, preset
+    from simstudy.fitting import data_seed, fit_and_score
+    calls = []
+    monkeypatch.setattr(qlearning, "fit_lmm", lambda *a, **k: calls.append((a, k)) or
+                        fit_lmm(*a, **k))
+    rep = make_design(preset("design2")).simulate(
+        np.random.default_rng(data_seed(2024, "design2", 25, 150, 2)), 25, 150)
+    fit_and_score("Q-rs", rep.train, rep.test, 1,
+                  defaults={"covariates": ["X1", "X2", "X3", "X4", "X5"],
+                            "moderators": ["X3", "X4", "X5"]})
+    (X, y, groups, Z), kw = calls[0]
+    fit = fit_lmm(X, y, groups, Z, **kw)
+    labels, codes = lmm._codes(groups)
+    cp = lmm._Crossprods(X[:, lmm.kept_columns(X, 1e-7)], y, np.asarray(Z, float), codes,
+                         labels.size)
+    fg = lambda th: cp.objective(np.asarray(th, float), True)          # noqa: E731
+    best = min((so.minimize(lambda t: fg(t)[0], np.array(x0, float), jac=lambda t: fg(t)[1],
+                            method="L-BFGS-B", bounds=[(0, None), (None, None), (0, None)],
+                            options={"ftol": 1e-15, "gtol": 1e-10, "maxiter": 2000})
+                for x0 in (fit.theta, [1.0, 0.0, 1.0])), key=lambda r: r.fun)
+    assert fit.criterion == pytest.approx(best.fun, rel=1e-9)
+    np.testing.assert_allclose(fit.theta, best.x, atol=1e-4)
+    assert fit.theta[2] == 0.0 and fit.singular and fit.theta[0] > 3.3
