@@ -61,15 +61,7 @@ def test_real_cluster_with_a_worker_killed_mid_run(tmp_path):
                                env=_env(), cwd=tmp_path, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
         procs.append(run)
-
-        def some_done():
-            try:
-                return len(read_metrics(out)["replicate"].unique()) >= 4
-            except Exception:                                   # noqa: BLE001
-                return False
-        _wait_for(some_done, 180, "the first replicates")
-        workers[0].send_signal(signal.SIGKILL)
-        _, err = run.communicate(timeout=300)
+        err, _ = _kill_mid_run(run, out, workers[0], after=4)
         assert run.returncode == 0, err
         local = tmp_path / "local"
         subprocess.run([sys.executable, "-m", "simstudy.cli", "run", *ARGS, "n_jobs=1",
@@ -125,17 +117,18 @@ def test_no_worker_at_the_start_is_a_bounded_wait_and_one_line(tmp_path):
             p.kill()
 
 
-def _kill_mid_run(run, out, victim):
-    """Once 3 replicates are stored, SIGKILL `victim`; the run's stderr and its seconds to end."""
+def _kill_mid_run(run, out, victim, after=3):
+    """Once `after` replicates are stored, SIGKILL `victim`; the run's stderr and its seconds
+    to end."""
     def some_done():
         try:
-            return len(read_metrics(out)["replicate"].unique()) >= 3
+            return len(read_metrics(out)["replicate"].unique()) >= after
         except Exception:                                   # noqa: BLE001
             return False
     _wait_for(some_done, 180, "the first replicates")
     victim.send_signal(signal.SIGKILL)
     t0 = time.time()
-    _, err = run.communicate(timeout=180)
+    _, err = run.communicate(timeout=300)
     return err, time.time() - t0
 
 

@@ -134,13 +134,14 @@ def _damped_cholesky(H):
 
 
 @numba.njit(cache=True)
-def _projected_max(x, g, lower, held):
-    """max |g_i| over the free coordinates: not held, and not at the bound with g_i > 0."""
+def _free(x, g, lower, held):
+    """The free coordinates (not held, not at the bound with g_i > 0) and max |g_i| over them."""
+    idx = np.array([i for i in range(x.size)
+                    if not (held[i] or (x[i] <= lower[i] and g[i] > 0))], dtype=np.int64)
     out = 0.0
-    for i in range(x.size):
-        if not (held[i] or (x[i] <= lower[i] and g[i] > 0)):
-            out = max(out, abs(g[i]))
-    return out
+    for i in idx:
+        out = max(out, abs(g[i]))
+    return idx, out
 
 
 @numba.njit(cache=True)
@@ -165,9 +166,7 @@ def _bounded_newton(x0, lower, gtol, maxiter, data):
         return x, f, False, 0, 4
     held = np.zeros(k, dtype=np.bool_)
     for it in range(1, maxiter + 1):
-        pgmax = _projected_max(x, g, lower, held)
-        idx = np.array([i for i in range(k)
-                        if not (held[i] or (x[i] <= lower[i] and g[i] > 0))], dtype=np.int64)
+        idx, pgmax = _free(x, g, lower, held)
         if pgmax < gtol * max(1.0, abs(f)) * 1e-3 or idx.size == 0:
             return x, f, True, it, 0
         m = idx.size
@@ -220,7 +219,7 @@ def _bounded_newton(x0, lower, gtol, maxiter, data):
             x, f, g = xn, fn, gn
             if not done:
                 continue
-            pgmax = _projected_max(x, g, lower, held)
+            pgmax = _free(x, g, lower, held)[1]
         if pgmax >= 1e-3 * max(1.0, abs(f)) * 1e-3:
             # stalled away from a stationary point: a coordinate creeping to its bound scales
             # every step down (the rule above); hold such coordinates on the bound, go on
