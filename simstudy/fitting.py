@@ -15,6 +15,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+import numba
 import numpy as np
 import pandas as pd
 
@@ -34,9 +35,69 @@ def data_seed(seed: int, design: str, J: int, n_j: int, replicate: int) -> np.ra
 
 def named_seed(seed: int, *keys) -> int:
     """A seed from the study seed and a path of names and integers (names by `stable_id`), so a
-    method's randomness follows its NAME, never its position in a list."""
+    method's randomness follows its NAME, never its position in a list:
+    SeedSequence(seed, spawn_key=key).generate_state(1)[0], computed by `_seed_state`."""
     key = tuple(int(k) if isinstance(k, (int, np.integer)) else stable_id(k) for k in keys)
-    return int(np.random.SeedSequence(seed, spawn_key=key).generate_state(1, np.uint32)[0])
+    words = _words(seed)
+    if key:
+        words += [0] * (4 - len(words)) + [w for k in key for w in _words(k)]
+    return int(_seed_state(np.array(words, np.int64)))
+
+
+def _words(n) -> list[int]:
+    """numpy's _int_to_uint32_array: a non-negative integer as 32-bit words, low word first."""
+    n = int(n)
+    if n < 0:
+        raise ValueError(f"seeds and seed keys must be non-negative integers, got {n}")
+    out = [n & 0xFFFFFFFF]
+    n >>= 32
+    while n:
+        out.append(n & 0xFFFFFFFF)
+        n >>= 32
+    return out
+
+
+_M32 = 0xFFFFFFFF
+
+
+@numba.njit(cache=True)
+def _hashmix(value, hash_const):
+    value = (value ^ hash_const) & _M32
+    hash_const = (hash_const * 0x931e8875) & _M32
+    value = (value * hash_const) & _M32
+    return value ^ (value >> 16), hash_const
+
+
+@numba.njit(cache=True)
+def _mix(x, y):
+    r = (0xca01f9dd * x - 0x4973f715 * y) & _M32
+    return r ^ (r >> 16)
+
+
+@numba.njit(cache=True)
+def _seed_state(entropy):
+    """numpy's SeedSequence(entropy words).generate_state(1, uint32)[0] (pool size 4: mix the
+    entropy into the pool, then hash its first word), in 32-bit arithmetic on int64 (the low
+    32 bits of a wrapped product are exact)."""
+    pool = np.zeros(4, np.int64)
+    h = 0x43b0d7e5
+    for i in range(4):
+        v, h = _hashmix(entropy[i] if i < entropy.size else 0, h)
+        pool[i] = v
+    for i_src in range(4):
+        for i_dst in range(4):
+            if i_src != i_dst:
+                v, h = _hashmix(pool[i_src], h)
+                pool[i_dst] = _mix(pool[i_dst], v)
+    for i_src in range(4, entropy.size):
+        for i_dst in range(4):
+            v, h = _hashmix(entropy[i_src], h)
+            pool[i_dst] = _mix(pool[i_dst], v)
+    h = 0x8b51f9dd
+    v = (pool[0] ^ h) & _M32
+    h = (h * 0x58f38ded) & _M32
+    v = (v * h) & _M32
+    return v ^ (v >> 16)
 
 
 def method_seed(seed: int, design: str, J: int, n_j: int, replicate: int, method: str) -> int:

@@ -168,25 +168,126 @@ def regret(d_hat, d_opt, delta) -> float:
 
 def evaluate(score, truth, delta_ranks=None) -> dict[str, float]:
     """All per-replicate metrics of one method's test-set scores; `truth` has Delta, Y0, Y1, d_opt
-    (`delta_ranks`: Delta's average ranks, computed once per replicate by the runner)."""
+    (`delta_ranks`: Delta's average ranks, computed once per replicate by the runner). One
+    compiled pass (`_metrics`) gives the numbers of the functions above, bit for bit."""
     score = np.asarray(score, dtype=float)
     d_opt = np.asarray(truth["d_opt"])
-    delta = np.asarray(truth["Delta"])
+    delta = np.asarray(truth["Delta"], dtype=float)
     if score.shape != d_opt.shape:
         raise ValueError(f"benefit_score returned shape {score.shape}, expected {d_opt.shape}")
-    if not np.all(np.isfinite(score)):
+    if not np.isfinite(score).all():
         raise ValueError(f"benefit_score returned {np.sum(~np.isfinite(score))} non-finite values")
-    d_hat = decisions(score)
-    ranks = average_ranks(score)
-    return {
-        "accuracy": accuracy(d_hat, d_opt),
-        "f1": f1(d_hat, d_opt),
-        "spearman": spearman(score, delta, delta_ranks, ranks),
-        "auc": auc(score, d_opt, ranks),
-        "value": value(d_hat, truth["Y0"], truth["Y1"]),
-        "regret": regret(d_hat, d_opt, delta),
-        "treated_share": float(d_hat.mean()) if d_hat.size else np.nan,
-    }
+    if delta_ranks is None:
+        delta_ranks = average_ranks(delta)
+    values = _metrics(np.ascontiguousarray(score), np.ascontiguousarray(d_opt == 1),
+                      np.ascontiguousarray(delta), np.ascontiguousarray(delta_ranks, dtype=float),
+                      np.ascontiguousarray(truth["Y0"], dtype=float),
+                      np.ascontiguousarray(truth["Y1"], dtype=float))
+    return dict(zip(METRICS, values))
+
+
+@numba.njit(cache=True)
+def _block_sum(a, lo, n):
+    """numpy's pairwise_sum of a[lo:lo + n] for n <= 128: 8 accumulators, then the rest."""
+    if n < 8:
+        res = 0.0
+        for i in range(lo, lo + n):
+            res += a[i]
+        return res
+    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+    i = 8
+    while i < n - n % 8:
+        r0 += a[lo + i]
+        r1 += a[lo + i + 1]
+        r2 += a[lo + i + 2]
+        r3 += a[lo + i + 3]
+        r4 += a[lo + i + 4]
+        r5 += a[lo + i + 5]
+        r6 += a[lo + i + 6]
+        r7 += a[lo + i + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += a[lo + i]
+        i += 1
+    return res
+
+
+@numba.njit(cache=True)
+def _np_sum(a):
+    """numpy's sum of the 1-d array a, bit for bit: its pairwise summation (blocks of up to 128
+    by `_block_sum`; a longer run is split in halves rounded down to a multiple of 8, each
+    summed alike), evaluated with an explicit stack instead of recursion."""
+    n = a.size
+    if n <= 128:
+        return 0.0 + _block_sum(a, 0, n)
+    todo_lo = np.empty(128, np.int64)        # nodes still to visit: (lo, n, combine?)
+    todo_n = np.empty(128, np.int64)
+    todo_up = np.empty(128, np.bool_)
+    vals = np.empty(128)
+    t = v = 0
+    todo_lo[0], todo_n[0], todo_up[0] = 0, n, False
+    t = 1
+    while t > 0:
+        t -= 1
+        lo, m, up = todo_lo[t], todo_n[t], todo_up[t]
+        if up:                                # both halves done: left + right
+            v -= 1
+            vals[v - 1] = vals[v - 1] + vals[v]
+        elif m <= 128:
+            vals[v] = _block_sum(a, lo, m)
+            v += 1
+        else:
+            m2 = m // 2
+            m2 -= m2 % 8
+            todo_lo[t], todo_n[t], todo_up[t] = lo, m, True
+            todo_lo[t + 1], todo_n[t + 1], todo_up[t + 1] = lo + m2, m - m2, False
+            todo_lo[t + 2], todo_n[t + 2], todo_up[t + 2] = lo, m2, False
+            t += 3
+    return 0.0 + vals[0]
+
+
+@numba.njit(cache=True)
+def _metrics(score, d_opt, delta, delta_ranks, y0, y1):
+    """(accuracy, f1, spearman, auc, value, regret, treated_share) as the functions above
+    compute them (numpy's summation order), d_hat = I{score > 0}; NaN where undefined."""
+    n = score.size
+    nan = np.nan
+    if n == 0:
+        return nan, nan, nan, nan, nan, nan, nan
+    same = tp = n_hat = n_opt = 0
+    picked = np.empty(n)           # Y(d_hat)
+    lost = np.empty(n)             # (d_opt - d_hat) Delta
+    for i in range(n):
+        h = score[i] > 0
+        o = d_opt[i]
+        same += h == o
+        tp += h and o
+        n_hat += h
+        n_opt += o
+        picked[i] = y1[i] if h else y0[i]
+        lost[i] = (int(o) - int(h)) * delta[i]
+    accuracy = same / n
+    f1 = 2 * tp / (n_hat + n_opt) if n_hat + n_opt > 0 else nan
+    ranks = _tied_ranks(score, np.argsort(score))
+    ma = _np_sum(ranks) / n
+    mb = _np_sum(delta_ranks) / n
+    a = ranks - ma
+    b = delta_ranks - mb
+    den = np.sqrt(_np_sum(a * a) * _np_sum(b * b))
+    spearman = _np_sum(a * b) / den if den > 0 else nan
+    n0 = n - n_opt
+    auc = nan
+    if n_opt > 0 and n0 > 0:
+        r1 = np.empty(n_opt)
+        k = 0
+        for i in range(n):
+            if d_opt[i]:
+                r1[k] = ranks[i]
+                k += 1
+        auc = (_np_sum(r1) - n_opt * (n_opt + 1) / 2) / (n_opt * n0)
+    return (accuracy, f1, spearman, auc, _np_sum(picked) / n, _np_sum(lost) / n, n_hat / n)
 
 
 def congruence(decisions_by_method: dict[str, np.ndarray]) -> list[tuple[str, str, float]]:

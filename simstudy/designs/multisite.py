@@ -10,7 +10,7 @@ import pandas as pd
 
 from ..errors import ConfigError
 from ..options import FLAG, TEXT, Opt, choice, integer, number
-from .base import (OUTCOME, SITE, TREAT, DesignBase, Replicate, data_path, param,
+from .base import (OUTCOME, SITE, TREAT, DesignBase, Replicate, data_path, frame_of, param,
                    register_design)
 
 MAX_DRAWS = 10_000           # design.max_draws: redraws of one replicate before it is infeasible
@@ -200,7 +200,7 @@ class Design(DesignBase):
         return None
 
     def _individuals(self, rng: np.random.Generator, site: np.ndarray, R: np.ndarray,
-                     U: np.ndarray, sites=None, W=None):
+                     U: np.ndarray, sites=None, W=None, truth: bool = True):
         n = site.size
         X = self._covariates(rng, site, sites)
         logit = np.log(self.prevalence / (1 - self.prevalence)) + self.treat_R * R[site]
@@ -226,10 +226,11 @@ class Design(DesignBase):
         columns = {SITE: site, **{c: X[:, k] for k, c in enumerate(self.covariates)}}
         if w is not None:
             columns[SITE_COVARIATE] = w
-        frame = pd.DataFrame({**columns, TREAT: T, OUTCOME: Y}, copy=False)
-        truth = pd.DataFrame({"Delta": delta, "Y0": Y0, "Y1": Y1,
-                              "d_opt": (delta > 0).astype(np.int64)})
-        return frame, truth
+        frame = frame_of({**columns, TREAT: T, OUTCOME: Y})
+        if not truth:                         # a training set: its truth is never used
+            return frame, None
+        return frame, frame_of({"Delta": delta, "Y0": Y0, "Y1": Y1,
+                                "d_opt": (delta > 0).astype(np.int64)})
 
     def simulate(self, rng: np.random.Generator, J: int, n_j: int) -> Replicate:
         """Draw one replicate; redraw it whole while a training cluster has treated share 0 or 1."""
@@ -240,9 +241,11 @@ class Design(DesignBase):
             R = self.R_sd * rng.standard_normal(J)
             U = rng.standard_normal(J)
             W = rng.standard_normal(J) if self.site_covariate else None  # after U: old draws unmoved
-            train, _ = self._individuals(rng, np.repeat(np.arange(J), sizes), R, U, sites, W)
+            train, _ = self._individuals(rng, np.repeat(np.arange(J), sizes), R, U, sites, W,
+                                         truth=False)
             test, truth = self._individuals(rng, np.repeat(np.arange(J), n_test), R, U, sites, W)
-            share = np.bincount(train[SITE], weights=train[TREAT], minlength=J) / sizes
+            share = np.bincount(train[SITE].to_numpy(), weights=train[TREAT].to_numpy(float),
+                                minlength=J) / sizes
             if np.all((share > 0) & (share < 1)):
                 return Replicate(train, test, truth, draws=draw)
         raise RuntimeError(f"design {self.name}: every one of {self.max_draws} draws had a training "

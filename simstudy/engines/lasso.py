@@ -610,10 +610,7 @@ def lasso_path(X, y, weights=None, penalty_factor=None, *, intercept: bool = Tru
     w = np.ones(n) if weights is None else np.asarray(weights, float)
     if moments is None:
         y = np.asarray(y, float)
-    if w.shape != (n,) or np.any(w < 0) or not np.all(np.isfinite(w)) or w.sum() <= 0:
-        raise ValueError("weights must be n non-negative finite numbers with a positive sum")
-    if np.any(w == 0):
-        raise ValueError("zero weights: drop those rows instead")
+    _check_weights(w, n)
     vp, lam_user, ratio = _path_options(penalty_factor, p, lambdas, lambda_min_ratio)
     M = Moments.of(X, y, w) if moments is None else moments
     ju = _varies(M) if exclude is None else ~np.asarray(exclude, bool)
@@ -664,37 +661,79 @@ def cv_lasso(X, y, weights=None, penalty_factor=None, *, foldid=None, nfolds: in
     """cv.glmnet(type.measure = "mse", grouped = TRUE): weighted MSE per fold, averaged with the
     folds' weight sums; cvsd from the fold spread; lambda.min and lambda.1se as R picks them.
     Each fold fits its own path (its own lambda_max and early stop) on the moments of the other
-    folds and is predicted at the full data's lambdas by interpolation, all in one compiled call.
+    folds and is predicted at the full data's lambdas by interpolation; the full-data path and
+    the folds' errors are one compiled call (`_cv_fit`).
     `path`: the full-data path of an earlier call on the same data (it does not depend on the
     folds), so a refit with new folds only redoes the folds (personalized's refit loop)."""
     X = _matrix(X)
     y = np.asarray(y, float)
     n, p = X.shape
     w = np.ones(n) if weights is None else np.asarray(weights, float)
-    if foldid is None:
+    if foldid is None:          # a permutation of rep(1:K, length = n): every fold is present
         foldid = make_folds(n, nfolds, rng if rng is not None else np.random.default_rng())
-    foldid = np.asarray(foldid)
-    folds, fold = np.unique(foldid, return_inverse=True)
-    K = folds.size
+        fold, K = foldid - 1, int(nfolds)
+    else:
+        foldid = np.asarray(foldid)
+        folds, fold = np.unique(foldid, return_inverse=True)
+        K = folds.size
+    if path is None:
+        _check_weights(w, n)
     held = _fold_moments_of(X, y, w, fold.astype(np.int64), K)
-    total = Moments(*(a.sum(0) for a in held[1:]))
-    ju = _varies(total)
-    full = path if path is not None else lasso_path(
-        X, y, w, penalty_factor, intercept=intercept, standardize=standardize, thresh=thresh,
-        moments=total, exclude=~ju, nlambda=nlambda, lambda_min_ratio=lambda_min_ratio,
-        lambdas=lambdas, maxit=maxit)
     vp, lam_user, ratio = _path_options(penalty_factor, p, lambdas, lambda_min_ratio)
-    fold_mse, ok = _cv_errors(*held, ju, vp, intercept, standardize, lam_user, int(nlambda),
-                              ratio, thresh, maxit, full.lambdas)
-    if not ok:
+    given = path.lambdas if path is not None else np.zeros(0)
+    lam, a0, beta, rsq, fold_mse, ok = _cv_fit(
+        *held, held[1].sum(), held[4].sum(), held[6].sum(), vp, intercept, standardize,
+        lam_user, int(nlambda), ratio, thresh, maxit, path is None, given)
+    if ok == 1:
+        raise ValueError("y has no variation (weighted)")
+    if ok == 2:
         raise ValueError("y has no variation (weighted) in a cross-validation fold's training part")
+    full = path if path is not None else LassoPath(lam, a0, beta, rsq)
     fold_w = held[1]
     cvm = fold_w @ fold_mse / fold_w.sum()
     cvsd = np.sqrt((fold_w @ (fold_mse - cvm) ** 2) / fold_w.sum() / (K - 1))
-    lam = full.lambdas
-    i_min = int(np.flatnonzero(cvm <= cvm.min())[np.argmax(lam[cvm <= cvm.min()])])
-    i_1se = int(np.flatnonzero(cvm <= cvm[i_min] + cvsd[i_min])[0])
+    # lambda.min: the largest lambda (the path decreases: the first index) of the smallest cvm
+    i_min = int(np.argmin(cvm))
+    i_1se = int(np.argmax(cvm <= cvm[i_min] + cvsd[i_min]))
     return CVLasso(full, cvm, cvsd, foldid, i_min, i_1se)
+
+
+@numba.njit(cache=True)
+def _cv_fit(cnt, sw, sx, sxx, sy, sxy, syy, tsw, tsy, tsyy, vp, intercept, standardize,
+            lambdas, nlam, ratio, thresh, maxit, compute_full, full_lam):
+    """The full-data path (when `compute_full`; else the given lambdas `full_lam`) from the
+    folds' summed moments, with glmnet's exclusion of constant columns, and the folds' held-out
+    errors at its lambdas (`_cv_errors`). tsw, tsy, tsyy: numpy's sums of sw, sy, syy (pairwise
+    from 8 folds on); the arrays are summed over folds in order, as numpy's sum(0) does.
+    ok: 0, 1 (y constant), 2 (constant in a fold's training part)."""
+    K = sw.size
+    p = sx.shape[1]
+    tsx = sx[0].copy()
+    tsxy = sxy[0].copy()
+    tsxx = sxx[0].copy()
+    for f in range(1, K):
+        tsx += sx[f]
+        tsxy += sxy[f]
+        tsxx += sxx[f]
+    ju = _varies_k(tsw, tsx, tsxx, np.ones(p, np.bool_))
+    lam, a0, beta, rsq = full_lam, np.zeros(0), np.zeros((p, 0)), np.zeros(0)
+    if compute_full:
+        lam, a0, beta, rsq, ok = _fit_path(cnt.sum(), tsw, tsx, tsxx, tsy, tsxy, tsyy, vp, ju,
+                                           intercept, standardize, lambdas, nlam, ratio, thresh,
+                                           maxit)
+        if not ok:
+            return lam, a0, beta, rsq, np.zeros((K, 0)), 1
+    mse, ok_folds = _cv_errors(cnt, sw, sx, sxx, sy, sxy, syy, ju, vp, intercept, standardize,
+                               lambdas, nlam, ratio, thresh, maxit, lam)
+    return lam, a0, beta, rsq, mse, 0 if ok_folds else 2
+
+
+def _check_weights(w: np.ndarray, n: int) -> None:
+    """glmnet's weights: n positive finite numbers (a zero weight: drop the row instead)."""
+    if w.shape != (n,) or not np.isfinite(w).all() or w.sum() <= 0 or (w < 0).any():
+        raise ValueError("weights must be n non-negative finite numbers with a positive sum")
+    if not w.all():
+        raise ValueError("zero weights: drop those rows instead")
 
 
 def _fold_moments_of(X, y, w, fold, K):

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from . import lapack
+from .groups import site_codes
 from .ols import kept_columns
 
 LOG2PI = np.log(2 * np.pi)
@@ -36,13 +37,20 @@ class LMMFit:
     theta: np.ndarray
     re_cov: np.ndarray               # q x q covariance of the random effects, sigma^2 T T'
     re_names: list[str]
-    ranef: pd.DataFrame              # conditional modes (BLUPs) b_j, one row per group
+    ranef_values: np.ndarray         # conditional modes (BLUPs) b_j, (groups, q)
+    group_labels: np.ndarray         # the groups' labels, sorted (the rows of ranef_values)
     criterion: float                 # REML criterion (REML) or deviance (ML) at the optimum
     reml: bool
     converged: bool
     message: str
     n: int
     n_groups: int
+
+    @property
+    def ranef(self) -> pd.DataFrame:
+        """The conditional modes b_j as a frame: one row per group label, one column per
+        random effect (lme4's ranef)."""
+        return pd.DataFrame(self.ranef_values, index=self.group_labels, columns=self.re_names)
 
     @property
     def re_sd(self) -> np.ndarray:
@@ -508,8 +516,8 @@ class _Crossprods:
 
 
 def _codes(groups):
-    labels, codes = np.unique(np.asarray(groups), return_inverse=True)
-    return labels, codes.astype(np.int64)
+    """(sorted labels, code per row), as np.unique(return_inverse=True) (`site_codes`)."""
+    return site_codes(groups)
 
 
 def fit_lmm(X, y, groups, Z=None, *, names=None, re_names=None, reml: bool = True,
@@ -556,7 +564,7 @@ def fit_lmm(X, y, groups, Z=None, *, names=None, re_names=None, reml: bool = Tru
     beta[keep], se[keep] = beta_k, se_k
     return LMMFit(beta=beta, se=se, names=names, aliased=[nm for nm, kk in zip(names, keep) if not kk],
                   sigma=float(np.sqrt(sigma2)), theta=theta, re_cov=sigma2 * T @ T.T,
-                  re_names=re_names, ranef=pd.DataFrame(b, index=labels, columns=re_names),
+                  re_names=re_names, ranef_values=b, group_labels=labels,
                   criterion=float(dev), reml=reml, converged=bool(converged),
                   message=f"{message} after {iterations} Newton steps",
                   n=n, n_groups=J)

@@ -114,7 +114,7 @@ class MultilevelQ(OutcomeModel):
                 fit = ols(np.column_stack([np.ones(len(y)), P]), demean(y, codes),
                           ["(Intercept)"] + names)
                 coef = fit.coef[1:]
-            self.fit_, self.slopes_ = fit, None
+            self.fit_, self.slope_values_ = fit, None
         else:
             Z = np.column_stack([np.ones(len(y)), P[:, k_treat]]) if slope else None
             fit = fit_lmm(np.column_stack([np.ones(len(y)), P]), y, codes, Z,
@@ -122,11 +122,18 @@ class MultilevelQ(OutcomeModel):
                           re_names=["(Intercept)", self.treatment][:2 if slope else 1])
             coef = fit.beta[1:]
             self.fit_ = fit
-            self.slopes_ = (pd.Series(fit.ranef.iloc[:, 1].to_numpy(), index=labels)
-                            if slope else None)
+            self.slope_values_ = fit.ranef_values[:, 1] if slope else None
+        self.site_labels_ = labels
         self.aliased_ = list(self.fit_.aliased)
         self._set_effects(coef[k_treat], coef[k_treat + 1:])
         return self
+
+    @property
+    def slopes_(self) -> pd.Series | None:
+        """The cluster slopes u_1j by site label (random-slope models; None otherwise)."""
+        if self.slope_values_ is None:
+            return None
+        return pd.Series(self.slope_values_, index=self.site_labels_)
 
     def diagnostics(self) -> dict:
         """lme4's messages: a fit that did not converge, a boundary (singular) fit."""
@@ -140,8 +147,9 @@ class MultilevelQ(OutcomeModel):
 
     def benefit_score(self, frame: pd.DataFrame) -> np.ndarray:
         score = super().benefit_score(frame)
-        if self.slopes_ is None:
+        if self.slope_values_ is None:
             return score
-        return score + self._per_site(frame, self.slopes_, self.new_sites == "error",
+        return score + self._per_site(frame, self.site_labels_, self.slope_values_,
+                                      self.new_sites == "error",
                                       "their cluster slope is unknown",
                                       "Use new_sites='population' to give them u = 0.")

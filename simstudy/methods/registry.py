@@ -121,16 +121,20 @@ class Method:
 
     @classmethod
     def constraints(cls) -> dict[str, Opt]:
-        """Every option's constraint, the base classes' first."""
-        out: dict[str, Opt] = {}
-        for klass in reversed(cls.__mro__):
-            out.update(vars(klass).get("OPTIONS", {}))
-        return out
+        """Every option's constraint, the base classes' first (collected once per class)."""
+        if "_constraints" not in vars(cls):
+            out: dict[str, Opt] = {}
+            for klass in reversed(cls.__mro__):
+                out.update(vars(klass).get("OPTIONS", {}))
+            cls._constraints = out
+        return dict(cls._constraints)
 
     @classmethod
     def check_options(cls, kwargs: dict) -> None:
         """ValueError naming the first option out of its declared range."""
-        for key, opt in cls.constraints().items():
+        if "_constraints" not in vars(cls):
+            cls.constraints()
+        for key, opt in cls._constraints.items():
             if key in kwargs:
                 opt.check(key, kwargs[key])
 
@@ -174,18 +178,22 @@ class Method:
         """(sorted site labels, integer code per row) of the site column (`site_codes`)."""
         return _read(frame, ("site codes", self.site), lambda: site_codes(frame[self.site]))
 
-    def _per_site(self, frame: pd.DataFrame, effects: pd.Series, strict: bool, what: str,
-                  remedy: str, fill: float = 0.0) -> np.ndarray:
-        """The training site's value for each row (`fill` for sites not seen in training, or an
-        error naming the rows when `strict`)."""
+    def _per_site(self, frame: pd.DataFrame, labels: np.ndarray, values: np.ndarray,
+                  strict: bool, what: str, remedy: str, fill: float = 0.0) -> np.ndarray:
+        """The training site's value (`values`, one per training site label `labels`) for each
+        row of `frame` (`fill` for sites not seen in training, or an error naming the rows when
+        `strict`)."""
         self._require(frame, [self.site], "the scored frame")
-        labels, codes = self._sites(frame)
-        per_label = effects.reindex(labels).to_numpy(float)
+        scored, codes = self._sites(frame)
+        if scored.shape == labels.shape and (scored == labels).all():
+            per_label = np.asarray(values, float)   # the training sites (the runner's test sets)
+        else:
+            per_label = pd.Series(values, index=labels).reindex(scored).to_numpy(float)
         unseen = np.isnan(per_label)
         if unseen.any() and strict:
             rows = unseen[codes]
             raise ValueError(f"{int(rows.sum())} rows belong to sites not in the training data "
-                             f"(e.g. {labels[unseen][0]}); {what}. {remedy}")
+                             f"(e.g. {scored[unseen][0]}); {what}. {remedy}")
         return np.where(unseen, fill, per_label)[codes]
 
     def _require(self, frame: pd.DataFrame, columns, what: str) -> None:

@@ -26,7 +26,7 @@ from ..engines.groups import group_means
 from ..engines.lasso import SiteDummyDesign, cv_lasso
 from ..engines.ols import fixed_effects_ols, ols
 from .qlearning import DEFAULT_COVARIATES, DEFAULT_MODERATORS
-from .registry import FLAG, Method, choice, integer, register
+from .registry import FLAG, Method, _read, choice, integer, register
 
 
 @register("W-base", family="Weighting",
@@ -72,23 +72,50 @@ class Weighting(Method):
         return 8.0 * (self.nfolds + 1) * p * p
 
     # ------------------------------------------------------------------ pieces
+    # The pieces below depend on the data and the options, not on the method's seed: within
+    # `shared_reads` (one replicate of the runner) they are computed once and shared by every
+    # weighting rule that uses them (W-aug and WS-aug fit the same augmentation).
+    def _weights(self, train, codes, labels) -> tuple[np.ndarray, np.ndarray]:
+        """(T~, w): T~ = 2T - 1 and w = 1 / (T~ p + (1 - T~) / 2), p the overall treated share
+        (W-base) or the site's p_j."""
+        def compute():
+            T = self._column(train, self.treatment)
+            if not ((T == 0) | (T == 1)).all():
+                raise ValueError(f"treatment column {self.treatment!r} must be 0/1")
+            if self.propensity == "overall":
+                p = np.full(len(T), T.mean())
+            else:
+                share = group_means(T, codes, labels.size)[:, 0]
+                bad = labels[(share <= 0) | (share >= 1)]
+                if bad.size:
+                    raise ValueError(f"{bad.size} sites have everyone or no one treated (e.g. "
+                                     f"site {bad[0]}); their propensity p_j is 0 or 1 and the "
+                                     f"weights 1/p_j, 1/(1-p_j) are undefined. Drop those sites "
+                                     f"first.")
+                p = share[codes]
+            Tt = 2 * T - 1
+            return Tt, 1.0 / (Tt * p + (1 - Tt) / 2)
+        return _read(train, ("weights", self.propensity, self.treatment, self.site), compute)
+
     def _augmentation(self, train, codes) -> np.ndarray:
         """m_hat: OLS fitted values of Y on X (W-aug) or on X + site dummies (W-augID, by the
         within transform: fitted = ybar_j + (X - xbar_j) b_within)."""
-        y = self._column(train, self.outcome)
-        if self.augment == "none":
-            return np.zeros_like(y)
-        X = self._matrix(train, self.covariates)
-        if self.augment == "covariates":
-            D = np.column_stack([np.ones(len(y)), X])
-            return D @ np.nan_to_num(ols(D, y).coef)
-        fit, alpha = fixed_effects_ols(X, y, codes)
-        return alpha[codes] + X @ np.nan_to_num(fit.coef)
+        def compute():
+            y = self._column(train, self.outcome)
+            X = self._matrix(train, self.covariates)
+            if self.augment == "covariates":
+                D = np.column_stack([np.ones(len(y)), X])
+                return D @ np.nan_to_num(ols(D, y).coef)
+            fit, alpha = fixed_effects_ols(X, y, codes)
+            return alpha[codes] + X @ np.nan_to_num(fit.coef)
+        return _read(train, ("augmentation", self.augment, self.outcome, tuple(self.covariates),
+                             self.site), compute)
 
     def _design(self, frame, codes, J, Tt):
         """x~ = T~ (1, V, S): dense part and sparse site dummies (first site is the reference)."""
-        V = self._matrix(frame, self.moderators)
-        dense = Tt[:, None] * np.column_stack([np.ones(len(V)), V])
+        dense = _read(frame, ("weighting design", self.treatment, tuple(self.moderators)),
+                      lambda: Tt[:, None] * np.column_stack(
+                          [np.ones(len(Tt)), self._matrix(frame, self.moderators)])).copy()
         if not self.site_moderators:
             return dense
         return SiteDummyDesign(dense, codes, Tt, J)
@@ -99,28 +126,19 @@ class Weighting(Method):
         if self.augment != "none":
             need += self.covariates
         self._require(train, dict.fromkeys(need), "the training frame")
-        T = self._column(train, self.treatment)
-        if not np.isin(T, (0, 1)).all():
-            raise ValueError(f"treatment column {self.treatment!r} must be 0/1")
         labels, codes = self._sites(train)
         J = labels.size
-        if self.propensity == "overall":
-            p = np.full(len(T), T.mean())
-        else:
-            share = group_means(T, codes, J)[:, 0]
-            bad = labels[(share <= 0) | (share >= 1)]
-            if bad.size:
-                raise ValueError(f"{bad.size} sites have everyone or no one treated (e.g. site "
-                                 f"{bad[0]}); their propensity p_j is 0 or 1 and the weights "
-                                 f"1/p_j, 1/(1-p_j) are undefined. Drop those sites first.")
-            p = share[codes]
-        Tt = 2 * T - 1
-        w = 1.0 / (Tt * p + (1 - Tt) / 2)
-        y = self._column(train, self.outcome) - self._augmentation(train, codes)
+        # writable copies of the shared arrays: the compiled kernels see the argument types
+        # they always saw (numba compiles a read-only array as another signature)
+        Tt, w = (a.copy() for a in self._weights(train, codes, labels))
+        y = self._column(train, self.outcome)
+        y = y - self._augmentation(train, codes) if self.augment != "none" else y.copy()
         X = self._design(train, codes, J, Tt)
         k = len(self.moderators)
-        pf = np.r_[0.0, np.full(k, 0.0 if self.site_moderators else 1.0),
-                   np.ones(J - 1 if self.site_moderators else 0)]
+        pf = np.ones(1 + k + (J - 1 if self.site_moderators else 0))
+        pf[0] = 0.0
+        if self.site_moderators:
+            pf[1:1 + k] = 0.0
         rng = np.random.default_rng(self.random_state)
         self._last_problem = (X, y, w, pf)          # the lasso problem, for diagnostics/tests
         self.cv_ = cv_lasso(X, y, w, pf, intercept=False, nfolds=self.nfolds, rng=rng,
@@ -130,19 +148,26 @@ class Weighting(Method):
         # stream (fold draw k+1 of the method's seed), the full path reused (fold-free);
         # with user-given folds a refit would be identical, so none is made
         while (self.foldid is None and self.fits_ < self.max_fits
-               and not np.any(self.cv_.coef("lambda.min")[1][1:] != 0)):
+               and not self.cv_.path.beta[1:, self.cv_.index_min].any()):
             self.cv_ = cv_lasso(X, y, w, pf, intercept=False, nfolds=self.nfolds, rng=rng,
                                 path=self.cv_.path)
             self.fits_ += 1
         _, coef = self.cv_.coef(self.lambda_rule)
         self.a0_, self.a_ = float(coef[0]), coef[1:1 + k]
-        self.site_effects_ = (pd.Series(np.r_[0.0, coef[1 + k:]], index=labels)
-                              if self.site_moderators else None)
+        self.site_labels_ = labels
+        self.site_coef_ = np.r_[0.0, coef[1 + k:]] if self.site_moderators else None
         return self
+
+    @property
+    def site_effects_(self) -> pd.Series | None:
+        """The site-dummy coefficients by site label (the reference site 0); None for W-*."""
+        if self.site_coef_ is None:
+            return None
+        return pd.Series(self.site_coef_, index=self.site_labels_)
 
     def diagnostics(self) -> dict:
         out = {"fits": self.fits_}
-        if not np.any(self.cv_.coef("lambda.min")[1][1:] != 0):
+        if not self.cv_.path.beta[1:, self.cv_.index_min].any():
             out["warning"] = (f"lasso selected no moderator in {self.fits_} fit(s): the rule is "
                               f"constant (treat all or none)")
         return out
@@ -151,10 +176,11 @@ class Weighting(Method):
         """f(v) = a0 + v'a (+ the row's site-dummy coefficient for WS methods)."""
         self._require(frame, self.moderators, "the scored frame")
         score = self.a0_ + self._matrix(frame, self.moderators) @ self.a_
-        if self.site_effects_ is None:
+        if self.site_coef_ is None:
             return score
-        fill = self.site_effects_.mean() if self.new_sites == "average" else 0.0
-        return score + self._per_site(frame, self.site_effects_, self.new_sites == "error",
+        fill = self.site_coef_.mean() if self.new_sites == "average" else 0.0
+        return score + self._per_site(frame, self.site_labels_, self.site_coef_,
+                                      self.new_sites == "error",
                                       "a WS method has no dummy coefficient for them",
                                       "Use new_sites='average' to score them as the average "
                                       "training site (mean site coefficient) or 'reference' as "
