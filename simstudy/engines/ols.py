@@ -98,7 +98,8 @@ def ols(X: np.ndarray, y: np.ndarray, names: list[str] | None = None, tol: float
     G = X.T @ X
     keep = kept_columns(X, tol, G)
     full = bool(keep.all())
-    Xk = X if full else X[:, keep]
+    Xk = X[:, keep]          # a C-ordered copy even when every column is kept: X'y then sums
+    # in the order it always did (np.column_stack may hand us an F-ordered X)
     # Cholesky of X'X with one step of iterative refinement (corrected semi-normal equations):
     # as accurate as a QR solve for the designs met here, without forming Q (n x p)
     c = _cho_factor(G if full else G[np.ix_(keep, keep)])
