@@ -430,26 +430,40 @@ def _interpolate(lam, a0, beta, s):
 
 
 @numba.njit(cache=True)
-def _cv_errors(cnt, sw, sx, sxx, sy, sxy, syy, ju, vp, intercept, standardize, lambdas, nlam,
-               ratio, thresh, maxit, full_lam):
-    """cv.glmnet's held-out weighted MSE per fold and full-data lambda: each fold fits its own
-    path on the other folds' moments (total minus its own) and is predicted at `full_lam` by
-    lambda.interp; sum w (y - a0 - x'b)^2 = Syy - 2 a0 Sy - 2 b'Sxy + a0^2 Sw + 2 a0 b'Sx + b'Sxx b
-    from the fold's moments (Sxx's non-zeros only: the site block is diagonal)."""
+def _cv_errors(cnt, sw, sx, sxx, sy, sxy, syy, psw, psy, psyy, vp, intercept, standardize,
+               lambdas, nlam, ratio, thresh, maxit, compute_full, full_lam):
+    """cv.glmnet in one compiled call: the full-data path from the folds' summed moments (when
+    `compute_full`; else the given lambdas `full_lam`), with glmnet's exclusion of constant
+    columns, then each fold's held-out weighted MSE at those lambdas: each fold fits its own
+    path on the other folds' moments (total minus its own) and is predicted at the full lambdas
+    by lambda.interp; sum w (y - a0 - x'b)^2 = Syy - 2 a0 Sy - 2 b'Sxy + a0^2 Sw + 2 a0 b'Sx +
+    b'Sxx b from the fold's moments (Sxx's non-zeros only: the site block is diagonal).
+    psw, psy, psyy: numpy's sums of sw, sy, syy (pairwise from 8 folds on) for the full path,
+    as the full path always had them; the folds' training parts subtract from sequential sums.
+    Returns (lambdas, a0, beta, dev_ratio, mse (K, m), ok: 0, 1 = y constant, 2 = constant in
+    a fold's training part)."""
     K = sw.size
     p = sx.shape[1]
-    m = full_lam.size
-    tsw, tsy, tsyy = sw.sum(), sy.sum(), syy.sum()
-    tsx = np.zeros(p)
-    tsxy = np.zeros(p)
-    tsxx = np.zeros((p, p))
-    for f in range(K):
+    tsx = sx[0].copy()
+    tsxy = sxy[0].copy()
+    tsxx = sxx[0].copy()
+    for f in range(1, K):
         tsx += sx[f]
         tsxy += sxy[f]
         tsxx += sxx[f]
     n = cnt.sum()
+    ju = _varies_k(psw, tsx, tsxx, np.ones(p, np.bool_))
+    full_a0, full_beta, full_rsq = np.zeros(0), np.zeros((p, 0)), np.zeros(0)
+    if compute_full:
+        full_lam, full_a0, full_beta, full_rsq, ok = _fit_path(
+            n, psw, tsx, tsxx, psy, tsxy, psyy, vp, ju, intercept, standardize, lambdas, nlam,
+            ratio, thresh, maxit)
+        if not ok:
+            return full_lam, full_a0, full_beta, full_rsq, np.zeros((K, 0)), 1
+    m = full_lam.size
     mse = np.empty((K, m))
     ok_all = True
+    tsw, tsy, tsyy = sw.sum(), sy.sum(), syy.sum()
     for f in range(K):
         trx = tsxx - sxx[f]
         trsx = tsx - sx[f]
@@ -489,7 +503,7 @@ def _cv_errors(cnt, sw, sx, sxx, sy, sxy, syy, ju, vp, intercept, standardize, l
                 quad += bu * row
             sse = syy[f] - 2 * a[l] * sy[f] + a[l] * a[l] * sw[f] + lin + quad
             mse[f, l] = max(sse, 0.0) / sw[f]
-    return mse, ok_all
+    return full_lam, full_a0, full_beta, full_rsq, mse, 0 if ok_all else 2
 
 
 class SiteDummyDesign:
@@ -662,7 +676,7 @@ def cv_lasso(X, y, weights=None, penalty_factor=None, *, foldid=None, nfolds: in
     folds' weight sums; cvsd from the fold spread; lambda.min and lambda.1se as R picks them.
     Each fold fits its own path (its own lambda_max and early stop) on the moments of the other
     folds and is predicted at the full data's lambdas by interpolation; the full-data path and
-    the folds' errors are one compiled call (`_cv_fit`).
+    the folds' errors are one compiled call (`_cv_errors`).
     `path`: the full-data path of an earlier call on the same data (it does not depend on the
     folds), so a refit with new folds only redoes the folds (personalized's refit loop)."""
     X = _matrix(X)
@@ -681,7 +695,7 @@ def cv_lasso(X, y, weights=None, penalty_factor=None, *, foldid=None, nfolds: in
     held = _fold_moments_of(X, y, w, fold.astype(np.int64), K)
     vp, lam_user, ratio = _path_options(penalty_factor, p, lambdas, lambda_min_ratio)
     given = path.lambdas if path is not None else np.zeros(0)
-    lam, a0, beta, rsq, fold_mse, ok = _cv_fit(
+    lam, a0, beta, rsq, fold_mse, ok = _cv_errors(
         *held, held[1].sum(), held[4].sum(), held[6].sum(), vp, intercept, standardize,
         lam_user, int(nlambda), ratio, thresh, maxit, path is None, given)
     if ok == 1:
@@ -696,36 +710,6 @@ def cv_lasso(X, y, weights=None, penalty_factor=None, *, foldid=None, nfolds: in
     i_min = int(np.argmin(cvm))
     i_1se = int(np.argmax(cvm <= cvm[i_min] + cvsd[i_min]))
     return CVLasso(full, cvm, cvsd, foldid, i_min, i_1se)
-
-
-@numba.njit(cache=True)
-def _cv_fit(cnt, sw, sx, sxx, sy, sxy, syy, tsw, tsy, tsyy, vp, intercept, standardize,
-            lambdas, nlam, ratio, thresh, maxit, compute_full, full_lam):
-    """The full-data path (when `compute_full`; else the given lambdas `full_lam`) from the
-    folds' summed moments, with glmnet's exclusion of constant columns, and the folds' held-out
-    errors at its lambdas (`_cv_errors`). tsw, tsy, tsyy: numpy's sums of sw, sy, syy (pairwise
-    from 8 folds on); the arrays are summed over folds in order, as numpy's sum(0) does.
-    ok: 0, 1 (y constant), 2 (constant in a fold's training part)."""
-    K = sw.size
-    p = sx.shape[1]
-    tsx = sx[0].copy()
-    tsxy = sxy[0].copy()
-    tsxx = sxx[0].copy()
-    for f in range(1, K):
-        tsx += sx[f]
-        tsxy += sxy[f]
-        tsxx += sxx[f]
-    ju = _varies_k(tsw, tsx, tsxx, np.ones(p, np.bool_))
-    lam, a0, beta, rsq = full_lam, np.zeros(0), np.zeros((p, 0)), np.zeros(0)
-    if compute_full:
-        lam, a0, beta, rsq, ok = _fit_path(cnt.sum(), tsw, tsx, tsxx, tsy, tsxy, tsyy, vp, ju,
-                                           intercept, standardize, lambdas, nlam, ratio, thresh,
-                                           maxit)
-        if not ok:
-            return lam, a0, beta, rsq, np.zeros((K, 0)), 1
-    mse, ok_folds = _cv_errors(cnt, sw, sx, sxx, sy, sxy, syy, ju, vp, intercept, standardize,
-                               lambdas, nlam, ratio, thresh, maxit, lam)
-    return lam, a0, beta, rsq, mse, 0 if ok_folds else 2
 
 
 def _check_weights(w: np.ndarray, n: int) -> None:

@@ -702,7 +702,9 @@ def _node3(c, nb, iscat, G, z, min_leaf, prune, cutoff, same, memo, use):
 # shallower tree, floor) and the results merge in feature order, so the tree is the same for any
 # number of threads. With the memo (one dict, not thread-safe) the features run in order and
 # share the incumbent, as in a node search (the same tree: ties go to the lowest feature). Depth 2
-# has its own root, so that PT's depth-2 search compiles only its kernels.
+# has its own root, so that PT's depth-2 search compiles only its kernels. Each root is compiled
+# twice from one body (`_twins`): for one thread (a study's replicates: numba's parallel
+# lowering adds ~10 s to PT's first compile and nothing on one thread) and for several.
 
 @numba.njit(cache=True)
 def _merge(rj, ij, leaf):
@@ -720,8 +722,7 @@ def _floored(thr, floor, prune):
     return max(thr, floor - 4 * _TOL * max(1.0, abs(floor))) if prune else thr
 
 
-@numba.njit(cache=True, parallel=True)
-def _root2(c, nb, iscat, G, z, min_leaf, prune, same, floor, memo, use):
+def _root2_body(c, nb, iscat, G, z, min_leaf, prune, same, floor, memo, use):
     tot, abest, perf, Ht, Ct, dummy, thr, botT = _prep2(c, nb, iscat, G, z, min_leaf, prune,
                                                         -np.inf, same, memo, use)
     thr = _floored(thr, floor, prune)
@@ -753,8 +754,7 @@ def _cuts34(level, j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, abest, dumm
                   memo, use)
 
 
-@numba.njit(cache=True, parallel=True)
-def _root34(level, c, nb, iscat, G, z, min_leaf, prune, same, floor, memo, use):
+def _root34_body(level, c, nb, iscat, G, z, min_leaf, prune, same, floor, memo, use):
     tot, abest, perf = _node_facts(G)
     if level == 3:
         dummy = _node2(c[:2].copy(), nb[:2].copy(), iscat, G, z, min_leaf, prune, -np.inf, same,
@@ -780,6 +780,29 @@ def _root34(level, c, nb, iscat, G, z, min_leaf, prune, same, floor, memo, use):
                 rj[j], ij[j] = _cuts34(level, j, c, nb, iscat, G, z, min_leaf, prune, thr, leaf,
                                        abest, dummy, same, memo, use)
     return _merge(rj, ij, leaf)
+
+
+def _twins(body):
+    """(one-thread, threaded) compiled versions of a root's body (`numba.prange` is `range`
+    in the first). The threaded one is a renamed copy, so numba's on-disk cache keeps the two
+    apart (its files are named after the function); it compiles only when first called."""
+    import types
+    name = body.__name__.removesuffix("_body")
+    twin = types.FunctionType(body.__code__.replace(co_name=f"{name}_threads"),
+                              body.__globals__, f"{name}_threads", body.__defaults__)
+    twin.__qualname__ = f"{name}_threads"
+    return numba.njit(cache=True)(body), numba.njit(cache=True, parallel=True)(twin)
+
+
+_root2, _root2_threads = _twins(_root2_body)
+_root34, _root34_threads = _twins(_root34_body)
+
+
+def root(level: int, threads: int):
+    """The root search of `level` (2, or 3-4 taking `level` first) for `threads` numba threads."""
+    if level == 2:
+        return _root2 if threads <= 1 else _root2_threads
+    return _root34 if threads <= 1 else _root34_threads
 
 
 _NO_MEMO = []

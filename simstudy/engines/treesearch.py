@@ -25,9 +25,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
-from .treebound import _argmax, _cat_order, _gather, _memo, _node1, _root2, _root34
+from .treebound import _argmax, _cat_order, _gather, _memo, _node1, root
 
 
 @dataclass
@@ -231,7 +232,8 @@ class PolicyTreeSearch:
         else:
             args = (c, nb, self.iscat_, g, z, self.min_leaf, self.prune, self.same_,
                     self._floor(rows, level), memo, use)
-            reward, j, i = _root2(*args) if level == 2 else _root34(level, *args)
+            search = root(level, numba.get_num_threads())
+            reward, j, i = search(*args) if level == 2 else search(level, *args)
         if j >= 0 and not self.iscat_[j]:
             i = int(np.unique(self.codes_[level][j, rows])[i])
         return float(reward), int(j), int(i)
