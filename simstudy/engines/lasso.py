@@ -605,11 +605,12 @@ def _path_options(penalty_factor, p: int, lambdas, lambda_min_ratio):
     pf = np.ones(p) if penalty_factor is None else np.maximum(np.asarray(penalty_factor, float), 0)
     if pf.shape != (p,):
         raise ValueError(f"penalty_factor has length {pf.size}, expected {p}")
-    if pf.sum() <= 0:
+    total = pf.sum()
+    if total <= 0:
         raise ValueError("at least one penalty factor must be positive")
     lam_user = (np.zeros(0) if lambdas is None
                 else np.sort(np.asarray(lambdas, float))[::-1].copy())
-    return pf * p / pf.sum(), lam_user, -1.0 if lambda_min_ratio is None else float(lambda_min_ratio)
+    return pf * p / total, lam_user, -1.0 if lambda_min_ratio is None else float(lambda_min_ratio)
 
 
 def lasso_path(X, y, weights=None, penalty_factor=None, *, intercept: bool = True,
@@ -714,6 +715,8 @@ def cv_lasso(X, y, weights=None, penalty_factor=None, *, foldid=None, nfolds: in
 
 def _check_weights(w: np.ndarray, n: int) -> None:
     """glmnet's weights: n positive finite numbers (a zero weight: drop the row instead)."""
+    if w.shape == (n,) and w.min() > 0 and np.isfinite(w.sum()):
+        return                                  # the common case, in two passes
     if w.shape != (n,) or not np.isfinite(w).all() or w.sum() <= 0 or (w < 0).any():
         raise ValueError("weights must be n non-negative finite numbers with a positive sum")
     if not w.all():
