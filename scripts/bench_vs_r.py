@@ -23,9 +23,9 @@ METHODS = ["Q-base", "Q-fe", "Q-ri", "Q-rs", "Q-dm", "Q-dm-ri", "Q-dm-rs", "W-ba
            "W-aug", "W-augID", "WS-noaug", "WS-aug", "WS-augID"]
 
 
-def r_side(work: Path, J: int, n: int, reps: int, seed: int) -> tuple[float, float]:
+def r_side(work: Path, J: int, n: int, reps: int, seed: int) -> tuple[float, float, float]:
     """Median wall and CPU seconds per replicate of the authors' pipeline (first one dropped:
-    it warms the R process)."""
+    it warms the R process), and the wall seconds its measured replicates spanned."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp, "r.csv")
         env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
@@ -33,12 +33,15 @@ def r_side(work: Path, J: int, n: int, reps: int, seed: int) -> tuple[float, flo
                         str(reps + 1), str(seed), str(out)], cwd=work, env=env, check=True,
                        capture_output=True)
         R = pd.read_csv(out).groupby("rep")[["seconds", "cpu_seconds"]].first().iloc[1:]
-    return float(R.seconds.median()), float(R.cpu_seconds.median())
+    return float(R.seconds.median()), float(R.cpu_seconds.median()), float(R.seconds.sum())
 
 
-def py_side(J: int, n: int, reps: int) -> tuple[float, float]:
+def py_side(J: int, n: int, reps: int, window: float = 0.0) -> tuple[float, float]:
     """Median wall and CPU seconds per replicate of simstudy (data + the 14 + metrics), one
-    thread, after a warm-up replicate."""
+    thread, after a warm-up replicate: at least `reps` replicates and, after them, more until
+    `window` seconds have passed, so the median covers as long a stretch of the machine's
+    weather as R's does (on a shared virtual machine the speed of a core drifts by 1.5x over
+    seconds; a half-second sample against R's ten would pair one moment with another)."""
     from simstudy.config import StudyConfig
     from simstudy.runner import one_thread, run_replicate
     cfg = StudyConfig.from_config({"design": {"name": "design1"}, "J": [J], "n_j": [n],
@@ -47,7 +50,9 @@ def py_side(J: int, n: int, reps: int) -> tuple[float, float]:
     wall, cpu = [], []
     with one_thread():
         run_replicate(cfg, design, J, n, 0)
-        for r in range(1, reps + 1):
+        start, r = time.perf_counter(), 0
+        while r < reps or time.perf_counter() - start < window:
+            r += 1
             t0, c0 = time.perf_counter(), time.process_time()
             run_replicate(cfg, design, J, n, r)
             wall.append(time.perf_counter() - t0)
@@ -72,8 +77,8 @@ def main() -> None:
         for J, n in sizes:
             reps = 6 if J * n <= 1000 else 4 if J * n <= 5000 else 2
             load = os.getloadavg()[0]
-            rw, rc = r_side(work, J, n, reps, 700 + rnd)
-            pw, pc = py_side(J, n, 3 * reps)
+            rw, rc, span_s = r_side(work, J, n, reps, 700 + rnd)
+            pw, pc = py_side(J, n, 3 * reps, window=span_s)
             rows.append({"round": rnd, "J": J, "n_j": n, "load": load, "R_wall_s": rw,
                          "R_cpu_s": rc, "simstudy_wall_ms": 1e3 * pw,
                          "simstudy_cpu_ms": 1e3 * pc, "ratio_wall": rw / pw, "ratio_cpu": rc / pc})
@@ -88,7 +93,8 @@ def main() -> None:
         cpu_min=("ratio_cpu", "min"), cpu_max=("ratio_cpu", "max"),
         load=("load", "mean")).reset_index()
     lines = ["# simstudy vs the authors' R pipeline, paired (R and simstudy alternating per round "
-             "and size; Design 1; generator + the 14 estimators; one thread each)", "",
+             "and size, each side's median over as long a window; Design 1; generator + the 14 "
+             "estimators; one thread each)", "",
              f"`python scripts/bench_vs_r.py --work WORK --rounds {args.rounds}`, "
              f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores.", "",
              "| (J, n_j) | R s / replicate | simstudy ms / replicate | R / simstudy, wall "

@@ -66,12 +66,33 @@ class Interrupted(KeyboardInterrupt):
 ENVIRONMENT_PACKAGES = ("submitit", "distributed", "dask", "loky", "joblib")
 
 
+def interrupt_behind(exc: BaseException) -> BaseException | None:
+    """The KeyboardInterrupt (Ctrl-C, or SIGTERM as `Interrupted`) or SystemExit behind `exc`:
+    a signal that arrives while compiled code runs (numba, LAPACK) surfaces as SystemError("...
+    returned a result with an exception set") whose cause is the interrupt. Seen on a real
+    study: Ctrl-C inside a mixed model was stored as a failed Q-rs fit and the run went on."""
+    seen, hops = exc, 0
+    while seen is not None and hops < 50:
+        if isinstance(seen, (KeyboardInterrupt, SystemExit)):
+            return seen
+        seen, hops = seen.__cause__ or seen.__context__, hops + 1
+    return None
+
+
 def environment_error(exc: BaseException) -> bool:
-    """True for an exception of the execution environment (ENVIRONMENT_PACKAGES), which must
-    stop the run (finished replicates kept, the interrupted one recomputed on resume) and never
-    be stored as a failed fit."""
-    return any(str(getattr(k, "__module__", "")).split(".")[0] in ENVIRONMENT_PACKAGES
-               for k in type(exc).__mro__)
+    """True for an exception of the execution environment (ENVIRONMENT_PACKAGES) or one an
+    interrupt caused (`interrupt_behind`), which must stop the run (finished replicates kept,
+    the interrupted one recomputed on resume) and never be stored as a failed fit."""
+    return interrupt_behind(exc) is not None or any(
+        str(getattr(k, "__module__", "")).split(".")[0] in ENVIRONMENT_PACKAGES
+        for k in type(exc).__mro__)
+
+
+def stop_if_environment(exc: BaseException) -> None:
+    """In an `except Exception` around a fit: raise what must stop the run when `exc` is the
+    environment's (`environment_error`): the interrupt behind it, else `exc` itself."""
+    if environment_error(exc):
+        raise interrupt_behind(exc) or exc
 
 
 def log_path() -> Path:
@@ -85,6 +106,7 @@ def _one_line(text: str) -> str:
 
 def report(exc: BaseException, prog: str = "simstudy", resume: str | None = None) -> int:
     """Print `exc` as a message for a person and return the exit code."""
+    exc = interrupt_behind(exc) or exc
     if isinstance(exc, KeyboardInterrupt):
         what = "terminated" if isinstance(exc, Interrupted) else "interrupted"
         msg = f"{prog}: {what}"

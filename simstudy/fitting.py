@@ -19,7 +19,7 @@ import numba
 import numpy as np
 import pandas as pd
 
-from .errors import environment_error
+from .errors import stop_if_environment
 from .methods import make
 from .methods.registry import seed_stream
 
@@ -133,8 +133,7 @@ def fit_and_score(name: str, train: pd.DataFrame, frame, random_state: int,
         score = np.asarray(method.benefit_score(rows), dtype=float)
         return Fitted(name, method, score, None, time.perf_counter() - t0)
     except Exception as exc:                                       # noqa: BLE001
-        if environment_error(exc):            # a job's time limit, a lost worker: not the fit's
-            raise
+        stop_if_environment(exc)      # a job's time limit, a lost worker, Ctrl-C: not the fit's
         return Fitted(name, method, None, _error_text(exc), time.perf_counter() - t0)
 
 

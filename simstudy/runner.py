@@ -18,7 +18,7 @@ import pandas as pd
 
 from .config import StudyConfig, _plain, _workers, check_out
 from .designs import Design, Replicate, check_replicate
-from .errors import ConfigError, ProbeFailed, Stopped, environment_error
+from .errors import ConfigError, ProbeFailed, Stopped, stop_if_environment
 from .fitting import _error_text, data_seed, fit_and_score, method_seed
 from .metrics import DIAGNOSTICS, METRICS, average_ranks, congruence, decisions, evaluate, extra_metrics
 from .methods import load_plugins
@@ -43,8 +43,7 @@ def run_replicate(cfg: StudyConfig, design: Design, J: int, n_j: int, replicate:
     try:
         rep = simulate_replicate(cfg, design, J, n_j, replicate)
     except Exception as exc:                                       # noqa: BLE001
-        if environment_error(exc):
-            raise
+        stop_if_environment(exc)
         err = _error_text(exc)
         return ([{**key, "method": m, **nan_metrics, "seconds": 0.0, "status": "error",
                   "error": f"data: {err}"} for m in cfg.methods], [])
@@ -78,8 +77,7 @@ def run_replicate(cfg: StudyConfig, design: Design, J: int, n_j: int, replicate:
                 except ConfigError:           # a plugin metric's fault: stop, naming it
                     raise
                 except Exception as exc:                           # noqa: BLE001
-                    if environment_error(exc):
-                        raise
+                    stop_if_environment(exc)
                     values, error = nan_metrics, _error_text(exc)
             rows.append({**key, "method": name, **values, "seconds": time.perf_counter() - t0,
                          "status": status, "error": error})

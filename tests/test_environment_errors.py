@@ -95,3 +95,42 @@ def test_slurm_launcher_without_slurm_here_is_one_line(tmp_path):
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "SLURM's sbatch, squeue, srun not found on this machine" in lines[0]
     assert not (tmp_path / "o" / "metrics.parquet").exists()
+
+
+def test_ctrl_c_inside_compiled_code_stops_the_fit_and_is_not_a_failed_fit(monkeypatch):
+    """A signal that lands while a compiled (numba) kernel runs surfaces as SystemError("...
+    returned a result with an exception set") chained to the KeyboardInterrupt. Seen on a real
+    study: Ctrl-C was stored as a failed Q-rs fit and the run went on. The fit path must raise
+    the interrupt instead. A real signal (SIGALRM with Python's Ctrl-C handler) during a real
+    kernel that runs for seconds unless interrupted."""
+    import signal
+
+    import numpy as np
+
+    from simstudy.engines.ols import _site_fold_sums
+    from simstudy.errors import interrupt_behind, report
+    from simstudy.fitting import fit_and_score
+    from simstudy.methods.qlearning import QBase
+    n = 1_000_000
+    D, y = np.ones((n, 8)), np.ones(n)
+    zeros = np.zeros(n, np.int64)
+    _site_fold_sums(D[:10], y[:10], zeros[:10], 1, zeros[:10], 1)       # compiled already
+
+    def slow_fit(self, train):
+        for _ in range(300):                  # ~30 ms each: the alarm lands inside a kernel
+            _site_fold_sums(D, y, zeros, 1, zeros, 1)
+        return self
+    monkeypatch.setattr(QBase, "fit", slow_fit)
+    frame = pd.DataFrame({"site": [0, 1], "T": [0, 1], "Y": [0.0, 1.0]})
+    old = signal.signal(signal.SIGALRM, signal.default_int_handler)
+    signal.setitimer(signal.ITIMER_REAL, 0.3)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            fit_and_score("Q-base", frame, frame, 1)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    wrapped = SystemError("returned a result with an exception set")
+    wrapped.__cause__ = KeyboardInterrupt()
+    assert environment_error(wrapped) and isinstance(interrupt_behind(wrapped), KeyboardInterrupt)
+    assert report(wrapped) == 130                 # "interrupted", not an internal error
