@@ -67,15 +67,19 @@ ENVIRONMENT_PACKAGES = ("submitit", "distributed", "dask", "loky", "joblib")
 
 
 def interrupt_behind(exc: BaseException) -> BaseException | None:
-    """The KeyboardInterrupt (Ctrl-C, or SIGTERM as `Interrupted`) or SystemExit behind `exc`:
-    a signal that arrives while compiled code runs (numba, LAPACK) surfaces as SystemError("...
-    returned a result with an exception set") whose cause is the interrupt. Seen on a real
-    study: Ctrl-C inside a mixed model was stored as a failed Q-rs fit and the run went on."""
+    """The KeyboardInterrupt (Ctrl-C, or SIGTERM as `Interrupted`) that `exc` is, or that a
+    chain of SystemErrors wraps: a signal that arrives while compiled code runs (numba, LAPACK)
+    surfaces as SystemError("... returned a result with an exception set") caused by the
+    interrupt. Seen on a real study: Ctrl-C inside a mixed model was stored as a failed Q-rs
+    fit and the run went on. Only that wrapping is looked through: other exceptions keep
+    their meaning (a lost dask worker, a SLURM time limit)."""
+    if isinstance(exc, KeyboardInterrupt):
+        return exc
     seen, hops = exc, 0
-    while seen is not None and hops < 50:
-        if isinstance(seen, (KeyboardInterrupt, SystemExit)):
-            return seen
+    while isinstance(seen, SystemError) and hops < 50:
         seen, hops = seen.__cause__ or seen.__context__, hops + 1
+        if isinstance(seen, KeyboardInterrupt):
+            return seen
     return None
 
 
