@@ -23,6 +23,7 @@ import numba
 import numpy as np
 
 _TOL = 1e-12
+_TIE = 1e-9          # relative: sums of the same scores in another order (`_tied`)
 
 
 @numba.njit(cache=True)
@@ -31,17 +32,44 @@ def _better(r, best):
 
 
 @numba.njit(cache=True)
-def _cat_order(H, C, B, best):
+def _tied(a, b, scale):
+    """a and b equal up to rounding: sums of the same scores taken in another order (a child's
+    histogram as node minus left, rows added and removed) differ in the last bits, and the order
+    of categories must not depend on which way a sum was taken."""
+    return abs(a - b) <= _TIE * scale
+
+
+@numba.njit(cache=True)
+def _lead(v):
+    """The best action for the category order: the lowest d whose total is tied with the
+    largest (`_tied`), so that every path to a node's totals picks the same action."""
+    top = v.max()
+    scale = max(1.0, np.abs(v).max())
+    for d in range(v.shape[0]):
+        if v[d] >= top or _tied(v[d], top, scale):
+            return d
+    return _argmax(v)
+
+
+@numba.njit(cache=True)
+def _cat_order(H, C, B):
     """Categories present in a node (H: (B, D) score sums, C: counts) ordered by decreasing
-    mean contrast of action `best` against the mean of the other actions (stable)."""
+    mean contrast of the node's best action (`_lead` of the totals) against the mean of the
+    other actions; contrasts tied up to rounding (`_tied`) keep the categories' code order
+    (mcf's rule for unordered features; with D = 2 it is the order by mean Gamma_1 - Gamma_0)."""
     D = H.shape[1]
+    tot = np.zeros(D)
     m = 0
     for c in range(B):
         if C[c] > 0:
             m += 1
+            for d in range(D):
+                tot[d] += H[c, d]
+    best = _lead(tot)
     keys = np.empty(m)
     cats = np.empty(m, np.int64)
     i = 0
+    scale = 1.0
     for c in range(B):
         if C[c] > 0:
             s = 0.0
@@ -50,8 +78,17 @@ def _cat_order(H, C, B, best):
             contrast = (H[c, best] - (s - H[c, best]) / (D - 1)) / C[c]
             keys[i] = -contrast
             cats[i] = c
+            scale = max(scale, abs(contrast))
             i += 1
-    return cats[np.argsort(keys, kind="mergesort")]
+    # insertion sort (a node has few categories): ascending key, ties in code order
+    for i in range(1, m):
+        k, c = keys[i], cats[i]
+        t = i - 1
+        while t >= 0 and keys[t] > k and not _tied(keys[t], k, scale):
+            keys[t + 1], cats[t + 1] = keys[t], cats[t]
+            t -= 1
+        keys[t + 1], cats[t + 1] = k, c
+    return cats
 
 
 @numba.njit(cache=True)
@@ -104,7 +141,7 @@ def _best1(Ha, Ca, Hb, Cb, nb, iscat, tot, n, min_leaf):
     none = np.empty(0, np.int64)          # (no allocation per ordered feature)
     for k in range(p):
         if iscat[k]:
-            order = _cat_order(Ha[k] - Hb[k], Ca[k] - Cb[k], nb[k], abest)
+            order = _cat_order(Ha[k] - Hb[k], Ca[k] - Cb[k], nb[k])
             m = order.shape[0]
         else:
             order = none
@@ -256,7 +293,7 @@ def _threshold(tot, abest, cutoff, dummy, dummy_exact, prune, same_level):
 
 
 @numba.njit(cache=True)
-def _feature_order(top_j, B, cat, G, abest):
+def _feature_order(top_j, B, cat, G):
     """Rows of a node by bin of feature j (counting sort): (srt, start, order, mo) -- bin b's
     rows are srt[start[b]:start[b + 1]]; the bins in split order are 0..B-1 (ordered) or
     order[0..mo-1] (categorical: by mean contrast, `_cat_order`)."""
@@ -268,7 +305,7 @@ def _feature_order(top_j, B, cat, G, abest):
             Cj[top_j[q]] += 1
             for d in range(D):
                 Hj[top_j[q], d] += G[q, d]
-        order = _cat_order(Hj, Cj, B, abest)
+        order = _cat_order(Hj, Cj, B)
         mo = order.shape[0]
     else:
         order = np.arange(B)
@@ -441,12 +478,12 @@ def _move_left(HL, CL, totL, botT, G, srt, start, order, cur, k):
 
 
 @numba.njit(cache=True)
-def _cuts2(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, tot, abest, dummy, Ht, Ct,
+def _cuts2(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, tot, dummy, Ht, Ct,
            botT, memo, use):
     """Level 2: children are depth-1 searches on histograms (right = node - left), O(p B D),
     built only for children not in the memo."""
     m, D = G.shape
-    srt, start, order, mo = _feature_order(c[1, j], nb[1, j], iscat[j], G, abest)
+    srt, start, order, mo = _feature_order(c[1, j], nb[1, j], iscat[j], G)
     NL, PMX, PMN, PH, valid = _positions(srt, start, order, mo, G, z, min_leaf)
     if not valid.any():
         return rec, -1
@@ -502,11 +539,11 @@ def _cuts2(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, tot, abest, dummy, 
 # differ only in the child search they call (numba cannot cache recursive functions).
 
 @numba.njit(cache=True)
-def _deep_begin(level, j, c, nb, iscat, G, z, min_leaf, prune, rec, abest, dummy, same):
+def _deep_begin(level, j, c, nb, iscat, G, z, min_leaf, prune, rec, dummy, same):
     """The scan's state: the feature's order and positions, the known ends (KL, KR), the
     interval stack, ints [best_k, k, a, b, sp, side] and floats [best_r, ubr, bar, cutoff of the
     requested child]."""
-    srt, start, order, mo = _feature_order(c[level - 1, j], nb[level - 1, j], iscat[j], G, abest)
+    srt, start, order, mo = _feature_order(c[level - 1, j], nb[level - 1, j], iscat[j], G)
     NL, PMX, PMN, PH, valid = _positions(srt, start, order, mo, G, z, min_leaf)
     # the moving-rows bounds restrict a child's tree to fewer rows; a split left with an empty
     # side leaves a shallower tree, a candidate only where the children's grids nest. Not with
@@ -583,9 +620,9 @@ def _deep_close(st):
 
 
 @numba.njit(cache=True)
-def _cuts3(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, abest, dummy, same, memo,
+def _cuts3(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, dummy, same, memo,
            use):
-    st = _deep_begin(3, j, c, nb, iscat, G, z, min_leaf, prune, rec, abest, dummy, same)
+    st = _deep_begin(3, j, c, nb, iscat, G, z, min_leaf, prune, rec, dummy, same)
     while True:
         wanted, rows, cutoff, key = _deep_request(st, 3, thr, prune)
         if not wanted:
@@ -599,9 +636,9 @@ def _cuts3(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, abest, dummy, same,
 
 
 @numba.njit(cache=True)
-def _cuts4(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, abest, dummy, same, memo,
+def _cuts4(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, dummy, same, memo,
            use):
-    st = _deep_begin(4, j, c, nb, iscat, G, z, min_leaf, prune, rec, abest, dummy, same)
+    st = _deep_begin(4, j, c, nb, iscat, G, z, min_leaf, prune, rec, dummy, same)
     while True:
         wanted, rows, cutoff, key = _deep_request(st, 4, thr, prune)
         if not wanted:
@@ -663,7 +700,7 @@ def _node2(c, nb, iscat, G, z, min_leaf, prune, cutoff, same, memo, use):
     rec, bj, bi = tot[abest], -1, -1
     if not (prune and (perf <= thr or rec >= perf)):
         for j in range(c.shape[1]):
-            r, i = _cuts2(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, tot, abest, dummy, Ht, Ct, botT, memo, use)
+            r, i = _cuts2(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, tot, dummy, Ht, Ct, botT, memo, use)
             if i >= 0:
                 rec, bj, bi, thr = r, j, i, r
                 if prune and rec >= perf:
@@ -688,7 +725,7 @@ def _node3(c, nb, iscat, G, z, min_leaf, prune, cutoff, same, memo, use):
     rec, bj, bi = tot[abest], -1, -1
     if not (prune and (perf <= thr or rec >= perf)):
         for j in range(c.shape[1]):
-            r, i = _cuts3(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, abest, dummy,
+            r, i = _cuts3(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, dummy,
                           same, memo, use)
             if i >= 0:
                 rec, bj, bi, thr = r, j, i, r
@@ -733,24 +770,24 @@ def _root2_body(c, nb, iscat, G, z, min_leaf, prune, same, floor, memo, use):
             rec, bj, bi = leaf, -1, -1
             for j in range(p):
                 r, i = _cuts2(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, tot,
-                                      abest, dummy, Ht, Ct, botT, memo, use)
+                                      dummy, Ht, Ct, botT, memo, use)
                 if i >= 0:
                     rec, bj, bi, thr = r, j, i, r
             return rec, bj, bi
         else:
             for j in numba.prange(p):
                 rj[j], ij[j] = _cuts2(j, c, nb, iscat, G, z, min_leaf, prune, thr, leaf, tot,
-                                      abest, dummy, Ht, Ct, botT, memo, use)
+                                      dummy, Ht, Ct, botT, memo, use)
     return _merge(rj, ij, leaf)
 
 
 @numba.njit(cache=True)
-def _cuts34(level, j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, abest, dummy, same,
+def _cuts34(level, j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, dummy, same,
             memo, use):
     if level == 3:
-        return _cuts3(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, abest, dummy, same,
+        return _cuts3(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, dummy, same,
                       memo, use)
-    return _cuts4(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, abest, dummy, same,
+    return _cuts4(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, dummy, same,
                   memo, use)
 
 
@@ -770,7 +807,7 @@ def _root34_body(level, c, nb, iscat, G, z, min_leaf, prune, same, floor, memo, 
         if use:                           # in order, sharing the incumbent (as a node)
             rec, bj, bi = leaf, -1, -1
             for j in range(p):
-                r, i = _cuts34(level, j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, abest,
+                r, i = _cuts34(level, j, c, nb, iscat, G, z, min_leaf, prune, thr, rec,
                                dummy, same, memo, use)
                 if i >= 0:
                     rec, bj, bi, thr = r, j, i, r
@@ -778,7 +815,7 @@ def _root34_body(level, c, nb, iscat, G, z, min_leaf, prune, same, floor, memo, 
         else:
             for j in numba.prange(p):
                 rj[j], ij[j] = _cuts34(level, j, c, nb, iscat, G, z, min_leaf, prune, thr, leaf,
-                                       abest, dummy, same, memo, use)
+                                       dummy, same, memo, use)
     return _merge(rj, ij, leaf)
 
 

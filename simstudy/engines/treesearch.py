@@ -212,7 +212,7 @@ class PolicyTreeSearch:
         H = np.stack([np.bincount(code, weights=G[:, d], minlength=K)
                       for d in range(G.shape[1])], axis=1)
         C = np.bincount(code, minlength=K)
-        order = _cat_order(H, C, K, _argmax(G.sum(0)))
+        order = _cat_order(H, C, K)
         pos = np.full(K, K, np.int64)
         pos[order] = np.arange(len(order))
         return order, pos[code]
