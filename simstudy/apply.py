@@ -282,6 +282,11 @@ def analyse(df, outcome, treatment, site, cov, mod, methods, by=None, seed=2024,
     fold_of_site = site_folds(labels, value_folds, seed)           # checked before any fit
     n = len(df)
     scores, decisions, errors, fitted = {}, {}, {}, {}
+    from .workers import kernels_cached
+    if not kernels_cached(*(["treebound._root34"] if max(depths, default=0) > 2 else [])):
+        log("compiling the numerical kernels once (a first run on this machine, or the engines "
+            "changed): the first rules take a minute or two; later runs load them from numba's "
+            "cache")
     for k, (label, name, opts) in enumerate(rules):
         fit = fit_and_score(name, df, df, named_seed(seed, "apply", label), opts, defaults)
         if fit.error is None:

@@ -203,3 +203,35 @@ def test_simulated_example_is_design2_as_labelled():
     df, _ = example("simulated")
     want = Design(name="design2", beta1=0.2).simulate(np.random.default_rng(1), 40, 60).train
     pd.testing.assert_frame_equal(df.drop(columns="X4_group"), want, check_exact=True)
+
+
+def test_a_first_run_says_it_compiles(tmp_path, monkeypatch):
+    """apply's first fits compile the kernels (a minute or two on a new machine): the log says
+    so before them, also when only the study's kernels are cached but not the depth-3 tree's
+    (apply's default depths are 2 and 3); not when everything is on disk."""
+    from simstudy import workers
+    cache = tmp_path / "cache" / "engines"
+    cache.mkdir(parents=True)
+    for name in ("treebound._root2-1.py311.nbi", "lasso._fit_path-2.py311.nbi"):
+        (cache / name).write_bytes(b"")
+    real = workers.kernels_cached
+
+    def on_this_cache(*kernels):          # numba itself keeps the cache it has
+        with monkeypatch.context() as m:
+            m.setenv("NUMBA_CACHE_DIR", str(tmp_path / "cache"))
+            return real(*kernels)
+    monkeypatch.setattr(workers, "kernels_cached", on_this_cache)
+    assert on_this_cache() and not on_this_cache("treebound._root34")
+    df, spec = example("simulated")
+    df = df[df["site"].isin(df["site"].unique()[:20])]
+    args = (df, "Y", "T", "site", COLS["covariates"], COLS["moderators"], ["Q-base"])
+    logs = []
+    analyse(*args, depths=(2, 3), value_folds=2, log=logs.append)
+    assert "compiling the numerical kernels once" in logs[0]
+    logs = []
+    analyse(*args, depths=(2,), value_folds=2, log=logs.append)      # depth 2 is cached
+    assert not any("compiling" in line for line in logs)
+    (cache / "treebound._root34-3.py311.nbi").write_bytes(b"")
+    logs = []
+    analyse(*args, depths=(2, 3), value_folds=2, log=logs.append)
+    assert not any("compiling" in line for line in logs)
