@@ -27,7 +27,14 @@ class OLSFit:
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """X @ coef with aliased coefficients as 0 (what R's predict.lm does)."""
-        return np.asarray(X, float) @ np.nan_to_num(self.coef, nan=0.0)
+        return np.asarray(X, float) @ aliased_as_zero(self.coef)
+
+
+def aliased_as_zero(coef) -> np.ndarray:
+    """A copy of the coefficients with NaN (aliased columns) as 0, as np.nan_to_num gives it
+    (which it calls where anything is not finite; the common case skips its machinery)."""
+    a = np.asarray(coef, float)
+    return a.copy() if np.isfinite(a).all() else np.nan_to_num(a)
 
 
 @numba.njit(cache=True)
@@ -123,7 +130,7 @@ def fixed_effects_ols(X: np.ndarray, y: np.ndarray, codes: np.ndarray, J: int | 
     y = np.asarray(y, float)
     J = int(codes.max()) + 1 if J is None else J
     fit = ols(demean(X, codes), demean(y, codes), names)
-    resid = y - X @ np.nan_to_num(fit.coef)
+    resid = y - X @ aliased_as_zero(fit.coef)
     counts = np.bincount(codes, minlength=J)
     with np.errstate(invalid="ignore", divide="ignore"):
         alpha = np.bincount(codes, weights=resid, minlength=J) / counts

@@ -20,7 +20,7 @@ import pandas as pd
 
 from ..engines.groups import demean
 from ..engines.lmm import fit_lmm
-from ..engines.ols import ols
+from ..engines.ols import aliased_as_zero, ols
 from .registry import FLAG, Method, choice, register
 
 DEFAULT_COVARIATES = ("X1", "X2", "X3", "X4", "X5")
@@ -51,8 +51,8 @@ class OutcomeModel(Method):
         return self.b_treat_ + V @ self.b_interaction_
 
     def _set_effects(self, b_treat: float, b_interaction: np.ndarray) -> None:
-        self.b_treat_ = float(np.nan_to_num(b_treat))
-        self.b_interaction_ = np.nan_to_num(np.asarray(b_interaction, float))
+        self.b_treat_ = float(aliased_as_zero(b_treat))
+        self.b_interaction_ = aliased_as_zero(b_interaction)
 
 
 @register("Q-base", family="Q-learning")

@@ -197,7 +197,8 @@ class Method:
         return np.where(unseen, fill, per_label)[codes]
 
     def _require(self, frame: pd.DataFrame, columns, what: str) -> None:
-        missing = [c for c in columns if c not in frame.columns]
+        have = _read(frame, "column names", lambda: frozenset(frame.columns))
+        missing = [c for c in columns if c not in have]
         if missing:
             raise KeyError(f"{type(self).__name__}: {what} is missing columns {missing}; "
                            f"available: {list(frame.columns)}")

@@ -24,7 +24,7 @@ import pandas as pd
 
 from ..engines.groups import group_means
 from ..engines.lasso import SiteDummyDesign, cv_lasso
-from ..engines.ols import fixed_effects_ols, ols
+from ..engines.ols import aliased_as_zero, fixed_effects_ols, ols
 from .qlearning import DEFAULT_COVARIATES, DEFAULT_MODERATORS
 from .registry import FLAG, Method, _read, choice, integer, register
 
@@ -105,9 +105,9 @@ class Weighting(Method):
             X = self._matrix(train, self.covariates)
             if self.augment == "covariates":
                 D = np.column_stack([np.ones(len(y)), X])
-                return D @ np.nan_to_num(ols(D, y).coef)
+                return D @ aliased_as_zero(ols(D, y).coef)
             fit, alpha = fixed_effects_ols(X, y, codes)
-            return alpha[codes] + X @ np.nan_to_num(fit.coef)
+            return alpha[codes] + X @ aliased_as_zero(fit.coef)
         return _read(train, ("augmentation", self.augment, self.outcome, tuple(self.covariates),
                              self.site), compute)
 
