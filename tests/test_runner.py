@@ -191,3 +191,24 @@ def test_named_seed_is_numpys_seed_sequence():
                                                  rng.integers(0, 8)))
         want = np.random.SeedSequence(seed, spawn_key=key).generate_state(1, np.uint32)[0]
         assert named_seed(seed, *key) == int(want), (seed, key)
+
+
+def test_shared_reads_take_any_column_name():
+    """Inside the runner's shared reads a column may be called anything, also a name the
+    reads use for their own bookkeeping: the scores equal those of fresh reads."""
+    from simstudy.methods import make
+    from simstudy.methods.registry import shared_reads
+    from simstudy.runner import simulate_replicate
+    cfg = StudyConfig.from_config({"design": {"name": "design1"}, "J": [6], "n_j": [10],
+                                   "reps": 1, "methods": ["Q-base"]})
+    rep = simulate_replicate(cfg, cfg.designs[0], 6, 10, 0)
+    for odd in ("column names", "site codes", "weights"):
+        train, test = (f.rename(columns={"X1": odd}) for f in (rep.train, rep.test))
+        cov = [odd, "X2", "X3", "X4", "X5"]
+        fresh = [make(m, {"covariates": cov, "random_state": 7}).fit(train).benefit_score(test)
+                 for m in ("Q-base", "W-aug")]
+        with shared_reads():
+            shared = [make(m, {"covariates": cov, "random_state": 7}).fit(train).benefit_score(test)
+                      for m in ("Q-base", "W-aug")]
+        for a, b in zip(fresh, shared):
+            np.testing.assert_array_equal(a, b)

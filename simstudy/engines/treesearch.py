@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from .treebound import _argmax, _cat_order, _gather, _memo, _node1, root
+from .treebound import _cat_order, _gather, _memo, _node1, root
 
 
 @dataclass

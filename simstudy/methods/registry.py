@@ -25,6 +25,8 @@ from ..engines.groups import site_codes
 from ..options import FLAG, Opt, choice, integer, number, parse_bool  # noqa: F401
 
 _SHARED = threading.local()      # .reads: id(frame) -> (frame, {key: array}) inside shared_reads
+_COLUMN_NAMES = object()         # the key of a frame's set of column names among its reads
+                                 # (any string or tuple could be a column's or columns' key)
 
 
 @contextmanager
@@ -197,7 +199,7 @@ class Method:
         return np.where(unseen, fill, per_label)[codes]
 
     def _require(self, frame: pd.DataFrame, columns, what: str) -> None:
-        have = _read(frame, "column names", lambda: frozenset(frame.columns))
+        have = _read(frame, _COLUMN_NAMES, lambda: frozenset(frame.columns))
         missing = [c for c in columns if c not in have]
         if missing:
             raise KeyError(f"{type(self).__name__}: {what} is missing columns {missing}; "
