@@ -8,7 +8,9 @@ compile time (nested compiles excluded) and the total per engine module.
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -19,7 +21,8 @@ def main() -> None:
     ap.add_argument("--methods", default="", help="comma-separated (default: the default study's)")
     ap.add_argument("--top", type=int, default=25)
     a = ap.parse_args()
-    os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="numba-cold-")
+    os.environ["NUMBA_CACHE_DIR"] = cache = tempfile.mkdtemp(prefix="numba-cold-")
+    atexit.register(shutil.rmtree, cache, True)            # however the script ends
     from numba.core import event
 
     from simstudy.config import StudyConfig, study_defaults
@@ -37,9 +40,13 @@ def main() -> None:
             name, t0 = opened.pop(id(ev.data["dispatcher"]))
             spans.append((name, t0, time.perf_counter()))
 
+    from simstudy.errors import ConfigError
     methods = a.methods.split(",") if a.methods else list(study_defaults()["methods"])
-    cfg = StudyConfig.from_config({"design": {"name": "design1"}, "J": [4], "n_j": [8],
-                                   "reps": 1, "methods": methods})
+    try:
+        cfg = StudyConfig.from_config({"design": {"name": "design1"}, "J": [4], "n_j": [8],
+                                       "reps": 1, "methods": methods})
+    except ConfigError as exc:
+        raise SystemExit(f"compile_times.py: {exc}") from None
     t0 = time.perf_counter()
     with event.install_listener("numba:compile", Listener()), one_thread():
         run_replicate(cfg, cfg.designs[0], 4, 8, 0)
