@@ -110,3 +110,38 @@ def test_site_dummy_design_equals_the_explicit_matrix():
     np.testing.assert_allclose(c1.path.beta, c2.path.beta, rtol=1e-9, atol=1e-11)
     B = c1.path.beta
     np.testing.assert_allclose(Z[folds == 2] @ B, A[folds == 2] @ B, rtol=1e-12, atol=1e-12)
+
+
+def test_every_path_point_meets_the_lasso_optimality_conditions():
+    """The path's active-set solves keep one factor while the active set stays (engine
+    `_active_solve`): every one of its solutions must still be THE lasso solution at its
+    lambda. Checked by the KKT conditions on the original scale, computed here in numpy:
+    g_j = sum w~ x_j (y - x'b), with |g_j| <= lambda pf~_j s_j where b_j = 0 and
+    g_j = lambda pf~_j s_j sign(b_j) where not (s_j the weighted SD of x_j), on a WS-like problem
+    (site dummies, unpenalised dense columns, no intercept) whose active set changes many times."""
+    from simstudy.engines.lasso import SiteDummyDesign
+    rng = np.random.default_rng(11)
+    n, J = 600, 30
+    codes = rng.integers(0, J, n)
+    sign = rng.choice([-1.0, 1.0], n)
+    D = sign[:, None] * np.column_stack([np.ones(n), rng.standard_normal((n, 3))])
+    site_effect = rng.standard_normal(J) * (rng.uniform(size=J) < 0.5)
+    y = D[:, 1] + sign * site_effect[codes] + rng.standard_normal(n)
+    w = rng.uniform(1, 3, n)
+    A = SiteDummyDesign(D, codes, sign, J).toarray()
+    p = A.shape[1]
+    pf = np.r_[0.0, 0, 0, 0, np.ones(J - 1)]
+    path = lasso_path(SiteDummyDesign(D, codes, sign, J), y, w, pf, intercept=False)
+    wt = w / w.sum()
+    sd = np.sqrt(wt @ A ** 2 - (wt @ A) ** 2)
+    pft = pf * p / pf.sum()
+    sizes = []
+    for m in range(1, path.lambdas.size):           # the first lambda is glmnet's extrapolation
+        b, lam = path.beta[:, m], path.lambdas[m]
+        g = A.T @ (wt * (y - A @ b))
+        bound = lam * pft * sd
+        on = b != 0
+        sizes.append(on[4:].sum())
+        assert np.all(np.abs(g[~on]) <= bound[~on] * (1 + 1e-9) + 1e-12), m
+        np.testing.assert_allclose(g[on], bound[on] * np.sign(b[on]), rtol=1e-9, atol=1e-12)
+    assert len(set(sizes)) >= 10             # the active set did change along the path

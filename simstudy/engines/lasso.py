@@ -24,9 +24,9 @@ FDEV, DEVMAX, MNLAM = 1e-5, 0.999, 5          # glmnet.control() defaults
 
 
 @numba.njit(cache=True)
-def _chol_solve(A, b, k, L, z, x):
-    """Solve A[:k, :k] x = b[:k] (into x) for symmetric positive definite A, with the work array
-    L; False if A is not (numerically) positive definite."""
+def _chol_factor(A, k, L):
+    """Lower Cholesky factor of A[:k, :k] (symmetric positive definite) into L; False if A is
+    not (numerically) positive definite."""
     for c in range(k):
         d = A[c, c]
         for t in range(c):
@@ -39,6 +39,12 @@ def _chol_solve(A, b, k, L, z, x):
             for t in range(c):
                 v -= L[r, t] * L[c, t]
             L[r, c] = v / L[c, c]
+    return True
+
+
+@numba.njit(cache=True)
+def _chol_solve(L, b, k, z, x):
+    """Solve L L' x = b[:k] (into x) with the factor of `_chol_factor`."""
     for r in range(k):
         v = b[r]
         for t in range(r):
@@ -49,61 +55,86 @@ def _chol_solve(A, b, k, L, z, x):
         for t in range(r + 1, k):
             v -= L[t, r] * x[t]
         x[r] = v / L[r, r]
-    return True
 
 
 @numba.njit(cache=True)
-def _active_solve(G, indptr, indices, order, idx, k, rhs, iw, bw, fw, S, L):
+def _active_solve(G, indptr, indices, order, idx, k, rhs, iw, bw, fw, S, L, state):
     """Solve G_AA x = rhs for the active set idx[:k] (x into fw[5]), eliminating first a set Q
     of columns with no non-zero G entries among themselves (site dummies: G_QQ is diagonal), so
     the dense part is only the Schur complement on the rest P: O(|P|^3 + |P|^2 |Q|) instead of
     O(|A|^3). `order`: all columns by their number of non-zeros (stable), the greedy order for
-    Q. No allocation: the work arrays are made once per path (`_cd_path`): iw (5, p) int: pos,
-    P, Q, idx; bw (3, p) bool: in_q, blocked, active; fw (7, p): sign, new, g, rhs, b, x, z."""
-    pos, P, Q = iw[0], iw[1], iw[2]
+    Q. The split and the Cholesky factor of the Schur complement depend on the active set only,
+    not on rhs (which moves with lambda): they are kept for the next call with the same set
+    (state = [valid, k, nP, nQ]; the set in iw[4]), so a lambda whose active set did not change
+    costs two triangular solves and O(|P| |Q|), with the same arithmetic as a fresh solve.
+    No allocation: the work arrays are made once per path (`_cd_path`): iw (5, p) int: pos,
+    P, Q, idx, the kept set; bw (3, p) bool: in_q, blocked, active; fw (7, p): sign, new, g,
+    rhs, b, x, z."""
+    pos, P, Q, kept = iw[0], iw[1], iw[2], iw[4]
     in_q, blocked = bw[0], bw[1]
     b, x, z = fw[4], fw[5], fw[6]
-    in_q[:] = False
-    blocked[:] = False
-    pos[:] = -1
-    for a in range(k):
-        pos[idx[a]] = a
-    for j in order:
-        if pos[j] < 0 or blocked[j]:
-            continue
-        in_q[j] = True
-        for t in range(indptr[j], indptr[j + 1]):
-            r = indices[t]
-            if r != j:
-                blocked[r] = True
-    nP = nQ = 0
-    for a in range(k):
-        if in_q[idx[a]]:
-            Q[nQ] = idx[a]
-            nQ += 1
-        else:
-            P[nP] = idx[a]
-            nP += 1
+    same = state[0] == 1 and state[1] == k
+    if same:
+        for a in range(k):
+            if kept[a] != idx[a]:
+                same = False
+                break
+    if same:
+        nP, nQ = state[2], state[3]
+    else:
+        state[0] = 0
+        in_q[:] = False
+        blocked[:] = False
+        pos[:] = -1
+        for a in range(k):
+            pos[idx[a]] = a
+        for j in order:
+            if pos[j] < 0 or blocked[j]:
+                continue
+            in_q[j] = True
+            for t in range(indptr[j], indptr[j + 1]):
+                r = indices[t]
+                if r != j:
+                    blocked[r] = True
+        nP = nQ = 0
+        for a in range(k):
+            if in_q[idx[a]]:
+                Q[nQ] = idx[a]
+                nQ += 1
+            else:
+                P[nP] = idx[a]
+                nP += 1
+        for u in range(nP):
+            for v in range(nP):
+                S[u, v] = G[P[u], P[v]]
+        for q in range(nQ):                   # S -= G_PQ D^-1 G_QP
+            j = Q[q]
+            dj = G[j, j]
+            for u in range(nP):
+                gu = G[j, P[u]]
+                if gu == 0.0:
+                    continue
+                wu = gu / dj                  # one division per (q, u), not per (q, u, v)
+                for v in range(nP):
+                    S[u, v] -= wu * G[j, P[v]]
+        if nP > 0 and not _chol_factor(S, nP, L):
+            return False
+        for a in range(k):
+            kept[a] = idx[a]
+        state[0], state[1], state[2], state[3] = 1, k, nP, nQ
     for u in range(nP):
         b[u] = rhs[pos[P[u]]]
-        for v in range(nP):
-            S[u, v] = G[P[u], P[v]]
-    for q in range(nQ):                       # S -= G_PQ D^-1 G_QP, b -= G_PQ D^-1 r_Q
+    for q in range(nQ):                       # b -= G_PQ D^-1 r_Q
         j = Q[q]
-        dj = G[j, j]
-        rj = rhs[pos[j]] / dj
+        rj = rhs[pos[j]] / G[j, j]
         for u in range(nP):
             gu = G[j, P[u]]
             if gu == 0.0:
                 continue
             b[u] -= gu * rj
-            wu = gu / dj                      # one division per (q, u), not per (q, u, v)
-            for v in range(nP):
-                S[u, v] -= wu * G[j, P[v]]
     xP = fw[1]                                 # scratch: the P part of the solution
     if nP > 0:
-        if not _chol_solve(S, b, nP, L, z, xP):
-            return False
+        _chol_solve(L, b, nP, z, xP)
     else:
         xP = b
     for u in range(nP):
@@ -130,7 +161,8 @@ def _gradient(G, indptr, indices, c, beta, g):
 
 
 @numba.njit(cache=True)
-def _polish(G, indptr, indices, order, c, vp, ju, beta, g0, lam, steps, iw, bw, fw, S, L):
+def _polish(G, indptr, indices, order, c, vp, ju, beta, g0, lam, steps, iw, bw, fw, S, L,
+            state):
     """Exact lasso solution by an active-set method started from the active set and signs of
     `beta` (with gradient g0 = c - G beta) plus the variables that violate the KKT conditions
     there at this lambda: solve G_AA b_A = c_A - lam vp_A s_A; drop a penalised variable whose
@@ -159,7 +191,7 @@ def _polish(G, indptr, indices, order, c, vp, ju, beta, g0, lam, steps, iw, bw, 
         for a in range(k):
             ja = idx[a]
             rhs[a] = c[ja] - lam * vp[ja] * sign[ja] if vp[ja] > 0 else c[ja]
-        if not _active_solve(G, indptr, indices, order, idx, k, rhs, iw, bw, fw, S, L):
+        if not _active_solve(G, indptr, indices, order, idx, k, rhs, iw, bw, fw, S, L, state):
             return False
         flipped = False
         for a in range(k):
@@ -205,6 +237,7 @@ def _cd_path(G, indptr, indices, c, xv, vp, ju, lambdas, compute_path, flmin_rat
     fw = np.empty((7, p))
     S = np.empty((p, p))
     L = np.zeros((p, p))
+    state = np.zeros(4, np.int64)              # the kept factor of `_active_solve`: none yet
     beta = np.zeros(p)
     g = c.copy()
     out = np.zeros((nlam, p))
@@ -234,7 +267,8 @@ def _cd_path(G, indptr, indices, c, xv, vp, ju, lambdas, compute_path, flmin_rat
         warm = m > 0 and warm_ok
         if warm:     # the previous lambda's active set and signs, solved exactly at this lambda:
             # the active-set method for at most 5 solves (else coordinate descent as usual)
-            warm = _polish(G, indptr, indices, order, c, vp, ju, beta, g, lam, 5, iw, bw, fw, S, L)
+            warm = _polish(G, indptr, indices, order, c, vp, ju, beta, g, lam, 5, iw, bw, fw, S, L,
+                           state)
             if warm:
                 g[:] = fw[2]
         warm_ok = warm
@@ -258,7 +292,7 @@ def _cd_path(G, indptr, indices, c, xv, vp, ju, lambdas, compute_path, flmin_rat
                 break
             if it % 3 == 2:                    # try the exact active-set solution
                 if _polish(G, indptr, indices, order, c, vp, ju, beta, g, lam, 2 * p + 10,
-                           iw, bw, fw, S, L):
+                           iw, bw, fw, S, L, state):
                     warm_ok = True
                     g[:] = fw[2]
                     break
