@@ -121,6 +121,19 @@ def _objective(theta, data):
 
 
 @numba.njit(cache=True)
+def _deviance(theta, data):
+    """d(theta) alone, the same number `_objective` gives (the gradient's loops skipped: ~60%
+    of the cost); inf where undefined."""
+    q, rows, cols, ZtZ, ZtX, Zty, XtX, Xty, yty, n, reml = data
+    T = np.zeros((q, q))
+    for k in range(theta.size):
+        T[rows[k], cols[k]] = theta[k]
+    dev, grad, beta, r2, RX, b, ok = _profiled_deviance(T, rows, cols, ZtZ, ZtX, Zty, XtX, Xty,
+                                                        yty, n, reml, False)
+    return dev if ok else np.inf
+
+
+@numba.njit(cache=True)
 def _damped_cholesky(H):
     """Lower Cholesky factor of H + lam I with the smallest lam of 0, 1e-6 s, 2e-6 s, ...
     (s = max(1, max |H_ii|)) for which it exists (Levenberg damping)."""
@@ -214,9 +227,14 @@ def _bounded_newton(x0, lower, gtol, maxiter, data):
             for i in range(k):
                 xn[i] = max(x[i] + t * step[i], lower[i])
                 slope += g[i] * (xn[i] - x[i])
-            fn, gn = _objective(xn, data)
+            if t == 1.0:                     # most steps are taken whole: d and gradient
+                fn, gn = _objective(xn, data)
+            else:                            # backtracking: d alone, the gradient once taken
+                fn = _deviance(xn, data)
             if fn <= f + 1e-4 * slope:
                 improved = True
+                if t < 1.0:
+                    gn = _objective(xn, data)[1]
                 break
             t *= 0.5
         if improved:
