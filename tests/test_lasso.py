@@ -114,7 +114,8 @@ def test_site_dummy_design_equals_the_explicit_matrix():
 
 def test_every_path_point_meets_the_lasso_optimality_conditions():
     """The path's active-set solves keep one factor while the active set stays (engine
-    `_active_solve`): every one of its solutions must still be THE lasso solution at its
+    `_active_solve`) and follow the solution's line in lambda between active-set changes
+    (`_line_step`): every one of its solutions must still be THE lasso solution at its
     lambda. Checked by the KKT conditions on the original scale, computed here in numpy:
     g_j = sum w~ x_j (y - x'b), with |g_j| <= lambda pf~_j s_j where b_j = 0 and
     g_j = lambda pf~_j s_j sign(b_j) where not (s_j the weighted SD of x_j), on a WS-like problem

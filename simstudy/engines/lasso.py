@@ -221,6 +221,60 @@ def _polish(G, indptr, indices, order, c, vp, ju, beta, g0, lam, steps, iw, bw, 
 
 
 @numba.njit(cache=True)
+def _line_setup(G, indptr, indices, order, c, vp, iw, bw, fw, S, L, state, lw, lidx):
+    """After an exact active-set solution (`_polish`): the solution on that active set and
+    signs as a function of lambda, b(lambda) = u - lambda v with G_AA u = c_A and
+    G_AA v = (pf s)_A, and the gradient c - G b(lambda) = gu - lambda gv (gu = c - G u,
+    gv = -G v), into lw's rows 0-3 (u, v by active position; gu, gv by column) and the active
+    columns into lidx. Two solves with the kept factor (`_active_solve`). Returns the size of
+    the active set, or -1 if a solve fails (then no line)."""
+    p = G.shape[0]
+    active, sign = bw[2], fw[0]
+    idx, rhs, x, full = iw[3], fw[3], fw[5], fw[1]
+    k = 0
+    for j in range(p):
+        if active[j]:
+            idx[k] = j
+            k += 1
+    for which in range(2):
+        for a in range(k):
+            j = idx[a]
+            rhs[a] = c[j] if which == 0 else (vp[j] * sign[j] if vp[j] > 0 else 0.0)
+        if not _active_solve(G, indptr, indices, order, idx, k, rhs, iw, bw, fw, S, L, state):
+            return -1
+        full[:] = 0.0
+        for a in range(k):
+            lw[which, a] = x[a]
+            full[idx[a]] = x[a]
+        lw[4, :] = 0.0
+        _gradient(G, indptr, indices, c if which == 0 else lw[4], full, lw[2 + which])
+    for a in range(k):
+        lidx[a] = idx[a]
+    return k
+
+
+@numba.njit(cache=True)
+def _line_step(lam, vp, ju, lw, lidx, k, sign, active, beta, g):
+    """The exact solution at lambda from the line of `_line_setup` when the active set and signs
+    still hold there (no sign flip; no inactive column with |g_j| > lambda pf_j: the tests of
+    `_polish`), into beta and g; False (nothing written) otherwise. O(p) instead of a solve."""
+    for a in range(k):
+        j = lidx[a]
+        if vp[j] > 0 and (lw[0, a] - lam * lw[1, a]) * sign[j] <= 0:
+            return False
+    for j in range(g.size):
+        if ju[j] and not active[j] and vp[j] > 0:
+            if abs(lw[2, j] - lam * lw[3, j]) - lam * vp[j] * (1.0 + 1e-13) - 1e-15 > 0:
+                return False
+    beta[:] = 0.0
+    for a in range(k):
+        beta[lidx[a]] = lw[0, a] - lam * lw[1, a]
+    for j in range(g.size):
+        g[j] = lw[2, j] - lam * lw[3, j]
+    return True
+
+
+@numba.njit(cache=True)
 def _cd_path(G, indptr, indices, c, xv, vp, ju, lambdas, compute_path, flmin_ratio, nlam, thr,
              maxit):
     """Coordinate descent along the lambda path on the standardised, y-scaled problem, with an
@@ -239,6 +293,9 @@ def _cd_path(G, indptr, indices, c, xv, vp, ju, lambdas, compute_path, flmin_rat
     S = np.empty((p, p))
     L = np.zeros((p, p))
     state = np.zeros(4, np.int64)              # the kept factor of `_active_solve`: none yet
+    lw = np.empty((5, p))                      # the line of the last exact solve (`_line_setup`)
+    lidx = np.empty(p, np.int64)
+    line_k = -1                                # its active set's size; -1: no line
     beta = np.zeros(p)
     g = c.copy()
     out = np.zeros((nlam, p))
@@ -266,8 +323,14 @@ def _cd_path(G, indptr, indices, c, xv, vp, ju, lambdas, compute_path, flmin_rat
             lam = lambdas[m]
         rsq0 = rsq
         warm = m > 0 and warm_ok
-        if warm:     # the previous lambda's active set and signs, solved exactly at this lambda:
-            # the active-set method for at most 5 solves (else coordinate descent as usual)
+        if warm and line_k >= 0:       # the active set of the last exact solve still holds
+            lined = _line_step(lam, vp, ju, lw, lidx, line_k, fw[0], bw[2], beta, g)
+        else:
+            lined = False
+        if not lined:                  # any other solve here changes the line (rebuilt below)
+            line_k = -1
+        if warm and not lined:  # the previous lambda's active set and signs, solved exactly at
+            # this lambda: the active-set method for at most 5 solves (else coordinate descent)
             warm = _polish(G, indptr, indices, order, c, vp, ju, beta, g, lam, 5, iw, bw, fw, S, L,
                            state)
             if warm:
@@ -297,6 +360,9 @@ def _cd_path(G, indptr, indices, c, xv, vp, ju, lambdas, compute_path, flmin_rat
                     warm_ok = True
                     g[:] = fw[2]
                     break
+        if warm_ok and line_k < 0:   # a new exact solve: its line for the next lambdas
+            line_k = _line_setup(G, indptr, indices, order, c, vp, iw, bw, fw, S, L, state,
+                                 lw, lidx)
         rsq = 0.0                               # explained share: b'(2c - G b) = b'(c + g)
         for j in range(p):
             rsq += beta[j] * (c[j] + g[j])
