@@ -57,7 +57,7 @@ def _chol_solve(L, b, k, z, x):
         x[r] = v / L[r, r]
 
 
-@numba.njit(cache=True, inline='always')
+@numba.njit(cache=True)
 def _active_solve(G, indptr, indices, order, idx, k, rhs, iw, bw, fw, S, L, state):
     """Solve G_AA x = rhs for the active set idx[:k] (x into fw[5]), eliminating first a set Q
     of columns with no non-zero G entries among themselves (site dummies: G_QQ is diagonal), so
@@ -67,7 +67,6 @@ def _active_solve(G, indptr, indices, order, idx, k, rhs, iw, bw, fw, S, L, stat
     not on rhs (which moves with lambda): they are kept for the next call with the same set
     (state = [valid, k, nP, nQ]; the set in iw[4]), so a lambda whose active set did not change
     costs two triangular solves and O(|P| |Q|), with the same arithmetic as a fresh solve.
-    Inlined into `_polish` (its 13 array arguments cost more than its work at p = 4).
     No allocation: the work arrays are made once per path (`_cd_path`): iw (5, p) int: pos,
     P, Q, idx, the kept set; bw (3, p) bool: in_q, blocked, active; fw (7, p): sign, new, g,
     rhs, b, x, z."""
