@@ -166,3 +166,33 @@ def test_backtracking_deviance_is_the_objectives_number():
         for theta in ([1.0, 0.0, 1.0], [0.7, -0.2, 0.0], [0.0, 0.0, 0.3], [2.5, 1.1, 0.4]):
             theta = np.array(theta)
             assert _deviance(theta, data) == _objective(theta, data)[0]
+
+
+def test_lapack_calls_give_numbas_linalg_numbers():
+    """The mixed model's deviance calls LAPACK/BLAS directly (engines/lapack.py: cholesky_c,
+    inverse_t, gemv_t, dot) instead of numba's np.linalg.cholesky, inv and np.dot, promising the
+    same numbers: compared bit for bit with numba's own, on SPD matrices of the sizes a mixed
+    model has (2..14 fixed effects), and both raise on a matrix that is not positive definite."""
+    import numba
+
+    from simstudy.engines import lapack
+
+    @numba.njit
+    def numbas(A, x):
+        C = np.linalg.inv(A)
+        b = C @ x
+        return np.linalg.cholesky(A), C, b, x @ b
+
+    rng = np.random.default_rng(8)
+    for p in (2, 5, 10, 14):
+        M = rng.standard_normal((3 * p, p))
+        A = M.T @ M + 0.1 * np.eye(p)
+        A[0, 1] += 1e-13                     # as in the deviance: not exactly symmetric
+        x = rng.standard_normal(p)
+        L, C, b, r = numbas(A, x)
+        L2, ok = lapack.cholesky_c(A)
+        Ct = lapack.inverse_t(A)
+        b2 = lapack.gemv_t(Ct, x)
+        assert ok and np.array_equal(L, L2) and np.array_equal(C, Ct.T)
+        assert np.array_equal(b, b2) and r == lapack.dot(x, b2)
+    assert not lapack.cholesky_c(-np.eye(3))[1]

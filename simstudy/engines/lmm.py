@@ -390,10 +390,12 @@ def _profiled_deviance(T, rows, cols, ZtZ, ZtX, Zty, XtX, Xty, yty, n, reml, gra
     for a in range(p):
         if not XVX[a, a] > 0:
             return np.inf, grad, np.zeros(p), 0.0, XVX, b, False
-    RX = np.linalg.cholesky(XVX)
-    C = np.linalg.inv(XVX)
-    beta = C @ XVy
-    r2 = yVy - XVy @ beta
+    RX, pd = lapack.cholesky_c(XVX)            # np.linalg.cholesky / inv / @, as numba does
+    if not pd:
+        raise np.linalg.LinAlgError("Matrix is not positive definite.")
+    Ct = lapack.inverse_t(XVX)                 # (X'V^-1 X)^-1, transposed: C[k, c] = Ct[c, k]
+    beta = lapack.gemv_t(Ct, XVy)
+    r2 = yVy - lapack.dot(XVy, beta)
     if not r2 > 0:
         return np.inf, grad, beta, r2, RX, b, False
     nu = n - p if reml else n
@@ -451,7 +453,7 @@ def _profiled_deviance(T, rows, cols, ZtZ, ZtX, Zty, XtX, Xty, yty, n, reml, gra
                 for c in range(p):
                     v = 0.0
                     for k in range(p):
-                        v += ZVX[a, k] * C[k, c]
+                        v += ZVX[a, k] * Ct[c, k]
                     ZVXC[a, c] = v
             for a in range(q):
                 for c in range(q):
