@@ -146,28 +146,6 @@ def test_random_slope_fit_near_the_boundary_reaches_the_optimum(monkeypatch):
     assert fit.theta[2] == 0.0 and fit.singular and fit.theta[0] > 3.3
 
 
-def test_backtracking_deviance_is_the_objectives_number():
-    """The optimiser's line search evaluates d(theta) without its gradient (`_deviance`) once
-    a full step is rejected: it must be exactly the d of the full evaluation (`_objective`),
-    else the search accepts other steps than before. Random-slope data, thetas on and off the
-    boundary, REML and ML."""
-    from simstudy.engines.lmm import _Crossprods, _deviance, _objective
-    rng = np.random.default_rng(5)
-    n, J = 400, 20
-    codes = rng.integers(0, J, n)
-    x = rng.standard_normal(n)
-    X = np.column_stack([np.ones(n), x, rng.standard_normal(n)])
-    Z = np.column_stack([np.ones(n), x])
-    y = X @ [1.0, 0.5, -0.2] + rng.standard_normal(J)[codes] + 0.3 * x * rng.standard_normal(J)[codes] \
-        + rng.standard_normal(n)
-    cp = _Crossprods(X, y, Z, codes, J)
-    for reml in (True, False):
-        data = cp.data(reml)
-        for theta in ([1.0, 0.0, 1.0], [0.7, -0.2, 0.0], [0.0, 0.0, 0.3], [2.5, 1.1, 0.4]):
-            theta = np.array(theta)
-            assert _deviance(theta, data) == _objective(theta, data)[0]
-
-
 def test_lapack_calls_give_numbas_linalg_numbers():
     """The mixed model's deviance calls LAPACK/BLAS directly (engines/lapack.py: cholesky_c,
     inverse_t, gemv_t, dot) instead of numba's np.linalg.cholesky, inv and np.dot, promising the

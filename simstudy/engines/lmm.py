@@ -114,23 +114,10 @@ def _objective(theta, data):
     for k in range(theta.size):
         T[rows[k], cols[k]] = theta[k]
     dev, grad, beta, r2, RX, b, ok = _profiled_deviance(T, rows, cols, ZtZ, ZtX, Zty, XtX, Xty,
-                                                        yty, n, reml, True)
+                                                        yty, n, reml)
     if not ok:
         return np.inf, np.zeros(theta.size)
     return dev, grad
-
-
-@numba.njit(cache=True)
-def _deviance(theta, data):
-    """d(theta) alone, the same number `_objective` gives (the gradient's loops skipped: ~60%
-    of the cost); inf where undefined."""
-    q, rows, cols, ZtZ, ZtX, Zty, XtX, Xty, yty, n, reml = data
-    T = np.zeros((q, q))
-    for k in range(theta.size):
-        T[rows[k], cols[k]] = theta[k]
-    dev, grad, beta, r2, RX, b, ok = _profiled_deviance(T, rows, cols, ZtZ, ZtX, Zty, XtX, Xty,
-                                                        yty, n, reml, False)
-    return dev if ok else np.inf
 
 
 @numba.njit(cache=True)
@@ -227,14 +214,9 @@ def _bounded_newton(x0, lower, gtol, maxiter, data):
             for i in range(k):
                 xn[i] = max(x[i] + t * step[i], lower[i])
                 slope += g[i] * (xn[i] - x[i])
-            if t == 1.0:                     # most steps are taken whole: d and gradient
-                fn, gn = _objective(xn, data)
-            else:                            # backtracking: d alone, the gradient once taken
-                fn = _deviance(xn, data)
+            fn, gn = _objective(xn, data)
             if fn <= f + 1e-4 * slope:
                 improved = True
-                if t < 1.0:
-                    gn = _objective(xn, data)[1]
                 break
             t *= 0.5
         if improved:
@@ -313,7 +295,7 @@ def _small_inverse_logdet(A, L, Li, inv):
 
 
 @numba.njit(cache=True)
-def _profiled_deviance(T, rows, cols, ZtZ, ZtX, Zty, XtX, Xty, yty, n, reml, gradient):
+def _profiled_deviance(T, rows, cols, ZtZ, ZtX, Zty, XtX, Xty, yty, n, reml):
     """d(theta) and its gradient from per-group cross-products (module docstring).
 
     With A_j = T'Z_j'Z_j T + I and K_j = T A_j^{-1} T', V_j^{-1} = I - Z_j K_j Z_j', hence
@@ -422,8 +404,6 @@ def _profiled_deviance(T, rows, cols, ZtZ, ZtX, Zty, XtX, Xty, yty, n, reml, gra
             for k in range(q):
                 v += K[j, a, k] * rz[k]
             b[j, a] = v
-        if not gradient:
-            continue
         for a in range(q):                                  # MK = M K
             for c in range(q):
                 v = 0.0
@@ -461,21 +441,20 @@ def _profiled_deviance(T, rows, cols, ZtZ, ZtX, Zty, XtX, Xty, yty, n, reml, gra
                     for k in range(p):
                         v += ZVXC[a, k] * ZVX[c, k]
                     S[a, c] -= v
-    if gradient:
-        for kk in range(rows.size):                         # D = E T' + T E'
-            rr, cc = rows[kk], cols[kk]
-            tr = 0.0
-            quad = 0.0
-            for a in range(q):
-                for c in range(q):
-                    d = 0.0
-                    if a == rr:
-                        d += T[c, cc]
-                    if c == rr:
-                        d += T[a, cc]
-                    tr += S[a, c] * d
-                    quad += G[a, c] * d
-            grad[kk] = tr - nu * quad / r2
+    for kk in range(rows.size):                         # D = E T' + T E'
+        rr, cc = rows[kk], cols[kk]
+        tr = 0.0
+        quad = 0.0
+        for a in range(q):
+            for c in range(q):
+                d = 0.0
+                if a == rr:
+                    d += T[c, cc]
+                if c == rr:
+                    d += T[a, cc]
+                tr += S[a, c] * d
+                quad += G[a, c] * d
+        grad[kk] = tr - nu * quad / r2
     return dev, grad, beta, r2, RX, b, True
 
 
@@ -513,14 +492,14 @@ class _Crossprods:
         self.XtX, self.Xty, self.yty = X.T @ X, X.T @ y, float(y @ y)
         self.n, self.p, self.q, self.J = n, p, q, J
 
-    def evaluate(self, theta: np.ndarray, reml: bool, gradient: bool = True):
+    def evaluate(self, theta: np.ndarray, reml: bool):
         """Profiled deviance d(theta), its gradient, beta, r^2, R_X and the modes b_j
         (compiled kernel `_profiled_deviance`)."""
         T = _theta_to_T(theta, self.q)
         rows, cols = _lower_positions(self.q)
         dev, grad, beta, r2, RX, b, ok = _profiled_deviance(
             T, rows, cols, self.ZtZ, self.ZtX, self.Zty, self.XtX, self.Xty, self.yty,
-            self.n, reml, gradient)
+            self.n, reml)
         if not ok:
             raise np.linalg.LinAlgError("profiled deviance undefined at this theta")
         return dev, grad, beta, r2, RX, b, T
