@@ -80,7 +80,7 @@ def _seed_state(entropy):
     entropy into the pool, then hash its first word), in 32-bit arithmetic on int64 (the low
     32 bits of a wrapped product are exact)."""
     pool = np.zeros(4, np.int64)
-    h = 0x43b0d7e5
+    h = np.int64(0x43b0d7e5)           # np.int64: not a literal (numba would compile twice)
     for i in range(4):
         v, h = _hashmix(entropy[i] if i < entropy.size else 0, h)
         pool[i] = v

@@ -116,6 +116,8 @@ def f1(d_hat, d_opt) -> float:
 def average_ranks(x) -> np.ndarray:
     """Ranks 1..n with ties given their average rank (scipy's rankdata 'average'), one sort."""
     x = np.ascontiguousarray(x, dtype=float)
+    if not x.flags.writeable:          # one compiled signature (_metrics passes writable ones)
+        x = x.copy()
     return _tied_ranks(x, np.argsort(x))
 
 
@@ -222,7 +224,7 @@ def _np_sum(a):
     summed alike), evaluated with an explicit stack instead of recursion."""
     n = a.size
     if n <= 128:
-        return 0.0 + _block_sum(a, 0, n)
+        return 0.0 + _block_sum(a, np.int64(0), n)     # not a literal: one compile
     todo_lo = np.empty(128, np.int64)        # nodes still to visit: (lo, n, combine?)
     todo_n = np.empty(128, np.int64)
     todo_up = np.empty(128, np.bool_)

@@ -1,3 +1,9 @@
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -212,3 +218,32 @@ def test_shared_reads_take_any_column_name():
                       for m in ("Q-base", "W-aug")]
         for a, b in zip(fresh, shared):
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_every_kernel_compiles_once(tmp_path):
+    """numba compiles a kernel once per argument signature, and a constant argument (a literal
+    0 or -1) or a read-only array is a signature of its own: seconds of every first run for
+    the same machine code. One replicate of the default study's rules from an empty cache
+    (in a subprocess) must leave every simstudy kernel with one signature."""
+    code = textwrap.dedent("""
+        import inspect, sys, yaml, numba
+        from simstudy.config import StudyConfig
+        from simstudy.runner import run_replicate, one_thread
+        M = yaml.safe_load(open("conf/config.yaml"))["methods"]
+        cfg = StudyConfig.from_config({"design": {"name": "design1"}, "J": [25], "n_j": [25],
+                                       "reps": 1, "methods": M})
+        with one_thread():
+            run_replicate(cfg, cfg.designs[0], 25, 25, 0)
+        for name, mod in list(sys.modules.items()):
+            if name.startswith("simstudy"):
+                for k, v in vars(mod).items():
+                    if isinstance(v, numba.core.registry.CPUDispatcher) and len(v.overloads) > 1:
+                        print(name, k, [str(s) for s in v.overloads])
+    """)
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    ROOT = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "", out.stdout

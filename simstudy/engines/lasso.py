@@ -96,7 +96,7 @@ def _active_solve(G, indptr, indices, order, idx, k, rhs, iw, bw, fw, S, L, stat
                 r = indices[t]
                 if r != j:
                     blocked[r] = True
-        nP = nQ = 0
+        nP = nQ = np.int64(0)       # np.int64: not a literal (numba would compile twice)
         for a in range(k):
             if in_q[idx[a]]:
                 Q[nQ] = idx[a]
@@ -183,7 +183,7 @@ def _polish(G, indptr, indices, order, c, vp, ju, beta, g0, lam, steps, iw, bw, 
             active[j] = True
             sign[j] = 1.0 if g0[j] > 0 else -1.0
     for step in range(steps):
-        k = 0
+        k = np.int64(0)
         for j in range(p):
             if active[j]:
                 idx[k] = j
@@ -230,7 +230,7 @@ def _line_setup(G, indptr, indices, order, c, vp, iw, bw, fw, S, L, state, lw, l
     p = G.shape[0]
     active, sign = bw[2], fw[0]
     idx, rhs, x, full = iw[3], fw[3], fw[5], fw[1]
-    k = 0
+    k = np.int64(0)
     for j in range(p):
         if active[j]:
             idx[k] = j
@@ -294,7 +294,7 @@ def _cd_path(G, indptr, indices, c, xv, vp, ju, lambdas, compute_path, flmin_rat
     state = np.zeros(4, np.int64)              # the kept factor of `_active_solve`: none yet
     lw = np.empty((5, p))                      # the line of the last exact solve (`_line_setup`)
     lidx = np.empty(p, np.int64)
-    line_k = -1                                # its active set's size; -1: no line
+    line_k = np.int64(-1)                      # its active set's size; -1: no line
     beta = np.zeros(p)
     g = c.copy()
     out = np.zeros((nlam, p))
@@ -327,10 +327,10 @@ def _cd_path(G, indptr, indices, c, xv, vp, ju, lambdas, compute_path, flmin_rat
         else:
             lined = False
         if not lined:                  # any other solve here changes the line (rebuilt below)
-            line_k = -1
+            line_k = np.int64(-1)
         if warm and not lined:  # the previous lambda's active set and signs, solved exactly at
             # this lambda: the active-set method for at most 5 solves (else coordinate descent)
-            warm = _polish(G, indptr, indices, order, c, vp, ju, beta, g, lam, 5, iw, bw, fw, S, L,
+            warm = _polish(G, indptr, indices, order, c, vp, ju, beta, g, lam, np.int64(5), iw, bw, fw, S, L,
                            state)
             if warm:
                 g[:] = fw[2]
@@ -613,7 +613,7 @@ class SiteDummyDesign:
 
     def __init__(self, dense, codes, sign, J: int):
         self.dense = np.asarray(dense, float)
-        self.codes = np.asarray(codes, np.int64)
+        self.codes = np.array(codes, np.int64)       # writable: one compiled signature
         self.sign = np.asarray(sign, float)
         self.J = int(J)
         self.shape = (self.dense.shape[0], self.dense.shape[1] + self.J - 1)

@@ -497,7 +497,7 @@ def _cuts2(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, tot, dummy, Ht, Ct,
     Zc = np.zeros((0, 0), np.int64)
     totL = np.zeros(D)
     totR = np.empty(D)
-    best_r, best_k, k, cur = rec, -1, 0, 0
+    best_r, best_k, k, cur = rec, np.int64(-1), np.int64(0), np.int64(0)   # not literals
     while True:
         k, a, b, ubr, sp = _next_position(interval, stack, sp, k, KL, KR, PMX, PMN, valid, thr,
                                           best_r, best_k)
