@@ -10,6 +10,8 @@ import itertools
 import numba
 import numpy as np
 
+from .engines.groups import writable
+
 METRICS = ("accuracy", "f1", "spearman", "auc", "value", "regret", "treated_share")
 # per-fit facts a method reports (Method.diagnostics): the weighting lasso's number of fits
 # (docs/estimators.md) and a warning text (non-convergence, a singular mixed model, a constant rule)
@@ -115,9 +117,7 @@ def f1(d_hat, d_opt) -> float:
 
 def average_ranks(x) -> np.ndarray:
     """Ranks 1..n with ties given their average rank (scipy's rankdata 'average'), one sort."""
-    x = np.ascontiguousarray(x, dtype=float)
-    if not x.flags.writeable:          # one compiled signature (_metrics passes writable ones)
-        x = x.copy()
+    x = writable(np.ascontiguousarray(x, dtype=float))   # _metrics passes writable ones
     return _tied_ranks(x, np.argsort(x))
 
 

@@ -31,7 +31,7 @@ def _group_sums(A, codes, J):
     return out
 
 
-def _writable(A: np.ndarray) -> np.ndarray:
+def writable(A: np.ndarray) -> np.ndarray:
     """A, or a copy of it if read-only (a shared read): numba compiles a kernel once per
     signature, and read-only is another signature (seconds of a first run)."""
     return A if A.flags.writeable else A.copy()
@@ -39,7 +39,7 @@ def _writable(A: np.ndarray) -> np.ndarray:
 
 def group_means(A: np.ndarray, codes: np.ndarray, J: int | None = None) -> np.ndarray:
     """(J, k) site means of the columns of A."""
-    A2 = _writable(np.ascontiguousarray(np.asarray(A, float).reshape(len(A), -1)))
+    A2 = writable(np.ascontiguousarray(np.asarray(A, float).reshape(len(A), -1)))
     J = int(codes.max()) + 1 if J is None else J
     counts = np.bincount(codes, minlength=J).astype(float)
     return _group_sums(A2, codes, J) / counts[:, None]
@@ -59,6 +59,6 @@ def demean(A: np.ndarray, codes: np.ndarray) -> np.ndarray:
     """A - (site mean of A), column by column (the within transformation); one compiled pass
     (the same subtraction per element as numpy's, without the (n, k) gather of the means)."""
     A = np.asarray(A, float)
-    A2 = _writable(np.ascontiguousarray(A.reshape(len(A), -1)))
+    A2 = writable(np.ascontiguousarray(A.reshape(len(A), -1)))
     means = group_means(A2, codes)
     return _minus_group(A2, means, np.asarray(codes, np.int64)).reshape(A.shape)

@@ -20,6 +20,8 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
+from .groups import writable
+
 FDEV, DEVMAX, MNLAM = 1e-5, 0.999, 5          # glmnet.control() defaults
 
 
@@ -322,10 +324,9 @@ def _cd_path(G, indptr, indices, c, xv, vp, ju, lambdas, compute_path, flmin_rat
             lam = lambdas[m]
         rsq0 = rsq
         warm = m > 0 and warm_ok
-        if warm and line_k >= 0:       # the active set of the last exact solve still holds
-            lined = _line_step(lam, vp, ju, lw, lidx, line_k, fw[0], bw[2], beta, g)
-        else:
-            lined = False
+        # the active set of the last exact solve still holds: its line gives the solution
+        lined = warm and line_k >= 0 and _line_step(lam, vp, ju, lw, lidx, line_k, fw[0], bw[2],
+                                                     beta, g)
         if not lined:                  # any other solve here changes the line (rebuilt below)
             line_k = np.int64(-1)
         if warm and not lined:  # the previous lambda's active set and signs, solved exactly at
@@ -613,7 +614,7 @@ class SiteDummyDesign:
 
     def __init__(self, dense, codes, sign, J: int):
         self.dense = np.asarray(dense, float)
-        self.codes = np.array(codes, np.int64)       # writable: one compiled signature
+        self.codes = writable(np.asarray(codes, np.int64))    # one compiled signature
         self.sign = np.asarray(sign, float)
         self.J = int(J)
         self.shape = (self.dense.shape[0], self.dense.shape[1] + self.J - 1)
