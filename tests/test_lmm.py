@@ -174,3 +174,31 @@ def test_lapack_calls_give_numbas_linalg_numbers():
         assert ok and np.array_equal(L, L2) and np.array_equal(C, Ct.T)
         assert np.array_equal(b, b2) and r == lapack.dot(x, b2)
     assert not lapack.cholesky_c(-np.eye(3))[1]
+
+
+def test_lapack_solve_checked_is_numbas_solve():
+    """`lapack.solve_checked` (the fixed-effects cross-fitting's solve, engines/ols.py) promises
+    numba's np.linalg.solve: bit for bit on general square systems (not symmetric, pivoting
+    needed), and the same LinAlgError on a NaN and on a singular matrix."""
+    import numba
+
+    from simstudy.engines import lapack
+
+    @numba.njit
+    def numbas(A, b):
+        return np.linalg.solve(A, b)
+
+    rng = np.random.default_rng(9)
+    for p in (1, 3, 8, 13):
+        A = rng.standard_normal((p, p))
+        A[0, 0] = 1e-12                       # a pivot row swap on the first column
+        b = rng.standard_normal(p)
+        assert np.array_equal(numbas(A, b), lapack.solve_checked(A, b))
+    for A, b in ((np.array([[1.0, np.nan], [0.0, 1.0]]), np.ones(2)),
+                 (np.eye(2), np.array([1.0, np.inf])),
+                 (np.array([[1.0, 2.0], [2.0, 4.0]]), np.ones(2))):
+        with pytest.raises(np.linalg.LinAlgError) as ours:
+            lapack.solve_checked(A, b)
+        with pytest.raises(np.linalg.LinAlgError) as theirs:
+            numbas(A, b)
+        assert str(ours.value) == str(theirs.value)

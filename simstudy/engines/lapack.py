@@ -42,7 +42,7 @@ def cholesky(H):
     ok False when H is not positive definite."""
     m = H.shape[0]
     a = _fortran(H)
-    uplo = np.array([ord("L")], dtype=np.uint8)
+    uplo = np.array([76], dtype=np.uint8)        # "L"
     n = np.array([m], dtype=np.int32)
     info = np.zeros(1, dtype=np.int32)
     _dpotrf(uplo.ctypes, n.ctypes, a.ctypes, n.ctypes, info.ctypes)
@@ -54,8 +54,8 @@ def cholesky(H):
 
 
 @numba.njit(cache=True)
-def solve(A, b):
-    """A^{-1} b by LU with partial pivoting (numpy.linalg.solve's numbers) for a nonsingular A."""
+def _gesv(A, b):
+    """(x, info) of LAPACK dgesv on a Fortran copy of A and a copy of the vector b."""
     m = A.shape[0]
     a = _fortran(A)
     x = b.copy()
@@ -64,7 +64,13 @@ def solve(A, b):
     ipiv = np.zeros(m, dtype=np.int32)
     info = np.zeros(1, dtype=np.int32)
     _dgesv(n.ctypes, one.ctypes, a.ctypes, n.ctypes, ipiv.ctypes, x.ctypes, n.ctypes, info.ctypes)
-    return x
+    return x, info[0]
+
+
+@numba.njit(cache=True)
+def solve(A, b):
+    """A^{-1} b by LU with partial pivoting (numpy.linalg.solve's numbers) for a nonsingular A."""
+    return _gesv(A, b)[0]
 
 
 # numba's own np.linalg.cholesky / np.linalg.inv / np.dot, call for call (numba/_lapack.c and
@@ -78,13 +84,30 @@ def cholesky_c(A):
     definite (where numba raises)."""
     n = A.shape[0]
     out = A.copy()
-    up = np.array([ord("U")], dtype=np.uint8)
+    up = np.array([85], dtype=np.uint8)          # "U"
     nn = np.array([n], dtype=np.int32)
     info = np.zeros(1, dtype=np.int32)
     _dpotrf(up.ctypes, nn.ctypes, out.ctypes, nn.ctypes, info.ctypes)
     for col in range(n):
         out[:col, col] = 0.0
     return out, info[0] == 0
+
+
+@numba.njit(cache=True)
+def solve_checked(A, b):
+    """numba's np.linalg.solve(A, b) for a vector b: dgesv, raising where numba raises (a
+    NaN or inf in A or b, a singular A)."""
+    for i in range(A.shape[0]):
+        for j in range(A.shape[1]):
+            if not np.isfinite(A[i, j]):
+                raise np.linalg.LinAlgError("Array must not contain infs or NaNs.")
+    for i in range(b.size):
+        if not np.isfinite(b[i]):
+            raise np.linalg.LinAlgError("Array must not contain infs or NaNs.")
+    x, info = _gesv(A, b)
+    if info != 0:
+        raise np.linalg.LinAlgError("Matrix is singular to machine precision.")
+    return x
 
 
 @numba.njit(cache=True)
@@ -122,7 +145,7 @@ def gemv_t(At, x):
     n = At.shape[0]
     m = At.shape[1]
     y = np.zeros(m)
-    tr = np.array([ord("n")], dtype=np.uint8)
+    tr = np.array([110], dtype=np.uint8)        # "n"
     mm = np.array([m], dtype=np.int32)
     nn = np.array([n], dtype=np.int32)
     one = np.array([1], dtype=np.int32)

@@ -153,9 +153,33 @@ def _active_solve(G, indptr, indices, order, idx, k, rhs, iw, bw, fw, S, L, stat
 
 
 @numba.njit(cache=True)
+def _copy(src, dst):
+    """dst[:] = src for vectors, as a loop (numba's slice assignment compiles its broadcasting
+    and error-message machinery: seconds of a first run)."""
+    for i in range(src.shape[0]):
+        dst[i] = src[i]
+
+
+@numba.njit(cache=True)
+def _by_count(indptr):
+    """np.argsort(np.diff(indptr), kind="mergesort"): the columns by their number of non-zeros,
+    ties in column order (a stable insertion sort; p is small)."""
+    p = indptr.shape[0] - 1
+    order = np.empty(p, np.int64)
+    for j in range(p):
+        n = indptr[j + 1] - indptr[j]
+        i = j
+        while i > 0 and indptr[order[i - 1] + 1] - indptr[order[i - 1]] > n:
+            order[i] = order[i - 1]
+            i -= 1
+        order[i] = j
+    return order
+
+
+@numba.njit(cache=True)
 def _gradient(G, indptr, indices, c, beta, g):
     """g = c - G beta, through the non-zero entries of G's columns."""
-    g[:] = c
+    _copy(c, g)
     for j in range(beta.size):
         if beta[j] != 0.0:
             for t in range(indptr[j], indptr[j + 1]):
@@ -216,7 +240,7 @@ def _polish(G, indptr, indices, order, c, vp, ju, beta, g0, lam, steps, iw, bw, 
                     sign[j] = 1.0 if g[j] > 0 else -1.0
                     violated = True
         if not violated:
-            beta[:] = new
+            _copy(new, beta)
             return True
     return False
 
@@ -287,7 +311,7 @@ def _cd_path(G, indptr, indices, c, xv, vp, ju, lambdas, compute_path, flmin_rat
     gradient there, then lambda_max * r^(m-1) and glmnet's early stop. Otherwise the given
     lambdas are used in full (glmnet: user-supplied lambda never stops early)."""
     p = G.shape[0]
-    order = np.argsort(np.diff(indptr), kind="mergesort")
+    order = _by_count(indptr)
     iw = np.empty((5, p), np.int64)            # work arrays of the active-set method
     bw = np.empty((3, p), np.bool_)
     fw = np.empty((7, p))
@@ -334,7 +358,7 @@ def _cd_path(G, indptr, indices, c, xv, vp, ju, lambdas, compute_path, flmin_rat
             warm = _polish(G, indptr, indices, order, c, vp, ju, beta, g, lam, np.int64(5), iw, bw, fw, S, L,
                            state)
             if warm:
-                g[:] = fw[2]
+                _copy(fw[2], g)
         warm_ok = warm
         for it in range(0 if warm else maxit):
             dlx = 0.0
@@ -358,7 +382,7 @@ def _cd_path(G, indptr, indices, c, xv, vp, ju, lambdas, compute_path, flmin_rat
                 if _polish(G, indptr, indices, order, c, vp, ju, beta, g, lam, 2 * p + 10,
                            iw, bw, fw, S, L, state):
                     warm_ok = True
-                    g[:] = fw[2]
+                    _copy(fw[2], g)
                     break
         if warm_ok and line_k < 0:   # a new exact solve: its line for the next lambdas
             line_k = _line_setup(G, indptr, indices, order, c, vp, iw, bw, fw, S, L, state,
@@ -366,7 +390,7 @@ def _cd_path(G, indptr, indices, c, xv, vp, ju, lambdas, compute_path, flmin_rat
         rsq = 0.0                               # explained share: b'(2c - G b) = b'(c + g)
         for j in range(p):
             rsq += beta[j] * (c[j] + g[j])
-        out[m] = beta
+        _copy(beta, out[m])
         lam_out[m] = lam
         rsq_out[m] = rsq
         fitted = m + 1
@@ -515,7 +539,8 @@ def _interpolate(lam, a0, beta, s):
     for t in range(s.size):
         if m == 1:
             a0s[t] = a0[0]
-            bs[:, t] = beta[:, 0]
+            for j in range(p):
+                bs[j, t] = beta[j, 0]
             continue
         v = min(max(s[t], lam[m - 1]), lam[0])
         left = 0

@@ -12,6 +12,8 @@ import numba
 import numpy as np
 import scipy.linalg as sla
 
+from . import lapack
+
 
 @dataclass
 class OLSFit:
@@ -168,14 +170,16 @@ def _crossfit_fe(cnt, sd, sy, raw, rxy, tol2):
     (0 for aliased ones), site intercepts alpha_j = ybar_j - dbar_j'b (NaN: no rows of site j)."""
     J, K, p = sd.shape
     B = np.zeros((K, p))
-    A = np.full((K, J), np.nan)
+    A = np.empty((K, J))
     for k in range(K):
         W = np.zeros((p, p))
         v = np.zeros(p)
         for f in range(K):
             if f != k:
-                W += raw[f]
-                v += rxy[f]
+                for a in range(p):
+                    v[a] += rxy[f, a]
+                    for b in range(p):
+                        W[a, b] += raw[f, a, b]
         for a in range(p):
             for b in range(a):
                 W[b, a] = W[a, b]
@@ -187,7 +191,8 @@ def _crossfit_fe(cnt, sd, sy, raw, rxy, tol2):
                 if f != k:
                     nj[j] += cnt[j, f]
                     yj[j] += sy[j, f]
-                    dj[j] += sd[j, f]
+                    for a in range(p):
+                        dj[j, a] += sd[j, f, a]
             if nj[j] > 0:
                 for a in range(p):
                     v[a] -= dj[j, a] * yj[j] / nj[j]
@@ -196,12 +201,17 @@ def _crossfit_fe(cnt, sd, sy, raw, rxy, tol2):
         keep = _kept(W, tol2)
         idx = np.flatnonzero(keep)
         if idx.size:
-            sol = np.linalg.solve(W[idx][:, idx], v[idx])
+            Wk = np.empty((idx.size, idx.size))
+            vk = np.empty(idx.size)
+            for a in range(idx.size):
+                vk[a] = v[idx[a]]
+                for b in range(idx.size):
+                    Wk[a, b] = W[idx[a], idx[b]]
+            sol = lapack.solve_checked(Wk, vk)
             for t in range(idx.size):
                 B[k, idx[t]] = sol[t]
         for j in range(J):
-            if nj[j] > 0:
-                A[k, j] = (yj[j] - dj[j] @ B[k]) / nj[j]
+            A[k, j] = (yj[j] - lapack.dot(dj[j], B[k])) / nj[j] if nj[j] > 0 else np.nan
     return B, A
 
 

@@ -40,11 +40,54 @@ def _tied(a, b, scale):
 
 
 @numba.njit(cache=True)
+def _column_sums(G):
+    """G.sum(0), in numba's order (row by row), as a loop (numba's axis sum and array max
+    compile their generic machinery: seconds of a first run)."""
+    out = np.zeros(G.shape[1])
+    for r in range(G.shape[0]):
+        for d in range(G.shape[1]):
+            out[d] += G[r, d]
+    return out
+
+
+@numba.njit(cache=True)
+def _vmax(v):
+    """v.max() of a non-empty float vector (NaN if one is NaN), as numba computes it."""
+    top = v[0]
+    for i in range(v.shape[0]):
+        if np.isnan(v[i]):
+            return v[i]
+        if v[i] > top:
+            top = v[i]
+    return top
+
+
+@numba.njit(cache=True)
+def _imax(a):
+    """a.max() of a non-empty int vector, as a loop."""
+    top = a[0]
+    for i in range(a.shape[0]):
+        top = max(top, a[i])
+    return top
+
+
+@numba.njit(cache=True)
+def _imax2(a):
+    """a.max() of a non-empty int matrix, as a loop."""
+    top = a[0, 0]
+    for i in range(a.shape[0]):
+        top = max(top, _imax(a[i]))
+    return top
+
+
+@numba.njit(cache=True)
 def _lead(v):
     """The best action for the category order: the lowest d whose total is tied with the
     largest (`_tied`), so that every path to a node's totals picks the same action."""
-    top = v.max()
-    scale = max(1.0, np.abs(v).max())
+    top = _vmax(v)
+    scale = 1.0
+    for d in range(v.shape[0]):
+        scale = max(scale, abs(v[d]))
     for d in range(v.shape[0]):
         if v[d] >= top or _tied(v[d], top, scale):
             return d
@@ -106,8 +149,8 @@ def _hist(codes, nb, G):
     rows in bin b of feature k, C[k, b] their count, and the node's totals."""
     p = codes.shape[0]
     D = G.shape[1]
-    H = np.zeros((p, nb.max(), D))
-    C = np.zeros((p, nb.max()), np.int64)
+    H = np.zeros((p, _imax(nb), D))
+    C = np.zeros((p, _imax(nb)), np.int64)
     tot = np.zeros(D)
     for r in range(G.shape[0]):
         _add_row(H, C, tot, codes, G, r)
@@ -182,11 +225,13 @@ def _gather(codes, nbs, G, Z, rows, L, same):
     D = G.shape[1]
     c = np.empty((L, p, m), np.int64)
     nb = np.zeros((L, p), np.int64)
-    mark = np.empty(max(nbs.max(), 1), np.int64)
+    mark = np.empty(max(_imax2(nbs), 1), np.int64)
     for lev in range(L):
         if lev > 0 and same[lev + 1]:
-            c[lev] = c[lev - 1]           # the same grid as the level below (exact mode)
-            nb[lev] = nb[lev - 1]
+            for k in range(p):            # the same grid as the level below (exact mode)
+                nb[lev, k] = nb[lev - 1, k]
+                for q in range(m):
+                    c[lev, k, q] = c[lev - 1, k, q]
             continue
         for k in range(p):
             B = nbs[lev, k]
@@ -657,7 +702,7 @@ def _cuts4(j, c, nb, iscat, G, z, min_leaf, prune, thr, rec, dummy, same, memo,
 
 @numba.njit(cache=True)
 def _leaf_or_cutoff(G, cutoff):
-    v = G.sum(0).max()
+    v = _vmax(_column_sums(G))
     return (v, -1, -1) if v > cutoff else (cutoff, -1, -1)
 
 
