@@ -414,8 +414,10 @@ def _execute(cfg: StudyConfig, store: Store, probe: bool, progress: bool,
         cold = bool(batches) and cfg.backend != "dask" and not kernels_cached()
         desc = getattr(bar, "desc", "replicates")     # (a disabled bar has none)
         if cold and progress:
-            bar.set_description_str("compiling the numerical kernels once (a first run, or "
-                                     "the engines changed: about a minute)")
+            from .methods.registry import compile_seconds
+            secs = compile_seconds(cfg.methods, 1 if serial else workers)
+            bar.set_description_str("compiling the numerical kernels once (a first run, or the "
+                                    f"engines changed): ~{5 * math.ceil(secs / 5):.0f} s")
         if serial:
             results = (_run_batch(cfg, *b) for b in batches)
         else:
@@ -475,12 +477,9 @@ def _parallel(cfg: StudyConfig, batches: list, workers: int, compile_first: bool
     n_jobs = -1 if cfg.backend == "dask" else workers
     backend = None if cfg.backend in ("dask", *PROCESS_BACKENDS) else cfg.backend
     if compile_first and batches:
-        from .methods.registry import FAMILIES, compile_cost
+        from .methods.registry import compile_families
         design, J, n_j, reps = batches[0]
-        groups: dict[str, list] = {}
-        for m in cfg.methods:
-            groups.setdefault(FAMILIES.get(m, m), []).append(m)
-        order = sorted(groups.values(), key=lambda ms: -max(map(compile_cost, ms)))
+        order = compile_families(cfg.methods)
         for _ in Parallel(n_jobs=n_jobs, backend=backend, return_as="generator_unordered")(
                 delayed(_warm)(cfg, design, J, n_j, reps[0], ms, main_pid=os.getpid())
                 for ms in order):

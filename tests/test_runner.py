@@ -1,3 +1,4 @@
+import math
 import os
 import subprocess
 import sys
@@ -184,6 +185,30 @@ def test_cold_kernels_compile_once_per_family_with_identical_results(tmp_path,
     a, b = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "cold")
     pd.testing.assert_frame_equal(a.drop(columns="seconds"), b.drop(columns="seconds"),
                                   check_exact=True)
+
+
+def test_cold_run_says_it_compiles_and_for_how_long(tmp_path, monkeypatch, capsys):
+    """A first run's progress line says the kernels are compiling, with the estimate of
+    `compile_seconds` (families to the worker free first, a fixed share per worker) in place of
+    a rate and time left, then counts replicates again."""
+    import simstudy.runner as runner
+    from simstudy.methods.registry import COMPILE_BASE, compile_cost, compile_seconds
+    pt, w, q = compile_cost("PT"), compile_cost("W-aug"), compile_cost("Q-ri")
+    assert pt > w > q > compile_cost("treat-all")
+    assert compile_seconds(["PT"], 2) == COMPILE_BASE + pt
+    assert compile_seconds(["W-aug", "PT", "WS-aug"], 2) == COMPILE_BASE + pt
+    assert compile_seconds(["Q-ri", "W-aug", "PT"], 2) == COMPILE_BASE + w + q
+    assert compile_seconds(["Q-ri", "W-aug", "PT"], 1) == COMPILE_BASE + pt + w + q
+    assert compile_seconds(["Q-ri", "W-aug", "PT"], 3) == COMPILE_BASE + pt
+    monkeypatch.setattr(runner, "kernels_cached", lambda: False)
+    cfg = StudyConfig.from_config({"design": {"name": "design1"}, "J": 3, "n_j": 8, "reps": 2,
+                                   "methods": ["Q-ri", "treat-all"], "n_jobs": 1})
+    run_study(cfg, tmp_path / "s", progress=True)
+    err = capsys.readouterr().err
+    secs = 5 * math.ceil(compile_seconds(["Q-ri", "treat-all"], 1) / 5)
+    assert f"compiling the numerical kernels once (a first run, or the engines changed): " \
+           f"~{secs} s" in err
+    assert "2/2" in err.rsplit("compiling", 1)[1]          # then the replicates, counted
 
 
 def test_named_seed_is_numpys_seed_sequence():

@@ -47,7 +47,7 @@ def aipw(mu, T, y, p) -> np.ndarray:
 @register("PT", family="Policy tree")
 class PolicyTree(Method):
     """Optimal policy tree on doubly robust scores (Zhou et al. 2023; mcf, Bodory et al. 2024)."""
-    compile_cost = 6.0          # the tree search's kernels: ~50 CPU-s on a first run
+    compile_cost = 18.0         # the tree search's kernels (CPU-s; registry.compile_seconds)
     OPTIONS = {"depth": integer(1, MAX_DEPTH), "min_leaf": integer(1, optional=True),
                "split_points": integer(2, optional=True), "crossfit_folds": integer(2),
                "site_feature": FLAG}

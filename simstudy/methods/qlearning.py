@@ -88,6 +88,7 @@ class MultilevelQ(OutcomeModel):
     `new_sites`: a test row whose site was not in training gets u_1j = 0 (the population slope,
     lme4's allow.new.levels) with "population", or an error with "error"."""
     new_site_options = {"new_sites": "population"}
+    compile_cost = 9.0          # the mixed models' deviance and Newton kernels (CPU-s)
     OPTIONS = {"model": choice(*sorted(MODELS)), "new_sites": choice("population", "error"),
                "reml": FLAG}
 

@@ -81,8 +81,9 @@ class Method:
     # (CF and PT-CF share one causal forest) share a stream, so the shared fit is the fit
     # either would make alone
     seed_name: str | None = None
-    # how long its numerical kernels take to compile, relative (1 = little): a first run
-    # compiles the costliest first, so the workers finish compiling together
+    # CPU-seconds its own numerical kernels take to compile on a first run (this project's
+    # 2-core reference machine, `scripts/compile_times.py --methods NAME`): a first run compiles
+    # the costliest family first, so the workers finish compiling together, and says how long
     compile_cost: float = 1.0
 
     def __init__(self, site: str = "site", treatment: str = "T", outcome: str = "Y",
@@ -229,6 +230,31 @@ def compile_cost(name: str) -> float:
     """The registered method's `compile_cost` (1 for a name not registered)."""
     cls = REGISTRY.get(name, (None,))[0]
     return float(getattr(cls, "compile_cost", 1.0))
+
+
+# what every compiling process pays besides the methods' own kernels (imports, the design's
+# data generation, the metrics, the seeds), seconds on the reference machine
+COMPILE_BASE = 5.0
+
+
+def compile_families(methods) -> list[list[str]]:
+    """The methods grouped by family (a family's methods share their engine's kernels), the
+    costliest family first: the order in which a first run compiles them."""
+    groups: dict[str, list] = {}
+    for m in methods:
+        groups.setdefault(FAMILIES.get(m, m), []).append(m)
+    return sorted(groups.values(), key=lambda ms: -max(map(compile_cost, ms)))
+
+
+def compile_seconds(methods, workers: int) -> float:
+    """Seconds a first run spends compiling `methods`' kernels on `workers` processes (on the
+    reference machine): the families, costliest first, each to the worker free first, as the
+    warm-up hands them out; every worker pays COMPILE_BASE."""
+    load = [COMPILE_BASE] * max(1, int(workers))
+    for ms in compile_families(methods):
+        i = load.index(min(load))
+        load[i] += max(map(compile_cost, ms))
+    return max(load)
 
 
 def seed_stream(name: str) -> str:

@@ -46,7 +46,7 @@ from .registry import FLAG, Method, _read, choice, integer, register
 class Weighting(Method):
     """Weighted squared-loss lasso for the benefit score (paper Sections 3.3, 4.2; docs/estimators.md)."""
     new_site_options = {"new_sites": "average"}
-    compile_cost = 4.0          # the lasso path and cross-validation kernels: ~30 CPU-s
+    compile_cost = 15.0         # the lasso path and cross-validations (CPU-s)
     OPTIONS = {"propensity": choice("overall", "site"),
                "augment": choice("none", "covariates", "covariates+site"),
                "lambda_rule": choice("lambda.min", "lambda.1se"),
