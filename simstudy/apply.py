@@ -20,6 +20,7 @@ one 0/1 column per level except the first, named column + level). Two values per
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -205,6 +206,44 @@ def rules_of(methods, depths) -> list[tuple[str, str, dict | None]]:
             + [(f"tree depth {d}", "PT", {"depth": int(d)}) for d in depths])
 
 
+WARM_SITES = 12          # a first run compiles on the rows of this many sites
+
+
+def warm_rules(df, rules, defaults, seed: int, workers: int) -> None:
+    """Compile (and cache on disk) the kernels of `rules` before they are fitted: each family's
+    rules (they share their engine's kernels) fitted once on `df` (a few sites' rows: the
+    same column types as the data) by one of `workers` processes, the costliest family first,
+    as `simstudy run` compiles; the fits are dropped (a failed one too: its kernels then
+    compile in the real fit). One worker: nothing here, the fits compile as they go."""
+    from joblib import Parallel, delayed
+
+    from .methods.registry import compile_families
+    by_name: dict[str, list] = {}
+    for rule in rules:
+        by_name.setdefault(rule[1], []).append(rule)
+    families = [[r for m in ms for r in by_name[m]] for ms in compile_families(by_name)]
+    if workers < 2 or len(families) < 2:
+        return
+    # the workers see this process's numba threads: the tree search compiles the variant (one
+    # thread or threaded) the fits here will call
+    import numba
+    from joblib import parallel_config
+    with parallel_config(backend="loky", inner_max_num_threads=numba.get_num_threads()):
+        for _ in Parallel(n_jobs=min(workers, len(families)), return_as="generator_unordered")(
+                delayed(_fit_rules)(df, fam, defaults, seed, os.getpid()) for fam in families):
+            pass
+
+
+def _fit_rules(df, rules, defaults, seed: int, main_pid: int) -> None:
+    """In a worker: fit the rules on df, results dropped (their compiled kernels stay cached)."""
+    from .fitting import fit_and_score, named_seed
+    from .workers import watch_parent
+    if os.getpid() != main_pid:
+        watch_parent()
+    for label, name, opts in rules:
+        fit_and_score(name, df, df, named_seed(seed, "apply", label), opts, defaults)
+
+
 def cluster_se(x, codes) -> float:
     """SE of mean(x) clustered by site: sqrt(J/(J-1) sum_j (sum_i in j (x_i - mean))^2) / n."""
     x = np.asarray(x, float)
@@ -284,9 +323,13 @@ def analyse(df, outcome, treatment, site, cov, mod, methods, by=None, seed=2024,
     scores, decisions, errors, fitted = {}, {}, {}, {}
     from .workers import kernels_cached
     if not kernels_cached(*(["treebound._root34"] if max(depths, default=0) > 2 else [])):
+        workers = min(2, os.cpu_count() or 1)
         log("compiling the numerical kernels once (a first run on this machine, or the engines "
-            "changed): the first rules take a minute or two; later runs load them from numba's "
-            "cache")
+            f"changed; {workers} worker{'s' * (workers > 1)}, about a minute); later runs load "
+            "them from numba's cache")
+        t0 = time.perf_counter()
+        warm_rules(df[codes < WARM_SITES], rules, defaults, seed, workers)
+        log(f"compiled in {time.perf_counter() - t0:.0f} s")
     for k, (label, name, opts) in enumerate(rules):
         fit = fit_and_score(name, df, df, named_seed(seed, "apply", label), opts, defaults)
         if fit.error is None:

@@ -205,6 +205,29 @@ def test_simulated_example_is_design2_as_labelled():
     pd.testing.assert_frame_equal(df.drop(columns="X4_group"), want, check_exact=True)
 
 
+def test_a_first_run_compiles_in_workers_and_fits_the_same(monkeypatch):
+    """A first apply (kernels not on disk) compiles each family's kernels in a worker on a few
+    sites' rows first (`warm_rules`), then fits: the rules' scores are those of a run with the
+    kernels cached, bit for bit (the warm-up draws nothing from the fits' seeds)."""
+    from simstudy import workers
+    df, _ = example("simulated")
+    df = df[df["site"].isin(df["site"].unique()[:20])]
+    args = (df, "Y", "T", "site", COLS["covariates"], COLS["moderators"], ["Q-ri", "W-aug"])
+    monkeypatch.setattr(workers, "kernels_cached", lambda *kernels: False)
+    logs = []
+    cold = analyse(*args, depths=(2,), value_folds=2, log=logs.append)
+    assert "compiling the numerical kernels once" in logs[0] and " worker" in logs[0]
+    assert logs[1].startswith("compiled in ")
+    monkeypatch.setattr(workers, "kernels_cached", lambda *kernels: True)
+    logs = []
+    warm = analyse(*args, depths=(2,), value_folds=2, log=logs.append)
+    assert not any("compil" in line for line in logs)
+    assert set(cold.scores) == {"Q-ri", "W-aug", "tree depth 2"} == set(warm.scores)
+    for label, score in cold.scores.items():
+        np.testing.assert_array_equal(score, warm.scores[label])
+    pd.testing.assert_frame_equal(cold.values, warm.values, check_exact=True)
+
+
 def test_a_first_run_says_it_compiles(tmp_path, monkeypatch):
     """apply's first fits compile the kernels (a minute or two on a new machine): the log says
     so before them, also when only the study's kernels are cached but not the depth-3 tree's
