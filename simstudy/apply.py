@@ -209,12 +209,13 @@ def rules_of(methods, depths) -> list[tuple[str, str, dict | None]]:
 WARM_SITES = 12          # a first run compiles on the rows of this many sites
 
 
-def warm_rules(df, rules, defaults, seed: int, workers: int) -> None:
+def warm_rules(df, rules, defaults, seed: int, workers: int) -> bool:
     """Compile (and cache on disk) the kernels of `rules` before they are fitted: each family's
     rules (they share their engine's kernels) fitted once on `df` (a few sites' rows: the
     same column types as the data) by one of `workers` processes, the costliest family first,
     as `simstudy run` compiles; the fits are dropped (a failed one too: its kernels then
-    compile in the real fit). One worker: nothing here, the fits compile as they go."""
+    compile in the real fit). One worker or one family: nothing here (False), the fits
+    compile as they go."""
     from joblib import Parallel, delayed
 
     from .methods.registry import compile_families
@@ -223,7 +224,7 @@ def warm_rules(df, rules, defaults, seed: int, workers: int) -> None:
         by_name.setdefault(rule[1], []).append(rule)
     families = [[r for m in ms for r in by_name[m]] for ms in compile_families(by_name)]
     if workers < 2 or len(families) < 2:
-        return
+        return False
     # the workers see this process's numba threads: the tree search compiles the variant (one
     # thread or threaded) the fits here will call
     import numba
@@ -232,6 +233,7 @@ def warm_rules(df, rules, defaults, seed: int, workers: int) -> None:
         for _ in Parallel(n_jobs=min(workers, len(families)), return_as="generator_unordered")(
                 delayed(_fit_rules)(df, fam, defaults, seed, os.getpid()) for fam in families):
             pass
+    return True
 
 
 def _fit_rules(df, rules, defaults, seed: int, main_pid: int) -> None:
@@ -328,8 +330,8 @@ def analyse(df, outcome, treatment, site, cov, mod, methods, by=None, seed=2024,
             f"changed; {workers} worker{'s' * (workers > 1)}, about a minute); later runs load "
             "them from numba's cache")
         t0 = time.perf_counter()
-        warm_rules(df[codes < WARM_SITES], rules, defaults, seed, workers)
-        log(f"compiled in {time.perf_counter() - t0:.0f} s")
+        if warm_rules(df[codes < WARM_SITES], rules, defaults, seed, workers):
+            log(f"compiled in {time.perf_counter() - t0:.0f} s")
     for k, (label, name, opts) in enumerate(rules):
         fit = fit_and_score(name, df, df, named_seed(seed, "apply", label), opts, defaults)
         if fit.error is None:

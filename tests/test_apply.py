@@ -226,6 +226,9 @@ def test_a_first_run_compiles_in_workers_and_fits_the_same(monkeypatch):
     for label, score in cold.scores.items():
         np.testing.assert_array_equal(score, warm.scores[label])
     pd.testing.assert_frame_equal(cold.values, warm.values, check_exact=True)
+    from simstudy.apply import warm_rules           # nothing to split: the fits compile
+    assert not warm_rules(df, [("Q-ri", "Q-ri", None), ("Q-rs", "Q-rs", None)], {}, 1, 2)
+    assert not warm_rules(df, [("Q-ri", "Q-ri", None), ("PT", "PT", None)], {}, 1, 1)
 
 
 def test_a_first_run_says_it_compiles(tmp_path, monkeypatch):

@@ -89,7 +89,8 @@ def cholesky_c(A):
     info = np.zeros(1, dtype=np.int32)
     _dpotrf(up.ctypes, nn.ctypes, out.ctypes, nn.ctypes, info.ctypes)
     for col in range(n):
-        out[:col, col] = 0.0
+        for row in range(col):
+            out[row, col] = 0.0
     return out, info[0] == 0
 
 

@@ -355,8 +355,8 @@ def _cd_path(G, indptr, indices, c, xv, vp, ju, lambdas, compute_path, flmin_rat
             line_k = np.int64(-1)
         if warm and not lined:  # the previous lambda's active set and signs, solved exactly at
             # this lambda: the active-set method for at most 5 solves (else coordinate descent)
-            warm = _polish(G, indptr, indices, order, c, vp, ju, beta, g, lam, np.int64(5), iw, bw, fw, S, L,
-                           state)
+            warm = _polish(G, indptr, indices, order, c, vp, ju, beta, g, lam, np.int64(5),
+                           iw, bw, fw, S, L, state)
             if warm:
                 _copy(fw[2], g)
         warm_ok = warm
