@@ -1,6 +1,8 @@
 """The Python API for notebooks and scripts: `run_study(...)` runs (or resumes) a study exactly as
-`simstudy run` does (the same Hydra composition, seeds, sweep-point rule and store, so the two
-give identical stores), and `load(out)` returns a stored study as one object.
+`simstudy run` does: it composes the same study spec (conf/config.yaml, the design preset, the
+settings; `compose`) and runs it on the same path (`execute`, which the command line calls
+with Hydra's composition), so the two give identical stores; `load(out)` returns a stored study
+as one object. It never goes through the command line.
 
     import simstudy
     study = simstudy.run_study(design="design2", J=25, n_j=[25, 150], reps=50,
@@ -11,41 +13,106 @@ give identical stores), and `load(out)` returns a stored study as one object.
 """
 from __future__ import annotations
 
-import contextlib
-import io
-import json
 from pathlib import Path
-from typing import Any
+from typing import Mapping
 
 import pandas as pd
 
 from .errors import ConfigError
 
 
-def _value(v: Any) -> str:
-    """A Python value as a Hydra override value (lists and mappings in flow style)."""
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if v is None:
-        return "null"
+def compose(design: str | None = None, design_params: Mapping | None = None,
+            method_options: Mapping | None = None, **keys) -> tuple[dict, dict[str, str]]:
+    """The study spec of these settings: the plain mapping `simstudy run` gets from Hydra
+    (conf/config.yaml's keys, the design preset's parameters, then the settings given) and its
+    swept keys (key -> canonical value; the sweep point is those not at their default). A
+    mapping value replaces the mapping at its key, as on the command line (issue 45, class 4).
+    Every wrong name or type is a ConfigError."""
+    import copy
+    import difflib
+
+    from .config import NOT_POINT, STUDY_KEYS, study_defaults
+    from .designs import preset
+    from .options import canonical
+
+    def mapping(value, what: str, example: str) -> dict:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{what}={value!r}: must be a mapping, e.g. {what}={example}")
+        return {str(k): v for k, v in value.items()}
+
+    name = "design1" if design is None else design
+    if not isinstance(name, str):
+        raise ConfigError(f"design={design!r}: give a preset's name, e.g. design='design2' "
+                          f"(`simstudy designs` lists them)")
+    presets = sorted(p.stem for p in Path(_conf(), "design").glob("*.yaml"))
+    if name not in presets:
+        close = difflib.get_close_matches(name, presets, n=1)
+        raise ConfigError(f"unknown design preset {name!r}"
+                          + (f" (did you mean {close[0]!r}?)" if close else "")
+                          + f"; presets: {', '.join(presets)} (conf/design/)")
+    plain = copy.deepcopy(study_defaults())
+    plain["design"] = preset(name)
+    swept: dict[str, str] = {}
+    for key, value in mapping(design_params, "design_params", "{'beta1': 0.2}").items():
+        plain["design"][key] = _plain(value)            # checked by the design's own rules
+        if f"design.{key}" not in NOT_POINT:
+            swept[f"design.{key}"] = canonical(_plain(value))
+    options = plain.get("method_options") or {}
+    for method, opts in mapping(method_options, "method_options",
+                                "{'W-aug': {'nfolds': 10}}").items():
+        opts = mapping(opts, f"method_options[{method!r}]", "{'nfolds': 10}")
+        options[method] = {**(options.get(method) or {}), **_plain(opts)}
+        swept.update({f"method_options.{method}.{k}": canonical(_plain(v))
+                      for k, v in opts.items()})
+    plain["method_options"] = options
+    for key, value in keys.items():
+        if key not in STUDY_KEYS:
+            close = difflib.get_close_matches(key, [*STUDY_KEYS], n=1)
+            raise ConfigError(f"unknown key {key!r}" + (f" -- did you mean {close[0]!r}?"
+                                                        if close else "")
+                              + f"; the study keys: {', '.join(STUDY_KEYS)}")
+        plain[key] = _plain(value.as_posix() if isinstance(value, Path) else value)
+        if key not in NOT_POINT:
+            swept[key] = canonical(plain[key])
+    return plain, swept
+
+
+def _plain(v):
+    """Python values as the config holds them: tuples as lists, mappings as dicts."""
+    if isinstance(v, Mapping):
+        return {str(k): _plain(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
-        return "[" + ",".join(_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{" + ",".join(f"{k}:{_value(x)}" for k, x in v.items()) + "}"
-    if isinstance(v, str) and any(c in v for c in " ,[]{}=:'\""):
-        return json.dumps(v)
-    return str(v)
+        return [_plain(x) for x in v]
+    return v
 
 
-def overrides(design: str | None = None, design_params: dict | None = None,
-              method_options: dict | None = None, **keys) -> list[str]:
-    """The `simstudy run` arguments of these settings."""
-    args = [f"design={design}"] if design else []
-    args += [f"design.{k}={_value(v)}" for k, v in (design_params or {}).items()]
-    for name, opts in (method_options or {}).items():
-        args += [f"+method_options.{name}.{k}={_value(v)}" for k, v in opts.items()]
-    args += [f"{k}={_value(v)}" for k, v in keys.items()]
-    return args
+def _conf() -> str:
+    from importlib import resources
+    return str(resources.files("simstudy.conf"))
+
+
+def execute(plain: dict, swept: Mapping[str, str], design: str | None = None,
+            echo=print) -> Path:
+    """Run (or resume) the study of a spec and write its report: the one path of both doors
+    (`simstudy run` gives Hydra's composition, `run_study` `compose`'s). `swept`: the swept
+    keys; the sweep point is those not at their default for the preset `design`."""
+    from .config import StudyConfig, check_out, point_of_keys, run_flags
+    from .report.tables import write_report
+    from .runner import run_study as run
+    flags = run_flags(plain)
+    study = StudyConfig.from_config(plain, point=point_of_keys(swept, design),
+                                    point_keys=swept)
+    out = check_out(plain.get("out"))
+    run(study, out, overwrite=flags["overwrite"], progress=flags["progress"], run_config=plain,
+        probe=flags["probe"], retry_errors=flags["retry_errors"])
+    write_report(out, figures=flags["figures"], designs=[d.name for d in study.designs],
+                 point=study.label, n_jobs=study.n_jobs)
+    echo(f"simstudy: study stored in {out}; summary table: {out / 'summary.md'} (and "
+         f"summary.csv)" + (f", figures: {out / 'figures'}" if flags["figures"] else "")
+         + f"; print the table with `simstudy report {out}`")
+    return out
 
 
 def run_study(design: str | None = None, *, out: str | Path, design_params: dict | None = None,
@@ -53,19 +120,14 @@ def run_study(design: str | None = None, *, out: str | Path, design_params: dict
               figures: bool = False, **keys) -> "Study":
     """Run or resume a study as `simstudy run` would with these keys (`J`, `n_j`, `reps`,
     `methods`, `seed`, `n_jobs`, ...; `design_params={"beta1": 0.2}` for design.KEY,
-    `method_options={"W-aug": {"nfolds": 10}}`), then load it. A bad value raises ConfigError
-    with the command line's one-line message."""
-    from .cli import main
-    args = overrides(design, design_params, method_options, out=str(out), progress=progress,
-                     figures=figures, **keys)
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err):
-        code = main(["run", *args])
-    if code != 0:
-        text = err.getvalue().strip() or f"simstudy run exited with {code}"
-        if code == 2:
-            raise ConfigError(text)
-        raise RuntimeError(text)
+    `method_options={"W-aug": {"nfolds": 10}}`), then load it: the same spec, seeds, sweep
+    point and store as the command line (`compose`, `execute`), without the command line (no
+    argv, no signal handlers: it runs in any thread). A bad value raises ConfigError."""
+    if out is None or not str(out).strip():
+        raise ConfigError("out is empty; give the study's directory, e.g. out='results/d2'")
+    plain, swept = compose(design, design_params, method_options, out=str(out),
+                           progress=progress, figures=figures, **keys)
+    execute(plain, swept, design or "design1")
     return load(out)
 
 

@@ -27,14 +27,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .data import codes_as_read
 from .errors import ConfigError, DataError
+from .store import write_csv, write_text
 
 DEFAULT_METHODS = ["Q-base", "Q-fe", "Q-ri", "Q-rs", "Q-dm", "Q-dm-ri", "Q-dm-rs", "W-base",
                    "W-noaug", "W-aug", "W-augID", "WS-noaug", "WS-aug", "WS-augID"]
 
 
 # ---------------------------------------------------------------------- data checks
-def load(path) -> pd.DataFrame:
+def load(path, ids=()) -> pd.DataFrame:
+    """A trial's file. Columns named in `ids` (the site, the --by groups) are read from a CSV
+    as text: site codes `1` and `01` are two schools, never one number (issue 45, class 5)."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"--data {path}: no such file")
@@ -44,7 +48,7 @@ def load(path) -> pd.DataFrame:
         if path.suffix.lower() in (".parquet", ".pq"):
             df = pd.read_parquet(path)
         elif path.suffix.lower() in (".csv", ".txt"):
-            df = pd.read_csv(path)
+            df = codes_as_read(pd.read_csv(path, dtype={c: str for c in ids if c}), ids)
         else:
             raise DataError(f"--data {path}: use a .csv or .parquet file")
     except DataError:
@@ -522,18 +526,18 @@ def write(res, df, site, by, mod, out: Path, log=print, title: str | None = None
         if name not in res["crossfit_errors"] and name in res["decisions"]:
             rows[f"decision_crossfit_{name}"] = d
     rows.to_parquet(out / "scores.parquet", index=False)
-    rows.to_csv(out / "scores.csv", index=False)
-    res["values"].to_csv(out / "values.csv", index=False)
+    write_csv(rows, out / "scores.csv", index=False)
+    write_csv(res["values"], out / "values.csv", index=False)
     note = VALUES_NOTE
     if res["crossfit_errors"]:
         note += "Cross-fitting failed for: " + "; ".join(
             f"{k} ({v})" for k, v in res["crossfit_errors"].items()) + "\n\n"
-    (out / "values.md").write_text(note + to_markdown(res["values"], digits=4))
-    res["site_folds"].to_csv(out / "site_folds.csv", index=False)
-    res["congruence"].to_csv(out / "congruence.csv")
+    write_text(out / "values.md", note + to_markdown(res["values"], digits=4))
+    write_csv(res["site_folds"], out / "site_folds.csv", index=False)
+    write_csv(res["congruence"], out / "congruence.csv")
     for depth, table in res["rules"].items():
-        table.to_csv(out / f"tree_depth{depth}_rules.csv", index=False)
-        (out / f"tree_depth{depth}_rules.md").write_text(to_markdown(table, digits=3))
+        write_csv(table, out / f"tree_depth{depth}_rules.csv", index=False)
+        write_text(out / f"tree_depth{depth}_rules.md", to_markdown(table, digits=3))
     binary = [c for c in mod if c in df and set(pd.unique(df[c].dropna())) <= {0, 1}]
     for name, tree in res["trees"].items():
         F.policy_tree(tree, mod, ["control", "treat"], f"Policy tree, {name}",
@@ -547,7 +551,7 @@ def write(res, df, site, by, mod, out: Path, log=print, title: str | None = None
     if by:                                              # Figs 8, 9 by a grouping column
         share_by = pd.DataFrame(res["decisions"]).assign(_by=df[by].to_numpy()).groupby("_by").mean().T
         share_by.columns.name = by
-        share_by.to_csv(out / f"shares_by_{by}.csv")
+        write_csv(share_by, out / f"shares_by_{by}.csv")
         F.shares_by_group(share_by, by, f"Share recommended for treatment by {by} (paper Fig 8)",
                           fig_dir / f"shares_by_{by}")
         F.scores_by_group(pd.DataFrame(res["scores"]), df[by].to_numpy(), by,

@@ -38,12 +38,12 @@ def config_dir() -> str:
 
 def _run(argv: list[str]) -> int:
     import hydra
+    from hydra.core.hydra_config import HydraConfig
     from omegaconf import DictConfig, OmegaConf
 
-    from .errors import ConfigError
-    from .errors import install_sigterm, report
-    from .config import StudyConfig, check_out, run_flags
-    from .runner import run_study
+    from .api import execute
+    from .config import check_out
+    from .errors import ConfigError, report
 
     status = {"code": 0}
 
@@ -55,22 +55,11 @@ def _run(argv: list[str]) -> int:
         from .cluster import in_job
         in_job()                   # inside a SLURM job: SIGTERM (scancel) is the clean stop
         try:
-            plain = OmegaConf.to_container(cfg, resolve=True)
-            flags = run_flags(plain)
-            keys = swept_keys()
-            study = StudyConfig.from_config(plain, point=point_of(keys), point_keys=keys)
+            plain = replace_mappings(OmegaConf.to_container(cfg, resolve=True),
+                                     HydraConfig.get().overrides.task)
             out = check_out(plain.get("out"))
             resume = f"`simstudy status {out}` shows what is missing"
-            run_study(study, out, overwrite=flags["overwrite"], progress=flags["progress"],
-                      run_config=plain, probe=flags["probe"],
-                      retry_errors=flags["retry_errors"])
-            from .report.tables import write_report
-            figures = flags["figures"]
-            write_report(out, figures=figures, designs=[d.name for d in study.designs],
-                         point=study.label, n_jobs=study.n_jobs)
-            print(f"simstudy: study stored in {out}; summary table: {out / 'summary.md'} "
-                  f"(and summary.csv)" + (f", figures: {out / 'figures'}" if figures else "")
-                  + f"; print the table with `simstudy report {out}`")
+            execute(plain, swept_keys(), HydraConfig.get().runtime.choices.get("design"))
         except BaseException as exc:                              # noqa: BLE001
             if isinstance(exc, SystemExit):
                 raise
@@ -93,7 +82,6 @@ def _run(argv: list[str]) -> int:
                for a in argv):
         check_overrides(argv)            # one line with the fix, not Hydra's dump
     sys.argv = ["simstudy run", *argv]
-    install_sigterm()
     try:
         job()
     except SystemExit as exc:
@@ -102,25 +90,6 @@ def _run(argv: list[str]) -> int:
         # runs: that is the user's input, so exit 2 as every other input error
         return 2 if code == 1 and not status.get("ran") else code
     return status["code"]
-
-
-def _defaults(design: str | None) -> dict[str, str]:
-    """Canonical default of every key: conf/config.yaml and the chosen design preset, dotted."""
-    import yaml
-    flat: dict[str, str] = {}
-
-    def walk(obj, prefix):
-        if isinstance(obj, dict):
-            for k, v in obj.items():
-                walk(v, f"{prefix}{k}.")
-        else:
-            flat[prefix.rstrip(".")] = canonical(obj)
-    base = yaml.safe_load(Path(config_dir(), "config.yaml").read_text()) or {}
-    walk({k: v for k, v in base.items() if k not in ("defaults", "hydra")}, "")
-    if design and Path(config_dir(), "design", f"{design}.yaml").exists():
-        from .designs import preset
-        walk(preset(design), "design.")
-    return flat
 
 
 def check_launcher(argv: list[str]) -> str | None:
@@ -212,6 +181,47 @@ Examples:
 """
 
 
+def replace_mappings(plain: dict, task: list[str]) -> dict:
+    """A mapping given whole replaces the mapping at its key, as written: Hydra would merge it
+    into the preset's (`design.delta={intercept: 0.2, X3: 0.5}` kept X4 and X5's terms: issue
+    45, class 4). The overrides are replayed in order from the first such one, so a later
+    `+design.delta.X4=1` or `~design.delta.X5` still applies to the replaced mapping."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from .errors import ConfigError
+    parsed = OverridesParser.create().parse_overrides(list(task))
+    replaced: list[str] = []
+    for o in parsed:
+        key = o.key_or_group
+        if key.startswith("hydra") or "/" in key or key.startswith("-"):
+            continue
+        path = key.split(".")
+        under = any(key == r or key.startswith(r + ".") for r in replaced)
+        value = None if o.is_delete() else o.value()
+        if not isinstance(value, dict) and not under:
+            continue
+        node = plain
+        for part in path[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"{key}: {part!r} is not a mapping, so it has no key "
+                                  f"{path[-1]!r}")
+            node = node[part]
+        if o.is_delete():
+            node.pop(path[-1], None)
+        else:
+            node[path[-1]] = _plain_value(value)
+        if isinstance(value, dict):
+            replaced.append(key)
+    return plain
+
+
+def _plain_value(v):
+    if isinstance(v, dict):
+        return {str(k): _plain_value(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain_value(x) for x in v]
+    return v
+
+
 def swept_keys() -> dict[str, str]:
     """The sweep point of this Hydra job: its command-line overrides other than NOT_POINT
     (e.g. design.beta1=0.2, method_options.W-aug.nfolds=10), key -> canonical value (the point
@@ -219,21 +229,18 @@ def swept_keys() -> dict[str, str]:
     from hydra.core.hydra_config import HydraConfig
 
     from .config import NOT_POINT
+    from hydra.core.override_parser.overrides_parser import OverridesParser
     point = {}
-    for item in HydraConfig.get().overrides.task:
+    task = list(HydraConfig.get().overrides.task)
+    for item, o in zip(task, OverridesParser.create().parse_overrides(task)):
         key, _, value = item.partition("=")
         key = key.lstrip("+~")
         if key in NOT_POINT or key.startswith("hydra"):
             continue
-        point[key] = canonical(value)
+        # a whole mapping by its parsed value ({a: 1}; YAML would read "{a:1}" as {'a:1': None})
+        point[key] = canonical(o.value() if not o.is_delete() and isinstance(o.value(), dict)
+                               else value)
     return point
-
-
-def point_of(keys: dict[str, str]) -> dict[str, str]:
-    """The swept keys that name the sweep point: those not at their default value."""
-    from hydra.core.hydra_config import HydraConfig
-    defaults = _defaults(HydraConfig.get().runtime.choices.get("design"))
-    return {k: v for k, v in keys.items() if defaults.get(k) != v}
 
 
 def _status(argv: list[str]) -> int:
@@ -314,8 +321,8 @@ def _plan(argv: list[str]) -> int:
     if not args.target > 0:
         raise ConfigError(f"--target {args.target}: must be > 0")
     read_config(args.dir)
-    from .workers import resolve_n_jobs
-    args.n_jobs = resolve_n_jobs(args.n_jobs)
+    from .workers import check_n_jobs, resolve_n_jobs
+    args.n_jobs = resolve_n_jobs(check_n_jobs(args.n_jobs, "--n-jobs"))
     table = plan(read_metrics(args.dir), args.target, args.metric, args.n_jobs)
     if table.empty:
         raise ConfigError(f"{args.dir} has no successful replicates to plan from")
@@ -337,7 +344,9 @@ def _report(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     import signal
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)      # `simstudy report DIR | head` is fine
+    import threading
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `simstudy report DIR | head` is fine
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
@@ -347,27 +356,41 @@ def main(argv: list[str] | None = None) -> int:
         print(f"simstudy {__version__}")
         return 0
     cmd, rest = argv[0], argv[1:]
-    from .errors import report
+    from .errors import install_sigterm, pending_signal, report, signals_deferred
+    install_sigterm()          # every command: SIGINT/SIGTERM 130, SIGHUP 129, a clean stop
+    code, stopped = 0, False
     try:
-        return _dispatch(cmd, rest)
+        code = _dispatch(cmd, rest)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     except BaseException as exc:                                  # noqa: BLE001
-        if isinstance(exc, SystemExit):
-            raise
-        return report(exc, f"simstudy {cmd}")
-    finally:
-        _stop_idle_workers()
+        stopped = isinstance(exc, KeyboardInterrupt)
+        code = report(exc, f"simstudy {cmd}")
+    with signals_deferred():   # a signal during the shutdown is noted, never a traceback
+        try:
+            _stop_idle_workers(kill=stopped or code in (129, 130))
+        except BaseException:                                     # noqa: BLE001
+            pass
+    late = pending_signal()
+    if late is not None and code == 0:
+        from .errors import EXIT_CODES, SIGNAL_WORDS
+        print(f"simstudy {cmd}: {SIGNAL_WORDS.get(late, 'interrupted')} while shutting down; "
+              f"the command's work was complete and is saved", file=sys.stderr)
+        code = EXIT_CODES.get(late, 130)
+    return code
 
 
-def _stop_idle_workers() -> None:
-    """Stop joblib's reusable worker processes, idle once a command is done (a run, all its
-    sweep points and its report): otherwise the exit waits ~0.4 s for their interpreters to
-    tear down. They are asked to exit, not killed: a worker killed between registering a
+def _stop_idle_workers(kill: bool = False) -> None:
+    """Stop joblib's reusable worker processes once a command is done (a run, all its sweep
+    points and its report): otherwise the exit waits ~0.4 s for their interpreters to tear
+    down. Idle workers are asked to exit, not killed: a worker killed between registering a
     semaphore with loky's resource tracker and releasing it left the tracker to print
-    "There appear to be 1 leaked semlock objects" at exit (2 of 14 runs of a finished study)."""
+    "There appear to be 1 leaked semlock objects" at exit (2 of 14 runs of a finished study).
+    After a signal (`kill`) busy workers are killed: the command must stop now."""
     loky = sys.modules.get("joblib.externals.loky.reusable_executor")
     executor = getattr(loky, "_executor", None)            # None: no worker was started
     if executor is not None:
-        executor.shutdown(wait=True, kill_workers=False)
+        executor.shutdown(wait=True, kill_workers=kill)
 
 
 def _methods(rest: list[str]) -> int:
@@ -573,7 +596,7 @@ def _apply_main(args) -> int:
             spec = {**spec, **{k: v for k, v in vars(args).items() if k in spec and v}}
             drop_sites = spec.pop("drop_sites") or args.drop_sites
         else:
-            df = load(args.data)
+            df = load(args.data, ids=(args.site, args.by))
             spec = dict(outcome=args.outcome, treatment=args.treatment, site=args.site,
                         covariates=args.covariates, moderators=args.moderators, by=args.by)
             lacking = [f"--{k}" for k, v in spec.items() if k != "by" and not v]

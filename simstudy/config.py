@@ -17,7 +17,7 @@ from .methods import load_plugins, make
 from .methods.registry import typed_options
 from .options import parse_bool
 from .store import point_label
-from .workers import resolve_n_jobs
+from .workers import check_n_jobs, resolve_n_jobs
 
 
 def _as_list(value, key: str) -> list:
@@ -28,6 +28,16 @@ def _as_list(value, key: str) -> list:
     if not out:
         raise ConfigError(f"{key} is empty; give at least one value")
     return out
+
+
+def _mapping(value, key: str, example: str) -> dict:
+    """A mapping key (method_options, method_defaults): None is empty; anything else is a
+    ConfigError with an example (from Python a list or a string would fail deep inside)."""
+    if value is None:
+        return {}
+    if isinstance(value, Mapping) or type(value).__name__ == "DictConfig":
+        return {str(k): v for k, v in dict(value).items()}
+    raise ConfigError(f"{key}={value!r}: must be a mapping, e.g. {key}={example}")
 
 
 def _int(value, key: str, minimum: int, maximum: int = 10 ** 9) -> int:
@@ -104,22 +114,37 @@ class StudyConfig:
             raise ConfigError(f"methods lists a name twice: {methods}")
         if auto and auto.get("reference") and auto["reference"] not in methods:
             raise ConfigError(f"target_reference={auto['reference']!r} is not in methods {methods}")
+        if auto:                     # a stopping rule that can be met (issue 45, class 11)
+            from .metrics import REFERENCE_RULES
+            judged = [m for m in methods if m not in REFERENCE_RULES
+                      and m != auto.get("reference")]
+            if not judged:
+                raise ConfigError(
+                    f"reps=auto targets the Monte Carlo SE of the rules' {auto['metric']}"
+                    + (f" minus {auto['reference']}'s" if auto.get("reference") else "")
+                    + f", but methods {methods} hold no rule it applies to (the reference "
+                    f"rules {', '.join(REFERENCE_RULES)} are not targeted); add an estimator, "
+                    f"or give reps=N")
         if cfg.get("reference") is not None and str(cfg["reference"]) not in methods:
             raise ConfigError(f"reference={cfg['reference']!r} is not in methods {methods}; "
                               f"name one of them, or null (Q-fe if run, else the first method)")
-        defaults = {k: v for k, v in dict(cfg.get("method_defaults") or {}).items()}
+        defaults = dict(_mapping(cfg.get("method_defaults"), "method_defaults",
+                                 "{'moderators': ['X1', 'X2']}"))
         options = {str(k): typed_options(str(k), v) for k, v in
-                   dict(cfg.get("method_options") or {}).items()}
+                   _mapping(cfg.get("method_options"), "method_options",
+                            "{'W-aug': {'nfolds': 10}}").items()}
         unknown = sorted(set(options) - set(methods))
         if unknown:
             raise ConfigError(f"method_options names methods not in `methods`: {unknown}; "
                               f"methods are {methods}")
         built = [make(m, options.get(m), defaults) for m in methods]   # unknown names/options
-        # fail here
+        # fail here; column options against each design's columns, before the probe
+        from .methods.registry import check_columns
+        for d in designs:
+            for m, obj in zip(methods, built):
+                check_columns(m, obj, d.roles(), d.name)
         n_jobs = cfg.get("n_jobs", 1)
-        n_jobs = _int(n_jobs, "n_jobs", -64) if n_jobs is not None else 1
-        if n_jobs == 0:
-            raise ConfigError("n_jobs=0: use a positive number of workers or -1 for all cores")
+        n_jobs = check_n_jobs(n_jobs, "n_jobs") if n_jobs is not None else 1
         backend = str(cfg.get("backend", "loky"))
         if backend not in BACKENDS:
             raise ConfigError(f"backend={backend!r}: allowed {', '.join(BACKENDS)}")
@@ -468,3 +493,37 @@ def check_dask_address(address) -> str | None:
         raise ConfigError(f"dask_address={address!r}: use tcp://HOST:PORT of a dask scheduler "
                           f"(e.g. tcp://127.0.0.1:8786), or leave it empty for a local cluster")
     return text
+
+def _config_dir() -> str:
+    from importlib import resources
+    return str(resources.files("simstudy.conf"))
+
+
+def flat_defaults(design: str | None) -> dict[str, str]:
+    """Canonical default of every key: conf/config.yaml and the chosen design preset, dotted."""
+    import yaml
+
+    from .options import canonical
+    flat: dict[str, str] = {}
+
+    def walk(obj, prefix):
+        if isinstance(obj, dict):
+            if prefix:                   # a mapping given whole: design.delta={...}
+                flat[prefix.rstrip(".")] = canonical(obj)
+            for k, v in obj.items():
+                walk(v, f"{prefix}{k}.")
+        else:
+            flat[prefix.rstrip(".")] = canonical(obj)
+    base = yaml.safe_load(Path(_config_dir(), "config.yaml").read_text()) or {}
+    walk({k: v for k, v in base.items() if k not in ("defaults", "hydra")}, "")
+    if design and Path(_config_dir(), "design", f"{design}.yaml").exists():
+        from .designs import preset
+        walk(preset(design), "design.")
+    return flat
+
+
+def point_of_keys(keys: Mapping[str, str], design: str | None) -> dict[str, str]:
+    """The swept keys that name the sweep point: those not at their default value (the
+    defaults of conf/config.yaml and of the design preset)."""
+    defaults = flat_defaults(design)
+    return {k: v for k, v in keys.items() if defaults.get(k) != v}

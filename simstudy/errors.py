@@ -54,11 +54,24 @@ USER_ERRNO = {errno.ENOSPC: "the disk is full", errno.EACCES: "permission denied
               errno.EROFS: "the file system is read-only", errno.ENAMETOOLONG: "a name is too long",
               errno.ENOTDIR: "a path component is a file, not a directory",
               errno.EISDIR: "a directory stands where a file is expected",
-              errno.ENOENT: "no such file or directory", errno.EDQUOT: "the disk quota is exceeded"}
+              errno.ENOENT: "no such file or directory", errno.EDQUOT: "the disk quota is exceeded",
+              errno.EFBIG: "a file is larger than allowed (a file-size limit, ulimit -f)"}
 
 
 class Interrupted(KeyboardInterrupt):
-    """SIGTERM, raised as KeyboardInterrupt so the runner flushes what it has."""
+    """SIGTERM or SIGHUP (or SIGINT through `install_sigterm`), raised as KeyboardInterrupt so
+    the runner flushes what it has; `signum` gives the exit code (`EXIT_CODES`)."""
+
+    def __init__(self, signum: int = 15):
+        super().__init__()
+        self.signum = signum
+
+
+# one signal policy for every command (issue 45, class 6): SIGINT (Ctrl-C) and SIGTERM exit 130,
+# SIGHUP (the terminal closed) 129; each stops cleanly: finished work saved, workers stopped
+EXIT_CODES = {2: 130, 15: 130, 1: 129}          # SIGINT, SIGTERM, SIGHUP
+SIGNAL_WORDS = {2: "interrupted", 15: "terminated", 1: "hung up (SIGHUP)"}
+_SIGNALS = {"defer": 0, "pending": None}
 
 
 # packages whose exceptions come from the machinery that runs a study, never from a fit: a
@@ -112,13 +125,13 @@ def report(exc: BaseException, prog: str = "simstudy", resume: str | None = None
     """Print `exc` as a message for a person and return the exit code."""
     exc = interrupt_behind(exc) or exc
     if isinstance(exc, KeyboardInterrupt):
-        what = "terminated" if isinstance(exc, Interrupted) else "interrupted"
-        msg = f"{prog}: {what}"
+        signum = getattr(exc, "signum", 2)
+        msg = f"{prog}: {SIGNAL_WORDS.get(signum, 'interrupted')}"
         if resume:
             msg += (f"; every replicate finished so far is saved: re-run the same command to "
                     f"resume ({resume})")
         print(msg, file=sys.stderr)
-        return 130
+        return EXIT_CODES.get(signum, 130)
     if isinstance(exc, Stopped):
         print(f"{prog}: {_one_line(exc)}", file=sys.stderr)
         return 3
@@ -153,12 +166,44 @@ def report(exc: BaseException, prog: str = "simstudy", resume: str | None = None
 
 
 def install_sigterm() -> None:
-    """SIGTERM behaves like Ctrl-C: the runner flushes finished rows, workers are stopped."""
+    """SIGINT, SIGTERM and SIGHUP behave alike in every command: `Interrupted` (a
+    KeyboardInterrupt) is raised in the main thread, so the runner flushes finished rows and
+    workers are stopped; while `signals_deferred` is active (a command's shutdown) a signal is
+    only noted. Outside the main thread (the API in a thread) nothing is installed."""
     import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        return
 
     def handler(signum, frame):
-        raise Interrupted()
+        if _SIGNALS["defer"]:
+            _SIGNALS["pending"] = _SIGNALS["pending"] or signum
+            return
+        raise Interrupted(signum)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        try:
+            if sig == signal.SIGINT and signal.getsignal(sig) is signal.SIG_IGN:
+                continue                     # a background job started with SIGINT ignored
+            signal.signal(sig, handler)
+        except (ValueError, OSError):
+            pass
+
+
+import contextlib  # noqa: E402
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    """A command's shutdown (stopping idle workers, the last flush): a signal arriving now is
+    noted, not raised, so the shutdown finishes without a traceback; `pending_signal()` tells."""
+    _SIGNALS["defer"] += 1
     try:
-        signal.signal(signal.SIGTERM, handler)
-    except ValueError:                      # not the main thread
-        pass
+        yield
+    finally:
+        _SIGNALS["defer"] -= 1
+
+
+def pending_signal() -> int | None:
+    """The signal noted during `signals_deferred` (cleared), or None."""
+    signum, _SIGNALS["pending"] = _SIGNALS["pending"], None
+    return signum

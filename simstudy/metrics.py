@@ -12,6 +12,8 @@ import numpy as np
 
 from .engines.groups import writable
 
+# the reference rules (methods/reference.py): bounds, not estimators; reps=auto does not target them
+REFERENCE_RULES = ("oracle", "treat-all", "treat-none")
 METRICS = ("accuracy", "f1", "spearman", "auc", "value", "regret", "treated_share")
 # per-fit facts a method reports (Method.diagnostics): the weighting lasso's number of fits
 # (docs/estimators.md) and a warning text (non-convergence, a singular mixed model, a constant rule)
@@ -92,6 +94,9 @@ def extra_metrics(score, truth, test, plugins=()) -> dict[str, float]:
             raise ConfigError(f"metric {name!r} ({_origin(fn)}) returned {v!r:.60} "
                               f"({type(v).__name__}); a metric must return one number "
                               f"(NaN when undefined)")
+        if np.isinf(v):
+            raise ConfigError(f"metric {name!r} ({_origin(fn)}) returned {v}; a metric must "
+                              f"be finite (NaN when undefined)")
         out[name] = float(v)
     return out
 

@@ -55,6 +55,8 @@ def canonical(value) -> str:
         return repr(x)
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(canonical(v) for v in value) + "]"
+    if isinstance(value, dict):                  # a mapping: its keys sorted
+        return "{" + ",".join(f"{k}:{canonical(value[k])}" for k in sorted(value, key=str)) + "}"
     return "null" if value is None else str(value)
 
 

@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 
 from .config import StudyConfig, _plain, _workers, check_out
-from .designs import Design, Replicate, check_replicate
+from .designs import Design, Replicate, blame, check_replicate
 from .errors import ConfigError, ProbeFailed, Stopped, stop_if_environment
 from .fitting import _error_text, data_seed, fit_and_score, method_seed
-from .metrics import DIAGNOSTICS, METRICS, average_ranks, congruence, decisions, evaluate, extra_metrics
+from .metrics import DIAGNOSTICS, METRICS, REFERENCE_RULES, average_ranks, congruence, decisions, evaluate, extra_metrics
 from .methods import load_plugins
 from .methods.registry import describe, shared_reads
 from .options import parse_bool
@@ -31,8 +31,9 @@ from .workers import PROCESS_BACKENDS, kernels_cached, watch_parent, watched
 def simulate_replicate(cfg: StudyConfig, design: Design, J: int, n_j: int, replicate: int
                        ) -> Replicate:
     """The data of one replicate, exactly as the runner draws it."""
-    return design.simulate(np.random.default_rng(data_seed(cfg.seed, design.name, J, n_j, replicate)),
-                           J, n_j)
+    with np.errstate(over="ignore", invalid="ignore"):   # a non-finite draw is named by
+        return design.simulate(                               # check_replicate, not warned of
+            np.random.default_rng(data_seed(cfg.seed, design.name, J, n_j, replicate)), J, n_j)
 
 
 def run_replicate(cfg: StudyConfig, design: Design, J: int, n_j: int, replicate: int
@@ -47,7 +48,11 @@ def run_replicate(cfg: StudyConfig, design: Design, J: int, n_j: int, replicate:
         err = _error_text(exc)
         return ([{**key, "method": m, **nan_metrics, "seconds": 0.0, "status": "error",
                   "error": f"data: {err}"} for m in cfg.methods], [])
-    check_replicate(rep, design, J, n_j)          # a design's output, checked once
+    try:
+        check_replicate(rep, design, J, n_j)          # a design's output, checked once
+    except ConfigError as exc:                        # ... naming the keys that cause it
+        raise blame(design, J, n_j, data_seed(cfg.seed, design.name, J, n_j, replicate),
+                    exc) from None
     test_truth = None
     truth = {c: rep.truth[c].to_numpy() for c in rep.truth.columns}     # read once, not per method
     delta_ranks = average_ranks(truth["Delta"])
@@ -70,6 +75,9 @@ def run_replicate(cfg: StudyConfig, design: Design, J: int, n_j: int, replicate:
                 try:
                     values = evaluate(fit.score, truth, delta_ranks)
                     values.update(extra_metrics(fit.score, rep.truth, rep.test, cfg.plugins))
+                    infinite = [k for k, v in values.items() if np.isinf(v)]
+                    if infinite:          # NaN is "undefined"; an infinite metric is a fault
+                        raise FloatingPointError(f"metric(s) {infinite} infinite")
                     values.update({k: (v if k == "warning" else float(v)) for k, v in
                                    fit.method.diagnostics().items() if k in DIAGNOSTICS})
                     status = "ok"
@@ -121,12 +129,33 @@ def one_thread():
     before = numba.get_num_threads()
     numba.set_num_threads(1)
     _ONE_THREAD.on = True
+    saved = _pin_environment()
     try:
         with threadpool_limits(1):
             yield
     finally:
         _ONE_THREAD.on = False
         numba.set_num_threads(before)
+        for var, value in saved.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
+
+
+# the thread pools of native libraries, read when a library is first loaded: threadpoolctl
+# limits the libraries loaded already, these variables the ones a fit loads later (the ML
+# family's OpenMP boosting imported at its first fit ran on every core: issue 45, class 10)
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                    "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+def _pin_environment() -> dict:
+    """Every THREAD_VARIABLES set to 1; returns the previous values (None: unset). A library
+    first loaded while it is set keeps one thread for the rest of the process."""
+    saved = {v: os.environ.get(v) for v in THREAD_VARIABLES}
+    os.environ.update({v: "1" for v in THREAD_VARIABLES})
+    return saved
 
 
 def _one_thread_for_good() -> None:
@@ -136,6 +165,7 @@ def _one_thread_for_good() -> None:
         return
     import numba
     from threadpoolctl import threadpool_limits
+    _pin_environment()
     numba.set_num_threads(1)
     threadpool_limits(1)
     _ONE_THREAD.on = True
@@ -344,8 +374,9 @@ def run_study(cfg: StudyConfig, out, overwrite: bool = False, progress: bool = T
                     _execute(cfg, store, probe, progress, redo=redo)
                 else:
                     _run_auto(cfg, store, probe, progress, redo=redo)
-        except ProbeFailed:       # nothing stored: the config is as before, so the corrected
-            store.restore_config(before, after)          # command is not "another study"
+        except ConfigError:       # the probe, or a design's replicate refused (check_replicate)
+            if not store.appended:   # nothing stored: the config is as before, so the
+                store.restore_config(before, after)      # corrected command is not "another study"
             raise
         except KeyboardInterrupt:
             _consolidate_quietly(store)
@@ -503,7 +534,7 @@ def cell_mcse(metrics: pd.DataFrame, label: str, cell: tuple, n: int, metric: st
         if reference not in w:
             return math.inf
         w = w.drop(columns=reference).sub(w[reference], axis=0)
-    w = w.drop(columns=[c for c in ("oracle", "treat-all", "treat-none") if c in w])
+    w = w.drop(columns=[c for c in REFERENCE_RULES if c in w])
     se = w.std(ddof=1) / np.sqrt(w.count())
     return float(se.max()) if len(se) and se.notna().any() else math.inf
 

@@ -10,8 +10,8 @@
 A sweep point is one setting of the swept keys (Hydra multirun over e.g. design.beta1 or a
 method option): label "key=value,..." ("" for a plain study). Every file is written to a
 temporary name and renamed, so a reader (or a run killed with SIGKILL) sees whole chunks or
-nothing. A replicate counts as done when its metrics rows exist; congruence chunks are written
-before metrics chunks and duplicates are dropped on read, so an interrupted run resumes
+nothing. A replicate counts as done when its metrics rows and the congruence rows they owe exist
+(`complete`); congruence chunks are written before metrics chunks and duplicates are dropped on read, so an interrupted run resumes
 without losing or duplicating anything, several runs (SLURM jobs of one sweep) may write one
 store at once, and merging two stores of the same study never duplicates a replicate. The
 lock is held only while config.yaml is checked/updated and while parts are merged.
@@ -31,7 +31,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import yaml
 
-from .errors import ConfigError, NoStudy, StoreDamaged
+from .errors import ConfigError, NoStudy, StoreDamaged, Stopped
 from .metrics import DIAGNOSTICS, METRICS
 
 KEY = ["point", "design", "J", "n_j", "replicate"]
@@ -42,15 +42,39 @@ TABLES = {"metrics": (METRIC_COLUMNS, KEY + ["method"]),
 
 
 def _atomic_write_bytes(path: Path, write) -> None:
+    """`write(tmp)` then rename to `path`: a reader sees the whole file or the old one. An OS
+    error (a full disk, a quota, a read-only file system) names `path` (issue 45, class 7:
+    every writer of the store, tables, figures and pages goes through here)."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         write(tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.errno is not None and getattr(exc, "filename", None) in (None, str(tmp), tmp):
+            raise OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(path)) from exc
+        raise
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        with contextlib.suppress(OSError):
+            if tmp.exists():
+                tmp.unlink()
+
+
+def write_bytes(path, data: bytes) -> None:
+    """A whole file, atomically (`_atomic_write_bytes`)."""
+    _atomic_write_bytes(Path(path), lambda tmp: Path(tmp).write_bytes(data))
+
+
+def write_text(path, text: str) -> None:
+    """A text file (UTF-8), atomically."""
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_csv(df: pd.DataFrame, path, **kw) -> None:
+    """A table as CSV (pandas' to_csv options), atomically."""
+    write_text(path, df.to_csv(**kw))
 
 
 def write_parquet(df: pd.DataFrame, path: Path, tokens: dict | None = None) -> None:
@@ -204,6 +228,22 @@ def read_congruence(out) -> pd.DataFrame:
     return read_table(out, "congruence")
 
 
+def complete(metrics: pd.DataFrame, congruence: pd.DataFrame) -> set[tuple]:
+    """KEYs of the replicates whose every table is stored: metrics rows, and the congruence of
+    every pair of its methods whose fit succeeded (k ok methods owe k (k - 1) / 2 rows). A
+    replicate whose congruence file was lost (truncated, quarantined by `repair`) is not done,
+    so the next run recomputes it (issue 45, class 1)."""
+    if not len(metrics):
+        return set()
+    ok = (metrics["status"] == "ok").to_numpy(bool)
+    owed = metrics[KEY].assign(_ok=ok).groupby(KEY, observed=True, sort=False)["_ok"].sum()
+    owed = owed * (owed - 1) // 2
+    have = congruence.groupby(KEY, observed=True, sort=False).size() if len(congruence) \
+        else pd.Series(dtype="int64")
+    have = have.reindex(owed.index, fill_value=0)
+    return set(owed.index[(have >= owed).to_numpy()].tolist())
+
+
 def read_config(out) -> dict:
     path = Path(out) / "config.yaml"
     if not path.exists():
@@ -256,6 +296,28 @@ def _check_config(cfg: dict, path: Path) -> None:
         for k in ("J", "n_j", "reps"):
             if isinstance(c[k], bool) or not isinstance(c[k], int) or c[k] < 0:
                 bad(f"planned[{i}].{k}={c[k]!r} is not a whole number")
+
+
+def _writer() -> dict:
+    """Who drew a point's token: the process and machine of the run that first stored (or
+    overwrote) its study, named when another run finds its point replaced."""
+    import socket
+    return {"pid": os.getpid(), "host": socket.gethostname(),
+            "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+class Superseded(Stopped):
+    """Another run replaced (overwrite=true) a sweep point this run was writing."""
+
+    def __init__(self, out, label: str, writer: dict | None):
+        who = (f" (pid {writer.get('pid')} on {writer.get('host')}, {writer.get('time')})"
+               if isinstance(writer, dict) else "")
+        where = f"sweep point {label!r}" if label else "the study"
+        super().__init__(
+            f"out={out}: {where} was replaced by another run{who} with overwrite=true while "
+            f"this run was writing it; this run stopped and stored nothing more (its rows "
+            f"belong to the replaced study). The store now holds the other run's study: run "
+            f"this one into another out=...")
 
 
 def point_label(keys: dict) -> str:
@@ -329,7 +391,9 @@ class Store:
 
     def __init__(self, out: str | Path):
         self.out = Path(out)
-        self._lock = None
+        self._lock = 0                        # depth of `locked` held by this Store
+        self._tokens: dict[str, str] = {}     # {point: token} of the points this run writes
+        self.appended = 0                     # metric rows this Store has written
 
     # -------------------------------------------------------------- open / identity
     def __enter__(self) -> "Store":
@@ -353,7 +417,15 @@ class Store:
 
     @contextlib.contextmanager
     def locked(self, timeout: float = 600.0):
-        """Exclusive lock for the short read-modify-write steps (config.yaml, merging parts)."""
+        """Exclusive lock for the short read-modify-write steps (config.yaml, merging parts);
+        re-entrant within this Store (a second flock of the file would wait for the first)."""
+        if self._lock:
+            self._lock += 1
+            try:
+                yield
+            finally:
+                self._lock -= 1
+            return
         self.out.mkdir(parents=True, exist_ok=True)
         fh = open(self.out / ".lock", "w")
         t0 = time.monotonic()
@@ -368,9 +440,11 @@ class Store:
                                       f"simstudy process stuck? remove {self.out / '.lock'} "
                                       f"if not") from None
                 time.sleep(0.05)
+        self._lock = 1
         try:
             yield
         finally:
+            self._lock = 0
             fcntl.flock(fh, fcntl.LOCK_UN)
             fh.close()
 
@@ -418,13 +492,16 @@ class Store:
             # value is not in the label but is a column of the report)
             keys = {**(old or {}).get("keys", {}), **point, **(keys or {})}
             token = (old or {}).get("token")
+            writer = (old or {}).get("writer") or _writer()
             if token is None:            # a new point, or one stored before tokens existed:
                 token = uuid.uuid4().hex  # its rows get the token before the config names it
+                writer = _writer()
                 if old is not None:
                     self._rewrite({**{k: p.get("token") for k, p in stored["points"].items()},
                                    label: token})
             stored["points"][label] = {"keys": keys, "study": study, "designs": designs,
-                                       "token": token}
+                                       "token": token, "writer": writer}
+            self._tokens[label] = token
             stored["planned"] = _merge_planned(stored["planned"], planned or [])
             # what the report needs of the registry (family per method), so it reads the store only
             stored["methods"] = {**(stored.get("methods") or {}), **(methods or {})}
@@ -567,20 +644,29 @@ class Store:
 
     # -------------------------------------------------------------- rows
     def done(self) -> set[tuple]:
-        """(point, design, J, n_j, replicate) of every finished replicate."""
-        m = read_metrics(self.out)
-        return set(map(tuple, m[KEY].drop_duplicates().itertuples(index=False, name=None)))
+        """(point, design, J, n_j, replicate) of every finished replicate: `complete`."""
+        return complete(read_metrics(self.out), read_congruence(self.out))
 
     def append(self, metrics: pd.DataFrame, congruence: pd.DataFrame) -> None:
-        """Write one chunk: congruence first, metrics (the completion marker) last."""
+        """Write one chunk: congruence first, metrics (the completion marker) last. Under the
+        lock, and only while every point of the chunk still has the token this run prepared:
+        a point that another run replaced meanwhile (overwrite=true) is never given this run's
+        rows; this run stops instead (`Superseded`, issue 45, class 2)."""
         stamp = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
         parts = self.out / "parts"
-        tokens = point_tokens(self.out)
-        if len(congruence):
-            write_parquet(_typed(congruence, "congruence"), parts / f"congruence-{stamp}.parquet",
-                          tokens)
-        if len(metrics):
-            write_parquet(_typed(metrics, "metrics"), parts / f"metrics-{stamp}.parquet", tokens)
+        metrics, congruence = _typed(metrics, "metrics"), _typed(congruence, "congruence")
+        with self.locked():
+            tokens = point_tokens(self.out)
+            points = set(metrics["point"].astype(str)) if len(metrics) else set()
+            for label in sorted(points & set(self._tokens)):
+                if (tokens or {}).get(label) != self._tokens[label]:
+                    raise Superseded(self.out, label, read_config(self.out)["points"]
+                                     .get(label, {}).get("writer"))
+            if len(congruence):
+                write_parquet(congruence, parts / f"congruence-{stamp}.parquet", tokens)
+            if len(metrics):
+                write_parquet(metrics, parts / f"metrics-{stamp}.parquet", tokens)
+                self.appended += len(metrics)
 
     def consolidate(self) -> None:
         """Merge parts into the main tables (atomic), then delete the merged parts."""

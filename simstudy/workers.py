@@ -15,16 +15,40 @@ def cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def check_n_jobs(value, key: str) -> int:
+    """A number of workers as every command takes it: a positive integer, or -1 for all cores
+    (joblib's -2 = "all but one" is not ours to guess: refused, as 0 is)."""
+    from .errors import ConfigError
+    try:
+        n = int(value)
+        ok = not isinstance(value, bool) and n == value if not isinstance(value, str) \
+            else str(n) == value.strip()
+    except (TypeError, ValueError, OverflowError):
+        ok, n = False, 0
+    if not ok or not (n >= 1 or n == -1):
+        raise ConfigError(f"{key}={value!r}: give a positive number of workers, or -1 for all "
+                          f"cores")
+    return n
+
+
 def resolve_n_jobs(n_jobs: int) -> int:
     """The one rule for `n_jobs` (a run's workers, the report's figure processes): a positive
     number is capped at the machine's cores, -1 (any negative) means all cores."""
     return cores() if n_jobs < 0 else max(1, min(int(n_jobs), cores()))
 
 
+PARENT_VAR = "SIMSTUDY_PARENT_PID"     # set by `watched` in the command's process
+
+
 def watch_parent() -> None:
-    """In a worker: exit within a second when the parent process dies."""
+    """In a worker: exit within a second when the parent process dies; at once if it died
+    while this worker was starting (its parent is then no longer the command that started
+    the pool: `PARENT_VAR`), which left workers behind after a signal at a pool's start."""
     parent = os.getppid()
-    if getattr(watch_parent, "started", False) or parent <= 1:
+    expected = os.environ.get(PARENT_VAR)
+    if expected and expected.isdigit() and int(expected) != parent:
+        os._exit(1)
+    if getattr(watch_parent, "started", False) or (parent <= 1 and not expected):
         return
     watch_parent.started = True
 
@@ -43,6 +67,7 @@ def watched(backend: str = "loky"):
         yield
         return
     from joblib import parallel_config
+    os.environ[PARENT_VAR] = str(os.getpid())           # inherited by the workers started now
     with parallel_config(backend=backend, initializer=watch_parent):
         yield
 

@@ -77,3 +77,11 @@ class Walltime(Method):
 
     def benefit_score(self, frame):
         return frame["X3"].to_numpy()
+
+
+@register("test-broken")
+class Broken(Method):
+    """Fails on every replicate (as a method with an option that cannot work would)."""
+
+    def fit(self, train):
+        raise ValueError("deliberate failure on every replicate (column X9 is missing)")

@@ -138,11 +138,16 @@ def test_bad_values_are_named_before_any_work(override, msg, tmp_path, capsys):
 @pytest.mark.parametrize("n_jobs", ["n_jobs=1", "n_jobs=2"])
 def test_a_method_that_always_fails_is_stopped_by_the_probe(tmp_path, capsys, n_jobs):
     # n_jobs=2: the probe is the workers' first task; what the other worker finished is dropped
-    code, _, err = cli(capsys, "run", *TINY[:2], "reps=6", n_jobs, *TINY[4:],
-                       "method_defaults.moderators=[X9]", f"out={tmp_path / 'o'}")
+    code, _, err = cli(capsys, "run", *TINY[:2], "reps=6", n_jobs, *TINY[4:-1],
+                       "methods=[Q-base,test-broken]", "plugins=[plugin_methods]",
+                       f"out={tmp_path / 'o'}")
     assert code == 2 and "probe replicate (design1, J=3, n_j=8, replicate 0)" in err
     assert "X9" in err and "Warning" not in err
     assert not list((tmp_path / "o").glob("**/*.parquet"))
+    # a moderator the design does not have is refused before the probe (issue 45, class 9)
+    code, _, err = cli(capsys, "run", *TINY, "method_defaults.moderators=[X9]",
+                       f"out={tmp_path / 'p'}")
+    assert code == 2 and "has no covariate(s) ['X9']" in err and not (tmp_path / "p").exists()
 
 
 def test_out_pointing_at_a_file(tmp_path, capsys):

@@ -343,14 +343,14 @@ def test_auto_settings_are_checked(extra, says, tmp_path, capsys):
 
 def test_a_failed_probe_leaves_the_store_and_config_as_they_were(tmp_path, capsys):
     out = tmp_path / "p"
-    bad = "+method_options.Q-base.moderators=[nope]"
+    bad = ["methods=[Q-base,test-broken]", "plugins=[plugin_methods]"]   # fails every fit
     # a new store: the failed probe writes no config, so the corrected command runs
-    code, _, err = cli(capsys, "run", *TINY, bad, f"out={out}")
+    code, _, err = cli(capsys, "run", *TINY, *bad, f"out={out}")
     assert code == 2 and "probe" in err and not (out / "config.yaml").exists()
     assert cli(capsys, "run", *TINY, f"out={out}")[0] == 0
     before = snapshot(out)
     # overwrite=true with a study whose probe fails deletes nothing
-    code, _, err = cli(capsys, "run", *TINY, bad, "overwrite=true", f"out={out}")
+    code, _, err = cli(capsys, "run", *TINY, *bad, "overwrite=true", f"out={out}")
     assert code == 2 and "probe" in err and snapshot(out) == before
 
 

@@ -27,3 +27,16 @@ def path(name: str) -> Path:
 def load(name: str) -> pd.DataFrame:
     """The shipped data set as a DataFrame (one row per person)."""
     return pd.read_csv(path(name))
+
+
+def codes_as_read(df: pd.DataFrame, ids) -> pd.DataFrame:
+    """ID columns read as text go back to integers where that loses nothing (every code is an
+    integer's own spelling: 7, 12, -3), so results on such files are as before; codes like
+    `01` beside `1`, or `A7`, stay text."""
+    for c in ids:
+        if c and c in df.columns and pd.api.types.is_string_dtype(df[c].dtype):
+            codes = df[c].dropna().astype(str)
+            if len(codes) and codes.str.fullmatch(r"-?(0|[1-9][0-9]{0,17})").all():
+                as_int = pd.to_numeric(df[c])
+                df[c] = as_int.astype("int64") if df[c].notna().all() else as_int
+    return df

@@ -87,9 +87,14 @@ def check_replicate(rep, design, J: int, n_j: int) -> None:
         bad(f"a truth of {len(rep.truth)} rows for {len(rep.test)} test rows (they must be "
             f"row-aligned, same index)")
     delta = rep.truth["Delta"].to_numpy(float)
-    if not (np.isfinite(delta).all() and np.isfinite(rep.truth["Y0"].to_numpy(float)).all()
-            and np.isfinite(rep.truth["Y1"].to_numpy(float)).all()):
+    truth = [delta, rep.truth["Y0"].to_numpy(float), rep.truth["Y1"].to_numpy(float)]
+    if not all(np.isfinite(t).all() for t in truth):
         bad("a truth with missing or infinite values (Delta, Y0, Y1)")
+    with np.errstate(over="ignore"):   # the metrics' sums (a value is a mean of Y0 / Y1)
+        if not all(np.isfinite(np.abs(t).sum()) for t in truth + [
+                rep.train[OUTCOME].to_numpy(float)]):
+            bad("a truth or outcomes too large to sum (Delta, Y0, Y1 or Y overflow a mean: "
+                "the values and regrets would be infinite)")
     if not np.array_equal(rep.truth["d_opt"].to_numpy(), delta > 0):
         bad("a truth whose d_opt is not 1{Delta > 0}")
     train_sites, test_sites = rep.train[SITE].to_numpy(), rep.test[SITE].to_numpy()
@@ -113,6 +118,47 @@ def check_replicate(rep, design, J: int, n_j: int) -> None:
         bad(f"{len(rep.train)} training rows (equal site sizes: J x n_j = {J * n_j})")
     if sizes not in ("equal", "real") and not n_j / 2 <= mean <= 2 * n_j:
         bad(f"a mean site size of {mean:.1f} (asked for n_j={n_j})")
+
+
+def blame(design, J: int, n_j: int, seed, exc: ConfigError) -> ConfigError:
+    """`check_replicate` refused a replicate of a registered design: name the design keys that
+    cause it. Each parameter the user moved from the family's default (a mapping term too:
+    design.delta.X3) is set back alone and the same replicate drawn again; the keys whose reset
+    gives a valid replicate are named, with their values (issue 45, class 3). A plugin family
+    with no such key keeps the message that tells its author to fix simulate()."""
+    import dataclasses
+    defaults = design_defaults(design.family)
+    trials = []
+    for f in fields(design):
+        value, default = getattr(design, f.name), defaults.get(f.name)
+        if isinstance(value, Mapping):
+            default = default if isinstance(default, Mapping) else {}
+            for term, v in value.items():
+                if v != default.get(term, 0.0):
+                    trials.append((f"design.{f.name}.{term}", v,
+                                   {f.name: {**value, term: default.get(term, 0.0)}}))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) \
+                and value != default and isinstance(default, (int, float)):
+            trials.append((f"design.{f.name}", value, {f.name: default}))
+    culprits = []
+    for key, value, change in trials[:40]:
+        try:
+            other = dataclasses.replace(design, **change)
+            with np.errstate(all="ignore"):
+                check_replicate(other.simulate(np.random.default_rng(seed), J, n_j), other, J,
+                                n_j)
+        except Exception:                                          # noqa: BLE001
+            continue
+        culprits.append(f"{key}={value!r}")
+    what = str(exc).split(" returned ", 1)[-1].rsplit("; fix its simulate()", 1)[0]
+    if culprits:
+        return ConfigError(f"{', '.join(culprits)} (design {design.name!r}) gives {what}: "
+                           f"use a smaller value (the truth and outcomes must be finite numbers "
+                           f"whose means are finite)")
+    if type(design).__module__.startswith("simstudy."):
+        return ConfigError(f"the parameters of design {design.name!r} give {what}; bring the "
+                           f"ones you changed back towards the preset's values")
+    return exc
 
 
 def register_design(family: str):
@@ -230,6 +276,14 @@ class DesignBase:
     def data_files(self) -> dict[str, str]:
         """{parameter: path} of the files the design reads (none here)."""
         return {}
+
+    def roles(self) -> dict[str, Any]:
+        """The columns of the design's frames by role: site, treatment, outcome (the names every
+        design uses) and the covariates a method may use (None: not declared, not checked).
+        A method's column options are checked against these before the probe."""
+        cov = getattr(self, "covariates", None)
+        return {"site": SITE, "treatment": TREAT, "outcome": OUTCOME,
+                "covariates": list(cov) if isinstance(cov, (list, tuple)) else None}
 
 
 def data_path(name: str) -> str:

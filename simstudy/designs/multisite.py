@@ -143,6 +143,12 @@ class Design(DesignBase):
     def covariates(self) -> list[str]:
         return [f"X{k}" for k in range(1, int(self.n_covariates) + 1)]
 
+    def roles(self) -> dict:
+        """DesignBase.roles, with the observed site covariate W among the covariates."""
+        out = super().roles()
+        out["covariates"] += [SITE_COVARIATE] if self.site_covariate else []
+        return out
+
     # ------------------------------------------------------------------ simulation
     def _linear(self, coef: Mapping[str, float], X: np.ndarray, W=None) -> np.ndarray:
         out = np.full(X.shape[0], float(coef.get("intercept", 0.0)))
@@ -167,7 +173,8 @@ class Design(DesignBase):
         path = (data.path(self.site_sizes_file) if self.site_sizes_file in data.FILES
                 else self.site_sizes_file)
         try:
-            col = pd.read_csv(path, usecols=[self.site_sizes_column])[self.site_sizes_column]
+            col = pd.read_csv(path, usecols=[self.site_sizes_column],   # site codes as text: 01 != 1
+                              dtype={self.site_sizes_column: str})[self.site_sizes_column]
         except (OSError, ValueError) as exc:
             raise ConfigError(f"design.site_sizes_file={self.site_sizes_file!r}, column "
                               f"{self.site_sizes_column!r}: {exc}") from None

@@ -31,7 +31,8 @@ def _load(data: str, site: str, columns: tuple[str, ...], standardize: bool):
     from .. import data as shipped
     path = shipped.path(data) if data in shipped.FILES else data
     try:
-        df = pd.read_csv(path)
+        from ..data import codes_as_read        # site codes as text unless plain integers
+        df = codes_as_read(pd.read_csv(path, dtype={site: str}), [site])
     except (OSError, ValueError) as exc:
         raise ConfigError(f"design.data={data!r}: cannot read it ({exc})") from None
     need = [site] + [c.split("==")[0] for c in columns]

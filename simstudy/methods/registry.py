@@ -69,6 +69,11 @@ class Method:
     """Base class: column names and parameters; subclasses implement `fit` and `benefit_score`
     and declare their options' constraints in OPTIONS (name -> Opt), checked by `make()`."""
     OPTIONS: dict[str, Opt] = {}
+    # options that name columns, by role (checked against the design's `roles()` before the
+    # probe: `outcome=T` would regress the treatment on itself); a subclass adds its own
+    COLUMN_OPTIONS: dict[str, str] = {"site": "site", "treatment": "treatment",
+                                      "outcome": "outcome", "covariates": "covariates",
+                                      "moderators": "covariates", "features": "covariates"}
     uses_truth = False          # reference rules that read the true Delta (oracle) set this
     # options that let a fitted rule score people of sites it was not trained on (cross-fitting
     # over sites in `simstudy apply`); {} when the rule does not depend on the site
@@ -140,6 +145,19 @@ class Method:
         for key, opt in cls._constraints.items():
             if key in kwargs:
                 opt.check(key, kwargs[key])
+
+    @classmethod
+    def list_params(cls) -> frozenset[str]:
+        """Parameters whose default is a list or tuple (column names): a scalar is refused."""
+        if "_list_params" not in vars(cls):
+            names: set[str] = set()
+            for klass in cls.__mro__:
+                if "__init__" in vars(klass):
+                    sig = inspect.signature(klass.__init__)
+                    names |= {p.name for p in sig.parameters.values()
+                              if isinstance(p.default, (list, tuple))}
+            cls._list_params = frozenset(names)
+        return cls._list_params
 
     @classmethod
     def bool_params(cls) -> frozenset[str]:
@@ -311,11 +329,48 @@ def load_plugins(modules) -> None:
 def typed_options(name: str, options: Mapping | None) -> dict[str, Any]:
     """A method's options with its boolean parameters read strictly (`reml=no` is False,
     `reml=maybe` an error naming method_options.NAME.reml), never by truthiness."""
+    if options is not None and not isinstance(options, Mapping) \
+            and type(options).__name__ != "DictConfig":
+        raise ConfigError(f"method_options.{name}={options!r}: must be a mapping of option "
+                          f"names to values, e.g. {{'nfolds': 10}} (`simstudy methods {name}` "
+                          f"lists them)")
     options = dict(options or {})
     if name in REGISTRY:
         for key in REGISTRY[name][0].bool_params() & set(options):
             options[key] = parse_bool(options[key], f"method_options.{name}.{key}")
     return options
+
+
+def check_columns(name: str, method: Method, roles: dict, design: str) -> None:
+    """A method's column options against a design's columns by role (`Method.COLUMN_OPTIONS`,
+    `DesignBase.roles`): the site, treatment and outcome options must name the design's own
+    columns, and a list of covariates must hold covariates only (not Y, T or the site), each
+    a column of the design. ConfigError naming the option (issue 45, class 9)."""
+    named = {roles[r]: r for r in ("site", "treatment", "outcome")}
+    for key, role in type(method).COLUMN_OPTIONS.items():
+        if not hasattr(method, key):
+            continue
+        value = getattr(method, key)
+        where = f"method_options.{name}.{key}"
+        if role in ("site", "treatment", "outcome"):
+            if value != roles[role]:
+                what = f" (that is the design's {named[value]} column)" if value in named else ""
+                raise ConfigError(f"{where}={value!r}{what}: design {design!r} keeps the "
+                                  f"{role} in column {roles[role]!r}; drop the option or set it "
+                                  f"to {roles[role]!r}")
+            continue
+        if value is None or isinstance(value, str):
+            continue
+        values = list(value)
+        clash = [v for v in values if v in named]
+        if clash:
+            raise ConfigError(f"{where}={values}: {clash[0]!r} is the design's "
+                              f"{named[clash[0]]} column, not a covariate; remove it")
+        known = roles.get("covariates")
+        unknown = [v for v in values if known is not None and v not in known]
+        if unknown:
+            raise ConfigError(f"{where}={values}: design {design!r} has no covariate(s) "
+                              f"{unknown}; its covariates: {', '.join(known)}")
 
 
 def make(name: str, options: dict[str, Any] | None = None, defaults: dict[str, Any] | None = None
@@ -340,9 +395,13 @@ def make(name: str, options: dict[str, Any] | None = None, defaults: dict[str, A
     kwargs = {k: v for k, v in (defaults or {}).items() if k in accepted}
     kwargs.update(preset)
     kwargs.update(typed_options(name, options))
+    lists = cls.list_params()
     for k, v in kwargs.items():                    # OmegaConf lists -> plain lists
         if isinstance(v, (list, tuple)) or type(v).__name__ == "ListConfig":
             kwargs[k] = list(v)
+        elif k in lists and v is not None:
+            raise ConfigError(f"method_options.{name}.{k}={v!r}: must be a list of column "
+                              f"names, e.g. [X1, X2]")
     try:
         cls.check_options(kwargs)
         return cls(**kwargs)

@@ -514,7 +514,14 @@ def _save(fig, out: Path | None):
     # the tight bounding box once for both files (savefig's bbox_inches="tight" would lay the
     # figure out again for each); 0.1 in of padding as savefig's default
     box = fig.get_tightbbox(fig.canvas.get_renderer()).padded(0.1)
-    fig.savefig(png, dpi=130, bbox_inches=box)
-    fig.savefig(pdf, bbox_inches=box)
-    plt.close(fig)
+    import io
+
+    from ..store import write_bytes
+    try:                 # drawn in memory, written atomically: a full disk names the file
+        for path, kw in ((png, {"dpi": 130, "format": "png"}), (pdf, {"format": "pdf"})):
+            buf = io.BytesIO()
+            fig.savefig(buf, bbox_inches=box, **kw)
+            write_bytes(path, buf.getvalue())
+    finally:
+        plt.close(fig)
     return png

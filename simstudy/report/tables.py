@@ -11,7 +11,8 @@ import pandas as pd
 
 from ..errors import ConfigError
 from ..metrics import METRICS
-from ..store import read_config, read_congruence, read_metrics, study_methods
+from ..store import (KEY, complete, read_config, read_congruence, read_metrics, study_methods,
+                     write_csv, write_text)
 
 CONDITION = ["point", "design", "J", "n_j"]
 
@@ -138,7 +139,7 @@ def write_report(out, figures: bool = False, designs=None, point: str | None = N
     keys = swept(out)
     if keys.shape[1] > 1:                  # the swept keys as columns
         summ = summ.merge(keys, on="point", how="left")
-    _plain_study(summ).to_csv(out / "summary.csv", index=False)
+    write_csv(_plain_study(summ), out / "summary.csv", index=False)
     comp = _write_comparisons(out, metrics, order,
                               reference or (cfg.get("last_run") or {}).get("reference"), keys)
     _write_summary(out, cfg, metrics, summ)
@@ -162,9 +163,9 @@ def _write_comparisons(out: Path, metrics, order, reference, keys) -> pd.DataFra
     comp = paired(metrics, reference)
     if len(comp) and keys.shape[1] > 1:
         comp = comp.merge(keys, on="point", how="left")
-    _plain_study(comp).to_csv(out / "comparison.csv", index=False)
+    write_csv(_plain_study(comp), out / "comparison.csv", index=False)
     acc = comp[comp["metric"] == "accuracy"] if len(comp) else comp
-    (out / "comparison.md").write_text(
+    write_text(out / "comparison.md",
         f"Paired comparison against {reference}: each method minus {reference} on the same "
         f"replicates (mean difference, its Monte Carlo SE, 95% interval, and the replicates "
         f"where the method wins / ties / loses; all metrics in comparison.csv). Accuracy:\n\n"
@@ -186,8 +187,8 @@ def _write_summary(out: Path, cfg: dict, metrics, summ) -> None:
     """measures.csv, summary.md (the ADEMP protocol and the mean (MC SE) table), failures.csv."""
     from .study import ademp, measures
     meas = measures(metrics)
-    _plain_study(meas).to_csv(out / "measures.csv", index=False)
-    (out / "summary.md").write_text(
+    write_csv(_plain_study(meas), out / "measures.csv", index=False)
+    write_text(out / "summary.md",
         ademp(cfg, metrics) + "## Results\n\n"
         "Mean (Monte Carlo SE) over replicates; `reps` = successful fits, `errors` = failed, "
         "`warnings` = successful fits with a warning (a singular or non-converged mixed model, a "
@@ -196,7 +197,7 @@ def _write_summary(out: Path, cfg: dict, metrics, summ) -> None:
         "because its first fit selected no moderator (personalized's loop, docs/estimators.md).\n\n"
         + to_markdown(compact(summ)) + _provenance_md(cfg))
     fails = failures(metrics)
-    _plain_study(fails).to_csv(out / "failures.csv", index=False)
+    write_csv(_plain_study(fails), out / "failures.csv", index=False)
 
 
 def _study_figures(out: Path, summ, comp, keys, metrics, point, designs) -> list[tuple]:
@@ -216,7 +217,7 @@ def _study_figures(out: Path, summ, comp, keys, metrics, point, designs) -> list
         from .figures import nested_loop
         drawings.append((nested_loop, data, factors, "accuracy", "",   # its own title
                          out / "figures" / "nested_loop_accuracy"))
-        data.to_csv(out / "nested_loop_accuracy.csv", index=False)
+        write_csv(data, out / "nested_loop_accuracy.csv", index=False)
     from .figures import paired_differences
     for design in comp["design"].unique() if len(comp) else []:
         sub = comp[comp["point"] == (point if point is not None else comp["point"].iloc[0])] \
@@ -249,8 +250,8 @@ def _congruence(out: Path, metrics, order, figures: bool, designs, point) -> lis
         for J, n_j in conditions(metrics[metrics["design"] == design]):
             M = congruence_matrix(congruence, design, J, n_j, order)
             stem = _safe(f"{design}_J{J}_n{n_j}")
-            M.to_csv(tables / f"{stem}.csv")
-            (tables / f"{stem}.md").write_text(
+            write_csv(M, tables / f"{stem}.csv")
+            write_text(tables / f"{stem}.md",
                 f"Congruence (mean share of equal decisions), {design}, (J, n_j) = ({J}, {n_j})\n\n"
                 + to_markdown((100 * M).round(1).reset_index(names="method"), digits=1))
             if draw:
@@ -316,7 +317,9 @@ def status_table(out) -> tuple[pd.DataFrame, str]:
     row), failed fits, and the missing replicate ids as ranges; and a printable text."""
     cfg = read_config(out)
     m = read_metrics(out)
-    done = m.groupby(CONDITION, observed=True)["replicate"].agg(lambda r: set(r.tolist()))
+    full = complete(m, read_congruence(out))       # every table of the replicate stored
+    whole = m[[k in full for k in m[KEY].itertuples(index=False, name=None)]]
+    done = whole.groupby(CONDITION, observed=True)["replicate"].agg(lambda r: set(r.tolist()))
     errors = m[m["status"] != "ok"].groupby(CONDITION, observed=True).size()
     cells = {(c["point"], c["design"], c["J"], c["n_j"]): c["reps"] for c in cfg["planned"]}
     stopped = {(c["point"], c["design"], c["J"], c["n_j"]): c.get("stopped", "")
