@@ -105,6 +105,12 @@ def execute(plain: dict, swept: Mapping[str, str], design: str | None = None,
     study = StudyConfig.from_config(plain, point=point_of_keys(swept, design),
                                     point_keys=swept)
     out = check_out(plain.get("out"))
+    for line in study.blind_rules():
+        echo(f"simstudy: warning: {line}")
+    if flags["dry_run"]:
+        from .runner import dry_run
+        echo(dry_run(study, out, overwrite=flags["overwrite"]))
+        return out
     run(study, out, overwrite=flags["overwrite"], progress=flags["progress"], run_config=plain,
         probe=flags["probe"], retry_errors=flags["retry_errors"])
     write_report(out, figures=flags["figures"], designs=[d.name for d in study.designs],
@@ -117,18 +123,32 @@ def execute(plain: dict, swept: Mapping[str, str], design: str | None = None,
 
 def run_study(design: str | None = None, *, out: str | Path, design_params: dict | None = None,
               method_options: dict | None = None, progress: bool = False,
-              figures: bool = False, **keys) -> "Study":
+              figures: bool = False, **keys) -> "Study | None":
     """Run or resume a study as `simstudy run` would with these keys (`J`, `n_j`, `reps`,
     `methods`, `seed`, `n_jobs`, ...; `design_params={"beta1": 0.2}` for design.KEY,
     `method_options={"W-aug": {"nfolds": 10}}`), then load it: the same spec, seeds, sweep
     point and store as the command line (`compose`, `execute`), without the command line (no
-    argv, no signal handlers: it runs in any thread). A bad value raises ConfigError."""
+    argv, no signal handlers: it runs in any thread). A bad value raises ConfigError.
+    `dry_run=True` prints the plan and the estimated time, writes nothing, returns None."""
     if out is None or not str(out).strip():
         raise ConfigError("out is empty; give the study's directory, e.g. out='results/d2'")
     plain, swept = compose(design, design_params, method_options, out=str(out),
                            progress=progress, figures=figures, **keys)
     execute(plain, swept, design or "design1")
-    return load(out)
+    from .config import run_flags
+    return None if run_flags(plain)["dry_run"] else load(out)
+
+
+def _keys_doc() -> str:
+    """The study keys run_study takes, from their one declaration (config.STUDY_KEYS)."""
+    from .config import STUDY_KEYS
+    from .options import canonical
+    return "\n\n    Study keys (keyword arguments; default in brackets):\n" + "\n".join(
+        f"      {k}: {key.help} [{canonical(key.default)}]" for k, key in STUDY_KEYS.items()
+        if k != "out")
+
+
+run_study.__doc__ = (run_study.__doc__ or "").rstrip() + _keys_doc()
 
 
 class Study:

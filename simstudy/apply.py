@@ -607,3 +607,149 @@ def example(name: str, seed: int = 1) -> tuple[pd.DataFrame, dict]:
 MAX_GROUPS = 20
 MAX_LEVELS = 50         # a categorical covariate's levels (each is a column)
 MAX_ABS = 1e100         # |value| beyond this overflows squared sums
+
+
+# ---------------------------------------------------------------- the options and the request
+def request(options: dict, log=print) -> dict:
+    """Every option of `simstudy apply` checked and the data read and prepared, before any
+    fit: the keyword arguments of `analyse`. A problem is a ConfigError / DataError naming
+    the option and the fix."""
+    opts = fill_options({k: options.get(k) for k in OPTIONS} | {k: v for k, v in options.items()
+                                                                if k in OPTIONS})
+    if bool(opts["data"]) == bool(opts["example"]):
+        raise DataError("give exactly one of --data FILE or --example NAME")
+    if opts["out"]:
+        recover_out(Path(opts["out"]))
+    out = check_apply_out(opts["out"])
+    if opts["example"]:
+        df, spec = example(opts["example"])
+        log(EXAMPLES[opts["example"]]["text"])
+        spec = {**spec, **{k: v for k, v in opts.items() if k in spec and v}}
+        drop_sites = spec.pop("drop_sites") or opts["drop_sites"]
+    else:
+        df = load(opts["data"], ids=(opts["site"], opts["by"]))
+        spec = dict(outcome=opts["outcome"], treatment=opts["treatment"], site=opts["site"],
+                    covariates=opts["covariates"], moderators=opts["moderators"], by=opts["by"])
+        lacking = [f"--{k}" for k, v in spec.items() if k != "by" and not v]
+        if lacking:
+            raise DataError(f"{' '.join(lacking)} required with --data")
+        drop_sites = opts["drop_sites"]
+    from .methods import REGISTRY, available
+    unknown = [m for m in opts["methods"] if m not in available()]
+    if unknown:
+        raise DataError(f"--methods {unknown} not registered; choose from {available()}")
+    depths = [2, 3] if opts["depths"] is None else [int(d) for d in opts["depths"]]
+    for d in depths:                       # PT's own declared range of depth
+        try:
+            REGISTRY["PT"][0].check_options({"depth": d})
+        except ValueError as exc:
+            raise DataError(f"--depths: {exc}") from None
+    frame, cov, mod = prepare(df, spec["outcome"], spec["treatment"], spec["site"],
+                              spec["covariates"], spec["moderators"], spec.get("by"),
+                              opts["treated"], opts["dropna"], drop_sites)
+    by = spec.get("by")
+    if by and frame[by].nunique() > MAX_GROUPS:
+        raise DataError(f"--by {by}: {frame[by].nunique()} distinct values; Figs 8-9 draw one "
+                        f"group each, so use a column with at most {MAX_GROUPS} (cut a "
+                        f"continuous column into bands first)")
+    K = 5 if opts["value_folds"] is None else int(opts["value_folds"])
+    site_folds(frame[spec["site"]].unique(), K, opts["seed"])      # K vs sites, before any fit
+    return dict(df=frame, outcome=spec["outcome"], treatment=spec["treatment"],
+                site=spec["site"], cov=cov, mod=mod, methods=opts["methods"], by=by,
+                seed=opts["seed"], depths=depths, value_folds=K, out=out)
+
+
+# the options of `simstudy apply` (name: argparse's settings; the command line adds --name)
+OPTIONS = {
+    "config": dict(help="a YAML file with any of these options (data, outcome, treatment, "
+                   "site, covariates, moderators, methods, by, out, ...); options given on the "
+                   "command line win"),
+    "data": dict(help="csv or parquet file, one row per individual"),
+    "example": dict(help="a built-in example: star (Project STAR, shipped), thornton "
+                    "(Thornton 2008, shipped) or simulated (NOT real data); its columns are "
+                    "preset, any option given here overrides them (e.g. --example star "
+                    "--outcome mathk)"),
+    "outcome": dict(), "treatment": dict(),
+    "treated": dict(help="the treated label when the treatment is not 0/1"),
+    "site": dict(),
+    "covariates": dict(nargs="+", default=None),
+    "moderators": dict(nargs="+", default=None),
+    "methods": dict(nargs="+", default=None, help="default: the 14 estimators"),
+    "depths": dict(nargs="*", type=int, default=None,
+                   help="policy-tree depths (default 2 3; none: --depths with no value)"),
+    "by": dict(help="grouping column for Figs 8-9 (shares and scores by group)"),
+    "dropna": dict(action="store_true", help="drop rows with missing values"),
+    "drop_sites": dict(action="store_true",
+                       help="drop sites with one person or everyone / no one treated"),
+    "value_folds": dict(type=int, default=None,
+                        help="K folds of sites for the cross-fitted values (default 5)"),
+    "seed": dict(type=int, default=None, help="default 2024"),
+    "out": dict(),
+}
+
+
+def fill_options(opts: dict) -> dict:
+    """Options not given on the command line from the `config` file (YAML), each typed and
+    checked as on the command line (`typed_option`); then the defaults."""
+    opts = dict(opts)
+    if opts.get("config"):
+        import yaml
+        path = Path(opts["config"])
+        if not path.is_file():
+            raise DataError(f"--config {path}: no such file")
+        try:
+            cfg = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise DataError(f"--config {path} is not valid YAML "
+                            f"({str(exc).splitlines()[0]})") from None
+        if not isinstance(cfg, dict):
+            raise DataError(f"--config {path}: must be a YAML mapping of options (key: value)")
+        cfg = {str(k).replace("-", "_"): v for k, v in cfg.items()}
+        unknown = sorted(set(cfg) - set(OPTIONS) | ({"config"} & set(cfg)))
+        if unknown:
+            raise DataError(f"--config {path}: unknown keys {unknown}; allowed "
+                            f"{sorted(k for k in OPTIONS if k != 'config')}")
+        for key, value in cfg.items():
+            if value is None:
+                continue
+            if opts.get(key) in (None, False):
+                opts[key] = typed_option(key, value, f"--config {path}")
+    if opts.get("methods") is not None and not opts["methods"]:
+        raise DataError("--methods: the list is empty; name at least one method")
+    opts["methods"] = opts.get("methods") or DEFAULT_METHODS
+    opts["seed"] = 2024 if opts.get("seed") is None else int(opts["seed"])
+    if opts["seed"] < 0:
+        raise DataError(f"seed {opts['seed']}: must be an integer >= 0")
+    if opts.get("value_folds") is not None and opts["value_folds"] < 2:
+        raise DataError(f"value_folds {opts['value_folds']}: must be an integer >= 2")
+    return opts
+
+
+def typed_option(key: str, value, where: str):
+    """One option of apply's --config YAML, typed as the command line types it."""
+    from .options import parse_bool
+    names = ("covariates", "moderators", "methods")
+    if key in ("dropna", "drop_sites"):
+        return parse_bool(value, f"{where}: {key}")
+    if key in ("value_folds", "seed"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise DataError(f"{where}: {key}: {value!r} must be an integer")
+        return value
+    if key == "depths":
+        value = [value] if isinstance(value, int) and not isinstance(value, bool) else value
+        if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                  for v in value):
+            raise DataError(f"{where}: depths: {value!r} must be a list of integers (PT's depth), "
+                            f"e.g. [2, 3] ([] for no trees)")
+        return value
+    if key in names:
+        value = value.split() if isinstance(value, str) else value
+        if not isinstance(value, list) or not all(
+                isinstance(v, (str, int)) and not isinstance(v, bool) for v in value):
+            raise DataError(f"{where}: {key}: {value!r} must be a list of names, e.g. [X1, X2]")
+        if not value:
+            raise DataError(f"{where}: {key}: the list is empty; name at least one")
+        return [str(v) for v in value]
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        raise DataError(f"{where}: {key}: {value!r} must be a single name")
+    return str(value)

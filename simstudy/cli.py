@@ -81,6 +81,7 @@ def _run(argv: list[str]) -> int:
     if not any(a.startswith(("--config", "hydra.searchpath")) or a in ("-cd", "-cn", "-cp")
                for a in argv):
         check_overrides(argv)            # one line with the fix, not Hydra's dump
+    argv = argv + own_out(argv)
     sys.argv = ["simstudy run", *argv]
     try:
         job()
@@ -90,6 +91,50 @@ def _run(argv: list[str]) -> int:
         # runs: that is the user's input, so exit 2 as every other input error
         return 2 if code == 1 and not status.get("ran") else code
     return status["code"]
+
+
+def own_out(argv: list[str]) -> list[str]:
+    """`out=results/<name>` for a run without out= whose study is not the default one, so a
+    smoke test never lands in (and changes) results/default: the name is the identity
+    overrides (those that change what is computed: design, grid, replicates, methods, seed,
+    options; not n_jobs, progress, ...), readable and hashed; the same command finds the same
+    folder again. [] when out= is given, a config file of the user's is used (it may set out),
+    extend=true asks for results/default, or every override is at its default."""
+    import hashlib
+    import re
+
+    from .config import NOT_IDENTITY, flat_defaults
+    from .options import canonical
+    if any(a.startswith(("out=", "+out=", "++out=", "--config", "-cd", "-cn", "-cp",
+                         "hydra.searchpath")) or a in ("-cd", "-cn", "-cp") for a in argv):
+        return []
+    if any(a.startswith("extend=") and canonical(a.split("=", 1)[1]) == "true" for a in argv):
+        return []
+    design = next((a.split("=", 1)[1] for a in argv if a.startswith("design=")), "design1")
+    defaults = flat_defaults(design.split(",")[0] if "," not in design else None)
+    mine = []
+    for a in argv:
+        if a.startswith("-") or "=" not in a:
+            continue
+        key, value = a.split("=", 1)
+        key = key.lstrip("+~")
+        if key.startswith("hydra") or key in NOT_IDENTITY:
+            continue
+        if key == "design" and value == "design1":
+            continue
+        if key != "design" and "," not in value and defaults.get(key) == canonical(value):
+            continue
+        mine.append(f"{key}={value}")
+    if not mine:
+        return []
+    mine.sort()
+    slug = "_".join(re.sub(r"[^A-Za-z0-9.]+", "", m) for m in mine)[:48].strip("_.")
+    digest = hashlib.sha256("\n".join(mine).encode()).hexdigest()[:8]
+    out = f"results/{slug}-{digest}"
+    print(f"simstudy: out= not given and this is not the default study, so it is stored in "
+          f"{out} (results/default is left as it is; the same command resumes it there; "
+          f"out=DIR chooses, extend=true adds to results/default)")
+    return [f"out={out}"]
 
 
 def check_launcher(argv: list[str]) -> str | None:
@@ -357,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     cmd, rest = argv[0], argv[1:]
     from .errors import install_sigterm, pending_signal, report, signals_deferred
+    from .workers import stop_idle_workers
     install_sigterm()          # every command: SIGINT/SIGTERM 130, SIGHUP 129, a clean stop
     code, stopped = 0, False
     try:
@@ -368,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         code = report(exc, f"simstudy {cmd}")
     with signals_deferred():   # a signal during the shutdown is noted, never a traceback
         try:
-            _stop_idle_workers(kill=stopped or code in (129, 130))
+            stop_idle_workers(kill=stopped or code in (129, 130))
         except BaseException:                                     # noqa: BLE001
             pass
     late = pending_signal()
@@ -378,19 +424,6 @@ def main(argv: list[str] | None = None) -> int:
               f"the command's work was complete and is saved", file=sys.stderr)
         code = EXIT_CODES.get(late, 130)
     return code
-
-
-def _stop_idle_workers(kill: bool = False) -> None:
-    """Stop joblib's reusable worker processes once a command is done (a run, all its sweep
-    points and its report): otherwise the exit waits ~0.4 s for their interpreters to tear
-    down. Idle workers are asked to exit, not killed: a worker killed between registering a
-    semaphore with loky's resource tracker and releasing it left the tracker to print
-    "There appear to be 1 leaked semlock objects" at exit (2 of 14 runs of a finished study).
-    After a signal (`kill`) busy workers are killed: the command must stop now."""
-    loky = sys.modules.get("joblib.externals.loky.reusable_executor")
-    executor = getattr(loky, "_executor", None)            # None: no worker was started
-    if executor is not None:
-        executor.shutdown(wait=True, kill_workers=kill)
 
 
 def _methods(rest: list[str]) -> int:
@@ -472,163 +505,30 @@ def _dispatch(cmd: str, rest: list[str]) -> int:
 
 
 # ---------------------------------------------------------------------- simstudy apply
-def _yaml_value(key: str, value, where: str):
-    """One option of apply's --config YAML, typed as the command line types it."""
-    from .errors import DataError
-    from .options import parse_bool
-    names = ("covariates", "moderators", "methods")
-    if key in ("dropna", "drop_sites"):
-        return parse_bool(value, f"{where}: {key}")
-    if key in ("value_folds", "seed"):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise DataError(f"{where}: {key}: {value!r} must be an integer")
-        return value
-    if key == "depths":
-        value = [value] if isinstance(value, int) and not isinstance(value, bool) else value
-        if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool)
-                                                  for v in value):
-            raise DataError(f"{where}: depths: {value!r} must be a list of integers (PT's depth), "
-                            f"e.g. [2, 3] ([] for no trees)")
-        return value
-    if key in names:
-        value = value.split() if isinstance(value, str) else value
-        if not isinstance(value, list) or not all(
-                isinstance(v, (str, int)) and not isinstance(v, bool) for v in value):
-            raise DataError(f"{where}: {key}: {value!r} must be a list of names, e.g. [X1, X2]")
-        if not value:
-            raise DataError(f"{where}: {key}: the list is empty; name at least one")
-        return [str(v) for v in value]
-    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-        raise DataError(f"{where}: {key}: {value!r} must be a single name")
-    return str(value)
-
-
-def _from_config(args) -> None:
-    from .apply import DEFAULT_METHODS
-    from .errors import DataError
-    """Fill options not given on the command line from --config FILE (YAML), each typed and
-    checked as on the command line; then the defaults."""
-    if args.config:
-        import yaml
-        path = Path(args.config)
-        if not path.is_file():
-            raise DataError(f"--config {path}: no such file")
-        try:
-            cfg = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise DataError(f"--config {path} is not valid YAML "
-                            f"({str(exc).splitlines()[0]})") from None
-        if not isinstance(cfg, dict):
-            raise DataError(f"--config {path}: must be a YAML mapping of options (key: value)")
-        cfg = {str(k).replace("-", "_"): v for k, v in cfg.items()}
-        unknown = sorted(set(cfg) - set(vars(args)) | ({"config"} & set(cfg)))
-        if unknown:
-            raise DataError(f"--config {path}: unknown keys {unknown}; allowed "
-                            f"{sorted(k for k in vars(args) if k != 'config')}")
-        for key, value in cfg.items():
-            if value is None:
-                continue
-            if getattr(args, key) in (None, False):
-                setattr(args, key, _yaml_value(key, value, f"--config {path}"))
-    if args.methods is not None and not args.methods:
-        raise DataError("--methods: the list is empty; name at least one method")
-    args.methods = args.methods or DEFAULT_METHODS
-    args.seed = 2024 if args.seed is None else int(args.seed)
-    if args.seed < 0:
-        raise DataError(f"seed {args.seed}: must be an integer >= 0")
-    if args.value_folds is not None and args.value_folds < 2:
-        raise DataError(f"value_folds {args.value_folds}: must be an integer >= 2")
-
-
-def _apply(argv) -> int:
-    """`simstudy apply`: the command line over the library simstudy.apply."""
-    return _apply_main(apply_parser().parse_args(argv))
-
-
 def apply_parser():
+    """`simstudy apply`'s parser, from the options apply.py declares (apply.OPTIONS)."""
     import argparse
 
+    from .apply import OPTIONS
     from .apply import __doc__ as apply_doc
     ap = argparse.ArgumentParser(prog="simstudy apply", description=apply_doc,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", help="a YAML file with any of these options (data, outcome, "
-                    "treatment, site, covariates, moderators, methods, by, out, ...); options "
-                    "given on the command line win")
-    ap.add_argument("--data", help="csv or parquet file, one row per individual")
-    ap.add_argument("--example", help="a built-in example: star (Project STAR, shipped), "
-                    "thornton (Thornton 2008, shipped) or simulated (NOT real data); its "
-                    "columns are preset, any option given here overrides them "
-                    "(e.g. --example star --outcome mathk)")
-    ap.add_argument("--outcome")
-    ap.add_argument("--treatment")
-    ap.add_argument("--treated", help="the treated label when the treatment is not 0/1")
-    ap.add_argument("--site")
-    ap.add_argument("--covariates", nargs="+", default=None)
-    ap.add_argument("--moderators", nargs="+", default=None)
-    ap.add_argument("--methods", nargs="+", default=None, help="default: the 14 estimators")
-    ap.add_argument("--depths", nargs="*", type=int, default=None,
-                    help="policy-tree depths (default 2 3; none: --depths with no value)")
-    ap.add_argument("--by", help="grouping column for Figs 8-9 (shares and scores by group)")
-    ap.add_argument("--dropna", action="store_true", help="drop rows with missing values")
-    ap.add_argument("--drop-sites", action="store_true",
-                    help="drop sites with one person or everyone / no one treated")
-    ap.add_argument("--value-folds", type=int, default=None,
-                    help="K folds of sites for the cross-fitted values (default 5)")
-    ap.add_argument("--seed", type=int, default=None, help="default 2024")
-    ap.add_argument("--out")
+    for name, spec in OPTIONS.items():
+        ap.add_argument("--" + name.replace("_", "-"), **spec)
     return ap
 
 
-def _apply_main(args) -> int:
-    from .apply import (EXAMPLES, MAX_GROUPS, analyse, check_apply_out, example, load,
-                        prepare, recover_out, site_folds)
-    from .errors import ConfigError, DataError
+def _apply(argv) -> int:
+    """`simstudy apply`: the command line over the library simstudy.apply (`request` checks
+    every option and reads the data before any fit, `analyse` fits and writes)."""
+    from .apply import analyse, request
+    from .errors import ConfigError
     try:
-        _from_config(args)
-        if bool(args.data) == bool(args.example):
-            raise DataError("give exactly one of --data FILE or --example NAME")
-        if args.out:
-            recover_out(Path(args.out))
-        out = check_apply_out(args.out)
-        if args.example:
-            df, spec = example(args.example)
-            print(EXAMPLES[args.example]["text"])
-            spec = {**spec, **{k: v for k, v in vars(args).items() if k in spec and v}}
-            drop_sites = spec.pop("drop_sites") or args.drop_sites
-        else:
-            df = load(args.data, ids=(args.site, args.by))
-            spec = dict(outcome=args.outcome, treatment=args.treatment, site=args.site,
-                        covariates=args.covariates, moderators=args.moderators, by=args.by)
-            lacking = [f"--{k}" for k, v in spec.items() if k != "by" and not v]
-            if lacking:
-                raise DataError(f"{' '.join(lacking)} required with --data")
-            drop_sites = args.drop_sites
-        from .methods import available
-        unknown = [m for m in args.methods if m not in available()]
-        if unknown:
-            raise DataError(f"--methods {unknown} not registered; choose from {available()}")
-        depths = [2, 3] if args.depths is None else [int(d) for d in args.depths]
-        from .methods import REGISTRY
-        for d in depths:                       # PT's own declared range of depth
-            try:
-                REGISTRY["PT"][0].check_options({"depth": d})
-            except ValueError as exc:
-                raise DataError(f"--depths: {exc}") from None
-        frame, cov, mod = prepare(df, spec["outcome"], spec["treatment"], spec["site"],
-                                  spec["covariates"], spec["moderators"], spec.get("by"),
-                                  args.treated, args.dropna, drop_sites)
-        by = spec.get("by")
-        if by and frame[by].nunique() > MAX_GROUPS:
-            raise DataError(f"--by {by}: {frame[by].nunique()} distinct values; Figs 8-9 draw one "
-                            f"group each, so use a column with at most {MAX_GROUPS} (cut a "
-                            f"continuous column into bands first)")
-        K = 5 if args.value_folds is None else int(args.value_folds)
-        site_folds(frame[spec["site"]].unique(), K, args.seed)      # K vs sites, before any fit
+        req = request(vars(apply_parser().parse_args(argv)))
     except (ConfigError, OSError, ValueError) as exc:
         print(f"simstudy apply: {exc}", file=sys.stderr)
         return 2
-    res = analyse(frame, spec["outcome"], spec["treatment"], spec["site"], cov, mod, args.methods,
-                  by, args.seed, depths=depths, value_folds=K, out=out)
+    res = analyse(**req)
     import pandas as pd
     with pd.option_context("display.width", 250, "display.max_columns", 20):
         print("\nValue of each rule (mean outcome under the rule; AIPW). in-sample = learnt and "

@@ -15,7 +15,7 @@ from .designs import Design, make_design
 from .errors import ConfigError
 from .methods import load_plugins, make
 from .methods.registry import typed_options
-from .options import parse_bool
+from .options import FLAG, Opt, parse_bool
 from .store import point_label
 from .workers import check_n_jobs, resolve_n_jobs
 
@@ -78,6 +78,7 @@ class StudyConfig:
     point_keys: dict[str, str] = field(default_factory=dict)  # every swept key, defaults too
     auto: dict[str, Any] | None = None     # reps=auto: target_mcse, metric, min/max/batch reps
     dask_wait: float = 60.0                # backend=dask: seconds to wait for a worker
+    design_defaults: dict[str, dict] = field(default_factory=dict)   # defaults_for(design)
 
     @classmethod
     def from_config(cls, cfg: Mapping, point: Mapping | None = None,
@@ -137,10 +138,16 @@ class StudyConfig:
         if unknown:
             raise ConfigError(f"method_options names methods not in `methods`: {unknown}; "
                               f"methods are {methods}")
-        built = [make(m, options.get(m), defaults) for m in methods]   # unknown names/options
-        # fail here; column options against each design's columns, before the probe
+        base = study_defaults().get("method_defaults") or {}
+        per_design = {d.name: {**defaults, **{k: v for k, v in d.rule_defaults().items()
+                                              if defaults.get(k) == base.get(k)}}
+                      for d in designs}          # a design's rules where the study left them
+        # unknown names / options fail here; column options against each design's columns,
+        # before the probe
         from .methods.registry import check_columns
+        built = []
         for d in designs:
+            built = [make(m, options.get(m), per_design[d.name]) for m in methods]
             for m, obj in zip(methods, built):
                 check_columns(m, obj, d.roles(), d.name)
         n_jobs = cfg.get("n_jobs", 1)
@@ -170,7 +177,37 @@ class StudyConfig:
                    {str(k): str(v) for k, v in dict(point or {}).items()}, reps_range,
                    None if address in (None, "", "local") else str(address),
                    {str(k): str(v) for k, v in dict(point_keys or point or {}).items()},
-                   auto, dask_wait)
+                   auto, dask_wait, per_design)
+
+    def defaults_for(self, design) -> dict[str, Any]:
+        """The method defaults on `design`: the study's, with the design's `rules` where the
+        study left a key at conf/config.yaml's default (`from_config`)."""
+        return self.design_defaults.get(design.name, self.method_defaults)
+
+    def blind_rules(self) -> list[str]:
+        """One line per (design, method) whose rule cannot see a covariate the design's Delta
+        depends on (`effect_covariates`): its features (a tree), else moderators, else
+        covariates. A warning, not an error: a methodologist may do it on purpose."""
+        lines = []
+        for d in self.designs:
+            needed = d.effect_covariates()
+            if not needed:
+                continue
+            for m in self.methods:
+                obj = make(m, self.method_options.get(m), self.defaults_for(d))
+                inputs = next((k for k in ("features", "moderators", "covariates")
+                               if isinstance(getattr(obj, k, None), (list, tuple))), None)
+                if inputs is None:
+                    continue
+                have = list(getattr(obj, inputs))
+                if getattr(obj, "site_moderators", False):
+                    continue
+                miss = [c for c in needed if c not in have]
+                if miss:
+                    lines.append(f"{m}'s {inputs} {have} miss {', '.join(miss)}, on which "
+                                 f"the Delta of design {d.name} depends: its rule cannot see "
+                                 f"them (method_options.{m}.{inputs}=[...] offers them)")
+        return lines
 
     def identity(self) -> tuple[dict, dict]:
         """What makes two runs the same study (stored in config.yaml, checked on resume)."""
@@ -268,57 +305,91 @@ def _auto(cfg: Mapping) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Key:
-    """One study key of conf/config.yaml (which holds its default, for Hydra): a line of help,
-    and whether a changed value is a sweep point (it changes WHAT is computed: seed, methods'
-    options, a design parameter) or not (the grid, where and how it runs: J, out, n_jobs)."""
+    """One study key, declared once: its default (conf/config.yaml holds the same value for
+    Hydra; a test keeps the two equal), a line of help (`simstudy run --help`, run_study's
+    docstring), its rule where a generic one applies (FLAG: read by `run_flags`; the grid,
+    methods and options have their own checks in `from_config`),
+    whether a changed value is a sweep point (`point`: it changes WHAT is computed: seed,
+    options, a design parameter) and whether it is part of the study's identity (`identity`:
+    False for where and how it runs: n_jobs, out, progress, ...)."""
+    default: Any
     help: str
+    rule: Opt | None = None
     point: bool = False
+    identity: bool = True
 
 
-# every top-level key of conf/config.yaml (a test keeps the two in step)
+_POS = Opt("float", low=0.0, ends="()")
+# every top-level key of conf/config.yaml, in its order (test_cli keeps the two in step)
 STUDY_KEYS: dict[str, Key] = {
-    "seed": Key("study seed; replicate r of (design, J, n_j) is seeded from (seed, design, J, "
-                "n_j, r)", point=True),
-    "J": Key("numbers of sites (clusters): a number or a list, crossed with n_j and design"),
-    "n_j": Key("individuals per site: a number or a list"),
-    "reps": Key("replicates per condition, or auto: add replicates until target_mcse is met"),
-    "target_mcse": Key("reps=auto: the largest Monte Carlo SE allowed per cell"),
-    "target_metric": Key("reps=auto: the metric whose MC SE is targeted"),
-    "target_reference": Key("reps=auto: target the MC SE of the paired difference from this "
-                            "method"),
-    "min_reps": Key("reps=auto: replicates to start with"),
-    "max_reps": Key("reps=auto: a cell stops here even if the target is not met"),
-    "batch_reps": Key("reps=auto: replicates added per round (null = min_reps)"),
-    "aim": Key("one line for the report's ADEMP protocol block (Aims)"),
-    "reference": Key("the method the report's paired comparisons are against (null: Q-fe if "
-                     "run, else the first method)"),
-    "methods": Key("registered method names (`simstudy methods`)"),
-    "method_defaults": Key("options passed to every method that accepts them (covariates, "
-                           "moderators)", point=True),
-    "method_options": Key("per-method options: +method_options.NAME.KEY=VALUE", point=True),
-    "plugins": Key("modules to import that register methods, designs or metrics"),
-    "n_jobs": Key("cores the study uses (-1 = all, capped at the machine's); results do not "
-                  "depend on it"),
-    "backend": Key("loky | dask | multiprocessing | threading | sequential (same results)"),
-    "dask_address": Key("backend=dask: scheduler address tcp://HOST:PORT; null = a local "
-                        "cluster of n_jobs workers"),
-    "dask_wait": Key("backend=dask: seconds to wait for a worker, at the start and when every "
-                     "worker is lost mid-run (then the run stops, its finished rows saved)"),
-    "replicates": Key("all, or start:stop to run a share here and the rest elsewhere (then "
-                      "`simstudy merge`)"),
-    "batch_size": Key("replicates per task; auto keeps per-task overhead small"),
-    "flush_seconds": Key("how often finished rows are written to the store"),
-    "out": Key("the study store (metrics.parquet, congruence.parquet, config.yaml)"),
-    "overwrite": Key("true deletes the stored results of this study / sweep point if its "
-                     "config differs"),
-    "retry_errors": Key("true recomputes stored replicates in which a method failed"),
-    "probe": Key("fit every method on one replicate first; stop early if one fails"),
-    "progress": Key("show the progress line (replicates done, rate, time left)"),
-    "figures": Key("draw the report's figures (out/figures) at the end of the run"),
+    "seed": Key(2024, "study seed; replicate r of (design, J, n_j) is seeded from (seed, "
+                "design, J, n_j, r)", point=True),
+    "J": Key([25, 150], "numbers of sites (clusters): a number or a list, crossed with n_j "
+             "and design"),
+    "n_j": Key([25, 150], "individuals per site: a number or a list"),
+    "reps": Key(100, "replicates per condition, or auto: add replicates until target_mcse is "
+                "met"),
+    "target_mcse": Key(None, "reps=auto: the largest Monte Carlo SE allowed per cell"),
+    "target_metric": Key("accuracy", "reps=auto: the metric whose MC SE is targeted"),
+    "target_reference": Key(None, "reps=auto: target the MC SE of the paired difference from "
+                            "this method"),
+    "min_reps": Key(20, "reps=auto: replicates to start with"),
+    "max_reps": Key(1000, "reps=auto: a cell stops here even if the target is not met"),
+    "batch_reps": Key(None, "reps=auto: replicates added per round (null = min_reps)"),
+    "aim": Key(None, "one line for the report's ADEMP protocol block (Aims)", identity=False),
+    "reference": Key(None, "the method the report's paired comparisons are against (null: "
+                     "Q-fe if run, else the first method)", identity=False),
+    "methods": Key(["Q-base", "Q-fe", "Q-ri", "Q-rs", "Q-dm", "Q-dm-ri", "Q-dm-rs", "W-base",
+                    "W-noaug", "W-aug", "W-augID", "WS-noaug", "WS-aug", "WS-augID", "PT",
+                    "oracle", "treat-all", "treat-none"],
+                   "registered method names (`simstudy methods`)"),
+    "method_defaults": Key({"covariates": ["X1", "X2", "X3", "X4", "X5"],
+                            "moderators": ["X3", "X4", "X5"]},
+                           "options passed to every method that accepts them (covariates, "
+                           "moderators); a design's `rules` fill the keys left at this default",
+                           point=True),
+    "method_options": Key({}, "per-method options: +method_options.NAME.KEY=VALUE", point=True),
+    "plugins": Key([], "modules to import that register methods, designs or metrics"),
+    "n_jobs": Key(2, "cores the study uses (-1 = all, capped at the machine's); results do "
+                  "not depend on it", identity=False),
+    "backend": Key("loky", "loky | dask | multiprocessing | threading | sequential (same "
+                   "results)", identity=False),
+    "dask_address": Key(None, "backend=dask: scheduler address tcp://HOST:PORT; null = a "
+                        "local cluster of n_jobs workers", identity=False),
+    "dask_wait": Key(60, "backend=dask: seconds to wait for a worker, at the start and when "
+                     "every worker is lost mid-run (then the run stops, its finished rows "
+                     "saved)", identity=False),
+    "replicates": Key("all", "all, or start:stop to run a share here and the rest elsewhere "
+                      "(then `simstudy merge`)"),
+    "batch_size": Key("auto", "replicates per task; auto keeps per-task overhead small",
+                      identity=False),
+    "flush_seconds": Key(5, "how often finished rows are written to the store",
+                         identity=False),
+    "out": Key("results/default", "the study store (metrics.parquet, congruence.parquet, "
+               "config.yaml); without it the default study goes to results/default and any "
+               "other study to results/<its name>", identity=False),
+    "overwrite": Key(False, "true deletes the stored results of this study / sweep point if "
+                     "its config differs", FLAG, identity=False),
+    "retry_errors": Key(False, "true recomputes stored replicates in which a method failed",
+                        FLAG, identity=False),
+    "probe": Key(True, "fit every method on one replicate first; stop early if one fails",
+                 FLAG, identity=False),
+    "progress": Key(True, "show the progress line (replicates done, rate, time left)", FLAG,
+                    identity=False),
+    "figures": Key(True, "draw the report's figures (out/figures) at the end of the run",
+                   FLAG, identity=False),
+    "extend": Key(False, "without out=: add this study's cells to results/default instead of "
+                  "its own folder results/<its name>", FLAG, identity=False),
+    "dry_run": Key(False, "print the cells, methods, store action (create / resume / extend / "
+                   "refuse) and the estimated time, then exit having written nothing", FLAG,
+                   identity=False),
 }
 # keys whose change is not a sweep point: the store has columns for them (design, J, n_j), or
 # they change how, not what, is computed
 NOT_POINT = {"design", "design.name"} | {k for k, key in STUDY_KEYS.items() if not key.point}
+# keys that change where or how a study runs, never what it computes: a run without out= that
+# changes only these is the default study (the others name its own folder: cli.own_out)
+NOT_IDENTITY = {"design.name"} | {k for k, key in STUDY_KEYS.items() if not key.identity}
 
 
 def study_defaults() -> dict:
@@ -338,7 +409,8 @@ def keys_help() -> str:
     defaults = study_defaults()
     lines = ["Study keys (KEY=VALUE; default in brackets):"]
     for k, key in STUDY_KEYS.items():
-        lines.append(f"  {k:17s} {key.help} [{canonical(defaults.get(k))}]")
+        rule = f" ({key.rule.describe()})" if key.rule is not None else ""
+        lines.append(f"  {k:17s} {key.help}{rule} [{canonical(defaults.get(k))}]")
     lines += ["", "Design keys (design=PRESET picks conf/design/PRESET.yaml; design.KEY=VALUE "
               "changes one parameter; presets: `simstudy designs`), design1's:",
               f"  design.{'family':18s} the design family: {', '.join(sorted(DESIGNS))} "
@@ -364,8 +436,7 @@ def design_lines(cls, values: Mapping) -> list[str]:
 
 # the run's switches and their defaults (conf/config.yaml), read strictly: `overwrite=no` is
 # false, never "a non-empty string, so true" (issue 29, class 1)
-RUN_FLAGS = {"overwrite": False, "retry_errors": False, "probe": True, "progress": True,
-             "figures": True}
+RUN_FLAGS = {k: key.default for k, key in STUDY_KEYS.items() if key.rule is FLAG}
 
 
 def run_flags(cfg: Mapping) -> dict[str, bool]:

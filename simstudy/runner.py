@@ -69,7 +69,7 @@ def run_replicate(cfg: StudyConfig, design: Design, J: int, n_j: int, replicate:
             t0 = time.perf_counter()
             fit = fit_and_score(name, rep.train, frame_for,
                                 method_seed(cfg.seed, design.name, J, n_j, replicate, name),
-                                cfg.method_options.get(name), cfg.method_defaults)
+                                cfg.method_options.get(name), cfg.defaults_for(design))
             values, status, error = nan_metrics, "error", fit.error
             if fit.error is None:
                 try:
@@ -361,6 +361,9 @@ def run_study(cfg: StudyConfig, out, overwrite: bool = False, progress: bool = T
                       point=cfg.point, planned=cfg.planned(), keys=cfg.point_keys,
                       methods=describe(cfg.methods))
         after = store.config_bytes()
+        action, grown = getattr(store, "growth", ("create", []))
+        if action == "extend":                     # a store grows only when asked: say so
+            print(f"simstudy: extending {store.out}: " + "; ".join(grown))
         redo: set[tuple] = set()      # retry_errors: recomputed, then replace the stored rows
         if retry_errors:
             redo = store.failed(cfg.label, {(d.name, J, n) for d, J, n in cfg.conditions()},
@@ -568,3 +571,78 @@ def _run_auto(cfg: StudyConfig, store: Store, probe: bool, progress: bool,
             if progress:
                 print(f"simstudy: {c[0]} (J={c[1]}, n_j={c[2]}): {reasons[c]}")
     store.record_stops(cfg.label, {c: (limits[c], reasons[c]) for c in cells})
+
+
+# ---------------------------------------------------------------------- the dry run
+def dry_run(cfg: StudyConfig, out, overwrite: bool = False, calibrate: int = 6) -> str:
+    """What `simstudy run ... dry_run=true` prints, having written nothing: the cells, methods
+    and replicates, the store action (`store_action`: create / resume / extend / refuse, with
+    the differences) and the time: one replicate of up to `calibrate` distinct cell sizes is
+    fitted here (after a warm-up one, not stored) and the rest scaled by rows, times the
+    replicates still to do, over the workers; plus the first run's compile estimate."""
+    from pathlib import Path
+
+    from .methods.registry import compile_seconds
+    from .store import read_config, read_congruence, store_action, complete
+    study, designs = cfg.identity()
+    action, lines = store_action(out, study, designs, cfg.point, cfg.planned(), overwrite)
+    done: set = set()
+    if action in ("resume", "extend") and Path(out, "config.yaml").exists():
+        read_config(out)
+        done = complete(read_metrics(out), read_congruence(out))
+    todo = {(d.name, J, n): sum((cfg.label, d.name, J, n, r) not in done
+                                for r in cfg.replicate_ids()) for d, J, n in cfg.conditions()}
+    if action in ("overwrite",):
+        todo = {c: len(cfg.replicate_ids()) for c in todo}
+    sizes = sorted({J * n for _, J, n in todo})
+    pick = sizes if len(sizes) <= calibrate else [sizes[round(i * (len(sizes) - 1) /
+                                                             (calibrate - 1))]
+                                                  for i in range(calibrate)]
+    cold = not kernels_cached()
+    design = cfg.designs[0]
+    seconds = {}
+    with one_thread():
+        smallest = min(((J, n) for _, J, n in todo), key=lambda c: c[0] * c[1])
+        t0 = time.perf_counter()
+        run_replicate(cfg, design, *smallest, cfg.replicate_ids()[0])        # warm-up
+        first = time.perf_counter() - t0      # loads the kernels and modules, as a run does
+        for rows in pick:
+            J, n = next((J, n) for _, J, n in todo if J * n == rows)
+            t0 = time.perf_counter()
+            run_replicate(cfg, design, J, n, cfg.replicate_ids()[0])
+            seconds[rows] = time.perf_counter() - t0
+    known = sorted(seconds)
+
+    def per_rep(rows):                    # linear in rows between calibrated sizes
+        return float(np.interp(rows, known, [seconds[k] for k in known],
+                               right=seconds[known[-1]] * rows / known[-1]))
+    workers = 1 if cfg.backend == "sequential" else _workers(cfg.n_jobs, cfg.backend)
+    startup = max(0.0, first - per_rep(smallest[0] * smallest[1]))   # per process, once
+    if workers > 1 and cfg.backend in PROCESS_BACKENDS:     # a worker process's start, timed
+        import subprocess
+        import sys
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import simstudy.runner, simstudy.methods"],
+                       capture_output=True, timeout=300)
+        startup += time.perf_counter() - t0
+    cpu = sum(k * per_rep(J * n) for (_, J, n), k in todo.items()) + startup * workers
+    compile_s = compile_seconds(cfg.methods, workers) if cold else 0.0
+    wall = (cpu / max(1, min(workers, sum(todo.values()) or 1)) + compile_s
+            if sum(todo.values()) else 0.0)
+    n_todo = sum(todo.values())
+    verb = {"create": "create", "resume": "resume", "extend": "extend",
+            "overwrite": "overwrite this point of", "refuse": "REFUSE (a different study):"}
+    text = [f"simstudy: dry run (nothing written): {len(todo)} cell(s) x {len(cfg.replicate_ids())} "
+            f"replicates, {len(cfg.methods)} methods: {', '.join(cfg.methods)}"]
+    text += [f"  {cfg.label or '-':24s} {d:16s} J={J:<6d} n_j={n:<6d} to do {k:6d} "
+             f"(~{_secs(k * per_rep(J * n))} CPU-s)" for (d, J, n), k in todo.items()]
+    text.append(f"store: {verb[action]} {out}" + ("".join(f"\n  - {x}" for x in lines)))
+    text.append(f"time: {n_todo} replicates, ~{_secs(cpu)} CPU-seconds, ~{_secs(wall)} s wall "
+                f"on {workers} worker(s)" + (f" (incl. ~{compile_s:.0f} s compiling the kernels: a "
+                                          f"first run)" if compile_s else "")
+                + f"; calibrated on {len(pick)} cell size(s) here")
+    return "\n".join(text)
+
+
+def _secs(x: float) -> str:
+    return f"{x:.2f}" if x < 1 else f"{x:.1f}" if x < 10 else f"{x:,.0f}"

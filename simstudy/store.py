@@ -385,6 +385,46 @@ def _problems(old: dict, study: dict, designs: dict) -> list[str]:
     return problems
 
 
+def store_action(out, study: dict, designs: dict, point: dict | None, planned: list[dict],
+                 overwrite: bool = False) -> tuple[str, list[str]]:
+    """What a run would do to the store at `out`, read-only: ("create" | "resume" | "extend" |
+    "overwrite" | "refuse", lines). Resume: only missing replicates of cells it already plans;
+    extend: new cells, designs, sweep points or replicates (each named); refuse: the stored
+    study of this point differs (the differences); overwrite: that, with overwrite=true."""
+    out = Path(out)
+    if not (out / "config.yaml").exists():
+        return "create", []
+    cfg = read_config(out)
+    label = point_label(dict(point or {}))
+    old = cfg["points"].get(label)
+    if old is not None:
+        problems = _problems(old, study, designs)
+        if problems:
+            return ("overwrite" if overwrite else "refuse"), problems
+    return _growth(cfg, label, planned)
+
+
+def _growth(cfg: dict, label: str, planned: list[dict]) -> tuple[str, list[str]]:
+    """("resume", []) or ("extend", what is added) for `planned` against a stored config."""
+    lines = []
+    if label not in cfg["points"]:
+        lines.append(f"+ sweep point {label}" if label else "+ the plain study (no sweep point)")
+    cells = {(c["point"], c["design"], c["J"], c["n_j"]): c["reps"] for c in cfg["planned"]}
+    new = [c for c in planned if (c["point"], c["design"], c["J"], c["n_j"]) not in cells]
+    if new:
+        lines.append(f"+{len(new)} cell{'s' * (len(new) > 1)} "
+                     + ", ".join(f"({c['design']}, J={c['J']}, n_j={c['n_j']})" for c in new[:6])
+                     + (", ..." if len(new) > 6 else ""))
+    more = [(c, cells[(c["point"], c["design"], c["J"], c["n_j"])]) for c in planned
+            if cells.get((c["point"], c["design"], c["J"], c["n_j"]), c["reps"]) < c["reps"]]
+    if more:
+        lines.append(f"+replicates in {len(more)} cell{'s' * (len(more) > 1)} ("
+                     + ", ".join(f"({c['design']}, J={c['J']}, n_j={c['n_j']}): {was} -> "
+                                 f"{c['reps']}" for c, was in more[:4])
+                     + (", ..." if len(more) > 4 else "") + ")")
+    return ("extend" if lines else "resume"), lines
+
+
 class Store:
     """A study directory. Use as a context manager (it checks the layout and makes the folders);
     the lock is taken only for short read-modify-write steps (`locked`)."""
@@ -469,6 +509,8 @@ class Store:
                         f"another out=..., or pass overwrite=true to delete those results")
                 self.clear()
             stored = read_config(self.out) if path.exists() else {"points": {}, "planned": []}
+            self.growth = _growth(stored, label, planned or []) if path.exists() else \
+                ("create", [])
             old = stored["points"].get(label)
             if old is not None:
                 problems = _problems(old, study, designs)

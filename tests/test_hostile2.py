@@ -631,12 +631,15 @@ def test_fuzz_apply_yaml(tmp_path_factory, options):
     the types the command line gives (lists of names, integers, booleans)."""
     import yaml
     from simstudy.apply import DataError
-    from simstudy.cli import _from_config, apply_parser as parser
+    from types import SimpleNamespace
+
+    from simstudy.apply import fill_options
+    from simstudy.cli import apply_parser as parser
     path = tmp_path_factory.mktemp("yaml") / "c.yaml"
     path.write_text(yaml.safe_dump(options))
     args = parser().parse_args(["--example", "simulated", "--config", str(path)])
     try:
-        _from_config(args)
+        args = SimpleNamespace(**fill_options(vars(args)))
     except ConfigError as exc:                 # DataError is one
         assert isinstance(exc, DataError) or "must be true or false" in str(exc)
         assert any(k in str(exc) for k in options) or "seed" in str(exc) \

@@ -332,13 +332,14 @@ def test_a_signal_while_the_report_draws_stops_it_and_its_workers(sig, code, dra
 def test_a_signal_during_the_shutdown_is_a_clean_stop(tmp_path, capsys, monkeypatch):
     """SIGTERM while idle workers are stopped, after the study was stored: no traceback; exit
     130 saying the work was complete."""
+    import simstudy.workers as W
     import simstudy.cli as C
-    real = C._stop_idle_workers
+    real = W.stop_idle_workers
 
     def stop_with_a_signal(kill=False):
         os.kill(os.getpid(), signal.SIGTERM)
         real(kill)
-    monkeypatch.setattr(C, "_stop_idle_workers", stop_with_a_signal)
+    monkeypatch.setattr(W, "stop_idle_workers", stop_with_a_signal)
     before = signal.getsignal(signal.SIGTERM)
     try:
         code = C.main(["run", *TINY, f"out={tmp_path / 'o'}"])

@@ -277,6 +277,17 @@ class DesignBase:
         """{parameter: path} of the files the design reads (none here)."""
         return {}
 
+    def effect_covariates(self) -> list[str] | None:
+        """The covariates Delta depends on (None: not declared; a plugin family may declare
+        them): a rule whose inputs miss one cannot learn the optimal rule, and the study warns
+        so before it starts (issue 39)."""
+        return None
+
+    def rule_defaults(self) -> dict[str, Any]:
+        """Method defaults the design carries (its `rules` parameter where it has one: the
+        moderators / features that let every rule see its effect); {} for none."""
+        return dict(getattr(self, "rules", None) or {})
+
     def roles(self) -> dict[str, Any]:
         """The columns of the design's frames by role: site, treatment, outcome (the names every
         design uses) and the covariates a method may use (None: not declared, not checked).

@@ -17,6 +17,7 @@ MAX_DRAWS = 10_000           # design.max_draws: redraws of one replicate before
 INFEASIBLE = ("a design that needs more draws for one replicate is infeasible: raise n_j, lower "
               "R_sd or move prevalence towards 0.5")
 SITE_SIZES = ("equal", "poisson", "uniform", "lognormal", "file")
+RULE_KEYS = ("covariates", "moderators", "features")   # design.rules: the rules' inputs
 SITE_COVARIATE = "W"         # the observed site-level covariate W_j (site_covariate: true)
 
 
@@ -106,9 +107,12 @@ class Design(DesignBase):
                                 "g(X) + beta1 U_j", number())
     site_covariate: bool = param(False, "true draws an OBSERVED site covariate W_j ~ N(0, 1) "
                                  "(column W; a term of delta/main)", FLAG)
+    rules: Mapping[str, list] = param(
+        {}, "method defaults on this design (covariates, moderators, features: the rules' "
+        "inputs), used where the study leaves method_defaults at conf/config.yaml's")
 
     def __post_init__(self):
-        for part in ("delta", "main"):
+        for part in ("delta", "main", "rules"):
             if isinstance(getattr(self, part), Mapping):
                 object.__setattr__(self, part, dict(getattr(self, part)))
         self.validate()
@@ -132,6 +136,12 @@ class Design(DesignBase):
                 raise ConfigError(f"design.{part} has unknown terms {bad}; allowed: "
                                   f"intercept, X1..X{self.n_covariates}"
                                   + (", W" if self.site_covariate else "") + hint)
+        if not isinstance(self.rules, Mapping) or not set(self.rules) <= set(RULE_KEYS) or not all(
+                isinstance(v, (list, tuple)) and all(isinstance(c, str) for c in v)
+                for v in self.rules.values()):
+            raise ConfigError(f"design.rules={self.rules!r}: must map some of "
+                              f"{', '.join(RULE_KEYS)} to lists of columns, e.g. "
+                              f"{{moderators: [X1, X2], features: [X1, X2]}}")
         if self.effect not in ("linear", "step", "smooth") and self.n_covariates < 2:
             raise ConfigError(f"design.effect={self.effect} needs n_covariates >= 2 (uses X1, X2)")
         if self.nonlinear and self.n_covariates < 2:
@@ -142,6 +152,15 @@ class Design(DesignBase):
     @property
     def covariates(self) -> list[str]:
         return [f"X{k}" for k in range(1, int(self.n_covariates) + 1)]
+
+    def effect_covariates(self) -> list[str]:
+        """The covariates with a nonzero term of `delta` (W included), and those of `effect`
+        (step, smooth: X1; tree, interaction: X1, X2) when effect_scale != 0."""
+        names = [k for k, v in self.delta.items() if k != "intercept" and v]
+        if EFFECTS[self.effect] is not None and self.effect_scale:
+            names += ["X1"] + (["X2"] if self.effect in ("tree", "interaction") else [])
+        order = self.covariates + [SITE_COVARIATE]
+        return sorted(set(names), key=lambda c: order.index(c) if c in order else len(order))
 
     def roles(self) -> dict:
         """DesignBase.roles, with the observed site covariate W among the covariates."""

@@ -179,7 +179,7 @@ def ademp(cfg: dict, metrics: pd.DataFrame) -> str:
             flat = []
             for k, v in params.items():
                 if isinstance(v, dict):
-                    flat += [f"{k}.{kk}={vv}" for kk, vv in v.items()]
+                    flat += [f"{k}.{kk}={vv}" for kk, vv in v.items()] or [f"{k}={{}}"]
                 elif k != "name":
                     flat.append(f"{k}={v}")
             lines.append(f"  - `{name}`{where}: " + ", ".join(flat))
