@@ -25,6 +25,7 @@ from .methods import load_plugins
 from .methods.registry import describe, shared_reads
 from .options import parse_bool
 from .store import CONGRUENCE_COLUMNS, Store, read_metrics
+from .cluster import DASK_LOST, dask_backend
 from .workers import PROCESS_BACKENDS, kernels_cached, watch_parent, watched
 
 
@@ -195,96 +196,6 @@ def _batches(cfg: StudyConfig, done: set[tuple], limits: dict | None = None
     return out
 
 
-@contextlib.contextmanager
-def _backend(cfg: StudyConfig):
-    """joblib's backend for the run; backend=dask connects a distributed Client to
-    `dask_address` or starts a LocalCluster of n_jobs single-threaded worker processes."""
-    if cfg.backend != "dask":
-        yield
-        return
-    import logging
-
-    import joblib
-    from distributed import Client, LocalCluster
-    for name in ("distributed", "bokeh", "tornado"):     # Hydra's logging config says INFO
-        logging.getLogger(name).setLevel(logging.WARNING)
-    with contextlib.ExitStack() as stack:
-        if cfg.dask_address:
-            client = stack.enter_context(_connect(Client, cfg.dask_address, DASK_CONNECT_SECONDS))
-            _wait_for_workers(client, cfg.dask_address, cfg.dask_wait)
-        else:
-            workers = _workers(cfg.n_jobs, cfg.backend)
-            cluster = stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1,
-                                                       processes=True, dashboard_address=None,
-                                                       silence_logs=logging.WARNING))
-            client = stack.enter_context(Client(cluster))
-        stack.enter_context(joblib.parallel_config(backend="dask"))
-        stack.enter_context(_watch_workers(client, cfg.dask_wait))
-        yield client
-
-
-def _n_workers(client) -> int | None:
-    try:
-        return len(client.scheduler_info().get("workers", {}))
-    except Exception:                                              # noqa: BLE001
-        return None                     # the scheduler is gone: the run's own calls say so
-
-
-def _wait_for_workers(client, address: str, seconds: float) -> None:
-    """Wait up to `seconds` (dask_wait) for a worker, saying so every 10 s; a ConfigError
-    naming the fix after that (nothing has been computed yet)."""
-    start = last = time.monotonic()
-    while not _n_workers(client):
-        now = time.monotonic()
-        if now - start >= seconds:
-            raise ConfigError(f"dask_address={address}: no dask worker connected within "
-                              f"{seconds:g} s (dask_wait); start workers (`dask worker "
-                              f"{address}`) or raise dask_wait, then re-run the same command")
-        if now - last >= 10:
-            print(f"simstudy: waiting for dask workers at {address}: 0 connected, "
-                  f"{now - start:.0f} s of dask_wait={seconds:g}", flush=True)
-            last = now
-        time.sleep(0.25)
-
-
-DASK_LOST: dict = {}        # set by _watch_workers when every worker is gone for dask_wait s
-
-
-@contextlib.contextmanager
-def _watch_workers(client, seconds: float):
-    """During the run, a thread that stops it (KeyboardInterrupt in the main thread, so the
-    finished rows are flushed) when the cluster has had no worker for `seconds`: dask would
-    wait forever in silence for one to come back."""
-    import _thread
-    import threading
-    DASK_LOST.clear()
-    stop = threading.Event()
-
-    def watch():
-        since = None
-        while not stop.wait(0.5):
-            gone = getattr(client, "status", "running") != "running"   # the scheduler lost
-            n = None if gone else _n_workers(client)
-            if n:
-                since = None
-                continue
-            since = since or time.monotonic()
-            if time.monotonic() - since >= seconds:
-                DASK_LOST["why"] = (
-                    f"the dask scheduler ({client.scheduler.address}) was lost and did not come "
-                    f"back within {seconds:g} s (dask_wait)" if gone else
-                    f"every dask worker was lost and none came back within {seconds:g} s "
-                    f"(dask_wait)")
-                _thread.interrupt_main()
-                return
-    t = threading.Thread(target=watch, daemon=True, name="simstudy-dask-watch")
-    t.start()
-    try:
-        yield
-    finally:
-        stop.set()
-
-
 def _probe_alone(cfg: StudyConfig) -> None:
     """The probe in this process, before the store is touched (for overwrite=true)."""
     design, J, n_j = cfg.conditions()[0]
@@ -292,31 +203,6 @@ def _probe_alone(cfg: StudyConfig) -> None:
     with one_thread():
         rows, _ = run_replicate(cfg, design, J, n_j, r)
     _check_probe(rows, (design.name, J, n_j, r))
-
-
-DASK_CONNECT_SECONDS = 10.0
-
-
-def _connect(Client, address: str, seconds: float):
-    """A dask Client of the scheduler at `address`, or a ConfigError after `seconds`: a server
-    that accepts the connection but does not speak dask's protocol (an HTTP server, say) would
-    make Client wait forever, so the connection is made in a daemon thread with a deadline."""
-    box: dict = {}
-
-    def connect():
-        try:
-            box["client"] = Client(address, timeout=f"{seconds:g}s")
-        except BaseException as exc:                                  # noqa: BLE001
-            box["error"] = exc
-    t = threading.Thread(target=connect, daemon=True, name="simstudy-dask-connect")
-    t.start()
-    t.join(seconds + 5.0)
-    if "client" in box:
-        return box["client"]
-    why = type(box["error"]).__name__ if "error" in box else "no dask handshake"
-    raise ConfigError(f"dask_address={address}: no dask scheduler answered within {seconds:g} s "
-                      f"({why}); start one (`dask scheduler`) and give its tcp://HOST:PORT, or "
-                      f"leave dask_address empty for a local cluster")
 
 
 def _check_probe(rows: list[dict], at: tuple) -> None:
@@ -455,7 +341,7 @@ def _execute(cfg: StudyConfig, store: Store, probe: bool, progress: bool,
         if serial:
             results = (_run_batch(cfg, *b) for b in batches)
         else:
-            stack.enter_context(_backend(cfg))
+            stack.enter_context(dask_backend(cfg))
             stack.enter_context(watched(cfg.backend))
             results = _parallel(cfg, batches, workers, compile_first=cold)
         for n_done, rows, pairs in results:

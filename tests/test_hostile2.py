@@ -507,8 +507,8 @@ def test_dask_address_of_a_server_that_is_not_dask_times_out(tmp_path, capsys, m
     import socket
     import threading
     import time
-    import simstudy.runner as runner
-    monkeypatch.setattr(runner, "DASK_CONNECT_SECONDS", 2.0)
+    import simstudy.cluster as cluster
+    monkeypatch.setattr(cluster, "DASK_CONNECT_SECONDS", 2.0)
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(8)                         # accepts connections, never speaks dask
