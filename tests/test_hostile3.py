@@ -164,6 +164,7 @@ def test_a_run_overwritten_mid_run_exits_3_and_the_store_is_the_second_study(tmp
     (["design.main.X1=1e308"], "design.main.X1=1e+308"),
     (["design.noise_sd=1e307"], "design.noise_sd=1e+307"),
     (["design.cluster_main=1e308"], "design.cluster_main=1e+308"),
+    (["design.noise_sd=1e200"], "design.noise_sd=1e+200"),        # finite sums, squares not
     (["design=tree", "design.effect_scale=-1e308"], "design.effect_scale=-1e+308")])
 def test_an_overflowing_design_is_refused_naming_its_key(args, key, tmp_path, capsys):
     """Finite keys whose truth or outcomes overflow a mean (the oracle's value was stored as

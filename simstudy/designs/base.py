@@ -90,11 +90,13 @@ def check_replicate(rep, design, J: int, n_j: int) -> None:
     truth = [delta, rep.truth["Y0"].to_numpy(float), rep.truth["Y1"].to_numpy(float)]
     if not all(np.isfinite(t).all() for t in truth):
         bad("a truth with missing or infinite values (Delta, Y0, Y1)")
+    y = rep.train[OUTCOME].to_numpy(float)
     with np.errstate(over="ignore"):   # the metrics' sums (a value is a mean of Y0 / Y1)
-        if not all(np.isfinite(np.abs(t).sum()) for t in truth + [
-                rep.train[OUTCOME].to_numpy(float)]):
+        if not all(np.isfinite(np.abs(t).sum()) for t in truth + [y]):
             bad("a truth or outcomes too large to sum (Delta, Y0, Y1 or Y overflow a mean: "
                 "the values and regrets would be infinite)")
+        if not np.isfinite(np.dot(y, y)):
+            bad("outcomes too large to square (every fit's sums of squares would overflow)")
     if not np.array_equal(rep.truth["d_opt"].to_numpy(), delta > 0):
         bad("a truth whose d_opt is not 1{Delta > 0}")
     train_sites, test_sites = rep.train[SITE].to_numpy(), rep.test[SITE].to_numpy()
