@@ -222,7 +222,7 @@ def warm_rules(df, rules, defaults, seed: int, workers: int) -> bool:
     compile as they go."""
     from joblib import Parallel, delayed
 
-    from .methods.registry import compile_families
+    from .kernels import compile_families
     by_name: dict[str, list] = {}
     for rule in rules:
         by_name.setdefault(rule[1], []).append(rule)
@@ -327,7 +327,7 @@ def analyse(df, outcome, treatment, site, cov, mod, methods, by=None, seed=2024,
     fold_of_site = site_folds(labels, value_folds, seed)           # checked before any fit
     n = len(df)
     scores, decisions, errors, fitted = {}, {}, {}, {}
-    from .workers import kernels_cached
+    from .kernels import kernels_cached
     if not kernels_cached(*(["treebound._root34"] if max(depths, default=0) > 2 else [])):
         workers = min(2, os.cpu_count() or 1)
         log("compiling the numerical kernels once (a first run on this machine, or the engines "

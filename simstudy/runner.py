@@ -26,7 +26,8 @@ from .methods.registry import describe, shared_reads
 from .options import parse_bool
 from .store import CONGRUENCE_COLUMNS, Store, read_metrics
 from .cluster import DASK_LOST, dask_backend
-from .workers import PROCESS_BACKENDS, kernels_cached, watch_parent, watched
+from .kernels import kernels_cached
+from .workers import PROCESS_BACKENDS, watch_parent, watched
 
 
 def simulate_replicate(cfg: StudyConfig, design: Design, J: int, n_j: int, replicate: int
@@ -334,7 +335,7 @@ def _execute(cfg: StudyConfig, store: Store, probe: bool, progress: bool,
         cold = bool(batches) and cfg.backend != "dask" and not kernels_cached()
         desc = getattr(bar, "desc", "replicates")     # (a disabled bar has none)
         if cold and progress:
-            from .methods.registry import compile_seconds
+            from .kernels import compile_seconds
             secs = compile_seconds(cfg.methods, 1 if serial else workers)
             bar.set_description_str("compiling the numerical kernels once (a first run, or the "
                                     f"engines changed): ~{5 * math.ceil(secs / 5):.0f} s")
@@ -397,7 +398,7 @@ def _parallel(cfg: StudyConfig, batches: list, workers: int, compile_first: bool
     n_jobs = -1 if cfg.backend == "dask" else workers
     backend = None if cfg.backend in ("dask", *PROCESS_BACKENDS) else cfg.backend
     if compile_first and batches:
-        from .methods.registry import compile_families
+        from .kernels import compile_families
         design, J, n_j, reps = batches[0]
         order = compile_families(cfg.methods)
         for _ in Parallel(n_jobs=n_jobs, backend=backend, return_as="generator_unordered")(
@@ -468,7 +469,7 @@ def dry_run(cfg: StudyConfig, out, overwrite: bool = False, calibrate: int = 6) 
     replicates still to do, over the workers; plus the first run's compile estimate."""
     from pathlib import Path
 
-    from .methods.registry import compile_seconds
+    from .kernels import compile_seconds
     from .store import read_config, read_congruence, store_action, complete
     study, designs = cfg.identity()
     action, lines = store_action(out, study, designs, cfg.point, cfg.planned(), overwrite)

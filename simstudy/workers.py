@@ -72,17 +72,6 @@ def watched(backend: str = "loky"):
         yield
 
 
-def kernels_cached(*kernels: str) -> bool:
-    """Are the compiled numba kernels on disk (numba's cache: NUMBA_CACHE_DIR, or __pycache__
-    beside simstudy/engines)? False on a first run, or after the engines changed. `kernels`:
-    more to look for (module.function, e.g. the deeper tree levels apply searches)."""
-    from pathlib import Path
-    root = os.environ.get("NUMBA_CACHE_DIR")
-    where = Path(root) if root else Path(__file__).parent / "engines" / "__pycache__"
-    return where.is_dir() and all(any(where.rglob(f"{k}*.nbi"))
-                                  for k in ("treebound", "lasso", *kernels))
-
-
 def stop_idle_workers(kill: bool = False) -> None:
     """Stop joblib's reusable worker processes once a command is done (a run, all its sweep
     points and its report): otherwise the exit waits ~0.4 s for their interpreters to tear

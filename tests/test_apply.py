@@ -209,7 +209,7 @@ def test_a_first_run_compiles_in_workers_and_fits_the_same(monkeypatch):
     """A first apply (kernels not on disk) compiles each family's kernels in a worker on a few
     sites' rows first (`warm_rules`), then fits: the rules' scores are those of a run with the
     kernels cached, bit for bit (the warm-up draws nothing from the fits' seeds)."""
-    from simstudy import workers
+    from simstudy import kernels as workers
     df, _ = example("simulated")
     df = df[df["site"].isin(df["site"].unique()[:20])]
     args = (df, "Y", "T", "site", COLS["covariates"], COLS["moderators"], ["Q-ri", "W-aug"])
@@ -235,7 +235,7 @@ def test_a_first_run_says_it_compiles(tmp_path, monkeypatch):
     """apply's first fits compile the kernels (a minute or two on a new machine): the log says
     so before them, also when only the study's kernels are cached but not the depth-3 tree's
     (apply's default depths are 2 and 3); not when everything is on disk."""
-    from simstudy import workers
+    from simstudy import kernels as workers
     cache = tmp_path / "cache" / "engines"
     cache.mkdir(parents=True)
     for name in ("treebound._root2-1.py311.nbi", "lasso._fit_path-2.py311.nbi"):

@@ -167,7 +167,7 @@ def test_cold_kernels_compile_once_per_family_with_identical_results(tmp_path,
     before the batches run; the store equals a run with warm kernels and n_jobs=1."""
     import simstudy.runner as runner
     from simstudy.store import read_metrics
-    from simstudy.workers import kernels_cached
+    from simstudy.kernels import kernels_cached
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "empty"))
     assert not kernels_cached()
     for name in ("treebound.f-1.py311.nbi", "lasso.g-2.py311.nbi"):
@@ -192,7 +192,7 @@ def test_cold_run_says_it_compiles_and_for_how_long(tmp_path, monkeypatch, capsy
     `compile_seconds` (families to the worker free first, a fixed share per worker) in place of
     a rate and time left, then counts replicates again."""
     import simstudy.runner as runner
-    from simstudy.methods.registry import COMPILE_BASE, compile_cost, compile_seconds
+    from simstudy.kernels import COMPILE_BASE, compile_cost, compile_seconds
     pt, w, q = compile_cost("PT"), compile_cost("W-aug"), compile_cost("Q-ri")
     assert pt > w > q > compile_cost("treat-all")
     assert compile_seconds(["PT"], 2) == COMPILE_BASE + pt

@@ -244,37 +244,6 @@ def describe(names) -> dict[str, dict]:
     return {str(n): {"family": FAMILIES.get(n, "Other")} for n in names}
 
 
-def compile_cost(name: str) -> float:
-    """The registered method's `compile_cost` (1 for a name not registered)."""
-    cls = REGISTRY.get(name, (None,))[0]
-    return float(getattr(cls, "compile_cost", 1.0))
-
-
-# what every compiling process pays besides the methods' own kernels (imports, the design's
-# data generation, the metrics, the seeds), seconds on the reference machine
-COMPILE_BASE = 5.0
-
-
-def compile_families(methods) -> list[list[str]]:
-    """The methods grouped by family (a family's methods share their engine's kernels), the
-    costliest family first: the order in which a first run compiles them."""
-    groups: dict[str, list] = {}
-    for m in methods:
-        groups.setdefault(FAMILIES.get(m, m), []).append(m)
-    return sorted(groups.values(), key=lambda ms: -max(map(compile_cost, ms)))
-
-
-def compile_seconds(methods, workers: int) -> float:
-    """Seconds a first run spends compiling `methods`' kernels on `workers` processes (on the
-    reference machine): the families, costliest first, each to the worker free first, as the
-    warm-up hands them out; every worker pays COMPILE_BASE."""
-    load = [COMPILE_BASE] * max(1, int(workers))
-    for ms in compile_families(methods):
-        i = load.index(min(load))
-        load[i] += max(map(compile_cost, ms))
-    return max(load)
-
-
 def seed_stream(name: str) -> str:
     """The name a method's random_state is drawn from: its `seed_name`, else its own name."""
     cls = REGISTRY.get(name, (None,))[0]
