@@ -7,7 +7,7 @@ import pytest
 from simstudy.metrics import METRICS
 from simstudy.report.figures import congruence_order
 from simstudy.report.tables import write_report
-from simstudy.store import Store
+from simstudy.store import Store, read_metrics
 
 METHODS = ["Q-base", "Q-rs", "W-base", "WS-augID", "oracle"]
 
@@ -157,3 +157,30 @@ def test_group_colours_are_one_per_group_across_figures():
     from simstudy.report.figures import group_colours
     a, b = group_colours(["rural", "urban", "inner-city"]), group_colours(["urban", "inner-city", "rural"])
     assert a == b and len(set(a.values())) == 3
+
+
+def test_headline_leader_and_tied_set_equal_an_independent_computation(tmp_path):
+    """The headline (issue 40) against pandas and scipy's t interval on the stored rows."""
+    from scipy import stats
+
+    from simstudy.report.study import headline
+    raw = synthetic_store(tmp_path, reps=8)
+    ok = raw[(raw.status == "ok") & ~raw.method.isin(["oracle", "treat-all", "treat-none"])]
+    table = headline(read_metrics(tmp_path), order=METHODS)
+    for r in table.itertuples():
+        cell = ok[(ok.J == r.J) & (ok.n_j == r.n_j)]
+        means = cell.groupby("method")["accuracy"].mean()
+        assert r.leader == means.idxmax() and r.leader_mean == pytest.approx(means.max())
+        wide = cell.pivot(index="replicate", columns="method", values="accuracy")
+        tied = {r.leader}
+        for m in wide.columns.drop(r.leader):
+            d = (wide[m] - wide[r.leader]).dropna()
+            lo, hi = stats.t.interval(0.95, len(d) - 1, loc=d.mean(), scale=d.std(ddof=1) /
+                                      np.sqrt(len(d)))
+            if lo <= 0 <= hi:
+                tied.add(m)
+        assert set(r.indistinguishable.split()) == tied
+        second = means.drop(r.leader).idxmax()
+        d = (wide[r.leader] - wide[second]).dropna()
+        assert r.runner_up == second and r.margin == pytest.approx(d.mean())
+        assert r.margin_mcse == pytest.approx(d.std(ddof=1) / np.sqrt(len(d)))

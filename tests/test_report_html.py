@@ -97,8 +97,33 @@ def test_report_in_a_real_browser(store, tmp_path):
         shot = tmp_path / "report.png"
         driver.save_screenshot(str(shot))
         assert shot.stat().st_size > 10_000
+        # the headline is the first section and names, per condition, summary.csv's argmax
+        first_h2 = driver.find_element(By.CSS_SELECTOR, "h2")
+        assert first_h2.get_attribute("id") == "headline" and first_h2.is_displayed()
+        text = driver.find_element(By.CSS_SELECTOR, "div.headline").text
+        for (design, J, n_j), leader in _argmax(store).items():
+            assert f"{design}, (J, n_j) = ({J}, {n_j}): {leader} " in text, (design, text)
     finally:
         driver.quit()
+
+
+def _argmax(store) -> dict:
+    """The best mean accuracy per condition among the estimators, read from summary.csv (the
+    first in the table's row order on equal means)."""
+    import pandas as pd
+    summ = pd.read_csv(store / "summary.csv")
+    summ = summ[~summ["method"].isin(["oracle", "treat-all", "treat-none"])]
+    return {k: g.loc[g["accuracy_mean"].idxmax(), "method"]
+            for k, g in summ.groupby(["design", "J", "n_j"], sort=False)}
+
+
+def test_the_headline_opens_summary_md_and_names_the_argmax(store):
+    md = (store / "summary.md").read_text()
+    assert md.startswith("## Headline (accuracy")
+    head = md.split("## Protocol")[0]
+    for (design, J, n_j), leader in _argmax(store).items():
+        assert f"**{design}, (J, n_j) = ({J}, {n_j})**: **{leader}** " in head
+    assert (store / "headline.csv").exists()
 
 
 @pytest.mark.slow

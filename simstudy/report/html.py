@@ -209,11 +209,19 @@ def write_html(out: Path, cfg: dict, summ: pd.DataFrame, comp: pd.DataFrame,
              f"{_e(version('simstudy') or '')}</p>"]
     metrics = [m for m in METRIC_TITLES if f"{m}_mean" in summ.columns
                and summ[f"{m}_mean"].notna().any()]
-    nav = ["protocol", "results", "comparisons", "figures", "problems", "provenance"]
+    nav = ["headline", "protocol", "results", "comparisons", "figures", "problems",
+           "provenance"]
     parts.append("<nav>" + "".join(f'<a href="#{n}">{n}</a>' for n in nav) + "</nav>")
-    # protocol
     md = (out / "summary.md").read_text() if (out / "summary.md").exists() else ""
-    protocol = md.split("## Results")[0]
+    # the headline first: the study's answer (summary.md's opening block)
+    head = md.split("## Protocol")[0] if md.startswith("## Headline") else ""
+    if head:
+        title, _, body = head.partition("\n")
+        parts += [f'<h2 id="headline">{_e(title.lstrip("# "))}</h2>',
+                  '<div class="headline">' + _md_to_html(body) + "</div>"]
+    # protocol
+    protocol = "## Protocol" + md.split("## Protocol", 1)[1].split("## Results")[0] \
+        if "## Protocol" in md else ""
     parts += ['<h2 id="protocol">Protocol (ADEMP)</h2>', _md_to_html(protocol)]
     # results
     parts.append('<h2 id="results">Results: mean (Monte Carlo SE) over replicates</h2>')

@@ -214,3 +214,94 @@ def ademp(cfg: dict, metrics: pd.DataFrame) -> str:
     lines.append(f"- **Replicates**: {int(reps.min())}-{int(reps.max())} per cell ({why}); the "
                  f"largest Monte Carlo SE of a mean accuracy is {worst:.4f}.")
     return "\n".join(lines) + "\n\n"
+
+
+def headline(metrics: pd.DataFrame, metric: str = "accuracy", order=None) -> pd.DataFrame:
+    """The study's answer, per cell (point, design, J, n_j), on `metric` (higher is better, or
+    lower for regret): the leader (the best mean over successful fits: summary.csv's argmax
+    among the estimators, the reference rules aside), the methods statistically
+    indistinguishable from it (the 95% interval of their paired difference from the leader
+    holds 0), the runner-up's paired margin with its MC SE, and the better constant rule
+    (treat-all / treat-none) with the estimators whose paired interval against it lies wholly
+    on the better side. Equal means go to the method first in `order` (the study's), as in
+    summary.csv's row order."""
+    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+    rank = {m: i for i, m in enumerate(order or [])}
+    ok = metrics[metrics["status"] == "ok"]
+    rows = []
+    for key, cell in ok.groupby(CONDITION, sort=True, observed=True):
+        means = cell.groupby("method", observed=True)[metric].mean().dropna()
+        rules = means[[m not in REFERENCE_RULES for m in means.index]]
+        if rules.empty:
+            continue
+        ranked = (sign * rules).iloc[sorted(range(len(rules)), key=lambda i: (
+            -sign * rules.iloc[i], rank.get(rules.index[i], len(rank)), rules.index[i]))]
+        leader = ranked.index[0]
+        vs = paired(cell, leader, (metric,)) if len(ranked) > 1 else pd.DataFrame()
+        tied = [leader] + ([r.method for r in vs.itertuples() if r.method in rules.index
+                            and (r.ci_high >= 0 if sign > 0 else r.ci_low <= 0)
+                            and np.isfinite(r.mcse)] if len(vs) else [])
+        tied = [m for m in ranked.index if m in tied]           # in order of the mean
+        row = {**dict(zip(CONDITION, key)), "metric": metric, "leader": leader,
+               "leader_mean": float(rules[leader]), "indistinguishable": " ".join(tied),
+               "runner_up": None, "margin": np.nan, "margin_mcse": np.nan,
+               "constant": None, "constant_mean": np.nan, "beat_constant": ""}
+        if len(ranked) > 1:
+            second = ranked.index[1]
+            d = vs[vs["method"] == second].iloc[0]
+            row.update(runner_up=second, margin=-float(d.mean_diff) * sign + 0.0,
+                       margin_mcse=float(d.mcse))
+        constants = means[[m in ("treat-all", "treat-none") for m in means.index]]
+        if len(constants):
+            best = (sign * constants).idxmax()
+            vc = paired(cell, best, (metric,))
+            beat = [r.method for r in vc.itertuples() if r.method in rules.index
+                    and (r.ci_low > 0 if sign > 0 else r.ci_high < 0)]
+            row.update(constant=best, constant_mean=float(constants[best]),
+                       beat_constant=" ".join(m for m in ranked.index if m in beat))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def headline_text(table: pd.DataFrame) -> str:
+    """summary.md's (and the page's) opening block: a line per cell and one reading across the
+    cells (how often each method leads or ties the leader)."""
+    if table.empty:
+        return ""
+    metric = table["metric"].iloc[0]
+    lines = [f"## Headline ({metric}; leader = the best mean among the estimators)", ""]
+    for r in table.itertuples():
+        where = f"{r.design}, (J, n_j) = ({r.J}, {r.n_j})" + (f" [{r.point}]" if r.point else "")
+        tied = [m for m in r.indistinguishable.split() if m != r.leader]
+        text = f"- **{where}**: **{r.leader}** {r.leader_mean:.3f}"
+        text += (f"; indistinguishable from it (paired 95% interval holds 0): {', '.join(tied)}"
+                 if tied else "; no other rule is within its paired 95% interval")
+        if r.runner_up:
+            text += (f"; runner-up {r.runner_up}, {abs(r.margin):.4f} behind (MC SE "
+                     f"{r.margin_mcse:.4f})" if r.margin > 0 else
+                     f"; runner-up {r.runner_up}, the same on every replicate"
+                     if r.margin == 0 and r.margin_mcse == 0 else
+                     f"; runner-up {r.runner_up}, {abs(r.margin):.4f} behind on the paired "
+                     f"replicates (MC SE {r.margin_mcse:.4f})")
+        if r.constant:
+            beat = r.beat_constant.split() if r.beat_constant else []
+            text += (f"; {len(beat)} rule(s) beat the better constant rule ({r.constant} "
+                     f"{r.constant_mean:.3f})" + ("" if beat else ": none does"))
+        lines.append(text + ".")
+    counts: dict[str, int] = {}
+    for r in table.itertuples():
+        for m in r.indistinguishable.split():
+            counts[m] = counts.get(m, 0) + 1
+    by_count: dict[int, list[str]] = {}
+    for m, k in counts.items():
+        by_count.setdefault(k, []).append(m)
+    n = len(table)
+    groups = [f"{'all ' + str(n) if k == n else f'{k} of {n}'}: {', '.join(sorted(ms))}"
+              for k, ms in sorted(by_count.items(), reverse=True)[:3]]
+    lead = table["leader"].value_counts()
+    lines += ["", f"Reading: the rules that lead or are indistinguishable from the leader, by "
+              f"the number of conditions where they are: " + "; ".join(groups)
+              + f" (the outright leader most often: {lead.index[0]}, {int(lead.iloc[0])} of "
+              f"{n}). Means and MC SEs: the tables below; every paired difference: "
+              f"comparison.csv.", ""]
+    return "\n".join(lines) + "\n"

@@ -142,7 +142,7 @@ def write_report(out, figures: bool = False, designs=None, point: str | None = N
     write_csv(_plain_study(summ), out / "summary.csv", index=False)
     comp = _write_comparisons(out, metrics, order,
                               reference or (cfg.get("last_run") or {}).get("reference"), keys)
-    _write_summary(out, cfg, metrics, summ)
+    _write_summary(out, cfg, metrics, summ, order)
     drawings = _study_figures(out, summ, comp, keys, metrics, point, designs) if figures else []
     drawings += _congruence(out, metrics, order, figures, designs, point)
     _draw(drawings, n_jobs, families)
@@ -183,13 +183,16 @@ def _provenance_md(cfg: dict) -> str:
             + "\n".join(f"- {k}: {v}" for k, v in facts.items()) + "\n")
 
 
-def _write_summary(out: Path, cfg: dict, metrics, summ) -> None:
-    """measures.csv, summary.md (the ADEMP protocol and the mean (MC SE) table), failures.csv."""
-    from .study import ademp, measures
+def _write_summary(out: Path, cfg: dict, metrics, summ, order=None) -> None:
+    """measures.csv, headline.csv, summary.md (the headline, the ADEMP protocol and the mean
+    (MC SE) table), failures.csv."""
+    from .study import ademp, headline, headline_text, measures
     meas = measures(metrics)
     write_csv(_plain_study(meas), out / "measures.csv", index=False)
+    head = headline(metrics, order=order)
+    write_csv(_plain_study(head), out / "headline.csv", index=False)
     write_text(out / "summary.md",
-        ademp(cfg, metrics) + "## Results\n\n"
+        headline_text(head) + ademp(cfg, metrics) + "## Results\n\n"
         "Mean (Monte Carlo SE) over replicates; `reps` = successful fits, `errors` = failed, "
         "`warnings` = successful fits with a warning (a singular or non-converged mixed model, a "
         "lasso that selected no moderator; texts in metrics.parquet); "
