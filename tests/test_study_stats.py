@@ -161,7 +161,8 @@ def test_ademp_block_lists_every_design_parameter(store):
     for word in ("Aims", "Data-generating", "Estimand", "Methods", "Performance", "Replicates"):
         assert word in text
     write_report(store, figures=True, reference="Q-fe")
-    assert (store / "summary.md").read_text().startswith("## Protocol (ADEMP)")
+    md = (store / "summary.md").read_text()          # the headline first, then the protocol
+    assert md.startswith("## Headline (accuracy") and "\n## Protocol (ADEMP)\n" in md
     comp = pd.read_csv(store / "comparison.csv")
     assert set(comp["reference"]) == {"Q-fe"} and (store / "measures.csv").exists()
     assert (store / "figures" / "paired_accuracy_design1.png").exists()
@@ -183,3 +184,22 @@ def test_default_reference_is_q_fe_then_the_study_key(tmp_path):
         assert set(pd.read_csv(out / "comparison.csv")["reference"]) == {expect}
     assert main(base + ["methods=[Q-base]", "reference=PT", f"out={tmp_path / 'bad'}"]) == 2
     assert not (tmp_path / "bad").exists()
+
+
+def test_the_protocol_shows_each_design_as_its_differences(store):
+    """Issue 40, item 2: a design is its family plus the parameters that differ from the
+    family's defaults (every parameter folded below), replicates as 'N per cell'."""
+    from simstudy.designs import design_defaults, make_design, preset
+    cfg = read_config(store)
+    params = make_design(preset("design2")).identity()
+    cfg["points"][""]["designs"] = {"design2": params}
+    text = ademp(cfg, read_metrics(store))
+    line = next(ln for ln in text.splitlines() if ln.startswith("  - `design2`"))
+    base = design_defaults("multisite")
+    differ = [k for k, v in params.items() if k in base and k != "name" and v != base[k]]
+    assert differ and line.startswith("  - `design2`: multisite family; differs from its "
+                                      "defaults in: ")
+    for k in differ:
+        assert f"{k}=" in line or f"{k}." in line
+    assert "noise_sd=" not in line and "every parameter" in text
+    assert "- **Replicates**: 12 per cell (12 planned per cell)" in text

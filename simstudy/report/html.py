@@ -161,6 +161,15 @@ def _md_to_html(text: str) -> str:
     **bold**, links."""
     lines, out, in_list = text.splitlines(), [], False
     for ln in lines:
+        fold = re.fullmatch(r"\s*<details><summary>(.*?)</summary>(.*)</details>\s*", ln)
+        if fold:                            # a folded detail (the protocol's every parameter)
+            fold = (f" <details><summary>{_e(fold.group(1))}</summary>"
+                    f"{_e(fold.group(2))}</details>")
+            if out and out[-1].endswith("</li>"):              # inside the item above it
+                out[-1] = out[-1][:-len("</li>")] + fold + "</li>"
+            else:
+                out.append(fold)
+            continue
         esc = _e(ln)
         esc = re.sub(r"`([^`]+)`", r"<code>\1</code>", esc)
         esc = re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", esc)

@@ -173,16 +173,30 @@ def ademp(cfg: dict, metrics: pd.DataFrame) -> str:
     lines.append("- **Data-generating mechanisms** ("
                  + ("docs/designs.md; " if ours else f"design families {', '.join(sorted(families))}; ")
                  + "train and test sets of new people in the same sites):")
+    from ..designs import design_defaults
     for label, pt in cfg.get("points", {}).items():
         where = f" at sweep point `{label}`" if label else ""
         for name, params in pt.get("designs", {}).items():
-            flat = []
+            family = str(params.get("family", "multisite"))
+            base = design_defaults(family)
+            flat, differ = [], []
             for k, v in params.items():
+                if k in ("name", "family"):
+                    continue
                 if isinstance(v, dict):
-                    flat += [f"{k}.{kk}={vv}" for kk, vv in v.items()] or [f"{k}={{}}"]
-                elif k != "name":
-                    flat.append(f"{k}={v}")
-            lines.append(f"  - `{name}`{where}: " + ", ".join(flat))
+                    items = [f"{k}.{kk}={vv}" for kk, vv in v.items()] or [f"{k}={{}}"]
+                else:
+                    items = [f"{k}={v}"]
+                flat += items
+                if base and k in base and _plain_param(base[k]) != _plain_param(v):
+                    differ += items
+            shown = (f"{family} family; differs from its defaults in: " + ", ".join(differ)
+                     if differ else f"{family} family at its defaults") if base else \
+                ", ".join(flat)
+            lines.append(f"  - `{name}`{where}: {shown}")
+            if base:
+                lines.append(f"    <details><summary>every parameter</summary>"
+                             f"{', '.join(flat)}</details>")
     sizes = sorted({(int(a), int(b)) for a, b in metrics[["J", "n_j"]].itertuples(index=False)})
     lines.append("  - sites x people per site (J, n_j): " + ", ".join(f"({a}, {b})" for a, b in sizes))
     lines.append("- **Estimand**: the optimal rule d_opt(x) = 1{Delta(x) > 0} on each test set "
@@ -211,8 +225,11 @@ def ademp(cfg: dict, metrics: pd.DataFrame) -> str:
     why = ("reps=auto, replicates added until the Monte Carlo SE target was met: "
            + "; ".join(stops)) if stops else (
         f"{', '.join(map(str, sorted(planned)))} planned per cell" if planned else "as stored")
-    lines.append(f"- **Replicates**: {int(reps.min())}-{int(reps.max())} per cell ({why}); the "
-                 f"largest Monte Carlo SE of a mean accuracy is {worst:.4f}.")
+    count = (f"{int(reps.min())} per cell" if reps.min() == reps.max() else
+             f"{int(reps.min())}-{int(reps.max())} per cell and method (the cells or methods "
+             f"differ: failed fits, or cells still running)")
+    lines.append(f"- **Replicates**: {count} ({why}); the largest Monte Carlo SE of a mean "
+                 f"accuracy is {worst:.4f}.")
     return "\n".join(lines) + "\n\n"
 
 
@@ -305,3 +322,12 @@ def headline_text(table: pd.DataFrame) -> str:
               f"{n}). Means and MC SEs: the tables below; every paired difference: "
               f"comparison.csv.", ""]
     return "\n".join(lines) + "\n"
+
+
+def _plain_param(v):
+    """A parameter as stored (tuples as lists) for comparing with the family's default."""
+    if isinstance(v, dict):
+        return {str(k): _plain_param(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain_param(x) for x in v]
+    return v
