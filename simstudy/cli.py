@@ -433,11 +433,12 @@ def _methods(rest: list[str]) -> int:
 
     from .errors import ConfigError
     from .methods import FAMILIES, REGISTRY
+    from .methods.registry import SUMMARIES
     if not rest:
-        for name, (cls, preset) in sorted(REGISTRY.items(), key=lambda kv: (FAMILIES.get(
-                kv[0], ""), kv[0])):
-            print(f"{name:12s} {FAMILIES.get(name, 'Other'):12s} "
-                  f"{(cls.__doc__ or '').strip().splitlines()[0]}")
+        width = max(map(len, REGISTRY)) + 1
+        for name in sorted(REGISTRY, key=lambda n: (FAMILIES.get(n, ""), n)):
+            fam = FAMILIES.get(name, "Other")
+            print(f"{name:{width}s} {fam:17s} {SUMMARIES.get(name, '')}")
         print("`simstudy methods NAME` describes one, with its options")
         return 0
     name = rest[0]
@@ -456,12 +457,14 @@ def _methods(rest: list[str]) -> int:
     if preset:
         print("\npreset: " + ", ".join(f"{k}={v!r}" for k, v in preset.items()))
     print("\noptions (method_options." + name + ".KEY=VALUE; defaults):")
+    seen: set = set()               # each option once, with the default that applies
     for klass in cls.__mro__:
         if "__init__" not in vars(klass):
             continue
         for p in inspect.signature(klass.__init__).parameters.values():
-            if p.name in ("self", "kw", "kwargs", "args") or p.name in preset:
+            if p.name in ("self", "kw", "kwargs", "args") or p.name in preset or p.name in seen:
                 continue
+            seen.add(p.name)
             default = "" if p.default is inspect.Parameter.empty else f" = {p.default!r}"
             rule = cls.constraints().get(p.name)
             print(f"  {p.name}{default}" + (f"   ({rule.describe()})" if rule else ""))

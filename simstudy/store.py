@@ -228,6 +228,42 @@ def read_congruence(out) -> pd.DataFrame:
     return read_table(out, "congruence")
 
 
+def _is_study(path: Path) -> bool:
+    return (path / "config.yaml").is_file() or (path / "metrics.parquet").is_file()
+
+
+def _did_you_mean(path: Path) -> str:
+    """' (did you mean results/default?)' for a mistyped study folder: the closest sibling
+    that is a study, or the study that holds `path`."""
+    import difflib
+    for up in [path, *path.parents]:
+        if up.exists() and up != path and _is_study(up):
+            return f" (it is inside the study {up}: give {up})"
+    parent = path.parent if str(path.parent) else Path(".")
+    if parent.is_dir():
+        names = [p.name for p in parent.iterdir() if p.is_dir() and _is_study(p)]
+        close = difflib.get_close_matches(path.name, names, n=1, cutoff=0.6)
+        if close:
+            return f" (did you mean {parent / close[0]}?)"
+    return ""
+
+
+def _studies_near(path: Path) -> str:
+    """For a folder that is not a study: the study that holds it, or the studies below it."""
+    for up in path.resolve().parents:
+        if _is_study(up):
+            return f"; it is inside the study {up}: give that folder"
+    found = []
+    for depth in ("*", "*/*", "*/*/*"):
+        found += [p for p in sorted(path.glob(depth)) if p.is_dir() and _is_study(p)]
+        if len(found) >= 12:
+            break
+    if found:
+        return ("; the studies below it: " + ", ".join(str(p) for p in found[:12])
+                + (", ..." if len(found) > 12 else "") + f" (e.g. `simstudy report {found[0]}`)")
+    return "; give the `out` of a `simstudy run` (none is below it)"
+
+
 def complete(metrics: pd.DataFrame, congruence: pd.DataFrame) -> set[tuple]:
     """KEYs of the replicates whose every table is stored: metrics rows, and the congruence of
     every pair of its methods whose fit succeeded (k ok methods owe k (k - 1) / 2 rows). A
@@ -251,11 +287,12 @@ def read_config(out) -> dict:
             raise ConfigError(f"{out} holds results but no config.yaml (deleted?); restore it "
                               f"from a copy, or re-run the study's command with overwrite=true")
         if not Path(out).exists():
-            raise NoStudy(f"{out}: no such directory; give the `out` of a `simstudy run`")
+            raise NoStudy(f"{out}: no such directory{_did_you_mean(Path(out))}; give the `out` "
+                          f"of a `simstudy run`")
         if not Path(out).is_dir():
             raise NoStudy(f"{out} is a file, not a study directory; give the `out` of a "
-                          f"`simstudy run`")
-        raise NoStudy(f"{out} holds no study (no config.yaml); run `simstudy run out={out}`")
+                          f"`simstudy run`{_did_you_mean(Path(out))}")
+        raise NoStudy(f"{out} holds no study (no config.yaml){_studies_near(Path(out))}")
     try:
         with open(path) as fh:
             cfg = yaml.safe_load(fh) or {}

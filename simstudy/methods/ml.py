@@ -69,7 +69,8 @@ class _Forest(Method):
         return forest, forest.predict(X, codes), m, e
 
 
-@register("CF", family=ML)
+@register("CF", family=ML, summary="causal forest with site clusters (grf): honest trees on half "
+          "the sites each; f(x) = its CATE tau(x)")
 class CausalForest(_Forest):
     """f(x) = tau(x), the CATE of a causal forest with site clusters (grf; Athey, Tibshirani &
     Wager 2019): honest trees on half the sites each, split by site."""
@@ -83,7 +84,8 @@ class CausalForest(_Forest):
         return self.forest_.predict(self._matrix(frame, self.covariates))
 
 
-@register("PT-CF", family=ML)
+@register("PT-CF", family=ML, summary="optimal policy tree on the causal forest's doubly robust "
+          "scores (policytree, mcf)")
 class PolicyTreeCF(PolicyTree, _Forest):
     """Optimal policy tree on the causal forest's doubly robust scores (policytree's
     double_robust_scores(causal_forest); mcf's forest-based scores, Bodory et al. 2024):
@@ -106,7 +108,8 @@ class PolicyTreeCF(PolicyTree, _Forest):
         return aipw(mu, self._column(train, self.treatment), self._column(train, self.outcome), e)
 
 
-@register("DR", family=ML)
+@register("DR", family=ML, summary="DR-learner (Kennedy 2023): boosted pseudo-outcomes cross-fitted "
+          "over folds of sites")
 class DRLearner(Method):
     """DR-learner (Kennedy 2023): cross-fitted pseudo-outcomes
     phi_i = mu_1(x_i) - mu_0(x_i) + T_i (Y_i - mu_1)/e - (1 - T_i)(Y_i - mu_0)/(1 - e)

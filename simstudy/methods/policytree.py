@@ -44,7 +44,8 @@ def aipw(mu, T, y, p) -> np.ndarray:
     return G
 
 
-@register("PT", family="Policy tree")
+@register("PT", family="Policy tree", summary="optimal policy tree on cross-fitted doubly robust "
+          "scores (Zhou et al. 2023; mcf, Bodory et al. 2024)")
 class PolicyTree(Method):
     """Optimal policy tree on doubly robust scores (Zhou et al. 2023; mcf, Bodory et al. 2024)."""
     compile_cost = 18.0         # the tree search's kernels (CPU-s; registry.compile_seconds)

@@ -55,7 +55,8 @@ class OutcomeModel(Method):
         self.b_interaction_ = aliased_as_zero(b_interaction)
 
 
-@register("Q-base", family="Q-learning")
+@register("Q-base", family="Q-learning",
+          summary="OLS of Y on X, T, T x V, ignoring the sites (Section 3.2)")
 class QBase(OutcomeModel):
     """Q-base: OLS  Y ~ 1 + X + T + T:V  ignoring clusters (paper Section 3.2)."""
 
@@ -75,12 +76,18 @@ MODELS = {"fe": (False, False, False), "dm": (True, False, False),
           "dm-ri": (True, True, False), "dm-rs": (True, True, True)}
 
 
-@register("Q-fe", family="Q-learning", model="fe")
-@register("Q-ri", family="Q-learning", model="ri")
-@register("Q-rs", family="Q-learning", model="rs")
-@register("Q-dm", family="Q-learning", model="dm")
-@register("Q-dm-ri", family="Q-learning", model="dm-ri")
-@register("Q-dm-rs", family="Q-learning", model="dm-rs")
+@register("Q-fe", family="Q-learning", model="fe",
+          summary="Q-base plus site dummies (fixed site intercepts); OLS (Section 4.1)")
+@register("Q-ri", family="Q-learning", model="ri",
+          summary="linear mixed model, random intercept per site (REML); the fixed effects score")
+@register("Q-rs", family="Q-learning", model="rs",
+          summary="random intercept and random T slope per site (REML); score b_T + u_j + V'b_TV")
+@register("Q-dm", family="Q-learning", model="dm",
+          summary="every column centred within its site, then OLS (Q-fe's coefficients)")
+@register("Q-dm-ri", family="Q-learning", model="dm-ri",
+          summary="Y on the site-centred X, T, T x V with a random intercept (REML)")
+@register("Q-dm-rs", family="Q-learning", model="dm-rs",
+          summary="as Q-dm-ri plus a random slope on the centred T; score b_T + u_j + V'b_TV")
 class MultilevelQ(OutcomeModel):
     """Multilevel Q-learning (paper Section 4.1): fixed effects, random intercept or random
     slope, with or without de-meaned predictors; f(v) = b_T (+ u_1j) + v' b_{T:V}.

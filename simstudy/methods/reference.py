@@ -7,7 +7,8 @@ import pandas as pd
 from .registry import Method, register
 
 
-@register("oracle", family="Reference")
+@register("oracle", family="Reference",
+          summary="f(x) = Delta(x), the true effect: accuracy 1 and regret 0 by construction")
 class Oracle(Method):
     """f(x) = Delta(x), the true CATE: accuracy 1 and regret 0 by construction."""
     uses_truth = True
@@ -17,8 +18,10 @@ class Oracle(Method):
         return self._column(frame, "Delta").copy()
 
 
-@register("treat-all", family="Reference", constant=1.0)
-@register("treat-none", family="Reference", constant=-1.0)
+@register("treat-all", family="Reference", constant=1.0,
+          summary="f(x) = 1: treat everyone (a constant rule)")
+@register("treat-none", family="Reference", constant=-1.0,
+          summary="f(x) = -1: treat no one (a constant rule)")
 class Constant(Method):
     """f(x) = constant: treat everyone (> 0) or no one (<= 0)."""
 

@@ -61,6 +61,7 @@ def _read(frame: pd.DataFrame, key, compute):
 
 REGISTRY: dict[str, tuple[type, dict[str, Any]]] = {}
 FAMILIES: dict[str, str] = {}       # name -> family: the report's panel ("Q-learning", ...)
+SUMMARIES: dict[str, str] = {}      # name -> the one line `simstudy methods` prints
 
 
 
@@ -225,18 +226,29 @@ class Method:
                            f"available: {list(frame.columns)}")
 
 
-def register(name: str, *, family: str = "Other", **preset: Any) -> Callable[[type], type]:
+def register(name: str, *, family: str = "Other", summary: str | None = None,
+             **preset: Any) -> Callable[[type], type]:
     """Class decorator: make `cls(**preset, **options)` available under the paper's `name`;
     `family` groups it in the report's panels (Q-learning, Weighting, Policy tree, Reference,
-    or a family of the user's own)."""
+    or a family of the user's own); `summary` is the one line that tells this registration
+    from the others of its class (`simstudy methods`; default: the class docstring's first)."""
     def deco(cls: type) -> type:
         if name in REGISTRY and _origin(REGISTRY[name][0]) != _origin(cls):
             raise ConfigError(f"method name {name!r}: registered by {_origin(REGISTRY[name][0])} "
                               f"and again by {_origin(cls)}; rename one of them")
         REGISTRY[name] = (cls, dict(preset))
         FAMILIES[name] = str(family)
+        SUMMARIES[name] = summary or _first_sentence(cls.__doc__ or "")
         return cls
     return deco
+
+
+def _first_sentence(doc: str, width: int = 100) -> str:
+    """A docstring's first sentence on one line, at most `width` characters."""
+    text = " ".join(doc.split())
+    end = text.find(". ")
+    text = text[:end + 1] if end > 0 else text
+    return text if len(text) <= width else text[:width - 3].rstrip() + "..."
 
 
 def describe(names) -> dict[str, dict]:
@@ -347,7 +359,13 @@ def make(name: str, options: dict[str, Any] | None = None, defaults: dict[str, A
     """Build the method registered as `name`. `options` must be accepted parameters (checked);
     `defaults` (e.g. moderators for every method) are passed only where the class accepts them."""
     if name not in REGISTRY:
-        raise ConfigError(f"unknown method {name!r}; registered methods: {', '.join(available())}")
+        import difflib
+        lower = {n.lower(): n for n in REGISTRY}
+        close = ([lower[name.lower()]] if name.lower() in lower else
+                 difflib.get_close_matches(name, list(REGISTRY), n=1))
+        raise ConfigError(f"unknown method {name!r}" + (f" (did you mean {close[0]!r}?)"
+                                                        if close else "")
+                          + f"; registered methods: {', '.join(available())}")
     cls, preset = REGISTRY[name]
     for module in cls.requires:
         try:

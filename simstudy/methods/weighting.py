@@ -30,19 +30,26 @@ from .registry import FLAG, Method, _read, choice, integer, register
 
 
 @register("W-base", family="Weighting",
-          propensity="overall", augment="none", site_moderators=False)
+          propensity="overall", augment="none", site_moderators=False,
+          summary="weighted lasso, overall treated share as propensity, no augmentation (3.3)")
 @register("W-noaug", family="Weighting",
-          propensity="site", augment="none", site_moderators=False)
+          propensity="site", augment="none", site_moderators=False,
+          summary="weighted lasso, the site's treated share as propensity, no augmentation")
 @register("W-aug", family="Weighting",
-          propensity="site", augment="covariates", site_moderators=False)
+          propensity="site", augment="covariates", site_moderators=False,
+          summary="as W-noaug, augmented by OLS of Y on X1..X5")
 @register("W-augID", family="Weighting",
-          propensity="site", augment="covariates+site", site_moderators=False)
+          propensity="site", augment="covariates+site", site_moderators=False,
+          summary="as W-noaug, augmented by OLS of Y on X1..X5 + site dummies")
 @register("WS-noaug", family="Weighting",
-          propensity="site", augment="none", site_moderators=True)
+          propensity="site", augment="none", site_moderators=True,
+          summary="W-noaug plus the J - 1 site dummies as penalised moderators (4.2)")
 @register("WS-aug", family="Weighting",
-          propensity="site", augment="covariates", site_moderators=True)
+          propensity="site", augment="covariates", site_moderators=True,
+          summary="W-aug plus the J - 1 site dummies as penalised moderators")
 @register("WS-augID", family="Weighting",
-          propensity="site", augment="covariates+site", site_moderators=True)
+          propensity="site", augment="covariates+site", site_moderators=True,
+          summary="W-augID plus the J - 1 site dummies as penalised moderators")
 class Weighting(Method):
     """Weighted squared-loss lasso for the benefit score (paper Sections 3.3, 4.2; docs/estimators.md)."""
     new_site_options = {"new_sites": "average"}
