@@ -122,16 +122,22 @@ def execute(plain: dict, swept: Mapping[str, str], design: str | None = None,
 
 
 def run_study(design: str | None = None, *, out: str | Path, design_params: dict | None = None,
-              method_options: dict | None = None, progress: bool = False,
+              method_options: dict | None = None, progress: bool | None = None,
               figures: bool = False, **keys) -> "Study | None":
     """Run or resume a study as `simstudy run` would with these keys (`J`, `n_j`, `reps`,
     `methods`, `seed`, `n_jobs`, ...; `design_params={"beta1": 0.2}` for design.KEY,
     `method_options={"W-aug": {"nfolds": 10}}`), then load it: the same spec, seeds, sweep
     point and store as the command line (`compose`, `execute`), without the command line (no
     argv, no signal handlers: it runs in any thread). A bad value raises ConfigError.
-    `dry_run=True` prints the plan and the estimated time, writes nothing, returns None."""
+    `dry_run=True` prints the plan and the estimated time, writes nothing, returns None.
+    `progress` (None: on in a terminal or a notebook) shows replicates done, rate, time left;
+    `figures=True` draws the report's figures too (`Study.plot` draws one on demand)."""
     if out is None or not str(out).strip():
         raise ConfigError("out is empty; give the study's directory, e.g. out='results/d2'")
+    if progress is None:        # shown where someone sees it: a terminal or a notebook
+        import sys
+        progress = bool(getattr(sys.stderr, "isatty", lambda: False)()) \
+            or "ipykernel" in sys.modules
     plain, swept = compose(design, design_params, method_options, out=str(out),
                            progress=progress, figures=figures, **keys)
     execute(plain, swept, design or "design1")
@@ -190,10 +196,21 @@ class Study:
     def plot(self, metric: str = "accuracy", design: str | None = None):
         """The paper's boxplots of `metric` for a design (the first one by default): a figure,
         a row per (J, n_j), a panel per family."""
+        import difflib
+
+        from .metrics import METRICS
         from .report.figures import boxplots, use_families
+        have = [m for m in METRICS if m in self.metrics and self.metrics[m].notna().any()]
+        designs = sorted(set(self.metrics["design"].astype(str)))
+        for what, value, allowed in (("metric", metric, have), ("design", design, designs)):
+            if value is not None and value not in allowed:
+                close = difflib.get_close_matches(str(value), allowed, n=1)
+                raise ConfigError(f"{what} {value!r} is not in {self.out}"
+                                  + (f" (did you mean {close[0]!r}?)" if close else "")
+                                  + f"; its {what}s: {', '.join(allowed)}")
         use_families({m: (v or {}).get("family")
                       for m, v in (self.config.get("methods") or {}).items()})
-        design = design or str(self.metrics["design"].iloc[0])
+        design = design or designs[0]
         return boxplots(self.metrics, design, metric)
 
 

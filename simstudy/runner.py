@@ -317,7 +317,7 @@ def _execute(cfg: StudyConfig, store: Store, probe: bool, progress: bool,
     total = sum(len(b[3]) for b in batches)
     n_all = (len(cfg.conditions()) * len(cfg.replicate_ids()) if limits is None
              else sum(limits.values()))
-    bar = tqdm(total=total, disable=not progress, unit="rep", dynamic_ncols=True,
+    bar = tqdm(total=total, disable=not progress, unit="rep", **bar_width(),
                desc=f"replicates ({n_all - total} of {n_all} already done)" if total < n_all
                else "replicates")
     buf_rows, buf_pairs, last = [], [], time.monotonic()
@@ -529,6 +529,18 @@ def dry_run(cfg: StudyConfig, out, overwrite: bool = False, calibrate: int = 6) 
                                           f"first run)" if compile_s else "")
                 + f"; calibrated on {len(pick)} cell size(s) here")
     return "\n".join(text)
+
+
+def bar_width() -> dict:
+    """tqdm's width: the terminal's, following it; a fixed 100 columns where the terminal
+    reports none (`script -c`, some CI and IDE consoles), where tqdm's dynamic width would
+    print nothing at all until the end (issue 40, item 7)."""
+    import shutil
+    try:
+        columns = os.get_terminal_size(2).columns
+    except OSError:                            # not a terminal: tqdm's own default
+        columns = shutil.get_terminal_size((100, 24)).columns
+    return {"dynamic_ncols": True} if columns > 0 else {"ncols": 100}
 
 
 def _secs(x: float) -> str:

@@ -184,3 +184,33 @@ def test_headline_leader_and_tied_set_equal_an_independent_computation(tmp_path)
         d = (wide[r.leader] - wide[second]).dropna()
         assert r.runner_up == second and r.margin == pytest.approx(d.mean())
         assert r.margin_mcse == pytest.approx(d.std(ddof=1) / np.sqrt(len(d)))
+
+
+def test_warnings_are_named_by_kind_counted_per_cell_and_measured():
+    """Issue 40, item 4: each warning text is given its kind, counted per cell and method, and
+    the warned fits' mean accuracy is set against the method's other fits in the cell."""
+    from simstudy.report.study import warning_kind, warnings_table, warnings_text
+    rng = np.random.default_rng(1)
+    rows = []
+    for J in (10, 20):
+        for r in range(10):
+            for m, text in (("Q-rs", "boundary (singular) fit: a random-effect variance is 0"),
+                            ("W-aug", "lasso selected no moderator in 5 fit(s): the rule is "
+                                      "constant (treat all or none)")):
+                warned = r < (3 if J == 10 else 5)
+                rows.append({"point": "", "design": "d", "J": J, "n_j": 8, "replicate": r,
+                             "method": m, "accuracy": rng.uniform(), "status": "ok",
+                             "warning": text if warned else None})
+    m = pd.DataFrame(rows)
+    table = warnings_table(m)
+    assert warning_kind("mixed model did not converge (x)") == "not converged"
+    assert warning_kind("something new") == "other"
+    for r in table.itertuples():
+        cell = m[(m.J == r.J) & (m.method == r.method)]
+        hit = cell.warning.notna()
+        assert r.warned == hit.sum() and r.fits == len(cell)
+        assert r.difference == pytest.approx(cell.accuracy[hit].mean() - cell.accuracy[~hit].mean())
+    assert set(zip(table.method, table.kind)) == {("Q-rs", "singular fit"),
+                                                  ("W-aug", "constant rule")}
+    text = warnings_text(table)
+    assert "**singular fit** (Q-rs; 8 of 20 fits)" in text and "**constant rule**" in text

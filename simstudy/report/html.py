@@ -275,10 +275,19 @@ def write_html(out: Path, cfg: dict, summ: pd.DataFrame, comp: pd.DataFrame,
                   _table(failures, "fails")]
     else:
         parts.append('<p class="ok">No failed fits.</p>')
-    if len(warn):
+    kinds = pd.read_csv(out / "warnings.csv") if (out / "warnings.csv").exists() else None
+    if kinds is not None and len(kinds):
+        text = md.split("## Warnings, by kind", 1)[1].split("\n## ")[0] \
+            if "## Warnings, by kind" in md else ""
+        cols = [c for c in _cond_columns(kinds) if c in kinds] + [
+            "method", "kind", "warned", "fits", "accuracy_warned", "accuracy_other", "difference"]
+        parts += ["<p>Fits that succeeded with a warning, by kind: what each means and whether "
+                  "warned fits decide differently (their accuracy against the same method's "
+                  "other fits in the same cell; texts in metrics.parquet):</p>",
+                  _md_to_html(text), _table(kinds[cols].round(3), "warns")]
+    elif len(warn):
         cols = _cond_columns(warn) + ["method", "reps", "warnings"]
-        parts += ["<p>Fits that succeeded with a warning (a singular or non-converged mixed model, "
-                  "a lasso that selected no moderator; texts in metrics.parquet):</p>",
+        parts += ["<p>Fits that succeeded with a warning (texts in metrics.parquet):</p>",
                   _table(warn[cols], "warns")]
     else:
         parts.append('<p class="ok">No warnings.</p>')

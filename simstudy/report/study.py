@@ -331,3 +331,80 @@ def _plain_param(v):
     if isinstance(v, (list, tuple)):
         return [_plain_param(x) for x in v]
     return v
+
+
+# the warnings a fit can store (metrics.parquet `warning`), by kind: a pattern of the text, the
+# kind's name and what it means for the rule (engines/lmm.py, methods/weighting.py)
+WARNING_KINDS = (
+    ("boundary (singular) fit", "singular fit",
+     "a random-effect variance (a random slope's, as a rule) was estimated at its bound 0, as "
+     "lme4 reports it: the model is then the one without that random effect (Q-rs acts as "
+     "Q-ri), a fitted model, not a failed one"),
+    ("did not converge", "not converged",
+     "the mixed model's optimiser stopped before its convergence test (lme4 would warn too)"),
+    ("lasso selected no moderator", "constant rule",
+     "after the refit loop the lasso kept no moderator, so the rule treats everyone or no one "
+     "(personalized's behaviour, docs/estimators.md)"),
+)
+
+
+def warning_kind(text) -> str:
+    """The kind (WARNING_KINDS) of a stored warning text; 'other' for one not listed."""
+    for pattern, kind, _ in WARNING_KINDS:
+        if pattern in str(text):
+            return kind
+    return "other"
+
+
+def warnings_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Per cell, method and warning kind: the successful fits with that warning, their share,
+    and whether it goes with other decisions: the mean accuracy of the warned fits, of the
+    method's other fits in the cell, and the difference (NaN when every fit was warned)."""
+    ok = metrics[metrics["status"] == "ok"]
+    if "warning" not in ok or ok["warning"].isna().all():
+        return pd.DataFrame(columns=CONDITION + ["method", "kind", "warned", "fits", "share",
+                                                 "accuracy_warned", "accuracy_other",
+                                                 "difference"])
+    rows = []
+    for (key, method), cell in _by_method(ok):
+        kinds = [warning_kind(t) if isinstance(t, str) and t else None
+                 for t in cell["warning"].astype(object).where(cell["warning"].notna(), None)]
+        acc = cell["accuracy"].to_numpy(float)
+        for kind in sorted({k for k in kinds if k}):
+            hit = np.array([k == kind for k in kinds])
+            warned, other = pd.Series(acc[hit]), pd.Series(acc[~hit])
+            rows.append({**dict(zip(CONDITION, key)), "method": method, "kind": kind,
+                         "warned": int(hit.sum()), "fits": len(cell),
+                         "share": hit.mean(), "accuracy_warned": warned.mean(),
+                         "accuracy_other": other.mean() if len(other) else np.nan,
+                         "difference": warned.mean() - other.mean() if len(other) else np.nan})
+    return pd.DataFrame(rows)
+
+
+def _by_method(ok: pd.DataFrame):
+    for key, cell in ok.groupby([*CONDITION, "method"], observed=True, sort=True):
+        yield (key[:-1], key[-1]), cell
+
+
+def warnings_text(table: pd.DataFrame) -> str:
+    """One paragraph per warning kind present: what it is, how often, and the measured
+    difference in accuracy between warned and other fits of the same method and cell."""
+    if table.empty:
+        return ""
+    out = []
+    for pattern, kind, meaning in WARNING_KINDS + (("", "other", "a warning of another kind "
+                                                     "(its text in metrics.parquet)"),):
+        part = table[table["kind"] == kind]
+        if part.empty:
+            continue
+        diff = part["difference"].dropna()
+        w = (part["warned"] * part["difference"]).dropna().sum() / part.loc[
+            part["difference"].notna(), "warned"].sum() if len(diff) else np.nan
+        effect = (f"warned fits are {abs(w):.3f} {'less' if w < 0 else 'more'} accurate than "
+                  f"the same method's other fits in the same cell (weighted by the warned "
+                  f"fits; per cell in the table)" if np.isfinite(w) else
+                  "every fit of these methods was warned, so there is nothing to compare")
+        methods = ", ".join(sorted(set(part["method"])))
+        out.append(f"- **{kind}** ({methods}; {int(part['warned'].sum())} of "
+                   f"{int(part['fits'].sum())} fits): {meaning}. Measured here: {effect}.")
+    return "\n".join(out) + "\n"

@@ -186,8 +186,11 @@ def _provenance_md(cfg: dict) -> str:
 def _write_summary(out: Path, cfg: dict, metrics, summ, order=None) -> None:
     """measures.csv, headline.csv, summary.md (the headline, the ADEMP protocol and the mean
     (MC SE) table), failures.csv."""
-    from .study import ademp, headline, headline_text, measures
+    from .study import (ademp, headline, headline_text, measures, warnings_table,
+                        warnings_text)
     meas = measures(metrics)
+    warns = warnings_table(metrics)
+    write_csv(_plain_study(warns), out / "warnings.csv", index=False)
     write_csv(_plain_study(meas), out / "measures.csv", index=False)
     head = headline(metrics, order=order)
     write_csv(_plain_study(head), out / "headline.csv", index=False)
@@ -198,7 +201,9 @@ def _write_summary(out: Path, cfg: dict, metrics, summ, order=None) -> None:
         "lasso that selected no moderator; texts in metrics.parquet); "
         "`refitted` = share of replicates where the weighting lasso was refitted with new folds "
         "because its first fit selected no moderator (personalized's loop, docs/estimators.md).\n\n"
-        + to_markdown(compact(summ)) + _provenance_md(cfg))
+        + to_markdown(compact(summ))
+        + ("\n## Warnings, by kind\n\n" + warnings_text(warns) if len(warns) else "")
+        + _provenance_md(cfg))
     fails = failures(metrics)
     write_csv(_plain_study(fails), out / "failures.csv", index=False)
 
