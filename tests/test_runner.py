@@ -105,7 +105,7 @@ def test_different_study_in_out_is_refused_unless_overwrite(tmp_path):
     ({"n_j": 1}, "n_j=1: must be an integer >= 2"),
     ({"reps": 0}, "reps=0: must be an integer >= 1"),
     ({"J": [2.5]}, "J=2.5"),
-    ({"methods": ["Q-bse"]}, "unknown method 'Q-bse'; registered methods: .*Q-base"),
+    ({"methods": ["Q-bse"]}, r"unknown method 'Q-bse' \(did you mean 'Q-base'\?\); registered methods: .*Q-base"),
     ({"design": {"name": "d", "prevalence": 1.2}}, r"prevalence=1.2: must be a finite number in \(0, 1\)"),
     ({"method_options": {"Q-base": {"moderator": ["X3"]}}}, "unknown keys \\['moderator'\\]"),
     ({"method_options": {"Q-rs": {}}}, "not in `methods`"),
