@@ -97,6 +97,13 @@ def test_report_in_a_real_browser(store, tmp_path):
         shot = tmp_path / "report.png"
         driver.save_screenshot(str(shot))
         assert shot.stat().st_size > 10_000
+        # every figure legible at the page's width: its smallest text (the PNG records its
+        # point size) is at least 9 px high as the browser shows the image (1400 px window)
+        driver.set_window_size(1400, 1000)
+        for src, shown, natural in driver.execute_script(
+                "return Array.from(document.images).map(i => [i.getAttribute('src'), "
+                "i.clientWidth, i.naturalWidth])"):
+            assert _text_px(store / src, shown / natural) >= 9, src
         # the headline is the first section and names, per condition, summary.csv's argmax
         first_h2 = driver.find_element(By.CSS_SELECTOR, "h2")
         assert first_h2.get_attribute("id") == "headline" and first_h2.is_displayed()
@@ -105,6 +112,27 @@ def test_report_in_a_real_browser(store, tmp_path):
             assert f"{design}, (J, n_j) = ({J}, {n_j}): {leader} " in text, (design, text)
     finally:
         driver.quit()
+
+
+def _text_px(png, scale: float) -> float:
+    """On-screen height in px of a figure's smallest text shown at `scale` of its pixels."""
+    from PIL import Image
+    info = Image.open(png).info
+    return float(info["simstudy:min_font_pt"]) * 130 / 72 * scale
+
+
+def test_every_figure_is_legible_at_the_page_width(store):
+    """Without a browser: the page shows a figure at most 1160 px wide (body 1200 px less its
+    padding); its smallest text must still be >= 9 px high there. The congruence of a design
+    is one image."""
+    from PIL import Image
+    pngs = sorted((store / "figures").glob("*.png"))
+    assert pngs
+    for png in pngs:
+        width = Image.open(png).size[0]
+        assert _text_px(png, min(1.0, 1160 / width)) >= 9, png.name
+    assert sorted(p.name for p in pngs if p.name.startswith("congruence_")) == [
+        "congruence_design1.png", "congruence_design2.png"]
 
 
 def _argmax(store) -> dict:

@@ -97,6 +97,10 @@ def _reps_note(ok: pd.DataFrame) -> str:
     return f"R = {lo} replicates per cell" if lo == hi else f"R = {lo}-{hi} replicates per cell (partial store)"
 
 
+# the widest a figure is drawn (inches): the report shows figures at most ~1160 px wide (its
+# body is 1200 px), so 8-point labels stay >= 9 px high on screen (issue 40: the old 22-inch
+# metrics figure showed them at ~5 px)
+PAGE_WIDTH_IN = 12.5
 FAMILY_COLOURS = {"Q-learning": "#dbe8f5", "Weighting": "#f7e3cf", "Policy tree": "#d9efd6",
                   "Machine learning": "#e8dcf2"}
 
@@ -124,7 +128,7 @@ def _box_panel(ax, data: pd.DataFrame, methods: list[str], metric: str, show_mea
         pad = 0.06 * (top - bottom if top > bottom else 1.0)
         for pos, i in enumerate(keep, start=1):
             ax.text(pos, top + pad, f"{np.mean(series[i]):.3f}", ha="center", va="bottom",
-                    fontsize=7)
+                    fontsize=7.5)
         ax.set_ylim(bottom - pad, top + 3 * pad)
     ax.grid(axis="y", alpha=0.3)
 
@@ -137,7 +141,8 @@ def boxplots(metrics: pd.DataFrame, design: str, metric: str = "accuracy", out: 
     conds = conditions(ok)
     widths = [max(len(ms), 2) for _, ms in cols]
     fig, axes = plt.subplots(len(conds), len(cols), squeeze=False, sharey=True,
-                             figsize=(0.75 * sum(widths) + 0.8 * len(cols), 2.9 * len(conds)),
+                             figsize=(min(PAGE_WIDTH_IN, 0.75 * sum(widths) + 0.8 * len(cols)),
+                                      2.9 * len(conds)),
                              gridspec_kw={"width_ratios": widths})
     shown = ok[ok["method"].isin([m for _, ms in cols for m in ms])][metric].dropna()
     # the reference line: the better constant rule's mean per cell (what a rule must beat)
@@ -161,7 +166,8 @@ def boxplots(metrics: pd.DataFrame, design: str, metric: str = "accuracy", out: 
             if r == 0:
                 ax.set_title(family)
     fig.suptitle(f"{METRIC_LABELS.get(metric, metric)} of the estimators, {design} "
-                 f"({_reps_note(ok)}); mean above each box"
+                 f"({_reps_note(ok)}); mean above each box; "
+                 f"{'lower' if metric in ('regret',) else 'higher'} is better"
                  + ("; dashed: the better constant rule (treat-all / treat-none)"
                     if len(best) else ""), fontsize=10)
     fig.tight_layout()
@@ -176,20 +182,22 @@ def four_metrics(metrics: pd.DataFrame, design: str, out: Path | None = None):
     colours = {m: FAMILY_COLOURS.get(f, "#e6e6e6") for f, ms in groups for m in ms}
     conds = conditions(ok)
     names = ["accuracy", "f1", "spearman", "auc"]
-    fig, axes = plt.subplots(len(conds), 4, figsize=(22, 3.0 * len(conds)), squeeze=False)
+    # two metrics side by side, a condition per pair of rows: PAGE_WIDTH_IN wide, so its labels
+    # are legible at the report's width (issue 40)
+    fig, axes = plt.subplots(2 * len(conds), 2, figsize=(PAGE_WIDTH_IN, 2.7 * 2 * len(conds)),
+                             squeeze=False)
     for r, (J, n_j) in enumerate(conds):
         cell = ok[(ok["J"] == J) & (ok["n_j"] == n_j)]
-        for c, metric in enumerate(names):
-            _box_panel(axes[r, c], cell, methods, metric, show_means=False, colours=colours)
-            if r == 0:
-                axes[r, c].set_title(METRIC_LABELS[metric])
-            if c == 0:
-                axes[r, c].set_ylabel(f"(J, n_j) = ({J}, {n_j})")
+        for k, metric in enumerate(names):
+            ax = axes[2 * r + k // 2, k % 2]
+            _box_panel(ax, cell, methods, metric, show_means=False, colours=colours)
+            ax.set_title(f"{METRIC_LABELS[metric]}, (J, n_j) = ({J}, {n_j})", fontsize=9)
     from matplotlib.patches import Patch
     fig.legend([Patch(fc=FAMILY_COLOURS.get(f, "#e6e6e6"), ec="0.3") for f, _ in groups],
                [f for f, _ in groups], loc="upper right", fontsize=9, ncol=len(groups))
-    fig.suptitle(f"Performance of the estimators, {design} ({_reps_note(ok)})", fontsize=11)
-    fig.tight_layout()
+    fig.suptitle(f"Accuracy, F1, rank correlation and AUC of the estimators, {design} "
+                 f"({_reps_note(ok)}); higher is better", fontsize=10, x=0.02, ha="left")
+    fig.tight_layout(rect=(0, 0, 1, 0.985))
     return _save(fig, out)
 
 
@@ -208,6 +216,52 @@ def congruence_matrix(congruence: pd.DataFrame, design: str, J: int, n_j: int,
     for m in names:
         M.loc[m, m] = 1.0
     return M
+
+
+def congruence_panels(mats: list[tuple[str, pd.DataFrame]], title: str,
+                      out: Path | None = None):
+    """The congruence of every pair of rules, one panel per condition (a 2-column grid, PAGE_
+    WIDTH_IN wide: one compact figure per design); upper triangle coloured on a scale from the
+    lowest off-diagonal value shown up to 100 (so 90 and 99 differ), lower triangle the
+    numbers (%)."""
+    ncols = min(len(mats), 2)
+    nrows = -(-len(mats) // ncols)
+    n = max(len(M) for _, M in mats)
+    side = PAGE_WIDTH_IN / ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(PAGE_WIDTH_IN, nrows * side * 0.92),
+                             squeeze=False)
+    off = np.concatenate([100 * M.to_numpy(float)[np.triu_indices(len(M), 1)] for _, M in mats])
+    off = off[np.isfinite(off)]
+    low = float(np.floor(off.min())) if off.size else 50.0
+    low = min(low, 99.0)
+    cells = None
+    for ax, (label, M) in zip(axes.flat, mats):
+        k = len(M)
+        upper = np.triu(np.ones((k, k), bool), k=1)
+        cells = ax.pcolormesh(np.ma.masked_array(100 * M.to_numpy(float), ~upper),
+                              cmap="viridis", vmin=low, vmax=100, edgecolors="white",
+                              linewidth=0.3)
+        ax.set_xlim(0, k)
+        ax.set_ylim(k, 0)
+        ax.set_aspect("equal")
+        for s in ax.spines.values():
+            s.set_visible(False)
+        for i in range(k):
+            for j in range(i):
+                v = M.iat[i, j]
+                if np.isfinite(v):
+                    ax.text(j + 0.5, i + 0.5, f"{100 * v:.0f}", ha="center", va="center",
+                            fontsize=7 if n > 12 else 8)
+        ax.set_xticks(np.arange(k) + 0.5, M.columns, rotation=60, ha="right", fontsize=8)
+        ax.set_yticks(np.arange(k) + 0.5, M.index, fontsize=8)
+        ax.set_title(label, fontsize=9)
+    for ax in axes.flat[len(mats):]:
+        ax.set_axis_off()
+    if cells is not None:
+        fig.colorbar(cells, ax=axes.ravel().tolist(), shrink=0.6,
+                     label=f"congruence (%), from {low:.0f} to 100").outline.set_visible(False)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, out)
 
 
 def heatmap(M: pd.DataFrame, title: str, out: Path | None = None):
@@ -294,10 +348,14 @@ def paired_differences(comp: pd.DataFrame, design: str, metric: str = "accuracy"
     conds = conditions(d)
     methods = [m for _, ms in panels(d["method"].unique()) for m in ms]   # no reference rules
     ref = d["reference"].iloc[0]
-    fig, axes = plt.subplots(1, len(conds), figsize=(3.3 * len(conds) + 1.2,
-                                                     0.27 * len(methods) + 1.6),
-                             squeeze=False, sharey=True)
-    for ax, (J, n_j) in zip(axes[0], conds):
+    ncols = min(len(conds), 2)
+    nrows = -(-len(conds) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(min(PAGE_WIDTH_IN, 5.6 * ncols + 1.2),
+                                                    nrows * (0.22 * len(methods) + 1.2) + 0.6),
+                             squeeze=False, sharey=True, sharex=True)   # one x-axis per design
+    for ax in axes.flat[len(conds):]:
+        ax.set_axis_off()
+    for ax, (J, n_j) in zip(axes.flat, conds):
         c = d[(d["J"] == J) & (d["n_j"] == n_j)].set_index("method").reindex(methods)
         y = np.arange(len(methods))[::-1]
         real = (c["ci_low"] > 0) | (c["ci_high"] < 0)
@@ -517,8 +575,13 @@ def _save(fig, out: Path | None):
     import io
 
     from ..store import write_bytes
+    sizes = [t.get_fontsize() for t in fig.findobj(matplotlib.text.Text)
+             if t.get_visible() and t.get_text().strip()]
+    png_meta = {"simstudy:min_font_pt": f"{min(sizes, default=10.0):g}",
+                "simstudy:width_in": f"{fig.get_size_inches()[0]:g}"}
     try:                 # drawn in memory, written atomically: a full disk names the file
-        for path, kw in ((png, {"dpi": 130, "format": "png"}), (pdf, {"format": "pdf"})):
+        for path, kw in ((png, {"dpi": 130, "format": "png", "metadata": png_meta}),
+                         (pdf, {"format": "pdf"})):
             buf = io.BytesIO()
             fig.savefig(buf, bbox_inches=box, **kw)
             write_bytes(path, buf.getvalue())

@@ -22,9 +22,9 @@ METRIC_TITLES = {"accuracy": "Accuracy", "f1": "F1 score", "spearman": "Rank cor
 
 # what to read in each kind of figure (by file-name prefix)
 CAPTIONS = [
-    ("metrics_", "Accuracy, F1, rank correlation and AUC: one box per method over replicates, a "
-                 "row per (J, n_j), a panel per family, the same y-axis across a row's panels. "
-                 "Higher is better; compare boxes within a row."),
+    ("metrics_", "Accuracy, F1, rank correlation and AUC: one box per method over replicates, "
+                 "two metrics per row, each (J, n_j) on a pair of rows, the methods in the "
+                 "tables' order. Higher is better; compare boxes within a panel."),
     ("accuracy_", "Accuracy (share of test rows whose decision equals d_opt = 1{Delta > 0}) over "
                   "replicates, a row per (J, n_j), a panel per family; the number above a box "
                   "is its mean. Higher is better."),
@@ -32,8 +32,9 @@ CAPTIONS = [
                 "(0 for the oracle). Lower is better."),
     ("paired_accuracy_", "Each method minus the reference on the same replicates: mean accuracy "
                          "difference with its 95% interval; red where the interval excludes 0."),
-    ("congruence_", "Congruence: the share of test rows on which two rules decide alike (upper "
-                    "triangle coloured, lower triangle the numbers, %)."),
+    ("congruence_", "Congruence: the share of test rows on which two rules decide alike, a "
+                    "panel per (J, n_j) (upper triangle coloured on a scale from the lowest "
+                    "value shown to 100, lower triangle the numbers, %)."),
     ("nested_loop_", "Nested-loop plot: mean accuracy in every condition at once, the steps below "
                      "marking the design factors; one line per method."),
     ("sweep_", "A metric against the swept value: mean over replicates with a 95% band, one line "

@@ -239,7 +239,7 @@ def _study_figures(out: Path, summ, comp, keys, metrics, point, designs) -> list
 def _congruence(out: Path, metrics, order, figures: bool, designs, point) -> list[tuple]:
     """Congruence tables (always) per (sweep point, design) and condition, and the per-design
     figures to draw (heatmaps, boxplots, four metrics) when `figures`."""
-    from .figures import boxplots, conditions, congruence_matrix, four_metrics, heatmap
+    from .figures import boxplots, conditions, congruence_matrix, congruence_panels, four_metrics
     congruence = read_congruence(out)
     tables = out / "congruence"
     tables.mkdir(exist_ok=True)
@@ -255,6 +255,7 @@ def _congruence(out: Path, metrics, order, figures: bool, designs, point) -> lis
         designs = set(metrics["design"][keep])
     for design in metrics["design"].unique():
         draw = figures and (designs is None or design in designs)
+        mats = []
         for J, n_j in conditions(metrics[metrics["design"] == design]):
             M = congruence_matrix(congruence, design, J, n_j, order)
             stem = _safe(f"{design}_J{J}_n{n_j}")
@@ -262,9 +263,11 @@ def _congruence(out: Path, metrics, order, figures: bool, designs, point) -> lis
             write_text(tables / f"{stem}.md",
                 f"Congruence (mean share of equal decisions), {design}, (J, n_j) = ({J}, {n_j})\n\n"
                 + to_markdown((100 * M).round(1).reset_index(names="method"), digits=1))
-            if draw:
-                drawings.append((heatmap, M, f"Congruence, {design}, (J, n_j) = ({J}, {n_j})",
-                                 out / "figures" / f"congruence_{stem}"))
+            mats.append((f"(J, n_j) = ({J}, {n_j})", M))
+        if draw and mats:              # one compact figure per design, a panel per condition
+            drawings.append((congruence_panels, mats, f"Congruence of the rules' decisions, "
+                             f"{design} (% of test rows decided alike)",
+                             out / "figures" / _safe(f"congruence_{design}")))
         if draw:
             cell = metrics[metrics["design"] == design]
             drawings += [
