@@ -507,6 +507,48 @@ VALUES_NOTE = (
     "share treated by the held-out-fold decisions.\n\n")
 
 
+def headline(values: pd.DataFrame) -> str:
+    """values.md's and the page's opening block (issue 40): what the rules recommend (the
+    shares they treat) and the cross-fitted value of each against the better constant rule
+    (treat-all or treat-none), with the paired SE where the comparison is with treat-all."""
+    v = values.set_index("rule")
+    if not {"treat-all", "treat-none"} <= set(v.index):
+        return ""
+    const = "treat-all" if v.loc["treat-all", "value_crossfit"] >= v.loc[
+        "treat-none", "value_crossfit"] else "treat-none"
+    learnt = v.drop(index=["treat-all", "treat-none"])
+    learnt = learnt[learnt["value_crossfit"].notna()]
+    if learnt.empty:
+        return ""
+    digits = 2 if v["value_crossfit"].abs().max() >= 100 else 3
+    share = learnt["treated_share"]
+    everyone = [r for r in learnt.index if share[r] >= 0.995]
+    nobody = [r for r in learnt.index if share[r] <= 0.005]
+    lines = ["## Headline", ""]
+    lines.append(f"- **What the rules recommend**: {len(everyone)} of {len(learnt)} treat "
+                 f"everyone" + (f" ({', '.join(everyone)})" if everyone else "")
+                 + (f", {len(nobody)} no one ({', '.join(nobody)})" if nobody else "")
+                 + "; the others treat " + ", ".join(
+                     f"{r} {100 * share[r]:.0f}%" for r in learnt.index
+                     if r not in everyone + nobody) + "." if len(everyone) + len(nobody) <
+                 len(learnt) else f"- **What the rules recommend**: {len(everyone)} of "
+                 f"{len(learnt)} treat everyone, {len(nobody)} no one.")
+    gain = (learnt["vs_treat_all_crossfit"] if const == "treat-all"
+            else learnt["value_crossfit"] - v.loc["treat-none", "value_crossfit"])
+    best = gain.idxmax()
+    se = learnt["se_vs_treat_all"] if const == "treat-all" else None
+    beat = [r for r in learnt.index if se is not None and gain[r] - 1.96 * se[r] > 0]
+    lines.append(f"- **Value for new sites like these** (cross-fitted over sites): the better "
+                 f"constant rule is {const} ({v.loc[const, 'value_crossfit']:.{digits}f}); the "
+                 f"best learnt rule, {best}, is {gain[best]:+.{digits}f} against it"
+                 + (f" (paired SE {se[best]:.{digits}f})" if se is not None else
+                    " (its SE against treat-none is not paired: see values.csv)")
+                 + (f"; {len(beat)} rule(s) beat it beyond their 95% interval: "
+                    f"{', '.join(beat)}." if beat else
+                    "; no learnt rule beats it beyond its 95% interval."))
+    return "\n".join(lines) + "\n\n"
+
+
 def write(res, df, site, by, mod, out: Path, log=print, title: str | None = None):
     from .methods import FAMILIES
     from .report import figures as F
@@ -528,13 +570,13 @@ def write(res, df, site, by, mod, out: Path, log=print, title: str | None = None
     rows.to_parquet(out / "scores.parquet", index=False)
     write_csv(rows, out / "scores.csv", index=False)
     write_csv(res["values"], out / "values.csv", index=False)
-    note = VALUES_NOTE
+    note = headline(res["values"]) + VALUES_NOTE
     if res["crossfit_errors"]:
         note += "Cross-fitting failed for: " + "; ".join(
             f"{k} ({v})" for k, v in res["crossfit_errors"].items()) + "\n\n"
     write_text(out / "values.md", note + to_markdown(res["values"], digits=4))
     write_csv(res["site_folds"], out / "site_folds.csv", index=False)
-    write_csv(res["congruence"], out / "congruence.csv")
+    write_csv(res["congruence"].rename_axis("rule"), out / "congruence.csv")
     for depth, table in res["rules"].items():
         write_csv(table, out / f"tree_depth{depth}_rules.csv", index=False)
         write_text(out / f"tree_depth{depth}_rules.md", to_markdown(table, digits=3))
@@ -551,7 +593,7 @@ def write(res, df, site, by, mod, out: Path, log=print, title: str | None = None
     if by:                                              # Figs 8, 9 by a grouping column
         share_by = pd.DataFrame(res["decisions"]).assign(_by=df[by].to_numpy()).groupby("_by").mean().T
         share_by.columns.name = by
-        write_csv(share_by, out / f"shares_by_{by}.csv")
+        write_csv(share_by.rename_axis("rule"), out / f"shares_by_{by}.csv")
         F.shares_by_group(share_by, by, f"Share recommended for treatment by {by} (paper Fig 8)",
                           fig_dir / f"shares_by_{by}")
         F.scores_by_group(pd.DataFrame(res["scores"]), df[by].to_numpy(), by,

@@ -39,6 +39,18 @@ def test_end_to_end_on_the_example(tmp_path):
     assert sorted(imgs) == sorted(f"figures/{p.name}" for p in (out / "figures").glob("*.png"))
     assert all((out / i).exists() for i in imgs) and "Value of each rule" in page
     assert out.name in page and ".new-" not in page           # titled by --out, not the temp dir
+    # the answer first (issue 40): the headline opens values.md and the page, its numbers are
+    # values.csv's (the better constant rule's cross-fitted value, the best rule's gain)
+    md = (out / "values.md").read_text()
+    assert md.startswith("## Headline") and page.index('id="headline"') < page.index('id="values"')
+    learnt = values.drop(index=["treat-all", "treat-none"])
+    const = "treat-all" if values.loc["treat-all", "value_crossfit"] >= values.loc[
+        "treat-none", "value_crossfit"] else "treat-none"
+    assert f"the better constant rule is {const}" in md
+    gain = (learnt["vs_treat_all_crossfit"] if const == "treat-all"
+            else learnt["value_crossfit"] - values.loc["treat-none", "value_crossfit"])
+    assert f"the best learnt rule, {gain.idxmax()}, is " in md
+    assert "Unnamed" not in page
 
 
 def _cluster_se_statsmodels(x, groups):

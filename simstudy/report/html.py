@@ -354,9 +354,18 @@ def write_apply_html(out: Path, title: str, note: str) -> Path:
     parts = [f"<h1>Optimal treatment rules: {_e(title)}</h1>",
              f'<p class="muted">written by simstudy {_e(version("simstudy") or "")} &middot; '
              f"files beside this page: values.csv, scores.csv, tree_depth*_rules.csv</p>"]
+    head, _, note = note.partition("## Headline\n") if note.startswith("## Headline") else \
+        ("", "", note)
+    if _:
+        head, note = note.split("\n\n", 1)[0], note.split("\n\n", 1)[1] \
+            if "\n\n" in note else ""
+        parts += ['<h2 id="headline">Headline</h2>', '<div class="headline">'
+                  + _md_to_html(head) + "</div>"]
     parts += ['<h2 id="values">Value of each rule</h2>', _md_to_html(note)]
     if (out / "values.csv").exists():
-        parts.append(_table(pd.read_csv(out / "values.csv").round(4), "values"))
+        values = pd.read_csv(out / "values.csv")
+        big = values.select_dtypes("number").abs().max().max() >= 100
+        parts.append(_table(values.round(2 if big else 4), "values"))   # to its precision
     for k, f in enumerate(sorted(out.glob("tree_depth*_rules.csv"))):
         parts += [f"<h3>{_e(f.stem.replace('_', ' '))}</h3>",
                   _table(pd.read_csv(f).round(3), f"rules{k}")]
