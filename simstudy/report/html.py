@@ -115,8 +115,8 @@ def _metric_tables(summ: pd.DataFrame, metric: str, order: list[str], tid: str) 
     for g, (label, s) in enumerate(summ.groupby(groups, sort=False) if groups
                                    else [("", summ)]):
         s = s.copy()
-        s["(J, n_j)"] = (s[sizes].astype(str).agg(", ".join, axis=1).map(lambda v: f"({v})")
-                         if sizes else "all")
+        s["(J, n_j)"] = (s[sizes].astype(str).agg(", ".join, axis=1).map(
+            lambda v: f"(J, n_j) = ({v})") if sizes else "all")      # a column says what it is
         mean = s.pivot_table(index="method", columns="(J, n_j)", values=f"{metric}_mean",
                              sort=False)
         se = s.pivot_table(index="method", columns="(J, n_j)", values=f"{metric}_se",
@@ -236,9 +236,10 @@ def write_html(out: Path, cfg: dict, summ: pd.DataFrame, comp: pd.DataFrame,
     # results
     parts.append('<h2 id="results">Results: mean (Monte Carlo SE) over replicates</h2>')
     reps = summ.groupby(_cond_columns(summ) or ["method"])["reps"].max()
-    parts.append(f'<p class="muted">{len(summ)} method x condition cells; replicates per '
-                 f'cell {int(reps.min())}-{int(reps.max())}. Click a header to sort, type to '
-                 f"filter.</p>")
+    count = (f"{int(reps.min())} per cell" if reps.min() == reps.max() else
+             f"{int(reps.min())}-{int(reps.max())} per cell (cells differ)")
+    parts.append(f'<p class="muted">{len(summ)} method x condition cells; replicates: {count}. '
+                 f"Click a header to sort, type to filter.</p>")
     for k, m in enumerate(metrics):
         parts += [f"<h3>{_e(METRIC_TITLES[m])}</h3>", _metric_tables(summ, m, order, f"t{k}")]
     # comparisons
@@ -254,6 +255,10 @@ def write_html(out: Path, cfg: dict, summ: pd.DataFrame, comp: pd.DataFrame,
         cols = _cond_columns(acc) + ["method", "pairs", "mean_diff", "mcse", "ci_low", "ci_high",
                                      "wins", "ties", "losses"]
         acc = acc[[c for c in cols if c in acc.columns]]
+        # by effect within each condition: the largest gain over the reference first
+        acc = acc.sort_values([*_cond_columns(acc), "mean_diff"],
+                              ascending=[True] * len(_cond_columns(acc)) + [False],
+                              kind="stable")
         for c in ("mean_diff", "mcse", "ci_low", "ci_high"):
             acc[c] = acc[c].map(lambda v: f"{v:+.4f}" if c != "mcse" else f"{v:.4f}")
         table = _table(acc, "comp")
