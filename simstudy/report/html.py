@@ -223,6 +223,9 @@ def write_html(out: Path, cfg: dict, summ: pd.DataFrame, comp: pd.DataFrame,
            "provenance"]
     parts.append("<nav>" + "".join(f'<a href="#{n}">{n}</a>' for n in nav) + "</nav>")
     md = (out / "summary.md").read_text() if (out / "summary.md").exists() else ""
+    if (out / "COMPARISON.md").exists():        # a reproduction: its statement-by-statement file
+        parts.append('<p><b>Beside the paper:</b> every statement of the paper set against this '
+                     'study\'s numbers, in <a href="COMPARISON.md">COMPARISON.md</a>.</p>')
     # the headline first: the study's answer (summary.md's opening block)
     head = md.split("## Protocol")[0] if md.startswith("## Headline") else ""
     if head:

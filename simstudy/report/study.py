@@ -280,6 +280,11 @@ def headline(metrics: pd.DataFrame, metric: str = "accuracy", order=None) -> pd.
     return pd.DataFrame(rows)
 
 
+def _small(x: float) -> str:
+    """A margin or an MC SE: four decimals, or '< 0.0001' rather than a misleading 0.0000."""
+    return f"{x:.4f}" if abs(x) >= 5e-5 else "< 0.0001"
+
+
 def headline_text(table: pd.DataFrame) -> str:
     """summary.md's (and the page's) opening block: a line per cell and one reading across the
     cells (how often each method leads or ties the leader)."""
@@ -294,8 +299,8 @@ def headline_text(table: pd.DataFrame) -> str:
         text += (f"; indistinguishable from it (paired 95% interval holds 0): {', '.join(tied)}"
                  if tied else "; no other rule is within its paired 95% interval")
         if r.runner_up:
-            text += (f"; runner-up {r.runner_up}, {abs(r.margin):.4f} behind (MC SE "
-                     f"{r.margin_mcse:.4f})" if r.margin > 0 else
+            text += (f"; runner-up {r.runner_up}, {_small(r.margin)} behind (MC SE "
+                     f"{_small(r.margin_mcse)})" if r.margin > 0 else
                      f"; runner-up {r.runner_up}, the same on every replicate"
                      if r.margin == 0 and r.margin_mcse == 0 else
                      f"; runner-up {r.runner_up}, {abs(r.margin):.4f} behind on the paired "
