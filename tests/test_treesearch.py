@@ -402,3 +402,17 @@ def test_brute_force_sweep_script_runs_and_agrees():
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "0 of 40 cases disagree (depth 2, 3 actions" in res.stdout
+
+
+def test_rules_table_reads_a_binary_split_as_the_tree_figure_draws_it():
+    """Issue 40: a 0/1 feature split at 0 is 'x = 0' / 'x = 1' in the rules table, as in the
+    drawn tree (it read 'free_lunch <= 0' beside a figure saying 'free_lunch = 0')."""
+    from simstudy.engines.treesearch import rules_table
+    rng = np.random.default_rng(3)
+    b = rng.integers(0, 2, 400).astype(float)
+    x = rng.normal(size=400)
+    G = np.column_stack([np.zeros(400), np.where(b == 1, 1.0, -1.0) + 0.1 * rng.normal(size=400)])
+    tree = PolicyTreeSearch(1, min_leaf=20, split_points=30).fit(np.column_stack([b, x]), G)
+    rules = rules_table(tree, np.column_stack([b, x]), G, ["lunch", "x"], ["control", "treat"])
+    assert sorted(rules["rule"]) == ["lunch = 0", "lunch = 1"]
+    assert rules.set_index("rule").loc["lunch = 1", "action"] == "treat"

@@ -325,12 +325,16 @@ def rules_table(tree: Node, X, Gamma, feature_names=None, action_names=None):
     names = feature_names or [f"x{j}" for j in range(X.shape[1])]
     acts = action_names or list(range(G.shape[1]))
     leaf = tree.apply(X)
+    # a 0/1 feature split between its values reads as the tree figure draws it: = 0 / = 1
+    binary = {j for j in range(X.shape[1]) if X.shape[0] and np.isin(X[:, j], (0.0, 1.0)).all()}
     rows = []
     for k, (path, node) in enumerate(tree.leaves()):
         conds = []
         for j, op, v in path:
             if op in ("in", "not in"):
                 conds.append(f"{names[j]} {op} {{{', '.join(str(int(c)) if float(c).is_integer() else str(c) for c in v)}}}")
+            elif j in binary and 0 <= v < 1 and op in ("<=", ">"):
+                conds.append(f"{names[j]} = {0 if op == '<=' else 1}")
             else:
                 conds.append(f"{names[j]} {op} {v:.4g}")
         idx = leaf == k
