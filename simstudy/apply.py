@@ -29,7 +29,7 @@ import pandas as pd
 
 from .data import codes_as_read
 from .errors import ConfigError, DataError
-from .store import write_csv, write_text
+from .store import write_csv, write_parquet, write_text
 
 DEFAULT_METHODS = ["Q-base", "Q-fe", "Q-ri", "Q-rs", "Q-dm", "Q-dm-ri", "Q-dm-rs", "W-base",
                    "W-noaug", "W-aug", "W-augID", "WS-noaug", "WS-aug", "WS-augID"]
@@ -567,7 +567,7 @@ def write(res, df, site, by, mod, out: Path, log=print, title: str | None = None
     for name, d in res["decisions_crossfit"].items():
         if name not in res["crossfit_errors"] and name in res["decisions"]:
             rows[f"decision_crossfit_{name}"] = d
-    rows.to_parquet(out / "scores.parquet", index=False)
+    write_parquet(rows, out / "scores.parquet")          # whole or not at all, errors name it
     write_csv(rows, out / "scores.csv", index=False)
     write_csv(res["values"], out / "values.csv", index=False)
     note = headline(res["values"]) + VALUES_NOTE

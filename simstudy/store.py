@@ -709,6 +709,9 @@ class Store:
         with self.locked():
             path = self.out / "config.yaml"
             stored = read_config(self.out)
+            token = stored["points"].get(label, {}).get("token")
+            if label in self._tokens and token != self._tokens[label]:
+                raise Superseded(self.out, label, stored["points"].get(label, {}).get("writer"))
             for c in stored["planned"]:
                 key = (c["design"], c["J"], c["n_j"])
                 if c["point"] == label and key in stops:

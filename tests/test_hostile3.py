@@ -407,6 +407,14 @@ def test_a_full_disk_while_drawing_names_the_figure(drawn_store, tmp_path):
                            capture_output=True, text=True, timeout=300)
         assert r.returncode == 2 and "the disk is full" in r.stderr and str(out) in r.stderr
         assert "internal error" not in r.stderr and "Traceback" not in r.stderr
+        # the same store on a file system made read-only (EROFS): exit 2 naming a file
+        shutil.rmtree(out / "figures", ignore_errors=True)
+        if subprocess.run(["mount", "-o", "remount,ro", str(mnt)],
+                          capture_output=True).returncode == 0:
+            r = subprocess.run([sys.executable, "-m", "simstudy.cli", "report", str(out)],
+                               capture_output=True, text=True, timeout=300)
+            assert r.returncode == 2 and "read-only" in r.stderr and str(out) in r.stderr
+            assert "internal error" not in r.stderr and "Traceback" not in r.stderr
     finally:
         subprocess.run(["umount", str(mnt)], capture_output=True)
 
