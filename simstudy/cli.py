@@ -108,7 +108,15 @@ def own_out(argv: list[str]) -> list[str]:
     if any(a.startswith(("out=", "+out=", "++out=", "--config", "-cd", "-cn", "-cp",
                          "hydra.searchpath")) or a in ("-cd", "-cn", "-cp") for a in argv):
         return []
-    if any(a.startswith("extend=") and canonical(a.split("=", 1)[1]) == "true" for a in argv):
+    from .options import parse_bool
+
+    def true(value) -> bool:
+        try:
+            return parse_bool(value, "extend")
+        except Exception:                                          # noqa: BLE001
+            return False                     # refused with its message by the run itself
+    if any(a.split("=", 1)[0].lstrip("+") == "extend" and true(a.split("=", 1)[1])
+           for a in argv if "=" in a):
         return []
     design = next((a.split("=", 1)[1] for a in argv if a.startswith("design=")), "design1")
     defaults = flat_defaults(design.split(",")[0] if "," not in design else None)

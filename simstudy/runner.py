@@ -524,6 +524,10 @@ def dry_run(cfg: StudyConfig, out, overwrite: bool = False, calibrate: int = 6) 
     text += [f"  {cfg.label or '-':24s} {d:16s} J={J:<6d} n_j={n:<6d} to do {k:6d} "
              f"(~{_secs(k * per_rep(J * n))} CPU-s)" for (d, J, n), k in todo.items()]
     text.append(f"store: {verb[action]} {out}" + ("".join(f"\n  - {x}" for x in lines)))
+    if cfg.auto:
+        text.append(f"reps=auto: each cell runs {cfg.auto['min_reps']} replicates, then more "
+                    f"until its target; the time below is for max_reps={cfg.auto['max_reps']}, "
+                    f"the most it can take")
     text.append(f"time: {n_todo} replicates, ~{_secs(cpu)} CPU-seconds, ~{_secs(wall)} s wall "
                 f"on {workers} worker(s)" + (f" (incl. ~{compile_s:.0f} s compiling the kernels: a "
                                           f"first run)" if compile_s else "")
