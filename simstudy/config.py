@@ -78,6 +78,7 @@ class StudyConfig:
     point_keys: dict[str, str] = field(default_factory=dict)  # every swept key, defaults too
     auto: dict[str, Any] | None = None     # reps=auto: target_mcse, metric, min/max/batch reps
     dask_wait: float = 60.0                # backend=dask: seconds to wait for a worker
+    budget: float = 1.0                    # value_at_budget: the share a rule may treat
     design_defaults: dict[str, dict] = field(default_factory=dict)   # defaults_for(design)
 
     @classmethod
@@ -177,7 +178,9 @@ class StudyConfig:
                    {str(k): str(v) for k, v in dict(point or {}).items()}, reps_range,
                    None if address in (None, "", "local") else str(address),
                    {str(k): str(v) for k, v in dict(point_keys or point or {}).items()},
-                   auto, dask_wait, per_design)
+                   auto, dask_wait, design_defaults=per_design,
+                   budget=_number(1.0 if cfg.get("budget") is None else cfg.get("budget"),
+                                  "budget", 0.0, 1.0, open_low=True))
 
     def defaults_for(self, design) -> dict[str, Any]:
         """The method defaults on `design`: the study's, with the design's `rules` where the
@@ -214,6 +217,8 @@ class StudyConfig:
         study = {"seed": self.seed, "methods": list(self.methods),
                  "method_defaults": _plain(self.method_defaults),
                  "method_options": _plain(self.method_options), "plugins": list(self.plugins)}
+        if self.budget != 1.0:              # at its default it is not recorded: stores written
+            study["budget"] = self.budget   # before the key existed resume unchanged
         designs = {d.name: _plain(d.identity()) for d in self.designs}
         return study, designs
 
@@ -350,6 +355,8 @@ STUDY_KEYS: dict[str, Key] = {
                            point=True),
     "method_options": Key({}, "per-method options: +method_options.NAME.KEY=VALUE", point=True),
     "plugins": Key([], "modules to import that register methods, designs or metrics"),
+    "budget": Key(1.0, "the share q in (0, 1] a rule may treat for value_at_budget: the q with "
+                  "the highest scores among those it would treat (1 = no cap)", point=True),
     "n_jobs": Key(2, "cores the study uses (-1 = all, capped at the machine's); results do "
                   "not depend on it", identity=False),
     "backend": Key("loky", "loky | dask | multiprocessing | threading | sequential (same "

@@ -14,7 +14,12 @@ from .engines.groups import writable
 
 # the reference rules (methods/reference.py): bounds, not estimators; reps=auto does not target them
 REFERENCE_RULES = ("oracle", "treat-all", "treat-none")
-METRICS = ("accuracy", "f1", "spearman", "auc", "value", "regret", "treated_share")
+DECISION_METRICS = ("accuracy", "f1", "spearman", "auc", "value", "regret", "treated_share")
+# beyond the decision (issue 41, items 3-4): the rule under a budget, its ranking's targeting
+# operator characteristic, and the rule site by site (`targeting`)
+TARGETING_METRICS = ("value_at_budget", "autoc", "qini", "worst_site_accuracy",
+                     "site_accuracy_sd", "sites_below_constant")
+METRICS = DECISION_METRICS + TARGETING_METRICS
 # per-fit facts a method reports (Method.diagnostics): the weighting lasso's number of fits
 # (docs/estimators.md) and a warning text (non-convergence, a singular mixed model, a constant rule)
 DIAGNOSTICS = ("fits", "warning")
@@ -315,3 +320,81 @@ def congruence(decisions_by_method: dict[str, np.ndarray]) -> list[tuple[str, st
     same = n - treated[:, None] - treated[None, :] + 2 * both
     return [(names[i], names[j], float(same[i, j] / n) if n else np.nan)
             for i, j in itertools.combinations(range(len(names)), 2)]
+
+
+def tie_means(score, delta, order=None) -> np.ndarray:
+    """Delta in the order of decreasing score, each run of equal scores replaced by its mean:
+    what a ranking gives in expectation when its ties are broken at random."""
+    score = np.asarray(score, float)
+    order = np.argsort(-score, kind="stable") if order is None else order[::-1]
+    s, d = score[order], np.asarray(delta, float)[order]
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+    sums = np.add.reduceat(d, starts)
+    counts = np.diff(np.r_[starts, s.size])
+    return np.repeat(sums / counts, counts)
+
+
+def toc_integrals(score, delta, order=None) -> tuple[float, float]:
+    """(AUTOC, Qini) of the ranking by `score` against the TRUE Delta (grf's
+    rank_average_treatment_effect with the truth in place of the doubly robust scores):
+    TOC(q) = mean Delta of the top q - mean Delta, at q = k/n for k = 1..n;
+    AUTOC = mean_k TOC(k/n), Qini = mean_k (k/n) TOC(k/n); ties broken at random in
+    expectation (`tie_means`). A constant score has both 0."""
+    d = tie_means(score, delta, order)
+    n = d.size
+    if n == 0:
+        return np.nan, np.nan
+    k = np.arange(1, n + 1)
+    toc = np.cumsum(d) / k - d.mean()
+    return float(toc.mean()), float((toc * k / n).mean())
+
+
+def value_at_budget(score, y0, y1, q: float, order=None) -> float:
+    """Mean of Y(d_q) where d_q treats the q n people with the highest scores among those with
+    score > 0 (the rule's own decision, capped at a share q; at q = 1 it is `value`); a tie at
+    the cut is treated in part (its expected value under random tie-breaking)."""
+    score = np.asarray(score, float)
+    y0, y1 = np.asarray(y0, float), np.asarray(y1, float)
+    n = score.size
+    if n == 0:
+        return np.nan
+    order = np.argsort(-score, kind="stable") if order is None else order[::-1]
+    s, gain = score[order], (y1 - y0)[order]
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])      # runs of equal scores
+    size = np.diff(np.r_[starts, n]).astype(float)
+    before = np.r_[0.0, np.cumsum(size)[:-1]]                   # people ranked above a run
+    take = np.clip((q * n - before) / size, 0.0, 1.0) * (s[starts] > 0)
+    return float((y0.sum() + (take * np.add.reduceat(gain, starts)).sum()) / n)
+
+
+def across_sites(d_hat, d_opt, y0, y1, codes, n_sites: int) -> tuple[float, float, float]:
+    """(worst site accuracy, SD of the site accuracies, share of sites where the rule's true
+    value is below the better constant rule's), on the test rows of each site; the better
+    constant rule is the one (treat-all or treat-none) with the higher value on the whole test
+    set, evaluated in each site."""
+    codes = np.asarray(codes)
+    n = np.bincount(codes, minlength=n_sites).astype(float)
+    seen = n > 0
+    right = np.bincount(codes, weights=(np.asarray(d_hat) == np.asarray(d_opt)).astype(float),
+                        minlength=n_sites)[seen] / n[seen]
+    y = np.where(np.asarray(d_hat) == 1, y1, y0)
+    const = y1 if np.mean(y1) >= np.mean(y0) else y0
+    v_rule = np.bincount(codes, weights=y, minlength=n_sites)[seen] / n[seen]
+    v_const = np.bincount(codes, weights=const, minlength=n_sites)[seen] / n[seen]
+    sd = float(right.std(ddof=1)) if right.size > 1 else np.nan
+    return float(right.min()), sd, float(np.mean(v_rule < v_const - 1e-12))
+
+
+def targeting(score, truth: dict, codes, n_sites: int, budget: float = 1.0,
+              order=None) -> dict[str, float]:
+    """TARGETING_METRICS of one method's test-set scores (issue 41): the value under a budget,
+    the ranking's AUTOC and Qini against the true Delta, and the rule site by site."""
+    score = np.asarray(score, float)
+    order = np.argsort(score, kind="stable") if order is None else order
+    y0, y1 = np.asarray(truth["Y0"], float), np.asarray(truth["Y1"], float)
+    autoc, qini = toc_integrals(score, truth["Delta"], order)
+    worst, sd, below = across_sites((score > 0).astype(np.int64), truth["d_opt"], y0, y1,
+                                    codes, n_sites)
+    return {"value_at_budget": value_at_budget(score, y0, y1, budget, order),
+            "autoc": autoc, "qini": qini, "worst_site_accuracy": worst,
+            "site_accuracy_sd": sd, "sites_below_constant": below}

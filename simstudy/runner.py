@@ -20,7 +20,8 @@ from .config import StudyConfig, _plain, _workers, check_out
 from .designs import Design, Replicate, blame, check_replicate
 from .errors import ConfigError, ProbeFailed, Stopped, stop_if_environment
 from .fitting import _error_text, data_seed, fit_and_score, method_seed
-from .metrics import DIAGNOSTICS, METRICS, REFERENCE_RULES, average_ranks, congruence, decisions, evaluate, extra_metrics
+from .metrics import (DIAGNOSTICS, METRICS, REFERENCE_RULES, average_ranks, congruence,
+                      decisions, evaluate, extra_metrics, targeting)
 from .methods import load_plugins
 from .methods.registry import describe, shared_reads
 from .options import parse_bool
@@ -58,6 +59,7 @@ def run_replicate(cfg: StudyConfig, design: Design, J: int, n_j: int, replicate:
     test_truth = None
     truth = {c: rep.truth[c].to_numpy() for c in rep.truth.columns}     # read once, not per method
     delta_ranks = average_ranks(truth["Delta"])
+    labels, codes = np.unique(rep.test["site"].to_numpy(), return_inverse=True)   # by site
     rows, decided = [], {}
     def frame_for(method):
         nonlocal test_truth
@@ -76,6 +78,7 @@ def run_replicate(cfg: StudyConfig, design: Design, J: int, n_j: int, replicate:
             if fit.error is None:
                 try:
                     values = evaluate(fit.score, truth, delta_ranks)
+                    values.update(targeting(fit.score, truth, codes, labels.size, cfg.budget))
                     values.update(extra_metrics(fit.score, rep.truth, rep.test, cfg.plugins))
                     infinite = [k for k, v in values.items() if np.isinf(v)]
                     if infinite:          # NaN is "undefined"; an infinite metric is a fault

@@ -32,11 +32,15 @@ import pyarrow.parquet as pq
 import yaml
 
 from .errors import ConfigError, NoStudy, StoreDamaged, Stopped
-from .metrics import DIAGNOSTICS, METRICS
+from .metrics import DECISION_METRICS, DIAGNOSTICS, METRICS
 
 KEY = ["point", "design", "J", "n_j", "replicate"]
 METRIC_COLUMNS = KEY + ["method", *METRICS, "seconds", "status", "error", *DIAGNOSTICS]
 CONGRUENCE_COLUMNS = KEY + ["method_a", "method_b", "agreement"]
+# the columns a file must have to be this table's: a store written before a metric existed
+# (the targeting metrics of issue 41) is read with that column empty, never quarantined
+REQUIRED = {"metrics": KEY + ["method", *DECISION_METRICS, "seconds", "status", "error"],
+            "congruence": CONGRUENCE_COLUMNS}
 TABLES = {"metrics": (METRIC_COLUMNS, KEY + ["method"]),
           "congruence": (CONGRUENCE_COLUMNS, KEY + ["method_a", "method_b"])}
 
@@ -161,7 +165,7 @@ def _read_checked(f: Path, table: str, tokens: dict | None, columns=None) -> pd.
     config's (a file of another study, copied in: issue 29, class 6)."""
     import json
     schema = pq.read_schema(f)
-    missing = [c for c in TABLES[table][0] if c not in schema.names]
+    missing = [c for c in REQUIRED[table] if c not in schema.names]
     if missing:
         raise ValueError(f"not a {table} table (no column(s) {missing[:4]})")
     df = pd.read_parquet(f, columns=columns)

@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 from scipy.stats import spearmanr
 from sklearn.metrics import f1_score, roc_auc_score
@@ -128,3 +129,74 @@ def test_evaluate_equals_the_metric_functions_exactly():
             got = evaluate(score, truth)
             for k, v in want.items():
                 assert got[k] == v or (np.isnan(v) and np.isnan(got[k])), (n, case, k, v, got[k])
+
+
+# ------------------------------------------------------------------ beyond the decision (issue 41)
+def _random_tie_breaks(score, n_perm=None):
+    """Every ordering of the rows by decreasing score, ties in every order (brute force)."""
+    import itertools
+    score = np.asarray(score, float)
+    groups = [np.flatnonzero(score == v) for v in sorted(set(score), reverse=True)]
+    for perms in itertools.product(*[itertools.permutations(g) for g in groups]):
+        yield np.concatenate([np.array(p, int) for p in perms])
+
+
+def test_autoc_and_qini_equal_a_direct_sum_over_q_averaged_over_tie_breaks():
+    from simstudy.metrics import toc_integrals
+    rng = np.random.default_rng(4)
+    for trial in range(30):
+        n = int(rng.integers(2, 7))
+        score = rng.integers(0, 3, n).astype(float)          # many ties
+        delta = rng.normal(size=n)
+        autoc, qini = [], []
+        for order in _random_tie_breaks(score):
+            d = delta[order]
+            toc = [d[:k].mean() - delta.mean() for k in range(1, n + 1)]
+            autoc.append(np.mean(toc))
+            qini.append(np.mean([(k / n) * t for k, t in zip(range(1, n + 1), toc)]))
+        a, q = toc_integrals(score, delta)
+        assert a == pytest.approx(np.mean(autoc), abs=1e-12)
+        assert q == pytest.approx(np.mean(qini), abs=1e-12)
+    assert toc_integrals(np.ones(5), rng.normal(size=5)) == pytest.approx((0.0, 0.0), abs=1e-15)
+
+
+def test_value_at_budget_equals_brute_force_over_tie_breaks():
+    from simstudy.metrics import value, value_at_budget
+    rng = np.random.default_rng(5)
+    for trial in range(30):
+        n = int(rng.integers(2, 7))
+        score = rng.integers(-1, 3, n).astype(float)
+        y0 = rng.normal(size=n)
+        y1 = y0 + rng.normal(size=n)
+        q = float(rng.choice([0.2, 0.5, 0.75, 1.0]))
+        vals = []
+        for order in _random_tie_breaks(score):
+            d = np.zeros(n, int)
+            k = int(np.floor(q * n + 1e-12))
+            top = [i for i in order if score[i] > 0][:k]
+            d[top] = 1
+            vals.append(np.mean(np.where(d == 1, y1, y0)))
+        if abs(q * n - round(q * n)) < 1e-12:            # a whole number of people
+            assert value_at_budget(score, y0, y1, q) == pytest.approx(np.mean(vals), abs=1e-12)
+    s = rng.normal(size=40)
+    y0 = rng.normal(size=40)
+    y1 = y0 + rng.normal(size=40)
+    assert value_at_budget(s, y0, y1, 1.0) == pytest.approx(value((s > 0).astype(int), y0, y1),
+                                                            abs=1e-14)
+
+
+def test_across_sites_equals_pandas():
+    from simstudy.metrics import across_sites
+    rng = np.random.default_rng(6)
+    n = 200
+    codes = rng.integers(0, 7, n)
+    d_hat, d_opt = rng.integers(0, 2, n), rng.integers(0, 2, n)
+    y0 = rng.normal(size=n)
+    y1 = y0 + rng.normal(0.3, 1, n)
+    worst, sd, below = across_sites(d_hat, d_opt, y0, y1, codes, 7)
+    df = pd.DataFrame({"s": codes, "right": d_hat == d_opt, "y": np.where(d_hat == 1, y1, y0),
+                       "c": y1 if y1.mean() >= y0.mean() else y0})
+    g = df.groupby("s")
+    assert worst == pytest.approx(g["right"].mean().min())
+    assert sd == pytest.approx(g["right"].mean().std(ddof=1))
+    assert below == pytest.approx((g["y"].mean() < g["c"].mean()).mean())

@@ -18,7 +18,13 @@ from ..provenance import version
 
 METRIC_TITLES = {"accuracy": "Accuracy", "f1": "F1 score", "spearman": "Rank correlation",
                  "auc": "AUC", "regret": "Regret (lower is better)", "value": "Value",
-                 "treated_share": "Share treated"}
+                 "treated_share": "Share treated",
+                 "value_at_budget": "Value at the budget (the top scores only)",
+                 "autoc": "AUTOC of the ranking (true Delta)", "qini": "Qini of the ranking",
+                 "worst_site_accuracy": "Accuracy in the worst site",
+                 "site_accuracy_sd": "SD of the site accuracies (lower is more even)",
+                 "sites_below_constant": "Share of sites below the better constant rule "
+                                         "(lower is better)"}
 
 # what to read in each kind of figure (by file-name prefix)
 CAPTIONS = [

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError
-from ..metrics import METRICS
+from ..metrics import DECISION_METRICS, METRICS, TARGETING_METRICS
 from ..store import (KEY, complete, read_config, read_congruence, read_metrics, study_methods,
                      write_csv, write_text)
 
@@ -174,6 +174,21 @@ def _write_comparisons(out: Path, metrics, order, reference, keys) -> pd.DataFra
     return comp
 
 
+def _targeting_md(summ) -> str:
+    """summary.md's second table (issue 41): the rule under the budget, its ranking's AUTOC and
+    Qini against the true Delta, and the rule site by site (docs/metrics.md)."""
+    have = [m for m in TARGETING_METRICS if f"{m}_mean" in summ and summ[f"{m}_mean"].notna().any()]
+    if not have:
+        return ""
+    return ("\n## Beyond the decision: budget, ranking, sites\n\n"
+            "`value_at_budget`: the value when the rule treats at most the study's `budget` share "
+            "(its highest scores); `autoc`, `qini`: the areas under its ranking's targeting "
+            "operator characteristic against the true Delta (0 for a constant rule); "
+            "`worst_site_accuracy`, `site_accuracy_sd`: its accuracy in the worst test site and "
+            "the SD across sites; `sites_below_constant`: the share of sites where its true value "
+            "is below the better constant rule's.\n\n" + to_markdown(compact(summ, have)))
+
+
 def _provenance_md(cfg: dict) -> str:
     """summary.md's provenance: what the last run computed with (config.yaml `provenance`)."""
     facts = cfg.get("provenance") or {}
@@ -201,7 +216,8 @@ def _write_summary(out: Path, cfg: dict, metrics, summ, order=None) -> None:
         "lasso that selected no moderator; texts in metrics.parquet); "
         "`refitted` = share of replicates where the weighting lasso was refitted with new folds "
         "because its first fit selected no moderator (personalized's loop, docs/estimators.md).\n\n"
-        + to_markdown(compact(summ))
+        + to_markdown(compact(summ, [*DECISION_METRICS, *plugin_metrics(summ)]))
+        + _targeting_md(summ)
         + ("\n## Warnings, by kind\n\n" + warnings_text(warns) if len(warns) else "")
         + _provenance_md(cfg))
     fails = failures(metrics)
