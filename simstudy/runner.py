@@ -23,7 +23,7 @@ from .fitting import _error_text, data_seed, fit_and_score, method_seed
 from .metrics import (DIAGNOSTICS, METRICS, REFERENCE_RULES, average_ranks, congruence,
                       decisions, evaluate, extra_metrics, targeting)
 from .methods import load_plugins
-from .methods.registry import describe, shared_reads
+from .methods.registry import describe, new_site_options, shared_reads
 from .options import parse_bool
 from .store import CONGRUENCE_COLUMNS, Store, read_metrics
 from .cluster import DASK_LOST, dask_backend
@@ -68,12 +68,16 @@ def run_replicate(cfg: StudyConfig, design: Design, J: int, n_j: int, replicate:
         test_truth = rep.test_with_truth() if test_truth is None else test_truth
         return test_truth
 
+    new_sites = getattr(design, "test_sites", "same") == "new"
     with shared_reads():           # the methods share their reads of rep.train and rep.test
         for name in cfg.methods:
             t0 = time.perf_counter()
+            options = cfg.method_options.get(name)
+            if new_sites:          # each method's way to score a site it never saw (as apply's
+                options = {**new_site_options(name), **(options or {})}   # held-out sites)
             fit = fit_and_score(name, rep.train, frame_for,
                                 method_seed(cfg.seed, design.name, J, n_j, replicate, name),
-                                cfg.method_options.get(name), cfg.defaults_for(design))
+                                options, cfg.defaults_for(design))
             values, status, error = nan_metrics, "error", fit.error
             if fit.error is None:
                 try:

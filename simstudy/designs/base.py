@@ -112,7 +112,10 @@ def check_replicate(rep, design, J: int, n_j: int) -> None:
         orphans = not pd.Series(pd.unique(rep.test[SITE])).isin(sites).all()
     if n_sites != J:
         bad(f"{n_sites} training sites (asked for J={J})")
-    if orphans:
+    if getattr(design, "test_sites", "same") == "new":     # the test set's sites are all new
+        if pd.Series(pd.unique(rep.test[SITE])).isin(pd.unique(rep.train[SITE])).any():
+            bad("test rows in training sites (test_sites=new asks for sites never seen)")
+    elif orphans:
         bad("test rows in sites that have no training rows")
     sizes = getattr(design, "site_sizes", None)
     mean = len(rep.train) / J

@@ -107,6 +107,9 @@ class Design(DesignBase):
                                 "g(X) + beta1 U_j", number())
     site_covariate: bool = param(False, "true draws an OBSERVED site covariate W_j ~ N(0, 1) "
                                  "(column W; a term of delta/main)", FLAG)
+    test_sites: str = param("same", "same: the test set's people come from the training sites "
+                            "(the paper); new: from J new sites with freshly drawn site effects",
+                            choice("same", "new"))
     rules: Mapping[str, list] = param(
         {}, "method defaults on this design (covariates, moderators, features: the rules' "
         "inputs), used where the study leaves method_defaults at conf/config.yaml's")
@@ -258,6 +261,20 @@ class Design(DesignBase):
         return frame, frame_of({"Delta": delta, "Y0": Y0, "Y1": Y1,
                                 "d_opt": (delta > 0).astype(np.int64)})
 
+    def _new_sites(self, rng: np.random.Generator, J: int, n_j: int):
+        """The test set of test_sites=new: J new sites (labels J..2J-1) with their own draws of
+        everything a site has (a plasmode's real site, its size, R_j, U_j, W_j), drawn after
+        the training set, so the training data are those of test_sites=same."""
+        sites = self._sites(rng, J)
+        sizes = self._sizes(rng, J, n_j, sites)
+        n_test = np.maximum(1, np.rint(self.test_size * sizes)).astype(np.int64)
+        R = self.R_sd * rng.standard_normal(J)
+        U = rng.standard_normal(J)
+        W = rng.standard_normal(J) if self.site_covariate else None
+        test, truth = self._individuals(rng, np.repeat(np.arange(J), n_test), R, U, sites, W)
+        test[SITE] = test[SITE].to_numpy() + J
+        return test, truth
+
     def simulate(self, rng: np.random.Generator, J: int, n_j: int) -> Replicate:
         """Draw one replicate; redraw it whole while a training cluster has treated share 0 or 1."""
         for draw in range(1, int(self.max_draws) + 1):
@@ -269,7 +286,11 @@ class Design(DesignBase):
             W = rng.standard_normal(J) if self.site_covariate else None  # after U: old draws unmoved
             train, _ = self._individuals(rng, np.repeat(np.arange(J), sizes), R, U, sites, W,
                                          truth=False)
-            test, truth = self._individuals(rng, np.repeat(np.arange(J), n_test), R, U, sites, W)
+            if self.test_sites == "new":     # J sites never seen in training (issue 41)
+                test, truth = self._new_sites(rng, J, n_j)
+            else:
+                test, truth = self._individuals(rng, np.repeat(np.arange(J), n_test), R, U,
+                                                sites, W)
             share = np.bincount(train[SITE].to_numpy(), weights=train[TREAT].to_numpy(float),
                                 minlength=J) / sizes
             if np.all((share > 0) & (share < 1)):

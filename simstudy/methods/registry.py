@@ -251,6 +251,13 @@ def _first_sentence(doc: str, width: int = 100) -> str:
     return text if len(text) <= width else text[:width - 3].rstrip() + "..."
 
 
+def new_site_options(name: str) -> dict[str, Any]:
+    """The options with which the registered method scores people of sites it was not trained
+    on (`Method.new_site_options`): apply's held-out sites, a design's test_sites=new."""
+    cls = REGISTRY.get(name, (None,))[0]
+    return dict(getattr(cls, "new_site_options", {}) or {})
+
+
 def describe(names) -> dict[str, dict]:
     """What a store records of each method for the report: {name: {"family": ...}}."""
     return {str(n): {"family": FAMILIES.get(n, "Other")} for n in names}
