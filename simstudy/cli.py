@@ -81,7 +81,7 @@ def _run(argv: list[str]) -> int:
     if not any(a.startswith(("--config", "hydra.searchpath")) or a in ("-cd", "-cn", "-cp")
                for a in argv):
         check_overrides(argv)            # one line with the fix, not Hydra's dump
-    argv = argv + own_out(argv)
+    argv = forced_mappings(argv) + own_out(argv)
     sys.argv = ["simstudy run", *argv]
     try:
         job()
@@ -91,6 +91,28 @@ def _run(argv: list[str]) -> int:
         # runs: that is the user's input, so exit 2 as every other input error
         return 2 if code == 1 and not status.get("ran") else code
     return status["code"]
+
+
+def forced_mappings(argv: list[str]) -> list[str]:
+    """A mapping given whole (`design.rules={moderators: [X1, X2]}`) as Hydra's `++KEY=`, which
+    sets it whatever keys the preset's mapping has (plain `KEY=` stops with Hydra's "not in
+    struct" dump for a key the preset's mapping lacks); `replace_mappings` then makes it the
+    mapping given, as documented."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    parser = OverridesParser.create()
+    out = []
+    for a in argv:
+        if a.startswith(("-", "~", "++")) or "=" not in a or a.split("=", 1)[0].startswith(
+                ("hydra", "+hydra")):
+            out.append(a)
+            continue
+        try:
+            (o,) = parser.parse_overrides([a])
+            whole = isinstance(o.value(), dict) and not o.is_sweep_override()
+        except Exception:                                          # noqa: BLE001
+            whole = False                       # Hydra reports a malformed override itself
+        out.append("++" + a.lstrip("+") if whole else a)
+    return out
 
 
 def own_out(argv: list[str]) -> list[str]:

@@ -563,3 +563,17 @@ def test_a_number_of_workers_is_positive_or_minus_one_everywhere(value, drawn_st
     code, _, err = cli(capsys, "run", *TINY[:3], f"n_jobs={value}", *TINY[4:],
                        f"out={tmp_path / 'o'}")
     assert code == 2 and "n_jobs=" in err and not (tmp_path / "o").exists()
+
+
+def test_a_mapping_the_preset_has_empty_is_given_whole_without_a_hydra_dump(tmp_path, capsys):
+    """`design.rules={...}` where the preset's rules are {} (Hydra alone stops with 'Key ... is
+    not in struct' and a dump): set as given, its point labelled, and a bad column in it named
+    in one line."""
+    out = tmp_path / "r"
+    code, _, err = cli(capsys, "run", "design.rules={moderators:[X1,X2]}", *THREE, f"out={out}")
+    (label, point), = stored(out)["points"].items()
+    assert code == 0 and point["designs"]["design1"]["rules"] == {"moderators": ["X1", "X2"]}
+    assert label == "design.rules={moderators:[X1,X2]}"
+    code, _, err = cli(capsys, "run", "design.rules={moderators:[X9]}", *THREE,
+                       f"out={tmp_path / 'x'}")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "X9" in err
