@@ -151,7 +151,8 @@ def test_the_headline_opens_summary_md_and_names_the_argmax(store):
     head = md.split("## Protocol")[0]
     for (design, J, n_j), leader in _argmax(store).items():
         assert f"**{design}, (J, n_j) = ({J}, {n_j})**: **{leader}** " in head
-    assert (store / "headline.csv").exists()
+    for f in ("headline.csv", "warnings.csv"):          # the files the report promises
+        assert (store / f).exists(), f
 
 
 @pytest.mark.slow

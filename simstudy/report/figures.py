@@ -27,7 +27,9 @@ REFERENCE = {"oracle", "treat-all", "treat-none"}
 CONSTANT_RULES = ["treat-all", "treat-none"]
 CONDITION_ORDER = [(25, 25), (150, 25), (25, 150), (150, 150)]
 METRIC_LABELS = {"accuracy": "Accuracy", "f1": "F1 score", "spearman": "Rank correlation",
-                 "auc": "AUC", "regret": "Regret", "value": "Value"}
+                 "auc": "AUC", "regret": "Regret", "value": "Value", "autoc": "AUTOC",
+                 "qini": "Qini", "worst_site_accuracy": "Worst-site accuracy",
+                 "sites_below_constant": "Sites below the better constant rule (share)"}
 
 
 PANEL_ORDER = ["Q-learning", "Weighting", "Policy tree", "Machine learning"]
@@ -176,27 +178,47 @@ def boxplots(metrics: pd.DataFrame, design: str, metric: str = "accuracy", out: 
 
 def four_metrics(metrics: pd.DataFrame, design: str, out: Path | None = None):
     """Accuracy, F1, rank correlation and AUC (paper Figs 10-12, 14): rows (J, n_j), columns metric."""
+    return metric_grid(metrics, design, ["accuracy", "f1", "spearman", "auc"],
+                       "Accuracy, F1, rank correlation and AUC", "higher is better", out)
+
+
+def targeting(metrics: pd.DataFrame, design: str, out: Path | None = None):
+    """The ranking's AUTOC and Qini against the true Delta, and the rule site by site (its
+    worst site's accuracy, the share of sites below the better constant rule): issue 41."""
+    return metric_grid(metrics, design, ["autoc", "qini", "worst_site_accuracy",
+                                         "sites_below_constant"],
+                       "Ranking (AUTOC, Qini) and sites (worst-site accuracy, share of sites "
+                       "below the better constant rule)",
+                       "higher is better but for the share of sites", out)
+
+
+def metric_grid(metrics: pd.DataFrame, design: str, names: list[str], what: str, better: str,
+                out: Path | None = None):
+    """Boxplots of several metrics, two per row, each (J, n_j) on consecutive rows."""
     ok = metrics[(metrics["design"] == design) & (metrics["status"] == "ok")]
     groups = panels(ok["method"].unique())
     methods = [m for _, ms in groups for m in ms]
     colours = {m: FAMILY_COLOURS.get(f, "#e6e6e6") for f, ms in groups for m in ms}
     conds = conditions(ok)
-    names = ["accuracy", "f1", "spearman", "auc"]
     # two metrics side by side, a condition per pair of rows: PAGE_WIDTH_IN wide, so its labels
     # are legible at the report's width (issue 40)
-    fig, axes = plt.subplots(2 * len(conds), 2, figsize=(PAGE_WIDTH_IN, 2.7 * 2 * len(conds)),
-                             squeeze=False)
+    per = -(-len(names) // 2)                  # rows per condition
+    fig, axes = plt.subplots(per * len(conds), 2,
+                             figsize=(PAGE_WIDTH_IN, 2.7 * per * len(conds)), squeeze=False)
     for r, (J, n_j) in enumerate(conds):
         cell = ok[(ok["J"] == J) & (ok["n_j"] == n_j)]
         for k, metric in enumerate(names):
-            ax = axes[2 * r + k // 2, k % 2]
+            ax = axes[per * r + k // 2, k % 2]
             _box_panel(ax, cell, methods, metric, show_means=False, colours=colours)
-            ax.set_title(f"{METRIC_LABELS[metric]}, (J, n_j) = ({J}, {n_j})", fontsize=9)
+            ax.set_title(f"{METRIC_LABELS.get(metric, metric)}, (J, n_j) = ({J}, {n_j})",
+                         fontsize=9)
+        for k in range(len(names), 2 * per):
+            axes[per * r + k // 2, k % 2].set_axis_off()
     from matplotlib.patches import Patch
     fig.legend([Patch(fc=FAMILY_COLOURS.get(f, "#e6e6e6"), ec="0.3") for f, _ in groups],
                [f for f, _ in groups], loc="upper right", fontsize=9, ncol=len(groups))
-    fig.suptitle(f"Accuracy, F1, rank correlation and AUC of the estimators, {design} "
-                 f"({_reps_note(ok)}); higher is better", fontsize=10, x=0.02, ha="left")
+    fig.suptitle(f"{what} of the estimators, {design} ({_reps_note(ok)}); {better}",
+                 fontsize=10, x=0.02, ha="left")
     fig.tight_layout(rect=(0, 0, 1, 0.985))
     return _save(fig, out)
 

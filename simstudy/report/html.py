@@ -41,6 +41,10 @@ CAPTIONS = [
     ("congruence_", "Congruence: the share of test rows on which two rules decide alike, a "
                     "panel per (J, n_j) (upper triangle coloured on a scale from the lowest "
                     "value shown to 100, lower triangle the numbers, %)."),
+    ("targeting_", "The ranking and the sites (from the true effects): AUTOC and Qini of each "
+                   "rule's ranking (0 for a constant rule, the oracle's the largest), its "
+                   "accuracy in the worst test site, and the share of sites where it does worse "
+                   "than the better constant rule (docs/metrics.md)."),
     ("nested_loop_", "Nested-loop plot: mean accuracy in every condition at once, the steps below "
                      "marking the design factors; one line per method."),
     ("sweep_", "A metric against the swept value: mean over replicates with a 95% band, one line "

@@ -255,7 +255,8 @@ def _study_figures(out: Path, summ, comp, keys, metrics, point, designs) -> list
 def _congruence(out: Path, metrics, order, figures: bool, designs, point) -> list[tuple]:
     """Congruence tables (always) per (sweep point, design) and condition, and the per-design
     figures to draw (heatmaps, boxplots, four metrics) when `figures`."""
-    from .figures import boxplots, conditions, congruence_matrix, congruence_panels, four_metrics
+    from .figures import (boxplots, conditions, congruence_matrix, congruence_panels,
+                          four_metrics, targeting)
     congruence = read_congruence(out)
     tables = out / "congruence"
     tables.mkdir(exist_ok=True)
@@ -290,6 +291,9 @@ def _congruence(out: Path, metrics, order, figures: bool, designs, point) -> lis
                 (boxplots, cell, design, "accuracy", out / "figures" / _safe(f"accuracy_{design}")),
                 (boxplots, cell, design, "regret", out / "figures" / _safe(f"regret_{design}")),
                 (four_metrics, cell, design, out / "figures" / _safe(f"metrics_{design}"))]
+            if "autoc" in cell and cell["autoc"].notna().any():     # stores since issue 41
+                drawings.append((targeting, cell, design,
+                                 out / "figures" / _safe(f"targeting_{design}")))
     return drawings
 
 
