@@ -132,8 +132,10 @@ def run_study(design: str | None = None, *, out: str | Path, design_params: dict
     `dry_run=True` prints the plan and the estimated time, writes nothing, returns None.
     `progress` (None: on in a terminal or a notebook) shows replicates done, rate, time left;
     `figures=True` draws the report's figures too (`Study.plot` draws one on demand)."""
-    if out is None or not str(out).strip():
-        raise ConfigError("out is empty; give the study's directory, e.g. out='results/d2'")
+    import os
+    if out is None or not isinstance(out, (str, os.PathLike)) or not str(out).strip():
+        raise ConfigError(f"out={out!r}: give the study's directory as a path, e.g. "
+                          f"out='results/d2'")
     if progress is None:        # shown where someone sees it: a terminal or a notebook
         import sys
         progress = bool(getattr(sys.stderr, "isatty", lambda: False)()) \
@@ -216,4 +218,8 @@ class Study:
 
 def load(out: str | Path) -> Study:
     """A stored study (the `out` of `simstudy run` or `run_study`)."""
+    import os
+    if not isinstance(out, (str, os.PathLike)) or not str(out).strip():
+        raise ConfigError(f"load({out!r}): give a study's directory as a path, e.g. "
+                          f"simstudy.load('results/default')")
     return Study(out)

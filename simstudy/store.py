@@ -27,6 +27,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import yaml
@@ -268,20 +269,37 @@ def _studies_near(path: Path) -> str:
     return "; give the `out` of a `simstudy run` (none is below it)"
 
 
-def complete(metrics: pd.DataFrame, congruence: pd.DataFrame) -> set[tuple]:
-    """KEYs of the replicates whose every table is stored: metrics rows, and the congruence of
-    every pair of its methods whose fit succeeded (k ok methods owe k (k - 1) / 2 rows). A
-    replicate whose congruence file was lost (truncated, quarantined by `repair`) is not done,
-    so the next run recomputes it (issue 45, class 1)."""
+def complete(metrics: pd.DataFrame, congruence: pd.DataFrame,
+             methods: dict[str, list] | None = None) -> set[tuple]:
+    """KEYs of the replicates whose every table is stored: a metrics row of every method of its
+    sweep point's study (`methods`: {point: methods}, from config.yaml; not checked when None),
+    and the congruence of every pair of its methods whose fit succeeded (k ok methods owe
+    k (k - 1) / 2 rows). A replicate whose congruence file was lost (truncated, quarantined by
+    `repair`) or that lacks a method's rows is not done, so the next run recomputes it
+    (issue 45, class 1)."""
     if not len(metrics):
         return set()
     ok = (metrics["status"] == "ok").to_numpy(bool)
-    owed = metrics[KEY].assign(_ok=ok).groupby(KEY, observed=True, sort=False)["_ok"].sum()
+    groups = metrics[KEY + ["method"]].assign(_ok=ok).groupby(KEY, observed=True, sort=False)
+    owed = groups["_ok"].sum()
     owed = owed * (owed - 1) // 2
     have = congruence.groupby(KEY, observed=True, sort=False).size() if len(congruence) \
         else pd.Series(dtype="int64")
     have = have.reindex(owed.index, fill_value=0)
-    return set(owed.index[(have >= owed).to_numpy()].tolist())
+    whole = np.array((have >= owed).to_numpy(), dtype=bool)
+    if methods:
+        count = groups["method"].nunique().reindex(owed.index)
+        need = np.array([len(set(methods.get(k[0], ()))) for k in owed.index])
+        whole &= count.to_numpy() >= need
+    return set(owed.index[whole].tolist())
+
+
+def point_methods(out) -> dict[str, list] | None:
+    """{point: its study's methods} of a store's config (None without one)."""
+    if not (Path(out) / "config.yaml").exists():
+        return None
+    return {label: list(p["study"].get("methods", []))
+            for label, p in read_config(out)["points"].items()}
 
 
 def read_config(out) -> dict:
@@ -731,7 +749,8 @@ class Store:
     # -------------------------------------------------------------- rows
     def done(self) -> set[tuple]:
         """(point, design, J, n_j, replicate) of every finished replicate: `complete`."""
-        return complete(read_metrics(self.out), read_congruence(self.out))
+        return complete(read_metrics(self.out), read_congruence(self.out),
+                        point_methods(self.out))
 
     def append(self, metrics: pd.DataFrame, congruence: pd.DataFrame) -> None:
         """Write one chunk: congruence first, metrics (the completion marker) last. Under the

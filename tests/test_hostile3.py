@@ -61,6 +61,26 @@ def test_a_lost_congruence_table_is_recomputed_and_status_says_so(damage, tmp_pa
     assert "100.0%" in cli(capsys, "status", str(out))[1]
 
 
+def test_a_replicate_missing_a_methods_rows_is_recomputed(tmp_path, capsys):
+    """Every method of the point's study owes its row: a replicate whose rows of one method are
+    gone (its pairs' congruence too) is not done; the run restores it as a clean run has it."""
+    from simstudy.store import point_tokens, write_parquet
+    out, clean = tmp_path / "s", tmp_path / "c"
+    assert cli(capsys, "run", *THREE, f"out={clean}")[0] == 0
+    assert cli(capsys, "run", *THREE, f"out={out}")[0] == 0
+    m, c = read_metrics(out), read_congruence(out)
+    gone = (m["replicate"] == 1) & (m["method"] == "Q-ri")
+    write_parquet(m[~gone], out / "metrics.parquet", point_tokens(out))
+    write_parquet(c[~((c["replicate"] == 1) & ((c["method_a"] == "Q-ri")
+                                              | (c["method_b"] == "Q-ri")))],
+                  out / "congruence.parquet", point_tokens(out))
+    assert "100.0%" not in cli(capsys, "status", str(out))[1]
+    assert cli(capsys, "run", *THREE, f"out={out}")[0] == 0
+    pd.testing.assert_frame_equal(read_metrics(out).drop(columns="seconds"),
+                                  read_metrics(clean).drop(columns="seconds"))
+    pd.testing.assert_frame_equal(read_congruence(out), read_congruence(clean))
+
+
 def test_a_replicate_owes_congruence_only_for_its_ok_fits(tmp_path, capsys):
     """One method (no pair) or failed fits (fewer pairs): done, and never recomputed."""
     out = tmp_path / "one"
@@ -469,12 +489,13 @@ def test_run_study_never_touches_the_command_line(tmp_path, monkeypatch):
     ({"method_defaults": ["X1"]}, "method_defaults="),
     ({"n_jobs": -3}, "n_jobs=-3"),
     ({"rpes": 3}, "did you mean 'reps'"),
+    ({"out": ["a"]}, "out=['a']"),
     ({"seed": None}, "seed=")])
 def test_every_wrong_type_in_the_api_is_a_config_error(kw, says, tmp_path):
     import simstudy
     args = {"J": 3, "n_j": 8, "reps": 1, "n_jobs": 1, "methods": ["Q-base"], **kw}
     with pytest.raises(ConfigError, match=None) as info:
-        simstudy.run_study(out=tmp_path / "o", **args)
+        simstudy.run_study(**{"out": tmp_path / "o", **args})
     assert says in str(info.value), str(info.value)
     assert not list((tmp_path / "o").glob("**/*.parquet"))
 

@@ -11,7 +11,7 @@ import pandas as pd
 
 from ..errors import ConfigError
 from ..metrics import DECISION_METRICS, METRICS, TARGETING_METRICS
-from ..store import (KEY, complete, read_config, read_congruence, read_metrics, study_methods,
+from ..store import (KEY, complete, point_methods, read_config, read_congruence, read_metrics, study_methods,
                      write_csv, write_text)
 
 CONDITION = ["point", "design", "J", "n_j"]
@@ -348,7 +348,7 @@ def status_table(out) -> tuple[pd.DataFrame, str]:
     row), failed fits, and the missing replicate ids as ranges; and a printable text."""
     cfg = read_config(out)
     m = read_metrics(out)
-    full = complete(m, read_congruence(out))       # every table of the replicate stored
+    full = complete(m, read_congruence(out), point_methods(out))   # every table and method
     whole = m[[k in full for k in m[KEY].itertuples(index=False, name=None)]]
     done = whole.groupby(CONDITION, observed=True)["replicate"].agg(lambda r: set(r.tolist()))
     errors = m[m["status"] != "ok"].groupby(CONDITION, observed=True).size()
