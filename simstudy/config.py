@@ -149,8 +149,17 @@ class StudyConfig:
         built = []
         for d in designs:
             built = [make(m, options.get(m), per_design[d.name]) for m in methods]
+            rules = d.rule_defaults()
             for m, obj in zip(methods, built):
-                check_columns(m, obj, d.roles(), d.name)
+                def source(key, m=m, rules=rules):
+                    if key in (options.get(m) or {}):
+                        return None                      # method_options.NAME.KEY itself
+                    if key in rules and defaults.get(key) == base.get(key):
+                        return f"{m}'s {key} from design.rules.{key}"
+                    if key in defaults:
+                        return f"{m}'s {key} from method_defaults.{key}"
+                    return None
+                check_columns(m, obj, d.roles(), d.name, source)
         n_jobs = cfg.get("n_jobs", 1)
         n_jobs = check_n_jobs(n_jobs, "n_jobs") if n_jobs is not None else 1
         backend = str(cfg.get("backend", "loky"))

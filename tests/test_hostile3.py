@@ -598,3 +598,4 @@ def test_a_mapping_the_preset_has_empty_is_given_whole_without_a_hydra_dump(tmp_
     code, _, err = cli(capsys, "run", "design.rules={moderators:[X9]}", *THREE,
                        f"out={tmp_path / 'x'}")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "X9" in err
+    assert "design.rules.moderators" in err                   # named where the user set it

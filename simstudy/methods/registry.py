@@ -329,17 +329,20 @@ def typed_options(name: str, options: Mapping | None) -> dict[str, Any]:
     return options
 
 
-def check_columns(name: str, method: Method, roles: dict, design: str) -> None:
+def check_columns(name: str, method: Method, roles: dict, design: str,
+                  source=lambda key: None) -> None:
     """A method's column options against a design's columns by role (`Method.COLUMN_OPTIONS`,
     `DesignBase.roles`): the site, treatment and outcome options must name the design's own
     columns, and a list of covariates must hold covariates only (not Y, T or the site), each
-    a column of the design. ConfigError naming the option (issue 45, class 9)."""
+    a column of the design. ConfigError naming the option (issue 45, class 9) as the user set
+    it: `source(key)` names where a value came from (a design's rules, method_defaults), else
+    method_options.NAME.KEY."""
     named = {roles[r]: r for r in ("site", "treatment", "outcome")}
     for key, role in type(method).COLUMN_OPTIONS.items():
         if not hasattr(method, key):
             continue
         value = getattr(method, key)
-        where = f"method_options.{name}.{key}"
+        where = source(key) or f"method_options.{name}.{key}"
         if role in ("site", "treatment", "outcome"):
             if value != roles[role]:
                 what = f" (that is the design's {named[value]} column)" if value in named else ""
