@@ -81,8 +81,9 @@ def test_run_study_dry_run_returns_none_and_writes_nothing(tmp_path, capsys):
 
 def test_the_dry_run_estimate_is_near_the_real_run(tmp_path, capsys):
     """A generous bound (3x either way) on a loaded CI machine; the closing note of issue 39
-    quotes measured pairs (within 1.5x)."""
-    args = ["J=[10,20]", "n_j=20", "reps=30", "n_jobs=1", "progress=false", "figures=false",
+    quotes measured pairs (this one: 1.7 s estimated, 1.8 s run, idle)."""
+    # enough replicates (~2 s) that the run's fixed costs (store, probe) do not dominate
+    args = ["J=[10,20]", "n_j=20", "reps=120", "n_jobs=1", "progress=false", "figures=false",
             "methods=[Q-base,Q-fe,Q-ri,W-aug,PT,oracle]", f"out={tmp_path / 'e'}"]
     cli(capsys, "run", *args[:2], "reps=1", *args[3:-1], f"out={tmp_path / 'warm'}")
     code, text, _ = cli(capsys, "run", *args, "dry_run=true")
