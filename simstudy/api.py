@@ -34,6 +34,7 @@ def compose(design: str | None = None, design_params: Mapping | None = None,
     from .config import NOT_POINT, STUDY_KEYS, study_defaults
     from .designs import preset
     from .options import canonical
+    from .options import plain as _plain
 
     def mapping(value, what: str, example: str) -> dict:
         if value is None:
@@ -77,15 +78,6 @@ def compose(design: str | None = None, design_params: Mapping | None = None,
         if key not in NOT_POINT:
             swept[key] = canonical(plain[key])
     return plain, swept
-
-
-def _plain(v):
-    """Python values as the config holds them: tuples as lists, mappings as dicts."""
-    if isinstance(v, Mapping):
-        return {str(k): _plain(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
-    return v
 
 
 def _conf() -> str:

@@ -262,7 +262,9 @@ def replace_mappings(plain: dict, task: list[str]) -> dict:
     45, class 4). The overrides are replayed in order from the first such one, so a later
     `+design.delta.X4=1` or `~design.delta.X5` still applies to the replaced mapping."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
+
     from .errors import ConfigError
+    from .options import plain as as_plain
     parsed = OverridesParser.create().parse_overrides(list(task))
     replaced: list[str] = []
     for o in parsed:
@@ -283,18 +285,10 @@ def replace_mappings(plain: dict, task: list[str]) -> dict:
         if o.is_delete():
             node.pop(path[-1], None)
         else:
-            node[path[-1]] = _plain_value(value)
+            node[path[-1]] = as_plain(value)
         if isinstance(value, dict):
             replaced.append(key)
     return plain
-
-
-def _plain_value(v):
-    if isinstance(v, dict):
-        return {str(k): _plain_value(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_plain_value(x) for x in v]
-    return v
 
 
 def swept_keys() -> dict[str, str]:

@@ -16,6 +16,7 @@ from .errors import ConfigError
 from .methods import load_plugins, make
 from .methods.registry import typed_options
 from .options import FLAG, Opt, parse_bool
+from .options import plain as _plain
 from .store import point_label
 from .workers import check_n_jobs, resolve_n_jobs
 
@@ -552,16 +553,6 @@ def _replicate_range(value, reps: int) -> tuple[int, int] | None:
     if not 0 <= lo < hi <= reps:
         raise ConfigError(f"replicates={value!r}: need 0 <= start < stop <= reps={reps}")
     return lo, hi
-
-
-def _plain(obj):
-    if isinstance(obj, Mapping) or type(obj).__name__ == "DictConfig":
-        return {str(k): _plain(v) for k, v in dict(obj).items()}
-    if isinstance(obj, (list, tuple)) or type(obj).__name__ == "ListConfig":
-        return [_plain(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
 
 
 def _workers(n_jobs: int, backend: str) -> int:

@@ -143,3 +143,17 @@ def number(low: float | None = None, high: float | None = None, ends: str = "(]"
 
 FLAG = Opt("bool")
 TEXT = Opt("str")
+
+
+def plain(obj):
+    """A config value as plain Python: mappings (OmegaConf's too) as dicts with str keys,
+    lists / tuples as lists, numpy scalars as Python numbers; the one conversion every door
+    (Hydra's composition, the API's settings, the stored identity) uses."""
+    from collections.abc import Mapping
+    if isinstance(obj, Mapping) or type(obj).__name__ == "DictConfig":
+        return {str(k): plain(v) for k, v in dict(obj).items()}
+    if isinstance(obj, (list, tuple)) or type(obj).__name__ == "ListConfig":
+        return [plain(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj

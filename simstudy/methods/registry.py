@@ -148,30 +148,28 @@ class Method:
                 opt.check(key, kwargs[key])
 
     @classmethod
-    def list_params(cls) -> frozenset[str]:
-        """Parameters whose default is a list or tuple (column names): a scalar is refused."""
-        if "_list_params" not in vars(cls):
+    def _params_of(cls, attr: str, types) -> frozenset[str]:
+        """Names of the parameters (of every __init__ in the MRO) whose default is of `types`,
+        collected once per class into `attr`."""
+        if attr not in vars(cls):
             names: set[str] = set()
             for klass in cls.__mro__:
                 if "__init__" in vars(klass):
                     sig = inspect.signature(klass.__init__)
                     names |= {p.name for p in sig.parameters.values()
-                              if isinstance(p.default, (list, tuple))}
-            cls._list_params = frozenset(names)
-        return cls._list_params
+                              if isinstance(p.default, types)}
+            setattr(cls, attr, frozenset(names))
+        return vars(cls)[attr]
+
+    @classmethod
+    def list_params(cls) -> frozenset[str]:
+        """Parameters whose default is a list or tuple (column names): a scalar is refused."""
+        return cls._params_of("_list_params", (list, tuple))
 
     @classmethod
     def bool_params(cls) -> frozenset[str]:
         """Parameters whose default is a boolean: their values are read by `parse_bool`."""
-        if "_bool_params" not in vars(cls):
-            names: set[str] = set()
-            for klass in cls.__mro__:
-                if "__init__" in vars(klass):
-                    sig = inspect.signature(klass.__init__)
-                    names |= {p.name for p in sig.parameters.values()
-                              if isinstance(p.default, bool)}
-            cls._bool_params = frozenset(names)
-        return cls._bool_params
+        return cls._params_of("_bool_params", bool)
 
     def get_params(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in sorted(self.param_names()) if hasattr(self, k)}

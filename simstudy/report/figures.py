@@ -240,6 +240,31 @@ def congruence_matrix(congruence: pd.DataFrame, design: str, J: int, n_j: int,
     return M
 
 
+def _triangles(ax, M: pd.DataFrame, cmap: str, low: float, fontsize: float, diagonal: bool):
+    """One congruence matrix on `ax`: the upper triangle coloured from `low` to 100, the lower
+    triangle (and the diagonal if `diagonal`) the numbers in %; seaborn's heatmap drawn with
+    matplotlib alone (importing seaborn cost ~0.9 s per report): square cells, white borders,
+    row 0 at the top. Returns the coloured mesh (for a colour bar)."""
+    k = len(M)
+    upper = np.triu(np.ones((k, k), bool), k=1)
+    cells = ax.pcolormesh(np.ma.masked_array(100 * M.to_numpy(float), ~upper), cmap=cmap,
+                          vmin=low, vmax=100, edgecolors="white", linewidth=0.3)
+    ax.set_xlim(0, k)
+    ax.set_ylim(k, 0)
+    ax.set_aspect("equal")
+    for side in ax.spines.values():
+        side.set_visible(False)
+    for i in range(k):
+        for j in range(i + 1 if diagonal else i):
+            v = M.iat[i, j]
+            if np.isfinite(v):
+                ax.text(j + 0.5, i + 0.5, f"{100 * v:.0f}", ha="center", va="center",
+                        fontsize=fontsize)
+    ax.set_xticks(np.arange(k) + 0.5, M.columns, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(np.arange(k) + 0.5, M.index, fontsize=8)
+    return cells
+
+
 def congruence_panels(mats: list[tuple[str, pd.DataFrame]], title: str,
                       out: Path | None = None):
     """The congruence of every pair of rules, one panel per condition (a 2-column grid, PAGE_
@@ -258,24 +283,7 @@ def congruence_panels(mats: list[tuple[str, pd.DataFrame]], title: str,
     low = min(low, 99.0)
     cells = None
     for ax, (label, M) in zip(axes.flat, mats):
-        k = len(M)
-        upper = np.triu(np.ones((k, k), bool), k=1)
-        cells = ax.pcolormesh(np.ma.masked_array(100 * M.to_numpy(float), ~upper),
-                              cmap="viridis", vmin=low, vmax=100, edgecolors="white",
-                              linewidth=0.3)
-        ax.set_xlim(0, k)
-        ax.set_ylim(k, 0)
-        ax.set_aspect("equal")
-        for s in ax.spines.values():
-            s.set_visible(False)
-        for i in range(k):
-            for j in range(i):
-                v = M.iat[i, j]
-                if np.isfinite(v):
-                    ax.text(j + 0.5, i + 0.5, f"{100 * v:.0f}", ha="center", va="center",
-                            fontsize=7 if n > 12 else 8)
-        ax.set_xticks(np.arange(k) + 0.5, M.columns, rotation=60, ha="right", fontsize=8)
-        ax.set_yticks(np.arange(k) + 0.5, M.index, fontsize=8)
+        cells = _triangles(ax, M, "viridis", low, fontsize=7 if n > 12 else 8, diagonal=False)
         ax.set_title(label, fontsize=9)
     for ax in axes.flat[len(mats):]:
         ax.set_axis_off()
@@ -290,24 +298,8 @@ def heatmap(M: pd.DataFrame, title: str, out: Path | None = None):
     """Upper triangle coloured, lower triangle the numbers (percent), as the paper draws it."""
     n = len(M)
     fig, ax = plt.subplots(figsize=(0.55 * n + 2.5, 0.5 * n + 1.5))
-    upper = np.triu(np.ones((n, n), bool), k=1)
-    # seaborn's heatmap drawn with matplotlib alone (importing seaborn cost ~0.9 s per report):
-    # square cells, white cell borders, row 0 at the top
-    cells = ax.pcolormesh(np.ma.masked_array(100 * M.to_numpy(float), ~upper), cmap="Reds",
-                          vmin=50, vmax=100, edgecolors="white", linewidth=0.3)
+    cells = _triangles(ax, M, "Reds", 50, fontsize=7, diagonal=True)
     fig.colorbar(cells, ax=ax, label="congruence (%)").outline.set_visible(False)
-    ax.set_xlim(0, n)
-    ax.set_ylim(n, 0)
-    ax.set_aspect("equal")
-    for side in ax.spines.values():
-        side.set_visible(False)
-    for i in range(n):
-        for j in range(i + 1):
-            v = M.iat[i, j]
-            if np.isfinite(v):
-                ax.text(j + 0.5, i + 0.5, f"{100 * v:.0f}", ha="center", va="center", fontsize=7)
-    ax.set_xticks(np.arange(n) + 0.5, M.columns, rotation=60, ha="right", fontsize=8)
-    ax.set_yticks(np.arange(n) + 0.5, M.index, rotation=0, fontsize=8)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return _save(fig, out)

@@ -174,6 +174,7 @@ def ademp(cfg: dict, metrics: pd.DataFrame) -> str:
                  + ("docs/designs.md; " if ours else f"design families {', '.join(sorted(families))}; ")
                  + "train and test sets of new people in the same sites):")
     from ..designs import design_defaults
+    from ..options import plain
     for label, pt in cfg.get("points", {}).items():
         where = f" at sweep point `{label}`" if label else ""
         for name, params in pt.get("designs", {}).items():
@@ -188,7 +189,7 @@ def ademp(cfg: dict, metrics: pd.DataFrame) -> str:
                 else:
                     items = [f"{k}={v}"]
                 flat += items
-                if base and k in base and _plain_param(base[k]) != _plain_param(v):
+                if base and k in base and plain(base[k]) != plain(v):
                     differ += items
             shown = (f"{family} family; differs from its defaults in: " + ", ".join(differ)
                      if differ else f"{family} family at its defaults") if base else \
@@ -327,15 +328,6 @@ def headline_text(table: pd.DataFrame) -> str:
               f"{n}). Means and MC SEs: the tables below; every paired difference: "
               f"comparison.csv.", ""]
     return "\n".join(lines) + "\n"
-
-
-def _plain_param(v):
-    """A parameter as stored (tuples as lists) for comparing with the family's default."""
-    if isinstance(v, dict):
-        return {str(k): _plain_param(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_plain_param(x) for x in v]
-    return v
 
 
 # the warnings a fit can store (metrics.parquet `warning`), by kind: a pattern of the text, the
