@@ -39,12 +39,14 @@ def test_report_html_is_written_and_every_reference_resolves(store):
     assert "numpy" in page and "python" in page                  # provenance
 
 
-def test_report_command_rewrites_it(store, tmp_path):
+def test_report_command_rewrites_it(store, tmp_path, capsys):
     copy = tmp_path / "copy"
     shutil.copytree(store, copy)
     (copy / "report.html").unlink()
     assert main(["report", str(copy), "--no-figures"]) == 0
     assert (copy / "report.html").exists()
+    printed = capsys.readouterr().out                   # the terminal too opens with the answer
+    assert printed.index("Headline (accuracy") < printed.index("mean (Monte Carlo SE)")
 
 
 def _driver():

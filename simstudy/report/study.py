@@ -319,7 +319,8 @@ def headline_text(table: pd.DataFrame) -> str:
     for m, k in counts.items():
         by_count.setdefault(k, []).append(m)
     n = len(table)
-    groups = [f"{'all ' + str(n) if k == n else f'{k} of {n}'}: {', '.join(sorted(ms))}"
+    groups = [f"{('all ' + str(n)) if k == n > 1 else 'the one' if k == n else f'{k} of {n}'}"
+              f": {', '.join(sorted(ms))}"
               for k, ms in sorted(by_count.items(), reverse=True)[:3]]
     lead = table["leader"].value_counts()
     lines += ["", f"Reading: the rules that lead or are indistinguishable from the leader, by "

@@ -419,6 +419,9 @@ def report_main(argv: list[str]) -> int:
             continue
         with pd.option_context("display.width", 250, "display.max_columns", 30,
                                "display.max_rows", 500):
+            md = (Path(d) / "summary.md").read_text()
+            if md.startswith("## Headline"):          # the answer first, as on the page
+                print(f"== {d}: " + md.split("## Protocol")[0][3:].strip() + "\n")
             print(f"== {d}: mean (Monte Carlo SE) ==")
             print(compact(summ, ("accuracy", "f1", "spearman", "auc", "regret",
                                  "treated_share", *plugin_metrics(summ))).to_string(index=False))
