@@ -28,7 +28,7 @@ class Threshold(DesignBase):
     def simulate(self, rng, J, n_j):
         c = self.site_sd * rng.standard_normal(J)
 
-        def draw(n):
+        def draw(n, rng=rng):
             site = np.repeat(np.arange(J), n)
             X = rng.standard_normal((site.size, 5))
             T = np.tile(np.r_[np.ones(n // 2), np.zeros(n - n // 2)], J).astype(int)
@@ -42,7 +42,9 @@ class Threshold(DesignBase):
             return frame, truth
         train, _ = draw(n_j)
         test, truth = draw(n_j)
-        return Replicate(train, test, truth)
+        # more(rng, factor): factor x n_j new people in each training site with their truth,
+        # what value_claims needs (the rule's true value); optional
+        return Replicate(train, test, truth, more=lambda r, factor: draw(factor * n_j, r))
 
 
 @register("x3-rule", family="My rules")

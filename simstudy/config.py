@@ -80,6 +80,7 @@ class StudyConfig:
     auto: dict[str, Any] | None = None     # reps=auto: target_mcse, metric, min/max/batch reps
     dask_wait: float = 60.0                # backend=dask: seconds to wait for a worker
     budget: float = 1.0                    # value_at_budget: the share a rule may treat
+    value_claims: str = "none"             # claims.py: none | site | estimated propensity
     design_defaults: dict[str, dict] = field(default_factory=dict)   # defaults_for(design)
 
     @classmethod
@@ -190,7 +191,8 @@ class StudyConfig:
                    {str(k): str(v) for k, v in dict(point_keys or point or {}).items()},
                    auto, dask_wait, design_defaults=per_design,
                    budget=_number(1.0 if cfg.get("budget") is None else cfg.get("budget"),
-                                  "budget", 0.0, 1.0, open_low=True))
+                                  "budget", 0.0, 1.0, open_low=True),
+                   value_claims=_value_claims(cfg.get("value_claims")))
 
     def defaults_for(self, design) -> dict[str, Any]:
         """The method defaults on `design`: the study's, with the design's `rules` where the
@@ -229,6 +231,8 @@ class StudyConfig:
                  "method_options": _plain(self.method_options), "plugins": list(self.plugins)}
         if self.budget != 1.0:              # at its default it is not recorded: stores written
             study["budget"] = self.budget   # before the key existed resume unchanged
+        if self.value_claims != "none":     # the same
+            study["value_claims"] = self.value_claims
         designs = {d.name: _plain(d.identity()) for d in self.designs}
         return study, designs
 
@@ -247,6 +251,18 @@ class StudyConfig:
         return [{"point": self.label, "design": d.name, "J": J, "n_j": n, "reps": self.reps}
                 for d, J, n in self.conditions()]
 
+
+
+def _value_claims(value) -> str:
+    """The study key value_claims: none (also false / null) | site | estimated."""
+    from .claims import VALUE_CLAIMS
+    if value is None or value is False:
+        return "none"
+    if not isinstance(value, str) or value.strip().lower() not in VALUE_CLAIMS:
+        raise ConfigError(f"value_claims={value!r}: allowed {', '.join(VALUE_CLAIMS)} (none: "
+                          f"not computed; site / estimated: the AIPW value of each rule "
+                          f"learned on half the training data, with that propensity)")
+    return value.strip().lower()
 
 
 def _check_sizes(designs, J: list[int], n_j: list[int], built, workers: int, remote: bool) -> None:
@@ -367,6 +383,9 @@ STUDY_KEYS: dict[str, Key] = {
     "plugins": Key([], "modules to import that register methods, designs or metrics"),
     "budget": Key(1.0, "the share q in (0, 1] a rule may treat for value_at_budget: the q with "
                   "the highest scores among those it would treat (1 = no cap)", point=True),
+    "value_claims": Key("none", "the value each rule claims (docs/metrics.md): none, or the "
+                        "propensity of its AIPW estimate on held-out training data: site (the "
+                        "site's treated share) | estimated (logistic on X and site)", point=True),
     "n_jobs": Key(2, "cores the study uses (-1 = all, capped at the machine's); results do "
                   "not depend on it", identity=False),
     "backend": Key("loky", "loky | dask | multiprocessing | threading | sequential (same "

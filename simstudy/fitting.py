@@ -33,6 +33,13 @@ def data_seed(seed: int, design: str, J: int, n_j: int, replicate: int) -> np.ra
     return np.random.SeedSequence(seed, spawn_key=(stable_id(design), J, n_j, replicate, 0))
 
 
+def claims_seed(seed: int, design: str, J: int, n_j: int, replicate: int
+                ) -> np.random.SeedSequence:
+    """value_claims' own draws (the learning half, the people of the true value): a stream of
+    their own, so the data and the methods' seeds are those of a study without them."""
+    return np.random.SeedSequence(seed, spawn_key=(stable_id(design), J, n_j, replicate, 2))
+
+
 def named_seed(seed: int, *keys) -> int:
     """A seed from the study seed and a path of names and integers (names by `stable_id`), so a
     method's randomness follows its NAME, never its position in a list:

@@ -19,7 +19,10 @@ DECISION_METRICS = ("accuracy", "f1", "spearman", "auc", "value", "regret", "tre
 # operator characteristic, and the rule site by site (`targeting`)
 TARGETING_METRICS = ("value_at_budget", "autoc", "qini", "worst_site_accuracy",
                      "site_accuracy_sd", "sites_below_constant")
-METRICS = DECISION_METRICS + TARGETING_METRICS
+# the value a rule claims (issue 41, item 2; claims.py): its AIPW estimate on held-out data with
+# its SE, and its true value; NaN unless the study sets value_claims
+VALUE_METRICS = ("value_hat", "value_se", "value_true")
+METRICS = DECISION_METRICS + TARGETING_METRICS + VALUE_METRICS
 # per-fit facts a method reports (Method.diagnostics): the weighting lasso's number of fits
 # (docs/estimators.md) and a warning text (non-convergence, a singular mixed model, a constant rule)
 DIAGNOSTICS = ("fits", "warning")

@@ -19,7 +19,7 @@ import pandas as pd
 from .config import StudyConfig, _plain, _workers, check_out
 from .designs import Design, Replicate, blame, check_replicate
 from .errors import ConfigError, ProbeFailed, Stopped, stop_if_environment
-from .fitting import _error_text, data_seed, fit_and_score, method_seed
+from .fitting import _error_text, claims_seed, data_seed, fit_and_score, method_seed
 from .metrics import (DIAGNOSTICS, METRICS, REFERENCE_RULES, average_ranks, congruence,
                       decisions, evaluate, extra_metrics, targeting)
 from .methods import load_plugins
@@ -60,7 +60,7 @@ def run_replicate(cfg: StudyConfig, design: Design, J: int, n_j: int, replicate:
     truth = {c: rep.truth[c].to_numpy() for c in rep.truth.columns}     # read once, not per method
     delta_ranks = average_ranks(truth["Delta"])
     labels, codes = np.unique(rep.test["site"].to_numpy(), return_inverse=True)   # by site
-    rows, decided = [], {}
+    rows, decided, truthful = [], {}, set()
     def frame_for(method):
         nonlocal test_truth
         if not method.uses_truth:
@@ -79,6 +79,8 @@ def run_replicate(cfg: StudyConfig, design: Design, J: int, n_j: int, replicate:
                                 method_seed(cfg.seed, design.name, J, n_j, replicate, name),
                                 options, cfg.defaults_for(design))
             values, status, error = nan_metrics, "error", fit.error
+            if fit.method is not None and fit.method.uses_truth:
+                truthful.add(name)
             if fit.error is None:
                 try:
                     values = evaluate(fit.score, truth, delta_ranks)
@@ -98,9 +100,47 @@ def run_replicate(cfg: StudyConfig, design: Design, J: int, n_j: int, replicate:
                     values, error = nan_metrics, _error_text(exc)
             rows.append({**key, "method": name, **values, "seconds": time.perf_counter() - t0,
                          "status": status, "error": error})
+    if cfg.value_claims != "none":
+        _claim_values(cfg, design, rep, key, rows, truthful)
     pairs = [(cfg.label, design.name, J, n_j, replicate, a, b, agree)
              for a, b, agree in congruence(decided)]
     return rows, pairs
+
+
+def _claim_values(cfg: StudyConfig, design: Design, rep: Replicate, key: dict, rows: list,
+                  truthful: set) -> None:
+    """value_hat, value_se, value_true of every method whose fit succeeded (claims.py), each
+    refitted on the learning half with its own seed and options; a refit that fails leaves
+    them NaN and says why in the row's warning."""
+    from .claims import value_claims
+    if rep.more is None:
+        raise ConfigError(f"value_claims={cfg.value_claims} needs the true value of each rule "
+                          f"for new people in the trial's sites, and design {design.name!r} "
+                          f"does not draw them (its simulate() returns no Replicate.more; "
+                          f"docs/plugins.md); use value_claims=none with it")
+    ok = [r["method"] for r in rows if r["status"] == "ok"]
+    if not ok:
+        return
+    seed = [key[k] for k in ("design", "J", "n_j", "replicate")]
+
+    def fit(name, learn, frame):
+        f = fit_and_score(name, learn, frame, method_seed(cfg.seed, *seed, name),
+                          cfg.method_options.get(name), cfg.defaults_for(design))
+        return f.error if f.error is not None else f.score
+    covariates = design.roles().get("covariates") or [
+        c for c in rep.train.columns if c not in ("site", "T", "Y")]
+    claims = value_claims(rep, ok, fit, cfg.value_claims, covariates,
+                          np.random.default_rng(claims_seed(cfg.seed, *seed)),
+                          uses_truth=truthful.__contains__)
+    for row in rows:
+        claim = claims.get(row["method"])
+        if claim is None:
+            continue
+        error = claim.pop("claim_error", None)
+        row.update(claim)
+        if error:
+            row["warning"] = "; ".join(w for w in (row.get("warning") or "",
+                                                   f"value claim: {error}") if w)
 
 
 def _run_batch(cfg: StudyConfig, design: Design, J: int, n_j: int, replicates: list[int],

@@ -85,3 +85,11 @@ class Broken(Method):
 
     def fit(self, train):
         raise ValueError("deliberate failure on every replicate (column X9 is missing)")
+
+
+@register("test-threshold")
+class Threshold(Method):
+    """A fixed rule, learned from nothing: treat when X3 > 0.3 (value claims' calibration)."""
+
+    def benefit_score(self, frame):
+        return frame["X3"].to_numpy() - 0.3

@@ -209,7 +209,7 @@ def test_each_design_parameter_is_declared_once_with_help_and_rule():
     for name, (default, help, rule) in params.items():
         assert values[name] == default, name
         assert help, name
-        assert rule is not None or name in ("delta", "main", "rules"), name  # the family's check
+        assert rule is not None or name in ("delta", "main", "rules", "confounding"), name  # the family's check
     text = keys_help()
     for name, (_, help, rule) in params.items():
         assert f"design.{name}" in text and help in text

@@ -63,7 +63,7 @@ def test_figures_render_with_expected_panels(tmp_path):
     write_report(tmp_path, figures=True, n_jobs=2)          # figures drawn by two processes
     figs = tmp_path / "figures"
     stems = ["accuracy_design1", "regret_design1", "metrics_design1", "paired_accuracy_design1",
-             "congruence_design1", "targeting_design1"]      # every METRIC is in the store
+             "congruence_design1", "targeting_design1", "value_claims_design1"]   # every METRIC
     for stem in stems:
         assert (figs / f"{stem}.png").stat().st_size > 5000
         assert (figs / f"{stem}.pdf").exists()

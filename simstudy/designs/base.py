@@ -28,6 +28,9 @@ class Replicate:
     test: pd.DataFrame
     truth: pd.DataFrame          # columns Delta, Y0, Y1, d_opt aligned with `test`
     draws: int = 1               # how many draws the rejection step needed
+    # more(rng, factor) -> (frame, truth): `factor` x the training sizes of NEW people in the
+    # SAME training sites with their truth (value_claims' true value; None: the design has none)
+    more: Any = field(default=None, repr=False, compare=False)
 
     def test_with_truth(self) -> pd.DataFrame:
         return pd.concat([self.test, self.truth], axis=1)

@@ -3,6 +3,7 @@ conf/design/*.yaml, with unequal site sizes and binary outcomes as options."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Mapping
 
 import numpy as np
@@ -56,7 +57,7 @@ def _expit(x):
 class Design(DesignBase):
     """Multisite randomized trial (docs/designs.md).
 
-    logit P(T=1) = logit(prevalence) + treat_R * R_j,  R_j ~ N(0, R_sd^2)
+    logit P(T=1) = logit(prevalence) + treat_R * R_j + confounding'X,  R_j ~ N(0, R_sd^2)
     Delta = delta[intercept] + sum_k delta[Xk] Xk + delta[W] W_j + effect_scale g(X) + beta1 U_j,
             U_j ~ N(0, 1) unobserved, W_j ~ N(0, 1) observed (site_covariate), g by `effect`
             (linear: 0; step, tree, smooth, interaction: EFFECTS)
@@ -110,12 +111,15 @@ class Design(DesignBase):
     test_sites: str = param("same", "same: the test set's people come from the training sites "
                             "(the paper); new: from J new sites with freshly drawn site effects",
                             choice("same", "new"))
+    confounding: Mapping[str, float] = param(
+        {}, "gamma in logit P(T=1 | X, site) = logit(prevalence) + treat_R R_j + gamma'X: "
+        "treatment that depends on X within sites (terms X1..Xp, W); {} = the paper")
     rules: Mapping[str, list] = param(
         {}, "method defaults on this design (covariates, moderators, features: the rules' "
         "inputs), used where the study leaves method_defaults at conf/config.yaml's")
 
     def __post_init__(self):
-        for part in ("delta", "main", "rules"):
+        for part in ("delta", "main", "rules", "confounding"):
             if isinstance(getattr(self, part), Mapping):
                 object.__setattr__(self, part, dict(getattr(self, part)))
         self.validate()
@@ -125,13 +129,16 @@ class Design(DesignBase):
         """The rules that tie parameters together (each parameter's own rule is its field's)."""
         names = set(self.covariates) | {"intercept"} | (
             {SITE_COVARIATE} if self.site_covariate else set())
-        for part in ("delta", "main"):
+        for part in ("delta", "main", "confounding"):
             terms = getattr(self, part)
             if not isinstance(terms, Mapping):
                 raise ConfigError(f"design.{part} must be a mapping of terms to numbers, e.g. "
                                   f"{{intercept: 0.2, X3: 0.5}}")
             for k, v in terms.items():
                 number().check(f"design.{part}.{k}", v)
+            if part == "confounding" and "intercept" in terms:
+                raise ConfigError("design.confounding has a term intercept; the treatment "
+                                  "logit's intercept is logit(design.prevalence): set that")
             bad = sorted(set(terms) - names)
             if bad:
                 hint = (" (W needs site_covariate: true)" if SITE_COVARIATE in bad
@@ -233,9 +240,11 @@ class Design(DesignBase):
         n = site.size
         X = self._covariates(rng, site, sites)
         logit = np.log(self.prevalence / (1 - self.prevalence)) + self.treat_R * R[site]
+        w = None if W is None else W[site]
+        if self.confounding:                   # treatment that depends on X within sites
+            logit = logit + self._linear({**self.confounding, "intercept": 0.0}, X, w)
         with np.errstate(over="ignore"):        # exp(-logit) = inf is P = 0, as it should be
             T = (rng.random(n) < 1.0 / (1.0 + np.exp(-logit))).astype(np.int64)
-        w = None if W is None else W[site]
         delta = self._linear(self.delta, X, w) + self.beta1 * U[site]
         if EFFECTS[self.effect] is not None:
             delta = delta + self.effect_scale * EFFECTS[self.effect](X)
@@ -275,6 +284,12 @@ class Design(DesignBase):
         test[SITE] = test[SITE].to_numpy() + J
         return test, truth
 
+    def _more_people(self, rng: np.random.Generator, factor: int, *, sizes, R, U, sites, W):
+        """Replicate.more: `factor` x n_j new people in each training site j (its R_j, U_j,
+        W_j, real site), with their truth: the people a rule's true value is taken over."""
+        site = np.repeat(np.arange(sizes.size), int(factor) * sizes)
+        return self._individuals(rng, site, R, U, sites, W)
+
     def simulate(self, rng: np.random.Generator, J: int, n_j: int) -> Replicate:
         """Draw one replicate; redraw it whole while a training cluster has treated share 0 or 1."""
         for draw in range(1, int(self.max_draws) + 1):
@@ -294,7 +309,8 @@ class Design(DesignBase):
             share = np.bincount(train[SITE].to_numpy(), weights=train[TREAT].to_numpy(float),
                                 minlength=J) / sizes
             if np.all((share > 0) & (share < 1)):
-                return Replicate(train, test, truth, draws=draw)
+                return Replicate(train, test, truth, draws=draw, more=partial(
+                    self._more_people, sizes=sizes, R=R, U=U, sites=sites, W=W))
         raise RuntimeError(f"design {self.name}: every one of {self.max_draws} draws had a training "
                            f"cluster with all or no individuals treated (J={J}, n_j={n_j}); "
                            f"raise n_j or lower R_sd / move prevalence towards 0.5")

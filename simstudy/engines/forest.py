@@ -117,15 +117,6 @@ class ClusterCausalForest:
         return tau
 
 
-def site_propensity(T, codes, J: int) -> np.ndarray:
-    """e(site) = the site's treated share (randomisation within sites)."""
-    share = np.bincount(codes, weights=T, minlength=J) / np.bincount(codes, minlength=J)
-    p = share[codes]
-    if np.any((p <= 0) | (p >= 1)):
-        raise ValueError("a site has everyone or no one treated; its propensity is 0 or 1")
-    return p
-
-
 def boosting(seed, **kw):
     """The flexible nuisance regression: scikit-learn's histogram gradient boosting, with early
     stopping off (it would draw its own validation split) and a fixed seed."""

@@ -4,7 +4,8 @@ tree grown on the forest's doubly robust scores (PT-CF, the policytree / mcf pip
 CF and PT-CF need econml (`pip install -e '.[ml]'`; `make()` says so before a study starts);
 DR needs scikit-learn only.
 
-Nuisances (all cross-fitted): e(site) = the site's treated share (randomisation within sites);
+Nuisances (all cross-fitted but e): e(site) = the site's treated share (randomisation within
+sites), or e(x, site) by logistic regression (propensity=estimated, engines.propensity);
 m(x, site) = E[Y | x, site] by gradient boosting plus the site's out-of-fold mean residual;
 mu_t(x) = E[Y | x, T = t] by gradient boosting, folds of whole sites.
 """
@@ -14,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..engines import forest as F
+from ..engines.propensity import KINDS as PROPENSITIES
 from .policytree import PolicyTree, aipw
 from .qlearning import DEFAULT_COVARIATES
 from .registry import Method, _read, choice, integer, number, register
@@ -35,12 +37,14 @@ class _Forest(Method):
     install_hint = F.ML_EXTRA
     seed_name = "causal forest"
     OPTIONS = {"num_trees": integer(10), "min_node_size": integer(1),
-               "sample_fraction": number(0.0, 1.0), "crossfit_folds": integer(2)}
+               "sample_fraction": number(0.0, 1.0), "crossfit_folds": integer(2),
+               "propensity": choice(*PROPENSITIES)}
 
     def __init__(self, covariates=DEFAULT_COVARIATES, num_trees: int = 500,
                  min_node_size: int = 5, sample_fraction: float = 0.5, crossfit_folds: int = 5,
-                 **kw):
+                 propensity: str = "site", **kw):
         super().__init__(**kw)
+        self.propensity = propensity
         self.covariates, self.num_trees = list(covariates), num_trees
         self.min_node_size, self.sample_fraction = min_node_size, sample_fraction
         self.crossfit_folds = crossfit_folds
@@ -51,7 +55,7 @@ class _Forest(Method):
                                            + self.covariates), "the training frame")
         key = ("causal forest", self.site, self.treatment, self.outcome, tuple(self.covariates),
                self.num_trees, self.min_node_size, self.sample_fraction, self.crossfit_folds,
-               self.random_state)
+               self.propensity, self.random_state)
         return _read(train, key, lambda: self._fit_forest(train))
 
     def _fit_forest(self, train):
@@ -61,7 +65,7 @@ class _Forest(Method):
         T, y = self._column(train, self.treatment), self._column(train, self.outcome)
         fold_seed, forest_seed, boost_seed = _seeds(self.random_state)
         rng = np.random.default_rng(fold_seed)
-        e = F.site_propensity(T, codes, J)
+        e = self._propensity(train, codes, J, self.propensity)
         folds = rng.permutation(np.arange(len(y)) % self.crossfit_folds)
         m = F.outcome_mean(X, y, codes, J, folds, boost_seed)
         forest = F.ClusterCausalForest(self.num_trees, self.sample_fraction, self.min_node_size,
@@ -96,9 +100,10 @@ class PolicyTreeCF(PolicyTree, _Forest):
     def __init__(self, depth: int = 2, features=DEFAULT_COVARIATES, covariates=DEFAULT_COVARIATES,
                  min_leaf: int | None = None, split_points: int | None = 100,
                  site_feature: bool = False, num_trees: int = 500, min_node_size: int = 5,
-                 sample_fraction: float = 0.5, crossfit_folds: int = 5, **kw):
+                 sample_fraction: float = 0.5, crossfit_folds: int = 5, propensity: str = "site",
+                 **kw):
         PolicyTree.__init__(self, depth, features, covariates, min_leaf, split_points,
-                            site_feature, crossfit_folds, **kw)
+                            site_feature, crossfit_folds, propensity, **kw)
         self.num_trees, self.min_node_size = num_trees, min_node_size
         self.sample_fraction = sample_fraction
 
@@ -117,11 +122,13 @@ class DRLearner(Method):
     its site mean (the site effect leaves the scores: a site constant c_j changes phi by
     c_j (T/e - (1-T)/(1-e)), which sums to 0 over the site); f(x) = a regression of phi on x
     (boosting, or least squares with final=linear)."""
-    OPTIONS = {"crossfit_folds": integer(2), "final": choice("boosting", "linear")}
+    OPTIONS = {"crossfit_folds": integer(2), "final": choice("boosting", "linear"),
+               "propensity": choice(*PROPENSITIES)}
 
     def __init__(self, covariates=DEFAULT_COVARIATES, crossfit_folds: int = 5,
-                 final: str = "boosting", **kw):
+                 final: str = "boosting", propensity: str = "site", **kw):
         super().__init__(**kw)
+        self.propensity = propensity
         self.covariates, self.crossfit_folds, self.final = list(covariates), crossfit_folds, final
 
     def fit(self, train: pd.DataFrame) -> "DRLearner":
@@ -135,7 +142,7 @@ class DRLearner(Method):
         T, y = self._column(train, self.treatment), self._column(train, self.outcome)
         y = y - (np.bincount(codes, weights=y) / np.bincount(codes))[codes]   # within-site
         fold_seed, _, boost_seed = _seeds(self.random_state)
-        e = F.site_propensity(T, codes, J)
+        e = self._propensity(train, codes, J, self.propensity)
         folds = F.site_folds(codes, J, self.crossfit_folds, np.random.default_rng(fold_seed))
         G = aipw(F.arm_means(X, T, y, folds, boost_seed), T, y, e)
         phi = G[:, 1] - G[:, 0]

@@ -2,7 +2,8 @@
 
 Doubly robust scores Gamma_i(t) = mu_t(X_i, j) + I(T_i = t)(Y_i - mu_t(X_i, j)) / P(T_i = t | j)
 with mu_t from a cluster-aware outcome model (Y ~ X + T + T:X + site fixed effects) fitted by
-K-fold cross-fitting and the site's treated share as propensity; the tree maximises
+K-fold cross-fitting and the site's treated share as propensity (or e(x, site) estimated:
+propensity=estimated, engines.propensity); the tree maximises
 sum_i Gamma_i(leaf action). Benefit score of a row: its leaf's mean of Gamma(1) - Gamma(0).
 """
 from __future__ import annotations
@@ -12,17 +13,18 @@ import pandas as pd
 
 from ..engines.groups import group_means
 from ..engines.ols import crossfit_fixed_effects
+from ..engines.propensity import KINDS as PROPENSITIES
 from ..engines.treesearch import MAX_DEPTH, PolicyTreeSearch
 from .qlearning import DEFAULT_COVARIATES, DEFAULT_MODERATORS
-from .registry import FLAG, Method, integer, register
+from .registry import FLAG, Method, choice, integer, register
 
 
-def aipw_scores(X, T, y, codes, J, folds) -> np.ndarray:
-    """(n, 2) cross-fitted AIPW scores with site fixed effects and site treated shares:
-    mu_t(x, j) = alpha_j + (x, t, t x)'b from the rows outside the row's fold (a site absent
-    there gets the mean intercept)."""
-    share = group_means(T, codes, J)[:, 0]
-    p = share[codes]
+def aipw_scores(X, T, y, codes, J, folds, p=None) -> np.ndarray:
+    """(n, 2) cross-fitted AIPW scores with site fixed effects and propensities p (default: the
+    site treated shares): mu_t(x, j) = alpha_j + (x, t, t x)'b from the rows outside the row's
+    fold (a site absent there gets the mean intercept)."""
+    if p is None:
+        p = group_means(T, codes, J)[:, 0][codes]
     if np.any((p <= 0) | (p >= 1)):
         raise ValueError("a site has everyone or no one treated; AIPW scores are undefined there")
     fold = np.unique(folds, return_inverse=True)[1]
@@ -51,12 +53,14 @@ class PolicyTree(Method):
     compile_cost = 18.0         # the tree search's kernels (CPU-s; registry.compile_seconds)
     OPTIONS = {"depth": integer(1, MAX_DEPTH), "min_leaf": integer(1, optional=True),
                "split_points": integer(2, optional=True), "crossfit_folds": integer(2),
-               "site_feature": FLAG}
+               "site_feature": FLAG, "propensity": choice(*PROPENSITIES)}
 
     def __init__(self, depth: int = 2, features=DEFAULT_MODERATORS, covariates=DEFAULT_COVARIATES,
                  min_leaf: int | None = None, split_points: int | None = 100,
-                 site_feature: bool = False, crossfit_folds: int = 5, **kw):
+                 site_feature: bool = False, crossfit_folds: int = 5, propensity: str = "site",
+                 **kw):
         super().__init__(**kw)
+        self.propensity = propensity
         self.depth, self.features, self.covariates = depth, list(features), list(covariates)
         self.min_leaf, self.split_points, self.site_feature = min_leaf, split_points, site_feature
         self.crossfit_folds = crossfit_folds
@@ -72,8 +76,10 @@ class PolicyTree(Method):
         """(n, 2) doubly robust scores Gamma(0), Gamma(1) the tree is grown on (`aipw_scores`)."""
         rng = np.random.default_rng(self.random_state)
         folds = rng.permutation(np.arange(len(train)) % self.crossfit_folds)
+        p = None if self.propensity == "site" else self._propensity(train, codes, J,
+                                                                    self.propensity)
         return aipw_scores(self._matrix(train, self.covariates), self._column(train, self.treatment),
-                           self._column(train, self.outcome), codes, J, folds)
+                           self._column(train, self.outcome), codes, J, folds, p)
 
     def fit(self, train: pd.DataFrame) -> "PolicyTree":
         self._require(train, dict.fromkeys([self.site, self.treatment, self.outcome]

@@ -216,6 +216,16 @@ class Method:
                              f"(e.g. {scored[unseen][0]}); {what}. {remedy}")
         return np.where(unseen, fill, per_label)[codes]
 
+    def _propensity(self, train: pd.DataFrame, codes: np.ndarray, J: int,
+                    kind: str) -> np.ndarray:
+        """e(x, site) of the training rows by `kind` (site | estimated; engines.propensity) on
+        the method's covariates: computed once per replicate and shared by its methods."""
+        from ..engines import propensity as P
+        covariates = tuple(getattr(self, "covariates", ()))
+        return _read(train, ("propensity", kind, covariates, self.site, self.treatment),
+                     lambda: P.propensity(kind, self._matrix(train, covariates),
+                                          self._column(train, self.treatment), codes, J))
+
     def _require(self, frame: pd.DataFrame, columns, what: str) -> None:
         have = _read(frame, _COLUMN_NAMES, lambda: frozenset(frame.columns))
         missing = [c for c in columns if c not in have]

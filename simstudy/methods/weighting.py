@@ -54,7 +54,7 @@ class Weighting(Method):
     """Weighted squared-loss lasso for the benefit score (paper Sections 3.3, 4.2; docs/estimators.md)."""
     new_site_options = {"new_sites": "average"}
     compile_cost = 15.0         # the lasso path and cross-validations (CPU-s)
-    OPTIONS = {"propensity": choice("overall", "site"),
+    OPTIONS = {"propensity": choice("overall", "site", "estimated"),
                "augment": choice("none", "covariates", "covariates+site"),
                "lambda_rule": choice("lambda.min", "lambda.1se"),
                "new_sites": choice("error", "reference", "average"),
@@ -84,13 +84,15 @@ class Weighting(Method):
     # weighting rule that uses them (W-aug and WS-aug fit the same augmentation).
     def _weights(self, train, codes, labels) -> tuple[np.ndarray, np.ndarray]:
         """(T~, w): T~ = 2T - 1 and w = 1 / (T~ p + (1 - T~) / 2), p the overall treated share
-        (W-base) or the site's p_j."""
+        (W-base), the site's p_j, or e(x, site) estimated (propensity=estimated)."""
         def compute():
             T = self._column(train, self.treatment)
             if not ((T == 0) | (T == 1)).all():
                 raise ValueError(f"treatment column {self.treatment!r} must be 0/1")
             if self.propensity == "overall":
                 p = np.full(len(T), T.mean())
+            elif self.propensity == "estimated":      # logistic on X and site (issue 41)
+                p = self._propensity(train, codes, labels.size, "estimated")
             else:
                 share = group_means(T, codes, labels.size)[:, 0]
                 bad = labels[(share <= 0) | (share >= 1)]
@@ -102,7 +104,9 @@ class Weighting(Method):
                 p = share[codes]
             Tt = 2 * T - 1
             return Tt, 1.0 / (Tt * p + (1 - Tt) / 2)
-        return _read(train, ("weights", self.propensity, self.treatment, self.site), compute)
+        return _read(train, ("weights", self.propensity, self.treatment, self.site)
+                     + ((tuple(self.covariates),) if self.propensity == "estimated" else ()),
+                     compute)
 
     def _augmentation(self, train, codes) -> np.ndarray:
         """m_hat: OLS fitted values of Y on X (W-aug) or on X + site dummies (W-augID, by the

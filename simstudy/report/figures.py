@@ -192,6 +192,39 @@ def targeting(metrics: pd.DataFrame, design: str, out: Path | None = None):
                        "higher is better but for the share of sites", out)
 
 
+def claims_figure(claims: pd.DataFrame, design: str, out: Path | None = None):
+    """The value each rule claims (report.study.value_claims): per (J, n_j), the coverage of
+    its 95% interval and its bias, each with a 95% Monte Carlo interval, a row per method."""
+    conds = conditions(claims)
+    methods = [m for _, ms in panels(claims["method"].unique()) for m in ms]
+    methods += [m for m in pd.unique(claims["method"]) if m not in methods]   # the references
+    lo, hi = int(claims["reps"].min()), int(claims["reps"].max())
+    reps = f"{lo}" if lo == hi else f"{lo}-{hi}"
+    fig, axes = plt.subplots(len(conds), 2, figsize=(PAGE_WIDTH_IN, 1.2 + (0.5 + 0.3 * len(
+        methods)) * len(conds)), squeeze=False)
+    for r, (J, n_j) in enumerate(conds):
+        cell = claims[(claims["J"] == J) & (claims["n_j"] == n_j)].set_index("method")
+        cell = cell.reindex([m for m in methods if m in cell.index])
+        y = np.arange(len(cell))
+        for ax, (col, mcse, ref, label) in zip(axes[r], [
+                ("coverage", "coverage_mcse", 0.95, "coverage of the 95% interval"),
+                ("bias", "bias_mcse", 0.0, "bias of value_hat (value_hat - value_true)")]):
+            ax.errorbar(cell[col], y, xerr=1.96 * cell[mcse], fmt="o", color="0.2", ms=4,
+                        capsize=2)
+            ax.axvline(ref, color="#b00020", lw=1, ls="--")
+            ax.set_yticks(y, cell.index, fontsize=9)
+            ax.set_ylim(len(cell) - 0.5, -0.5)
+            ax.tick_params(axis="x", labelsize=9)
+            ax.set_title(f"{label}, (J, n_j) = ({J}, {n_j})", fontsize=9)
+            ax.grid(axis="x", color="0.9")
+    fig.suptitle(f"The value each rule claims, {design}: its AIPW estimate on held-out "
+                 f"training data against its true value (R = {reps} replicates per cell; "
+                 f"dashed: nominal)",
+                 fontsize=10, x=0.02, ha="left")
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    return _save(fig, out)
+
+
 def metric_grid(metrics: pd.DataFrame, design: str, names: list[str], what: str, better: str,
                 out: Path | None = None):
     """Boxplots of several metrics, two per row, each (J, n_j) on consecutive rows."""

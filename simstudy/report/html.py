@@ -45,6 +45,10 @@ CAPTIONS = [
                    "rule's ranking (0 for a constant rule, the oracle's the largest), its "
                    "accuracy in the worst test site, and the share of sites where it does worse "
                    "than the better constant rule (docs/metrics.md)."),
+    ("value_claims_", "The value each rule claims: its AIPW estimate on held-out training data "
+                      "against its true value, as an estimator: the coverage of its 95% "
+                      "interval (nominal 0.95) and its bias, each with a 95% Monte Carlo "
+                      "interval (docs/metrics.md)."),
     ("nested_loop_", "Nested-loop plot: mean accuracy in every condition at once, the steps below "
                      "marking the design factors; one line per method."),
     ("sweep_", "A metric against the swept value: mean over replicates with a 95% band, one line "
@@ -229,8 +233,9 @@ def write_html(out: Path, cfg: dict, summ: pd.DataFrame, comp: pd.DataFrame,
              f"{_e(version('simstudy') or '')}</p>"]
     metrics = [m for m in METRIC_TITLES if f"{m}_mean" in summ.columns
                and summ[f"{m}_mean"].notna().any()]
-    nav = ["headline", "protocol", "results", "comparisons", "figures", "problems",
-           "provenance"]
+    nav = ["headline", "protocol", "results", "comparisons"] + (
+        ["claims"] if (out / "value_claims.csv").exists() else []) + [
+        "figures", "problems", "provenance"]
     parts.append("<nav>" + "".join(f'<a href="#{n}">{n}</a>' for n in nav) + "</nav>")
     md = (out / "summary.md").read_text() if (out / "summary.md").exists() else ""
     if (out / "COMPARISON.md").exists():        # a reproduction: its statement-by-statement file
@@ -278,6 +283,14 @@ def write_html(out: Path, cfg: dict, summ: pd.DataFrame, comp: pd.DataFrame,
         parts.append(_colour_intervals(table))
     else:
         parts.append("<p>No paired comparisons (a single method).</p>")
+    # the value each rule claims (value_claims != none)
+    claims = pd.read_csv(out / "value_claims.csv") if (out / "value_claims.csv").exists() \
+        else None
+    if claims is not None and len(claims):
+        text = md.split("## The value each rule claims", 1)[1].split("\n|")[0] \
+            if "## The value each rule claims" in md else ""
+        parts += ['<h2 id="claims">The value each rule claims</h2>', _md_to_html(text),
+                  _table(claims.round(4), "claims")]
     # figures
     parts.append('<h2 id="figures">Figures</h2>')
     figs = _figures(out)

@@ -97,6 +97,54 @@ def measures(metrics: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def value_claims(metrics: pd.DataFrame) -> pd.DataFrame:
+    """The value each rule claims, judged as an estimator (issue 41; claims.py): per cell and
+    method over the replicates with a claim, with error e_r = value_hat_r - value_true_r (the
+    estimand is the value of the rule learned in replicate r, so it moves with the data):
+    bias = mean e, empirical SE = SD of e, model SE = sqrt(mean value_se^2), coverage = the
+    share of 95% intervals value_hat +- 1.96 value_se that hold value_true; each with its Monte
+    Carlo SE (Morris, White & Crowther 2019, Table 6): SD(e)/sqrt(R), empSE/sqrt(2(R-1)),
+    sqrt(Var(value_se^2) / (4 R modSE^2)), sqrt(c(1-c)/R)."""
+    cols = ["value_hat", "value_se", "value_true"]
+    if not set(cols) <= set(metrics.columns):
+        return pd.DataFrame()
+    ok = metrics[(metrics["status"] == "ok") & metrics["value_hat"].notna()
+                 & metrics["value_se"].notna() & metrics["value_true"].notna()]
+    rows = []
+    for key, g in ok.groupby(CONDITION + ["method"], sort=True, observed=True):
+        e = (g["value_hat"] - g["value_true"]).to_numpy(float)
+        se2 = g["value_se"].to_numpy(float) ** 2
+        R = e.size
+        cover = float(np.mean(np.abs(e) <= 1.96 * np.sqrt(se2)))
+        emp = e.std(ddof=1) if R > 1 else np.nan
+        mod = math.sqrt(se2.mean())
+        rows.append({**dict(zip(CONDITION + ["method"], key)), "reps": R,
+                     "value_true": g["value_true"].mean(), "value_hat": g["value_hat"].mean(),
+                     "bias": e.mean(), "bias_mcse": emp / math.sqrt(R) if R > 1 else np.nan,
+                     "emp_se": emp,
+                     "emp_se_mcse": emp / math.sqrt(2 * (R - 1)) if R > 1 else np.nan,
+                     "model_se": mod,
+                     "model_se_mcse": (math.sqrt(se2.var(ddof=1) / (4 * R * mod ** 2))
+                                       if R > 1 and mod > 0 else np.nan),
+                     "coverage": cover, "coverage_mcse": math.sqrt(cover * (1 - cover) / R)})
+    return pd.DataFrame(rows)
+
+
+def value_claims_text(table: pd.DataFrame) -> str:
+    """summary.md's section on the value claims: what is estimated and the table."""
+    from .tables import to_markdown
+    shown = table.drop(columns=[c for c in ("point",) if c in table
+                                and table[c].astype(str).eq("").all()])
+    return ("\n## The value each rule claims\n\n"
+            "Each rule learned on half of the training data (half of every site's treated and "
+            "controls); its value estimated on the other half by AIPW with a 95% interval "
+            "(`value_hat` +- 1.96 `value_se`), against its true value for new people in the "
+            "trial's sites (`value_true`; docs/metrics.md). bias, emp_se (SD of value_hat - "
+            "value_true), model_se (root mean value_se^2) and coverage of the 95% interval, "
+            "each with its Monte Carlo SE; an honest claim has bias ~0, model_se ~ emp_se and "
+            "coverage ~0.95.\n\n" + to_markdown(shown, digits=3))
+
+
 def nested_loop_data(summ: pd.DataFrame, metric: str = "accuracy",
                      factors: list[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
     """The data of a nested-loop plot: one row per condition (every combination of the

@@ -201,12 +201,15 @@ def _provenance_md(cfg: dict) -> str:
 def _write_summary(out: Path, cfg: dict, metrics, summ, order=None) -> None:
     """measures.csv, headline.csv, summary.md (the headline, the ADEMP protocol and the mean
     (MC SE) table), failures.csv."""
-    from .study import (ademp, headline, headline_text, measures, warnings_table,
-                        warnings_text)
+    from .study import (ademp, headline, headline_text, measures, value_claims,
+                        value_claims_text, warnings_table, warnings_text)
     meas = measures(metrics)
     warns = warnings_table(metrics)
     write_csv(_plain_study(warns), out / "warnings.csv", index=False)
     write_csv(_plain_study(meas), out / "measures.csv", index=False)
+    claims = value_claims(metrics)
+    if len(claims) or (out / "value_claims.csv").exists():
+        write_csv(_plain_study(claims), out / "value_claims.csv", index=False)
     head = headline(metrics, order=order)
     write_csv(_plain_study(head), out / "headline.csv", index=False)
     write_text(out / "summary.md",
@@ -218,6 +221,7 @@ def _write_summary(out: Path, cfg: dict, metrics, summ, order=None) -> None:
         "because its first fit selected no moderator (personalized's loop, docs/estimators.md).\n\n"
         + to_markdown(compact(summ, [*DECISION_METRICS, *plugin_metrics(summ)]))
         + _targeting_md(summ)
+        + (value_claims_text(claims) if len(claims) else "")
         + ("\n## Warnings, by kind\n\n" + warnings_text(warns) if len(warns) else "")
         + _provenance_md(cfg))
     fails = failures(metrics)
@@ -255,8 +259,9 @@ def _study_figures(out: Path, summ, comp, keys, metrics, point, designs) -> list
 def _congruence(out: Path, metrics, order, figures: bool, designs, point) -> list[tuple]:
     """Congruence tables (always) per (sweep point, design) and condition, and the per-design
     figures to draw (heatmaps, boxplots, four metrics) when `figures`."""
-    from .figures import (boxplots, conditions, congruence_matrix, congruence_panels,
-                          four_metrics, targeting)
+    from .figures import (boxplots, claims_figure, conditions, congruence_matrix,
+                          congruence_panels, four_metrics, targeting)
+    from .study import value_claims
     congruence = read_congruence(out)
     tables = out / "congruence"
     tables.mkdir(exist_ok=True)
@@ -294,6 +299,10 @@ def _congruence(out: Path, metrics, order, figures: bool, designs, point) -> lis
             if "autoc" in cell and cell["autoc"].notna().any():     # stores since issue 41
                 drawings.append((targeting, cell, design,
                                  out / "figures" / _safe(f"targeting_{design}")))
+            claims = value_claims(cell)
+            if len(claims):                                          # value_claims != none
+                drawings.append((claims_figure, claims, design,
+                                 out / "figures" / _safe(f"value_claims_{design}")))
     return drawings
 
 
