@@ -218,3 +218,17 @@ def test_a_design_without_more_people_is_refused_before_the_first_replicate(tmp_
     with pytest.raises(ConfigError, match="no-more.*Replicate.more"):
         run(cfg, tmp_path / "nm", progress=False)
     assert not (tmp_path / "nm" / "metrics.parquet").exists()
+
+
+def test_the_confounding_check_writes_its_reading(tmp_path):
+    """scripts/confounding_check.py (results/confounding/README.md), at a tiny size."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import confounding_check
+    confounding_check.main(["--reps", "4", "--J", "6", "--n_j", "30", "--n_jobs", "1",
+                            "--out", str(tmp_path / "cc")])
+    text = (tmp_path / "cc" / "README.md").read_text()
+    assert "## Accuracy" in text and "## The value each rule claims" in text
+    for study in ("none", "site", "estimated"):
+        assert f"| {study} | PT |" in text
