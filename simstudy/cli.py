@@ -452,18 +452,25 @@ def main(argv: list[str] | None = None) -> int:
 
 def _methods(rest: list[str]) -> int:
     """`simstudy methods`: one line each (family, first line); `simstudy methods NAME`: the
-    family, the whole description, the preset and every option with its default."""
+    family, the whole description, the preset and every option with its default;
+    `plugins=[...]` (as `simstudy run` takes it) lists the plugins' methods too."""
     import inspect
 
     from .errors import ConfigError
-    from .methods import FAMILIES, REGISTRY
+    from .methods import FAMILIES, REGISTRY, load_plugins
     from .methods.registry import SUMMARIES
+    plugins = [a for a in rest if a.startswith("plugins=")]   # as `simstudy run` takes them
+    rest = [a for a in rest if not a.startswith("plugins=")]
+    for arg in plugins:
+        load_plugins([p.strip() for p in arg[len("plugins="):].strip("[]").split(",")
+                      if p.strip()])
     if not rest:
         width = max(map(len, REGISTRY)) + 1
         for name in sorted(REGISTRY, key=lambda n: (FAMILIES.get(n, ""), n)):
             fam = FAMILIES.get(name, "Other")
             print(f"{name:{width}s} {fam:17s} {SUMMARIES.get(name, '')}")
-        print("`simstudy methods NAME` describes one, with its options")
+        print("`simstudy methods NAME` describes one, with its options; plugins=[...] adds a "
+              "study's plugin methods (modules, r:FILE.R)")
         return 0
     name = rest[0]
     if name not in REGISTRY:

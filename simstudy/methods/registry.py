@@ -286,13 +286,18 @@ def _origin(obj) -> str:
 
 
 def load_plugins(modules) -> None:
-    """Import user modules whose decorators register methods, designs and metrics. A module
-    that cannot be found, raises or has a syntax error is a ConfigError naming it and where."""
+    """Import user modules whose decorators register methods, designs and metrics, and register
+    `r:PATH.R` entries as methods written in R (rmethod.py). A module that cannot be found,
+    raises or has a syntax error is a ConfigError naming it and where."""
     import sys
     import traceback
 
     from ..metrics import PLUGIN_LOADING, claim_metrics
     for mod in modules or ():
+        if str(mod).startswith("r:"):            # an estimator written in R (rmethod.py)
+            from .rmethod import register_r_plugin
+            register_r_plugin(str(mod))
+            continue
         if mod in sys.modules:
             claim_metrics(str(mod), sys.modules[mod])
             continue
