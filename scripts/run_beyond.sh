@@ -20,7 +20,8 @@ run "${W[@]}" J=150 n_j=25 "$@"
 simstudy report "$out" --reference Q-fe
 mkdir -p results/beyond
 cp "$out"/summary.csv "$out"/summary.md "$out"/failures.csv "$out"/config.yaml \
-   "$out"/comparison.csv "$out"/comparison.md "$out"/measures.csv "$out"/report.html results/beyond/
+   "$out"/comparison.csv "$out"/comparison.md "$out"/measures.csv "$out"/report.html \
+   "$out"/headline.csv "$out"/warnings.csv results/beyond/
 rm -rf results/beyond/figures && cp -r "$out"/figures results/beyond/
 python scripts/beyond_reading.py results/beyond           # the headline table: READING.md
 echo "beyond study finished in $(( $(date +%s) - start )) s; outputs in results/beyond/"
