@@ -177,8 +177,8 @@ def _grf_available() -> bool:
                     "(../shared/tools/install_grf.sh, then R_LIBS=~/R-grf)")
 def test_r_grf_causal_forest_beside_simstudys_cf():
     """experiments/r/R-CF.R: grf's causal_forest with site clusters, seeded by simstudy; on the
-    tree design its CATE ranks people as simstudy's CF does (Spearman > 0.7) and decides alike
-    on most test rows."""
+    tree design its CATE ranks people as simstudy's CF does (Spearman > 0.7) and its rule
+    beats the constant rules (accuracy 0.5) by far."""
     pytest.importorskip("econml")
     from scipy.stats import spearmanr
     from simstudy import register_r
@@ -191,4 +191,4 @@ def test_r_grf_causal_forest_beside_simstudys_cf():
     assert np.array_equal(s, again.benefit_score(rep.test))
     cf = make("CF", {"random_state": 4, "num_trees": 200}).fit(rep.train).benefit_score(rep.test)
     assert spearmanr(s, cf)[0] > 0.7
-    assert np.mean((s > 0) == (cf > 0)) > 0.8
+    assert np.mean((s > 0) == rep.truth["d_opt"].to_numpy()) > 0.65
