@@ -285,6 +285,10 @@ def _origin(obj) -> str:
     return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', '?')}"
 
 
+# plugin entries that are not Python modules, by prefix: {"r:": rmethod.register_r_plugin}
+PLUGIN_LOADERS: dict[str, Callable[[str], None]] = {}
+
+
 def load_plugins(modules) -> None:
     """Import user modules whose decorators register methods, designs and metrics, and register
     `r:PATH.R` entries as methods written in R (rmethod.py). A module that cannot be found,
@@ -294,9 +298,9 @@ def load_plugins(modules) -> None:
 
     from ..metrics import PLUGIN_LOADING, claim_metrics
     for mod in modules or ():
-        if str(mod).startswith("r:"):            # an estimator written in R (rmethod.py)
-            from .rmethod import register_r_plugin
-            register_r_plugin(str(mod))
+        prefix = next((p for p in PLUGIN_LOADERS if str(mod).startswith(p)), None)
+        if prefix is not None:                   # e.g. r:FILE.R, an estimator written in R
+            PLUGIN_LOADERS[prefix](str(mod))
             continue
         if mod in sys.modules:
             claim_metrics(str(mod), sys.modules[mod])

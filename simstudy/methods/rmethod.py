@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError
-from .registry import Method, register
+from .registry import PLUGIN_LOADERS, Method, register
 
 INSTALL = ("R methods need R and rpy2: install R (Debian/Ubuntu: apt-get install r-base-core, "
            "and the R packages your file uses, e.g. r-cran-lme4), then pip install "
@@ -267,3 +267,6 @@ def register_r_plugin(entry: str) -> None:
         raise ConfigError(f"plugins: {entry!r}: an R method is a file ending in .R, e.g. "
                           f"r:experiments/r/R-Q-rs.R")
     register_r(path.stem, path)
+
+
+PLUGIN_LOADERS["r:"] = register_r_plugin

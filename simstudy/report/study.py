@@ -130,21 +130,6 @@ def value_claims(metrics: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def value_claims_text(table: pd.DataFrame) -> str:
-    """summary.md's section on the value claims: what is estimated and the table."""
-    from .tables import to_markdown
-    shown = table.drop(columns=[c for c in ("point",) if c in table
-                                and table[c].astype(str).eq("").all()])
-    return ("\n## The value each rule claims\n\n"
-            "Each rule learned on half of the training data (half of every site's treated and "
-            "controls); its value estimated on the other half by AIPW with a 95% interval "
-            "(`value_hat` +- 1.96 `value_se`), against its true value for new people in the "
-            "trial's sites (`value_true`; docs/metrics.md). bias, emp_se (SD of value_hat - "
-            "value_true), model_se (root mean value_se^2) and coverage of the 95% interval, "
-            "each with its Monte Carlo SE; an honest claim has bias ~0, model_se ~ emp_se and "
-            "coverage ~0.95.\n\n" + to_markdown(shown, digits=3))
-
-
 def nested_loop_data(summ: pd.DataFrame, metric: str = "accuracy",
                      factors: list[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
     """The data of a nested-loop plot: one row per condition (every combination of the

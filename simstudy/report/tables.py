@@ -189,6 +189,20 @@ def _targeting_md(summ) -> str:
             "is below the better constant rule's.\n\n" + to_markdown(compact(summ, have)))
 
 
+def value_claims_text(table: pd.DataFrame) -> str:
+    """summary.md's section on the value claims: what is estimated and the table."""
+    shown = table.drop(columns=[c for c in ("point",) if c in table
+                                and table[c].astype(str).eq("").all()])
+    return ("\n## The value each rule claims\n\n"
+            "Each rule learned on half of the training data (half of every site's treated and "
+            "controls); its value estimated on the other half by AIPW with a 95% interval "
+            "(`value_hat` +- 1.96 `value_se`), against its true value for new people in the "
+            "trial's sites (`value_true`; docs/metrics.md). bias, emp_se (SD of value_hat - "
+            "value_true), model_se (root mean value_se^2) and coverage of the 95% interval, "
+            "each with its Monte Carlo SE; an honest claim has bias ~0, model_se ~ emp_se and "
+            "coverage ~0.95.\n\n" + to_markdown(shown, digits=3))
+
+
 def _provenance_md(cfg: dict) -> str:
     """summary.md's provenance: what the last run computed with (config.yaml `provenance`)."""
     facts = cfg.get("provenance") or {}
@@ -202,7 +216,7 @@ def _write_summary(out: Path, cfg: dict, metrics, summ, order=None) -> None:
     """measures.csv, headline.csv, summary.md (the headline, the ADEMP protocol and the mean
     (MC SE) table), failures.csv."""
     from .study import (ademp, headline, headline_text, measures, value_claims,
-                        value_claims_text, warnings_table, warnings_text)
+                        warnings_table, warnings_text)
     meas = measures(metrics)
     warns = warnings_table(metrics)
     write_csv(_plain_study(warns), out / "warnings.csv", index=False)
