@@ -232,3 +232,36 @@ def test_the_confounding_check_writes_its_reading(tmp_path):
     assert "## Accuracy" in text and "## The value each rule claims" in text
     for study in ("none", "site", "estimated"):
         assert f"| {study} | PT |" in text
+
+
+def test_a_text_key_swept_in_some_points_only_draws_its_sweep_figure(tmp_path):
+    """Points that set value_claims=site, value_claims=none (with new test sites) and nothing
+    (as scripts/run_beyond2.sh's): the key's column is text with a gap; its sweep figure labels
+    the gap '(not set)' (it crashed on the float NaN in matplotlib's categorical axis)."""
+    from simstudy.report.tables import write_report
+    for params, claims in ((None, None), (None, "site"), ({"test_sites": "new"}, "none")):
+        run_study("design1", J=4, n_j=10, reps=2, methods=["Q-fe", "treat-all"],
+                  design_params=params, n_jobs=1, out=tmp_path / "s", progress=False,
+                  **({"value_claims": claims} if claims else {}))
+    write_report(tmp_path / "s", figures=True)
+    assert (tmp_path / "s" / "figures" / "sweep_accuracy_vs_value_claims.png").exists()
+
+
+@pytest.mark.slow
+def test_the_round_two_study_script_writes_its_five_answers(tmp_path):
+    """scripts/run_beyond2.sh (its four sweep points, report and READING.md) at a tiny size."""
+    import os
+    import subprocess
+    from pathlib import Path
+    pytest.importorskip("econml")
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run(["bash", str(root / "scripts" / "run_beyond2.sh"), "J=[6]", "n_j=[20]",
+                    "reps=2", "n_jobs=2", "progress=false", "figures=false"], check=True,
+                   env={**os.environ, "BEYOND2_OUT": str(tmp_path / "b2")},
+                   capture_output=True)
+    text = (tmp_path / "b2" / "READING.md").read_text()
+    for section in ("## 1. New sites", "## 2. The value each rule claims", "## 3. A budget",
+                    "## 4. Across sites", "## 5. Treatment that depends on X1"):
+        assert section in text
+    assert "| tree | 6 | 20 | PT |" in text
+    assert (tmp_path / "b2" / "report.html").exists()

@@ -345,6 +345,8 @@ def sweep_lines(summ: pd.DataFrame, x: str, metric: str = "accuracy", out: Path 
     everything else that varies (design, J, n_j, other swept keys), named in every panel's
     title. Reference rules (oracle, treat-all/none) are left out."""
     df = summ[~summ["method"].isin(REFERENCE)].copy()
+    if not pd.api.types.is_numeric_dtype(df[x]):     # text values; a point that did not set
+        df[x] = df[x].fillna("(not set)").astype(str)   # the key has none
     others = [c for c in df.columns if c not in (x, "point", "method") and c in
               (["design", "J", "n_j"] + [k for k in df.columns if "." in k or k == "seed"])
               and df[c].nunique() > 1]
