@@ -192,3 +192,16 @@ def test_r_grf_causal_forest_beside_simstudys_cf():
     cf = make("CF", {"random_state": 4, "num_trees": 200}).fit(rep.train).benefit_score(rep.test)
     assert spearmanr(s, cf)[0] > 0.7
     assert np.mean((s > 0) == rep.truth["d_opt"].to_numpy()) > 0.65
+
+
+@needs_r
+def test_a_broken_r_file_is_refused_in_one_line_naming_it(tmp_path):
+    from simstudy import register_r
+    (tmp_path / "bad.R").write_text("fit <- function(train, options) {\n")
+    (tmp_path / "half.R").write_text("fit <- function(train, options) NULL\n")
+    with pytest.raises(ConfigError, match=r"bad.R: sourcing it failed: .*unexpected end of "
+                                          r"input.*; fix the file") as err:
+        register_r("R-bad", tmp_path / "bad.R")
+    assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match=r"half.R defines no function score\(\)"):
+        register_r("R-half", tmp_path / "half.R")

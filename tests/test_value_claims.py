@@ -117,8 +117,11 @@ def test_confounding_moves_the_treatment_logit_by_gamma_x_and_nothing_else():
     assert np.array_equal(plain.truth["Delta"], rep.truth["Delta"])
     with pytest.raises(ConfigError, match="prevalence"):
         make_design({**base, "confounding": {"intercept": 1.0}})
-    with pytest.raises(ConfigError, match="unknown terms"):
+    with pytest.raises(ConfigError, match=r"confounding has unknown terms \['X9'\]; allowed: "
+                                          r"X1..X5$"):
         make_design({**base, "confounding": {"X9": 1.0}})
+    with pytest.raises(ConfigError, match=r"e.g. \{X1: 0.8\}"):
+        make_design({**base, "confounding": 3})
 
 
 def test_the_estimated_propensity_is_the_logistic_fit_of_t_on_x_and_site():

@@ -132,8 +132,9 @@ class Design(DesignBase):
         for part in ("delta", "main", "confounding"):
             terms = getattr(self, part)
             if not isinstance(terms, Mapping):
+                example = "{X1: 0.8}" if part == "confounding" else "{intercept: 0.2, X3: 0.5}"
                 raise ConfigError(f"design.{part} must be a mapping of terms to numbers, e.g. "
-                                  f"{{intercept: 0.2, X3: 0.5}}")
+                                  f"{example}")
             for k, v in terms.items():
                 number().check(f"design.{part}.{k}", v)
             if part == "confounding" and "intercept" in terms:
@@ -144,7 +145,8 @@ class Design(DesignBase):
                 hint = (" (W needs site_covariate: true)" if SITE_COVARIATE in bad
                         and not self.site_covariate else "")
                 raise ConfigError(f"design.{part} has unknown terms {bad}; allowed: "
-                                  f"intercept, X1..X{self.n_covariates}"
+                                  + ("" if part == "confounding" else "intercept, ")
+                                  + f"X1..X{self.n_covariates}"
                                   + (", W" if self.site_covariate else "") + hint)
         if not isinstance(self.rules, Mapping) or not set(self.rules) <= set(RULE_KEYS) or not all(
                 isinstance(v, (list, tuple)) and all(isinstance(c, str) for c in v)

@@ -96,7 +96,7 @@ def _environment(path: str):
                 ro.r("function(path, env) sys.source(path, envir = env)")(path, env)
             except Exception as exc:                                 # noqa: BLE001
                 raise ConfigError(f"R file {path}: sourcing it failed: "
-                                  f"{str(exc).strip()}; fix the file") from None
+                                  f"{' '.join(str(exc).split())}; fix the file") from None
             for fn in ("fit", "score"):
                 if not ro.r("function(env, n) exists(n, envir = env, inherits = FALSE) && "
                             "is.function(get(n, envir = env))")(env, fn)[0]:
