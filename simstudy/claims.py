@@ -8,8 +8,8 @@ the policy-evaluation form of Athey & Wager 2021):
     psi_i = mu_d(X_i) + 1{T_i = d_i} (Y_i - mu_d(X_i)) / P(T_i = d_i | X_i, site),  d_i = d(X_i)
     value_hat = mean_i psi_i,   value_se^2 = sum_j sum_{i in j} (psi_i - psi_j)^2 / ((n - J) n)
 
-mu_t from OLS on the learning half of Y on site intercepts, X, T and T:X (cluster-aware, like
-Q-fe with every covariate a moderator); the propensity is the site's treated share in the
+mu_t from OLS on the learning half of Y on site intercepts, X, T and T:X (PT's cluster-aware
+outcome model, policytree.outcome_means); the propensity is the site's treated share in the
 training data (`site`: the paper's randomisation) or a logistic regression of T on X and site
 fitted on the training data (`estimated`, engines.propensity). The SE is stratified by site: the trial's sites are
 fixed and each contributes a fixed share of the held-out half, so only within-site variation is
@@ -25,6 +25,8 @@ import pandas as pd
 
 from .designs.base import OUTCOME, SITE, TREAT
 from .engines import propensity as P
+from .methods.policytree import aipw as gamma
+from .methods.policytree import outcome_means
 from .metrics import VALUE_METRICS
 
 VALUE_CLAIMS = ("none", "site", "estimated")     # the study key value_claims
@@ -47,54 +49,13 @@ def learning_half(site, t, rng: np.random.Generator) -> np.ndarray:
     return rank < take[cell]
 
 
-def _design_matrix(frame: pd.DataFrame, covariates: list[str], codes: np.ndarray, n_sites: int,
-                   t: np.ndarray) -> np.ndarray:
-    X = frame[covariates].to_numpy(float)
-    S = np.zeros((len(frame), n_sites))
-    seen = codes >= 0
-    S[np.flatnonzero(seen), codes[seen]] = 1.0
-    S[~seen] = 1.0 / n_sites                         # a site never seen: the mean intercept
-    return np.column_stack([S, X, t, t[:, None] * X])
-
-
-def outcome_means(learn: pd.DataFrame, rows: pd.DataFrame, covariates: list[str]
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """(mu0, mu1) on `rows` from OLS on `learn` of Y on site intercepts, X, T, T:X (minimum
-    norm least squares: a site-level covariate collinear with the sites is harmless)."""
-    sites = pd.Index(pd.unique(learn[SITE]))
-    codes_l, codes_r = sites.get_indexer(learn[SITE]), sites.get_indexer(rows[SITE])
-    t = learn[TREAT].to_numpy(float)
-    A = _design_matrix(learn, covariates, codes_l, sites.size, t)
-    beta = np.linalg.lstsq(A, learn[OUTCOME].to_numpy(float), rcond=None)[0]
-    zeros, ones = np.zeros(len(rows)), np.ones(len(rows))
-    return (_design_matrix(rows, covariates, codes_r, sites.size, zeros) @ beta,
-            _design_matrix(rows, covariates, codes_r, sites.size, ones) @ beta)
-
-
-def propensity(train: pd.DataFrame, rows: pd.DataFrame,
-               covariates: list[str], kind: str) -> np.ndarray:
-    """P(T = 1 | X, site) on `rows` (engines.propensity), fitted on the training data: `site`,
-    the site's treated share (randomisation within sites); `estimated`, a logistic regression
-    of T on X and site indicators."""
-    sites = pd.Index(pd.unique(train[SITE]))
-    codes = sites.get_indexer(rows[SITE])
-    if kind == "site":
-        fit = sites.get_indexer(train[SITE])
-        t = train[TREAT].to_numpy(float)
-        return (np.bincount(fit, weights=t, minlength=sites.size)
-                / np.bincount(fit, minlength=sites.size))[codes]
-    return P.logistic(train[covariates].to_numpy(float), train[TREAT].to_numpy(int),
-                      sites.get_indexer(train[SITE]), rows[covariates].to_numpy(float), codes,
-                      sites.size)
-
-
 def aipw(d, y, t, mu0, mu1, e1, site) -> tuple[float, float]:
     """(value_hat, value_se) of the rule d on held-out rows (module docstring): the mean of the
-    AIPW scores psi and its SE from their within-site variation."""
-    d, t = np.asarray(d, bool), np.asarray(t, bool)
-    mu_d = np.where(d, mu1, mu0)
-    e_d = np.where(d, e1, 1.0 - np.asarray(e1, float))
-    psi = mu_d + (d == t) * (np.asarray(y, float) - mu_d) / e_d
+    AIPW scores psi_i = Gamma_i(d_i) (policytree.aipw) and its SE from their within-site
+    variation."""
+    y, t = np.asarray(y, float), np.asarray(t, float)
+    G = gamma(np.column_stack([mu0, mu1]), t, y, np.asarray(e1, float))
+    psi = np.where(np.asarray(d, bool), G[:, 1], G[:, 0])
     codes, _ = pd.factorize(np.asarray(site))
     n, J = psi.size, codes.max() + 1
     means = np.bincount(codes, weights=psi, minlength=J) / np.bincount(codes, minlength=J)
@@ -111,8 +72,13 @@ def value_claims(rep, methods: list[str], fit, kind: str, covariates: list[str],
     mask = learning_half(train[SITE].to_numpy(), train[TREAT].to_numpy(), rng)
     learn, held = train[mask].reset_index(drop=True), train[~mask].reset_index(drop=True)
     people, truth = rep.more(rng, TRUTH_FACTOR)
-    mu0, mu1 = outcome_means(learn, held, covariates)
-    e1 = propensity(train, held, covariates, kind)
+    codes, sites = pd.factorize(train[SITE])
+    X, T = train[covariates].to_numpy(float), train[TREAT].to_numpy(float)
+    # mu_t of the held-out rows from the learning half (its fold: the held-out half is fold 0)
+    mu = outcome_means(X, T, train[OUTCOME].to_numpy(float), codes, sites.size,
+                       mask.astype(np.int64))[~mask]
+    e1 = P.propensity(kind, X, T, codes, sites.size)[~mask]
+    mu0, mu1 = mu[:, 0], mu[:, 1]
     y0, y1 = truth["Y0"].to_numpy(float), truth["Y1"].to_numpy(float)
     rows = pd.concat([held, people], ignore_index=True)
     rows_truth = pd.concat([rows, pd.concat([truth.iloc[:0].reindex(range(len(held))), truth],

@@ -184,6 +184,13 @@ def test_value_claims_in_a_study_its_report_and_its_refusals(tmp_path):
     both = m.sort_values(["replicate", "method"])
     assert np.array_equal(plain["accuracy"].to_numpy(), both["accuracy"].to_numpy())
     assert plain["value_hat"].isna().all()
+    # two workers store what one stores, claims included
+    run_study("design1", J=6, n_j=20, reps=6, methods=["Q-fe", "PT", "oracle", "treat-all"],
+              value_claims="estimated", n_jobs=2, out=tmp_path / "two", progress=False,
+              figures=False)
+    two = read_metrics(tmp_path / "two").sort_values(["replicate", "method"])
+    pd.testing.assert_frame_equal(two.drop(columns="seconds").reset_index(drop=True),
+                                  both.drop(columns="seconds").reset_index(drop=True))
     with pytest.raises(ConfigError, match="value_claims='maybe'"):
         run_study("design1", J=6, n_j=20, reps=2, methods=["Q-fe"], value_claims="maybe",
                   out=tmp_path / "bad", progress=False)

@@ -20,21 +20,26 @@ from .registry import FLAG, Method, choice, integer, register
 
 
 def aipw_scores(X, T, y, codes, J, folds, p=None) -> np.ndarray:
-    """(n, 2) cross-fitted AIPW scores with site fixed effects and propensities p (default: the
-    site treated shares): mu_t(x, j) = alpha_j + (x, t, t x)'b from the rows outside the row's
-    fold (a site absent there gets the mean intercept)."""
+    """(n, 2) cross-fitted AIPW scores with site fixed effects (`outcome_means`) and
+    propensities p (default: the site treated shares)."""
     if p is None:
         p = group_means(T, codes, J)[:, 0][codes]
     if np.any((p <= 0) | (p >= 1)):
         raise ValueError("a site has everyone or no one treated; AIPW scores are undefined there")
+    return aipw(outcome_means(X, T, y, codes, J, folds), T, y, p)
+
+
+def outcome_means(X, T, y, codes, J, folds) -> np.ndarray:
+    """(n, 2) mu_0, mu_1 of every row: mu_t(x, j) = alpha_j + (x, t, t x)'b from
+    lm(y ~ X + T + T:X + factor(site)) on the rows outside the row's fold (a site absent there
+    gets the mean intercept)."""
     fold = np.unique(folds, return_inverse=True)[1]
     B, A = crossfit_fixed_effects(np.column_stack([X, T, T[:, None] * X]), y, codes, J, fold)
     A = np.where(np.isnan(A), np.nanmean(A, axis=1, keepdims=True), A)
     k = X.shape[1]
     b = B[fold]                                               # each row's fold's slopes
     base = A[fold, codes] + np.einsum("ij,ij->i", X, b[:, :k])
-    mu = np.column_stack([base, base + b[:, k] + np.einsum("ij,ij->i", X, b[:, k + 1:])])
-    return aipw(mu, T, y, p)
+    return np.column_stack([base, base + b[:, k] + np.einsum("ij,ij->i", X, b[:, k + 1:])])
 
 
 def aipw(mu, T, y, p) -> np.ndarray:
