@@ -15,7 +15,7 @@ from simstudy.fitting import method_seed
 from simstudy.methods import FAMILIES, make
 from simstudy.methods.registry import shared_reads
 
-pytest.importorskip("econml")
+
 
 
 def _sites(J, n_j, seed=0, p=5):
@@ -123,17 +123,14 @@ def test_ml_options_are_checked():
         make("DR", {"final": "forest"})
 
 
-def test_missing_extra_is_one_line_naming_the_install(monkeypatch, tmp_path, capsys):
+def test_the_family_needs_no_extra(monkeypatch):
+    """The forest is simstudy's own (engines/grf.py): with econml unimportable, CF, PT-CF and DR
+    still fit and decide."""
     monkeypatch.setitem(sys.modules, "econml", None)          # import econml -> ImportError
-    with pytest.raises(ConfigError, match=r"method 'CF' needs 'econml'.*\[ml\]"):
-        make("CF")
-    make("DR")                                                 # DR needs scikit-learn only
-    from simstudy.cli import main
-    code = main(["run", "J=4", "n_j=6", "reps=1", "methods=[Q-fe,CF]", "progress=false",
-                 f"out={tmp_path / 'o'}"])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "pip install -e '.[ml]'" in err[0]
-    assert not (tmp_path / "o").exists()
+    rep = make_design(preset("tree")).simulate(np.random.default_rng(1), 8, 12)
+    for name in ("CF", "PT-CF", "DR"):
+        opts = {"random_state": 1, **({"num_trees": 20} if name != "DR" else {})}
+        assert make(name, opts).fit(rep.train).decide(rep.test).shape == (len(rep.test),)
 
 
 def test_default_study_keeps_the_paper_methods():
@@ -202,3 +199,86 @@ def test_ml_family_is_independent_of_n_jobs_and_reading_table_is_written(tmp_pat
     row = next(ln for ln in text.splitlines() if ln.startswith("| tree | (8, 12)"))
     assert f"| {summ.loc['Q-fe', 'accuracy_mean']:.3f} |" in row
     assert f"{summ.loc['PT', 'accuracy_mean']:.3f} ({diff:+.3f} +- " in row
+
+
+def _grf_split(X, w, y, mns, alpha, penalty):
+    """grf's InstrumentalRelabelingStrategy + InstrumentalSplittingRule, transcribed directly
+    (brute force over every feature and distinct value): (feature, value) or None."""
+    n = len(w)
+    if n <= mns:
+        return None
+    zc, yc = w - w.mean(), y - y.mean()
+    den = np.sum(zc * zc)
+    if abs(den) < 1e-10:
+        return None
+    rho = zc * (yc - np.sum(zc * yc) / den * zc)
+    small = w < w.mean()
+    size = lambda z: np.sum(z * z) - np.sum(z) ** 2 / len(z)
+    best, arg = 0.0, None
+    for f in range(X.shape[1]):
+        for v in np.unique(X[:, f])[:-1]:
+            L = X[:, f] <= v
+            R = ~L
+            if min(np.sum(small & L), np.sum(~small & L), np.sum(small & R), np.sum(~small & R)) < mns:
+                continue
+            sl, sr = size(w[L]), size(w[R])
+            if min(sl, sr) < alpha * size(w) or (penalty > 0 and min(sl, sr) == 0):
+                continue
+            gain = rho[L].sum() ** 2 / L.sum() + rho[R].sum() ** 2 / R.sum() \
+                - penalty * (1 / sl + 1 / sr)
+            if gain > best:
+                best, arg = gain, (f, v)
+    return arg
+
+
+@pytest.mark.parametrize("mns, alpha, penalty", [(5, 0.05, 0.0), (3, 0.2, 0.5), (10, 0.0, 0.0)])
+def test_every_split_is_grfs_split(mns, alpha, penalty):
+    """Each node of a grown tree (all features tried) splits where grf's rule, transcribed
+    from its C++ and searched by brute force, splits that node's rows; each leaf is a node
+    where grf stops (too small, or no admissible split with a gain)."""
+    from simstudy.engines import grf
+    rng = np.random.default_rng(mns)
+    m, p = 240, 3
+    X = np.round(rng.standard_normal((m, p)), 1)                 # ties in the features
+    w = (rng.random(m) < np.where(X[:, 0] > 0.5, 0.85, 0.4)) - 0.5   # treatment imbalance
+    y = np.where(X[:, 1] > 0, 1.0, -0.5) * w + 0.3 * X[:, 2] + rng.standard_normal(m)
+    S = np.ascontiguousarray(np.argsort(X, axis=0, kind="stable").T).astype(np.int32)
+    k = 2 * m + 1
+    nodes = [np.empty(k, np.int32), np.empty(k), np.empty(k, np.int64), np.empty(k, np.int64),
+             np.empty(k, np.int64)]
+    count = grf._grow(np.ascontiguousarray(X.T), w, y, m, 1e9, mns, alpha, penalty, S,
+                      np.empty(m, np.int32), np.empty(m), np.zeros(m, bool), *nodes)
+    feat, thr, left = nodes[0][:count], nodes[1][:count], nodes[2][:count]
+    rows = {0: np.arange(m)}
+    splits = 0
+    for node in range(count):
+        r = rows[node]
+        expect = _grf_split(X[r], w[r], y[r], mns, alpha, penalty)
+        if left[node] < 0:
+            assert expect is None, f"node {node} ({len(r)} rows) should have split at {expect}"
+            continue
+        assert (feat[node], thr[node]) == expect
+        goes = X[r, feat[node]] <= thr[node]
+        rows[left[node]], rows[left[node] + 1] = r[goes], r[~goes]
+        splits += 1
+    assert splits >= 3
+
+
+def test_pruning_leaves_no_tree_out_and_groups_share_their_half():
+    """With grf's pruning every tree reaches an estimation leaf (a prediction uses all trees);
+    with ci_group_size = 2 and sample_fraction = 0.5 both trees of a group draw the same half
+    of the sites (grf's train_ci_group), different halves across groups."""
+    rng, codes, X, T = _sites(30, 8, seed=7)
+    w = T - 0.5
+    y = X[:, 0] * w + rng.standard_normal(len(T))
+    forest = F.ClusterCausalForest(num_trees=40, seed=3, min_node_size=1).fit(X, w, y, codes, 30)
+    total, used = F.grf.forest_moments(np.ascontiguousarray(X), np.full(len(T), -1),
+                                       forest.feat_, forest.thr_, forest.left_, forest.stats_,
+                                       forest.full_, forest.root_, forest.drawn_)
+    assert (~forest.full_[forest.left_ < 0]).sum() > 10             # empty leaves were pruned
+    assert np.all(used == 40) and np.all(total[:, 0] == 40)
+    d = forest.drawn_
+    assert np.all(d.sum(1) == 15)
+    assert np.all(d[0::2] == d[1::2]) and not np.all(d[0] == d[2])
+    alone = F.ClusterCausalForest(num_trees=40, seed=3, ci_group_size=1).fit(X, w, y, codes, 30)
+    assert not np.all(alone.drawn_[0::2] == alone.drawn_[1::2])

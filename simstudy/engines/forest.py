@@ -2,103 +2,68 @@
 with clusters as in grf's `causal_forest(..., clusters=)`) and the nuisance fits of the
 machine-learning family (docs/estimators.md, "Machine-learning family").
 
-Each tree: draw `sample_fraction` of the SITES without replacement, split the drawn sites in
-half (honesty BY SITE), grow the splits on one half with grf's gradient ("het") criterion on the
-centred data (w~ = T - e(site), y~ = Y - m(x, site)), and estimate on the other half. A
-prediction averages over trees the estimation rows that share x's leaf (grf's forest weights
-alpha_i(x)) and solves the local moment equation
+Trees grow on the centred data (w~ = T - e(site), y~ = Y - m(x, site)) with grf's own rules
+(engines/grf.py: gradient relabelling, stabilised splits, alpha, imbalance penalty, Poisson
+mtry, honesty and subsampling BY SITE, pruning of empty leaves, groups of trees sharing a
+half-sample). A prediction averages over trees the estimation rows that share x's leaf (grf's
+forest weights alpha_i(x)) and solves the local moment equation
 
     tau(x) = sum_i alpha_i(x) (w~_i - w~bar)(y~_i - y~bar) / sum_i alpha_i(x) (w~_i - w~bar)^2.
 
 Out-of-bag (OOB) predictions for training rows use only the trees whose draw missed the row's
 site, so nothing a row's site contributed is used to predict it.
-
-The split search is econml's `GRFTree` (its Cython port of grf's tree, criterion 'het'); the
-cluster subsampling, the honesty by site and the weighted estimate are here: econml's own
-`CausalForest` subsamples and splits individuals, which would let a site's rows sit on both
-sides of the honesty split (grf's clusters exist to prevent that).
 """
 from __future__ import annotations
 
 import numpy as np
 
-ML_EXTRA = "pip install -e '.[ml]' (or pip install econml)"
-
-
-def require_econml(who: str) -> None:
-    """ImportError naming the extra to install when econml is missing."""
-    try:
-        import econml.grf  # noqa: F401
-    except ImportError:
-        raise ImportError(f"{who} needs the machine-learning extra: {ML_EXTRA}") from None
+from . import grf
 
 
 class ClusterCausalForest:
     """grf causal forest with clusters = sites (module docstring). Parameters follow grf's
-    names: num_trees, sample_fraction (of sites), min_node_size, alpha (balance), mtry
-    (features tried per split, None = grf's min(ceil(sqrt(p) + 20), p))."""
+    names and defaults: num_trees, sample_fraction (of sites), min_node_size, alpha,
+    imbalance_penalty, mtry (None = grf's min(ceil(sqrt(p) + 20), p)), ci_group_size."""
 
     def __init__(self, num_trees: int = 500, sample_fraction: float = 0.5,
                  min_node_size: int = 5, alpha: float = 0.05, mtry: int | None = None,
-                 seed: int | None = None):
+                 seed: int | None = None, imbalance_penalty: float = 0.0, ci_group_size: int = 2):
         self.num_trees, self.sample_fraction = int(num_trees), float(sample_fraction)
         self.min_node_size, self.alpha, self.mtry = int(min_node_size), float(alpha), mtry
+        self.imbalance_penalty, self.ci_group_size = float(imbalance_penalty), int(ci_group_size)
         self.seed = seed
 
     def fit(self, X, w, y, codes, J: int) -> "ClusterCausalForest":
         """X (n, p); w, y the centred treatment and outcome; codes the site (0..J-1) of a row."""
-        from econml.grf._base_grftree import GRFTree
         X = np.ascontiguousarray(X, dtype=np.float64)
-        w = np.asarray(w, float)
-        y = np.asarray(y, float)
-        codes = np.asarray(codes)
+        w = np.ascontiguousarray(w, dtype=np.float64)
+        y = np.ascontiguousarray(y, dtype=np.float64)
+        codes = np.asarray(codes, dtype=np.int64)
         n, p = X.shape
         if J < 4:
             raise ValueError(f"a causal forest with site clusters needs at least 4 sites (has {J})")
-        rng = np.random.default_rng(self.seed)
+        if self.ci_group_size > 1 and self.sample_fraction > 0.5:
+            raise ValueError("sample_fraction must be at most 0.5 with ci_group_size > 1 (grf's rule)")
         mtry = self.mtry or min(int(np.ceil(np.sqrt(p) + 20)), p)
-        # the local moment of grf's causal forest with an intercept: (y~ - tau w~ - c)(w~, 1)
-        yaug = np.ascontiguousarray(np.column_stack(
-            [y, y * w, y, w * w, w, w, np.ones(n)]), dtype=np.float64)
-        by_site = np.split(np.argsort(codes, kind="stable"), np.cumsum(np.bincount(codes, minlength=J))[:-1])
-        n_draw = max(2, int(np.floor(self.sample_fraction * J)))
-        self.trees_, self.est_, self.drawn_ = [], [], np.zeros((self.num_trees, J), bool)
-        stats = np.column_stack([np.ones(n), w, y, w * y, w * w])
-        self.leaf_stats_, self.offsets_ = [], []
-        for b in range(self.num_trees):
-            sites = rng.choice(J, n_draw, replace=False)
-            self.drawn_[b, sites] = True
-            half = n_draw // 2
-            grow = np.concatenate([by_site[s] for s in sites[:half]])
-            est = np.concatenate([by_site[s] for s in sites[half:]])
-            tree = GRFTree(criterion="het", min_samples_leaf=self.min_node_size,
-                           min_samples_split=2 * self.min_node_size, max_features=mtry,
-                           min_balancedness_tol=0.5 - self.alpha, honest=False,
-                           random_state=int(rng.integers(2 ** 31 - 1))).init()
-            tree.fit(X[grow], yaug[grow], 1, 2, 1, check_input=False)
-            leaf = tree.apply(X[est])
-            size = tree.tree_.node_count
-            count = np.bincount(leaf, minlength=size).astype(float)
-            sums = np.vstack([np.bincount(leaf, weights=stats[est, k], minlength=size)
-                              for k in range(stats.shape[1])]).T
-            with np.errstate(invalid="ignore", divide="ignore"):
-                self.leaf_stats_.append(sums / count[:, None])   # NaN: no estimation rows
-            self.trees_.append(tree)
+        order = np.ascontiguousarray(np.argsort(X, axis=0, kind="stable").T)
+        site_rows = np.argsort(codes, kind="stable")
+        site_start = np.r_[0, np.cumsum(np.bincount(codes, minlength=J))].astype(np.int64)
+        seeds = np.random.SeedSequence(self.seed).generate_state(self.num_trees) % (2 ** 31 - 1)
+        (self.feat_, self.thr_, self.left_, self.stats_, self.full_, self.root_,
+         self.drawn_) = grf.grow_forest(X, w, y, order, site_start, site_rows, J,
+                                        self.num_trees, self.ci_group_size, self.sample_fraction,
+                                        float(mtry), self.min_node_size, self.alpha,
+                                        self.imbalance_penalty, seeds.astype(np.int64))
         return self
 
     def _moments(self, X, exclude_sites=None) -> np.ndarray:
-        """(n, 5) forest-weighted means of (1, w~, y~, w~ y~, w~^2); a tree whose leaf holds no
-        estimation row, or whose draw included the row's site (exclude_sites), is left out."""
+        """(n, 5) forest-weighted means of (1, w~, y~, w~ y~, w~^2); out of bag (only trees
+        whose draw missed the row's site) when exclude_sites gives the rows' sites."""
         X = np.ascontiguousarray(X, dtype=np.float64)
-        total = np.zeros((X.shape[0], 5))
-        used = np.zeros(X.shape[0])
-        for b, tree in enumerate(self.trees_):
-            m = self.leaf_stats_[b][tree.apply(X)]
-            ok = ~np.isnan(m[:, 0])
-            if exclude_sites is not None:
-                ok &= ~self.drawn_[b, exclude_sites]
-            total[ok] += m[ok]
-            used += ok
+        sites = (np.full(X.shape[0], -1, np.int64) if exclude_sites is None
+                 else np.asarray(exclude_sites, np.int64))
+        total, used = grf.forest_moments(X, sites, self.feat_, self.thr_, self.left_,
+                                         self.stats_, self.full_, self.root_, self.drawn_)
         with np.errstate(invalid="ignore", divide="ignore"):
             return total / used[:, None]
 
@@ -117,14 +82,14 @@ class ClusterCausalForest:
         return tau
 
 
-def boosting(seed, **kw):
-    """The flexible nuisance regression: scikit-learn's histogram gradient boosting, with early
-    stopping off (it would draw its own validation split) and a fixed seed."""
-    from sklearn.ensemble import HistGradientBoostingRegressor
-    params = dict(max_iter=100, learning_rate=0.1, max_leaf_nodes=15, min_samples_leaf=20,
-                  early_stopping=False, random_state=seed)
+def boosting(seed=None, **kw):
+    """The flexible nuisance regression: least-squares histogram gradient boosting with
+    scikit-learn's HistGradientBoostingRegressor's algorithm and results (engines/boosting.py,
+    compiled; early stopping off). `seed` is kept for the call sites: the fit draws nothing."""
+    from .boosting import Boosting
+    params = dict(max_iter=100, learning_rate=0.1, max_leaf_nodes=15, min_samples_leaf=20)
     params.update(kw)
-    return HistGradientBoostingRegressor(**params)
+    return Boosting(**params)
 
 
 def site_folds(codes, J: int, k: int, rng: np.random.Generator) -> np.ndarray:

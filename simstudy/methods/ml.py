@@ -1,8 +1,8 @@
 """The machine-learning family (docs/estimators.md, "Machine-learning family"; issue 24): a causal
 forest with site clusters (CF), a DR-learner with site-split cross-fitting (DR) and the policy
 tree grown on the forest's doubly robust scores (PT-CF, the policytree / mcf pipeline).
-CF and PT-CF need econml (`pip install -e '.[ml]'`; `make()` says so before a study starts);
-DR needs scikit-learn only.
+The forest is simstudy's own compiled port of grf's trees (engines/grf.py); the boosting is
+scikit-learn's: the family needs nothing beyond the core install.
 
 Nuisances (all cross-fitted but e): e(site) = the site's treated share (randomisation within
 sites), or e(x, site) by logistic regression (propensity=estimated, engines.propensity);
@@ -33,8 +33,6 @@ class _Forest(Method):
     """A causal forest with clusters = sites (engines.forest.ClusterCausalForest) fitted on the
     centred data (T - e(site), Y - m(x, site)); CF and PT-CF share it (one seed stream, one fit
     per replicate)."""
-    requires = ("econml",)
-    install_hint = F.ML_EXTRA
     seed_name = "causal forest"
     OPTIONS = {"num_trees": integer(10), "min_node_size": integer(1),
                "sample_fraction": number(0.0, 1.0), "crossfit_folds": integer(2),

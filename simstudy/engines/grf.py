@@ -1,0 +1,275 @@
+"""grf's causal-forest trees, compiled (numba): the split rule, honesty and pruning of grf's C++
+core (grf-labs/grf, core/src: InstrumentalRelabelingStrategy, InstrumentalSplittingRule,
+TreeTrainer, Tree::honesty_prune_leaves, ForestTrainer::train_ci_group) with clusters = sites.
+The whole forest grows in one call; `engines.forest.ClusterCausalForest` drives it.
+
+Per group of `ci_group_size` trees: draw floor(J / 2) sites (floor(J sample_fraction) when
+ci_group_size = 1); each tree of the group subsamples ceil(size 2 sample_fraction) of them,
+grows on ceil(half) of its sites and estimates on the rest (honesty by site).
+
+Growing, at a node with rows i (z = w~ the centred treatment, y~ the centred outcome):
+  relabel    tau_P = sum (z - zbar)(y - ybar) / sum (z - zbar)^2 (stop if the denominator is 0),
+             rho_i = (z_i - zbar)((y_i - ybar) - tau_P (z_i - zbar));
+  split      on the first k ~ min(max(Poisson(mtry), 1), p) of a shuffle of the features, the
+             threshold maximising sum_L(rho)^2 / n_L + sum_R(rho)^2 / n_R
+             - imbalance_penalty (1/s_L + 1/s_R), s = sum (z - zbar_child)^2, among splits with
+             (stabilize.splits) at least min_node_size rows with z below the node's mean z and
+             min_node_size above it in each child, and s_L, s_R >= alpha s_node;
+  stop       when the node has <= min_node_size rows, or no split gains.
+Estimation: the other half's rows are dropped down the tree; a leaf with none of them is pruned
+(its parent is replaced by the sibling subtree, grf's honesty.prune.leaves), and each leaf keeps
+the means of (1, w~, y~, w~ y~, w~^2) over its estimation rows.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+_STATS = 5      # per-leaf means of (1, w, y, w y, w w)
+
+
+@numba.njit(cache=True)
+def _ensure(a, need):
+    if need <= a.shape[0]:
+        return a
+    out = np.empty((max(need, 2 * a.shape[0]),) + a.shape[1:], a.dtype)
+    out[:a.shape[0]] = a
+    return out
+
+
+@numba.njit(cache=True)
+def _grow(Xl, wl, yl, m, mtry, min_node_size, alpha, penalty,
+          S, tmp, rho, goes, t_feat, t_thr, t_left, t_start, t_end):
+    """Grow one tree on m rows: Xl (p, m) their features (a copy, by feature), wl, yl their
+    centred treatment and outcome, S[f, :m] the rows sorted by feature f. Returns the node
+    count; nodes in t_* (t_left = -1 for a leaf; children are consecutive)."""
+    p = Xl.shape[0]
+    feats = np.arange(p)
+    count = 1
+    t_start[0], t_end[0] = 0, m
+    i = 0
+    while i < count:
+        t_left[i] = -1
+        a, b = t_start[i], t_end[i]
+        size = b - a
+        if size <= min_node_size:
+            i += 1
+            continue
+        seg = S[0, a:b]
+        zbar, ybar = 0.0, 0.0
+        for r in seg:
+            zbar += wl[r]
+            ybar += yl[r]
+        zbar /= size
+        ybar /= size
+        num, den = 0.0, 0.0
+        for r in seg:
+            num += (wl[r] - zbar) * (yl[r] - ybar)
+            den += (wl[r] - zbar) * (wl[r] - zbar)
+        if abs(den) < 1e-10:
+            i += 1
+            continue
+        tau = num / den
+        sum_node, sz, szz, n_small = 0.0, 0.0, 0.0, 0
+        for r in seg:
+            z = wl[r]
+            rho[r] = (z - zbar) * ((yl[r] - ybar) - tau * (z - zbar))
+            sum_node += rho[r]
+            sz += z
+            szz += z * z
+            if z < zbar:
+                n_small += 1
+        min_child = alpha * (szz - sz * sz / size)
+        k = min(max(np.random.poisson(mtry), 1), p)
+        for j in range(k):                       # the first k of a shuffle of the features
+            s = j + np.random.randint(p - j)
+            feats[j], feats[s] = feats[s], feats[j]
+        best, best_f, best_v = 0.0, -1, 0.0
+        for j in range(k):
+            f = feats[j]
+            col = S[f]
+            xf = Xl[f]
+            nl, nl_small, sl, zl, zzl = 0, 0, 0.0, 0.0, 0.0
+            x_next = xf[col[a]]
+            for q in range(a, b - 1):
+                r = col[q]
+                z = wl[r]
+                nl += 1
+                sl += rho[r]
+                zl += z
+                zzl += z * z
+                if z < zbar:
+                    nl_small += 1
+                x = x_next
+                x_next = xf[col[q + 1]]
+                if x == x_next:
+                    continue
+                if nl_small < min_node_size or nl - nl_small < min_node_size:
+                    continue
+                nr = size - nl
+                nr_small = n_small - nl_small
+                if nr_small < min_node_size or nr - nr_small < min_node_size:
+                    break
+                s_l = zzl - zl * zl / nl
+                if s_l < min_child or (penalty > 0.0 and s_l == 0.0):
+                    continue
+                zr = sz - zl
+                s_r = (szz - zzl) - zr * zr / nr
+                if s_r < min_child or (penalty > 0.0 and s_r == 0.0):
+                    continue
+                sr = sum_node - sl
+                gain = sl * sl / nl + sr * sr / nr - penalty * (1.0 / s_l + 1.0 / s_r)
+                if gain > best:
+                    best, best_f, best_v = gain, f, x
+        if best_f < 0:
+            i += 1
+            continue
+        nl = 0
+        xf = Xl[best_f]
+        for r in seg:
+            goes[r] = xf[r] <= best_v
+            if goes[r]:
+                nl += 1
+        for f in range(p):                       # stable partition of every sorted list
+            lo, hi = a, a + nl
+            for q in range(a, b):
+                r = S[f, q]
+                if goes[r]:
+                    tmp[lo] = r
+                    lo += 1
+                else:
+                    tmp[hi] = r
+                    hi += 1
+            S[f, a:b] = tmp[a:b]
+        t_feat[i], t_thr[i], t_left[i] = best_f, best_v, count
+        t_start[count], t_end[count] = a, a + nl
+        t_start[count + 1], t_end[count + 1] = a + nl, b
+        count += 2
+        i += 1
+    return count
+
+
+@numba.njit(cache=True)
+def grow_forest(X, w, y, order, site_start, site_rows, J, num_trees, group_size, sample_fraction,
+                mtry, min_node_size, alpha, penalty, seeds):
+    """The forest: node arrays (feature, threshold, left child or -1, leaf means (nodes, 5),
+    non-empty flag), each tree's root and the sites each tree drew (trees, J)."""
+    n, p = X.shape
+    cap = 64 * num_trees
+    feat = np.empty(cap, np.int32)
+    thr = np.empty(cap)
+    left = np.empty(cap, np.int64)
+    stats = np.zeros((cap, _STATS))
+    full = np.zeros(cap, np.bool_)
+    root = np.empty(num_trees, np.int64)
+    drawn = np.zeros((num_trees, J), np.bool_)
+    S = np.empty((p, n), np.int32)
+    tmp, pos = np.empty(n, np.int32), np.full(n, -1, np.int64)
+    rho, goes = np.empty(n), np.zeros(n, np.bool_)
+    Xl, wl, yl = np.empty((p, n)), np.empty(n), np.empty(n)
+    t_feat, t_thr = np.empty(2 * n + 1, np.int32), np.empty(2 * n + 1)
+    t_left, t_start, t_end = (np.empty(2 * n + 1, np.int64), np.empty(2 * n + 1, np.int64),
+                              np.empty(2 * n + 1, np.int64))
+    if group_size > 1:
+        n_group = max(2, J // 2)
+        n_tree = min(n_group, max(2, int(np.ceil(n_group * sample_fraction * 2))))
+    else:
+        n_group = max(2, int(J * sample_fraction))
+        n_tree = n_group
+    used = 0
+    group = np.empty(n_group, np.int64)
+    for b in range(num_trees):
+        np.random.seed(seeds[b])
+        if b % group_size == 0:
+            group[:] = np.random.permutation(J)[:n_group]
+        sites = group[np.random.permutation(n_group)[:n_tree]]
+        n_grow = (n_tree + 1) // 2
+        m = 0
+        for s_i in range(n_tree):
+            s = sites[s_i]
+            drawn[b, s] = True
+            if s_i < n_grow:
+                for q in range(site_start[s], site_start[s + 1]):
+                    r = site_rows[q]
+                    pos[r] = m
+                    wl[m], yl[m] = w[r], y[r]
+                    for f in range(p):
+                        Xl[f, m] = X[r, f]
+                    m += 1
+        for f in range(p):      # the growing rows sorted by each feature, from the global order
+            k = 0
+            for r in order[f]:
+                if pos[r] >= 0:
+                    S[f, k] = pos[r]
+                    k += 1
+        count = _grow(Xl, wl, yl, m, mtry, min_node_size, alpha, penalty,
+                      S, tmp, rho, goes, t_feat, t_thr, t_left, t_start, t_end)
+        for s_i in range(n_grow):                # reset the growing flags
+            s = sites[s_i]
+            for q in range(site_start[s], site_start[s + 1]):
+                pos[site_rows[q]] = -1
+        need = used + count
+        if need > feat.shape[0]:
+            feat, thr, left = _ensure(feat, need), _ensure(thr, need), _ensure(left, need)
+            stats, full = _ensure(stats, need), _ensure(full, need)
+        stats[used:need] = 0.0
+        # honest estimation: the other half's rows, each down to its leaf
+        for s_i in range(n_grow, n_tree):
+            s = sites[s_i]
+            for q in range(site_start[s], site_start[s + 1]):
+                r = site_rows[q]
+                node = 0
+                while t_left[node] >= 0:
+                    node = t_left[node] if X[r, t_feat[node]] <= t_thr[node] else t_left[node] + 1
+                st = stats[used + node]
+                st[0] += 1.0
+                st[1] += w[r]
+                st[2] += y[r]
+                st[3] += w[r] * y[r]
+                st[4] += w[r] * w[r]
+        for node in range(count - 1, -1, -1):    # children after parents: bottom-up
+            g = used + node
+            feat[g], thr[g] = t_feat[node], t_thr[node]
+            if t_left[node] < 0:
+                left[g] = -1
+                full[g] = stats[g, 0] > 0
+                if full[g]:
+                    c = stats[g, 0]
+                    for k in range(_STATS):
+                        stats[g, k] /= c
+            else:
+                left[g] = used + t_left[node]
+                full[g] = full[left[g]] or full[left[g] + 1]
+        root[b] = used
+        used = need
+    return feat[:used], thr[:used], left[:used], stats[:used], full[:used], root, drawn
+
+
+@numba.njit(cache=True)
+def forest_moments(X, sites, feat, thr, left, stats, full, root, drawn):
+    """(n, 5) forest-weighted means of (1, w~, y~, w~ y~, w~^2) at each row of X and the number
+    of trees used; with sites[i] >= 0 only trees whose draw missed that site (out of bag). An
+    empty child is skipped (the sibling subtree replaces its parent: grf's pruning). Trees in
+    the outer loop: one tree's nodes stay in cache while every row goes down it."""
+    n = X.shape[0]
+    total = np.zeros((n, _STATS))
+    used = np.zeros(n)
+    for b in range(root.shape[0]):
+        for i in range(n):
+            if sites[i] >= 0 and drawn[b, sites[i]]:
+                continue
+            node = root[b]
+            while left[node] >= 0:
+                lc = left[node]
+                if not full[lc]:
+                    node = lc + 1
+                elif not full[lc + 1]:
+                    node = lc
+                elif X[i, feat[node]] <= thr[node]:
+                    node = lc
+                else:
+                    node = lc + 1
+            for k in range(_STATS):
+                total[i, k] += stats[node, k]
+            used[i] += 1.0
+    return total, used
