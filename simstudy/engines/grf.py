@@ -39,7 +39,7 @@ def _ensure(a, need):
 
 @numba.njit(cache=True)
 def _grow(Xl, wl, yl, m, mtry, min_node_size, alpha, penalty,
-          S, tmp, rho, goes, t_feat, t_thr, t_left, t_start, t_end):
+          S, tmp, tmp2, rho, goes, small, t_feat, t_thr, t_left, t_start, t_end):
     """Grow one tree on m rows: Xl (p, m) their features (a copy, by feature), wl, yl their
     centred treatment and outcome, S[f, :m] the rows sorted by feature f. Returns the node
     count; nodes in t_* (t_left = -1 for a leaf; children are consecutive)."""
@@ -77,8 +77,8 @@ def _grow(Xl, wl, yl, m, mtry, min_node_size, alpha, penalty,
             sum_node += rho[r]
             sz += z
             szz += z * z
-            if z < zbar:
-                n_small += 1
+            small[r] = z < zbar
+            n_small += small[r]
         min_child = alpha * (szz - sz * sz / size)
         k = min(max(np.random.poisson(mtry), 1), p)
         for j in range(k):                       # the first k of a shuffle of the features
@@ -98,8 +98,7 @@ def _grow(Xl, wl, yl, m, mtry, min_node_size, alpha, penalty,
                 sl += rho[r]
                 zl += z
                 zzl += z * z
-                if z < zbar:
-                    nl_small += 1
+                nl_small += small[r]          # branch-free: z < zbar is a coin flip
                 x = x_next
                 x_next = xf[col[q + 1]]
                 if x == x_next:
@@ -128,19 +127,18 @@ def _grow(Xl, wl, yl, m, mtry, min_node_size, alpha, penalty,
         xf = Xl[best_f]
         for r in seg:
             goes[r] = xf[r] <= best_v
-            if goes[r]:
-                nl += 1
-        for f in range(p):                       # stable partition of every sorted list
-            lo, hi = a, a + nl
+            nl += goes[r]
+        for f in range(p):                       # stable partition of every sorted list,
+            lo, hi = a, a                        # branch-free: write to both, advance one
             for q in range(a, b):
                 r = S[f, q]
-                if goes[r]:
-                    tmp[lo] = r
-                    lo += 1
-                else:
-                    tmp[hi] = r
-                    hi += 1
-            S[f, a:b] = tmp[a:b]
+                g = goes[r]
+                tmp[lo] = r
+                tmp2[hi] = r
+                lo += g
+                hi += 1 - g
+            S[f, a:a + nl] = tmp[a:a + nl]
+            S[f, a + nl:b] = tmp2[a:a + size - nl]
         t_feat[i], t_thr[i], t_left[i] = best_f, best_v, count
         t_start[count], t_end[count] = a, a + nl
         t_start[count + 1], t_end[count + 1] = a + nl, b
@@ -164,8 +162,9 @@ def grow_forest(X, w, y, order, site_start, site_rows, J, num_trees, group_size,
     root = np.empty(num_trees, np.int64)
     drawn = np.zeros((num_trees, J), np.bool_)
     S = np.empty((p, n), np.int32)
-    tmp, pos = np.empty(n, np.int32), np.full(n, -1, np.int64)
-    rho, goes = np.empty(n), np.zeros(n, np.bool_)
+    tmp, tmp2 = np.empty(n + 1, np.int32), np.empty(n + 1, np.int32)   # +1: the dead write
+    pos = np.full(n, -1, np.int64)
+    rho, goes, small = np.empty(n), np.zeros(n, np.int64), np.zeros(n, np.int64)
     Xl, wl, yl = np.empty((p, n)), np.empty(n), np.empty(n)
     t_feat, t_thr = np.empty(2 * n + 1, np.int32), np.empty(2 * n + 1)
     t_left, t_start, t_end = (np.empty(2 * n + 1, np.int64), np.empty(2 * n + 1, np.int64),
@@ -203,7 +202,7 @@ def grow_forest(X, w, y, order, site_start, site_rows, J, num_trees, group_size,
                     S[f, k] = pos[r]
                     k += 1
         count = _grow(Xl, wl, yl, m, mtry, min_node_size, alpha, penalty,
-                      S, tmp, rho, goes, t_feat, t_thr, t_left, t_start, t_end)
+                      S, tmp, tmp2, rho, goes, small, t_feat, t_thr, t_left, t_start, t_end)
         for s_i in range(n_grow):                # reset the growing flags
             s = sites[s_i]
             for q in range(site_start[s], site_start[s + 1]):
