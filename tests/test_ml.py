@@ -275,9 +275,10 @@ def test_pruning_leaves_no_tree_out_and_groups_share_their_half():
     y = X[:, 0] * w + rng.standard_normal(len(T))
     forest = F.ClusterCausalForest(num_trees=40, seed=3, min_node_size=1).fit(X, w, y, codes, 30)
     total, used = F.grf.forest_moments(np.ascontiguousarray(X), np.full(len(T), -1),
-                                       forest.feat_, forest.thr_, forest.left_, forest.stats_,
-                                       forest.full_, forest.root_, forest.drawn_)
-    assert (~forest.full_[forest.left_ < 0]).sum() > 10             # empty leaves were pruned
+                                       forest.feat_, forest.thr_, forest.child_, forest.stats_,
+                                       forest.root_, forest.depth_, forest.drawn_)
+    leaf = forest.child_ == np.arange(forest.child_.size)
+    assert (~forest.full_[leaf]).sum() > 10                          # empty leaves were pruned
     assert np.all(used == 40) and np.all(total[:, 0] == 40)
     d = forest.drawn_
     assert np.all(d.sum(1) == 15)

@@ -49,7 +49,7 @@ class ClusterCausalForest:
         site_rows = np.argsort(codes, kind="stable")
         site_start = np.r_[0, np.cumsum(np.bincount(codes, minlength=J))].astype(np.int64)
         seeds = np.random.SeedSequence(self.seed).generate_state(self.num_trees) % (2 ** 31 - 1)
-        (self.feat_, self.thr_, self.left_, self.stats_, self.full_, self.root_,
+        (self.feat_, self.thr_, self.child_, self.stats_, self.full_, self.root_, self.depth_,
          self.drawn_) = grf.grow_forest(X, w, y, order, site_start, site_rows, J,
                                         self.num_trees, self.ci_group_size, self.sample_fraction,
                                         float(mtry), self.min_node_size, self.alpha,
@@ -60,10 +60,12 @@ class ClusterCausalForest:
         """(n, 5) forest-weighted means of (1, w~, y~, w~ y~, w~^2); out of bag (only trees
         whose draw missed the row's site) when exclude_sites gives the rows' sites."""
         X = np.ascontiguousarray(X, dtype=np.float64)
+        if np.isnan(X).any():                    # NaN goes right (x <= thr is false)
+            X = np.where(np.isnan(X), np.inf, X)
         sites = (np.full(X.shape[0], -1, np.int64) if exclude_sites is None
                  else np.asarray(exclude_sites, np.int64))
-        total, used = grf.forest_moments(X, sites, self.feat_, self.thr_, self.left_,
-                                         self.stats_, self.full_, self.root_, self.drawn_)
+        total, used = grf.forest_moments(X, sites, self.feat_, self.thr_, self.child_,
+                                         self.stats_, self.root_, self.depth_, self.drawn_)
         with np.errstate(invalid="ignore", divide="ignore"):
             return total / used[:, None]
 

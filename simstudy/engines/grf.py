@@ -150,16 +150,20 @@ def _grow(Xl, wl, yl, m, mtry, min_node_size, alpha, penalty,
 @numba.njit(cache=True)
 def grow_forest(X, w, y, order, site_start, site_rows, J, num_trees, group_size, sample_fraction,
                 mtry, min_node_size, alpha, penalty, seeds):
-    """The forest: node arrays (feature, threshold, left child or -1, leaf means (nodes, 5),
-    non-empty flag), each tree's root and the sites each tree drew (trees, J)."""
+    """The forest: node arrays (feature, threshold, left child: the right one is next to it; a
+    leaf is its own child with threshold +inf, so is a pruned node whose child is the non-empty
+    one), leaf means (nodes, 5), non-empty flags, each tree's root and depth, and the sites each
+    tree drew (trees, J)."""
     n, p = X.shape
     cap = 64 * num_trees
     feat = np.empty(cap, np.int32)
     thr = np.empty(cap)
-    left = np.empty(cap, np.int64)
+    child = np.empty(cap, np.int64)
+    height = np.empty(cap, np.int64)
     stats = np.zeros((cap, _STATS))
     full = np.zeros(cap, np.bool_)
     root = np.empty(num_trees, np.int64)
+    depth = np.empty(num_trees, np.int64)
     drawn = np.zeros((num_trees, J), np.bool_)
     S = np.empty((p, n), np.int32)
     tmp, tmp2 = np.empty(n + 1, np.int32), np.empty(n + 1, np.int32)   # +1: the dead write
@@ -209,7 +213,8 @@ def grow_forest(X, w, y, order, site_start, site_rows, J, num_trees, group_size,
                 pos[site_rows[q]] = -1
         need = used + count
         if need > feat.shape[0]:
-            feat, thr, left = _ensure(feat, need), _ensure(thr, need), _ensure(left, need)
+            feat, thr, child = _ensure(feat, need), _ensure(thr, need), _ensure(child, need)
+            height = _ensure(height, need)
             stats, full = _ensure(stats, need), _ensure(full, need)
         stats[used:need] = 0.0
         # honest estimation: the other half's rows, each down to its leaf
@@ -228,47 +233,61 @@ def grow_forest(X, w, y, order, site_start, site_rows, J, num_trees, group_size,
                 st[4] += w[r] * w[r]
         for node in range(count - 1, -1, -1):    # children after parents: bottom-up
             g = used + node
-            feat[g], thr[g] = t_feat[node], t_thr[node]
-            if t_left[node] < 0:
-                left[g] = -1
+            lc = used + t_left[node]
+            if t_left[node] < 0:                 # a leaf loops on itself
+                feat[g], thr[g], child[g], height[g] = 0, np.inf, g, 0
                 full[g] = stats[g, 0] > 0
                 if full[g]:
                     c = stats[g, 0]
                     for k in range(_STATS):
                         stats[g, k] /= c
-            else:
-                left[g] = used + t_left[node]
-                full[g] = full[left[g]] or full[left[g] + 1]
+            elif full[lc] and full[lc + 1]:
+                feat[g], thr[g], child[g] = t_feat[node], t_thr[node], lc
+                height[g] = 1 + max(height[lc], height[lc + 1])
+                full[g] = True
+            else:                                # pruned: always on to the non-empty child
+                keep = lc if full[lc] else lc + 1
+                feat[g], thr[g], child[g], height[g] = 0, np.inf, keep, 1 + height[keep]
+                full[g] = full[keep]
         root[b] = used
+        depth[b] = height[used]
         used = need
-    return feat[:used], thr[:used], left[:used], stats[:used], full[:used], root, drawn
+    return feat[:used], thr[:used], child[:used], stats[:used], full[:used], root, depth, drawn
+
+
+_LANES = 16      # rows that go down a tree together (independent chains keep the core busy)
 
 
 @numba.njit(cache=True)
-def forest_moments(X, sites, feat, thr, left, stats, full, root, drawn):
+def forest_moments(X, sites, feat, thr, child, stats, root, depth, drawn):
     """(n, 5) forest-weighted means of (1, w~, y~, w~ y~, w~^2) at each row of X and the number
-    of trees used; with sites[i] >= 0 only trees whose draw missed that site (out of bag). An
-    empty child is skipped (the sibling subtree replaces its parent: grf's pruning). Trees in
-    the outer loop: one tree's nodes stay in cache while every row goes down it."""
+    of trees used; with sites[i] >= 0 only trees whose draw missed that site (out of bag).
+    Branch-free descent: node <- child + (x > thr) for depth[b] steps (a leaf loops on itself
+    and a pruned node always goes on to its non-empty child: thr = +inf); X's NaN must be +inf
+    (the right branch, as x <= thr is false). Trees in the outer loop: one tree's nodes stay in
+    cache while every row goes down it, _LANES rows at a time."""
     n = X.shape[0]
     total = np.zeros((n, _STATS))
     used = np.zeros(n)
+    nodes = np.empty(_LANES, np.int64)
+    rows = np.arange(n)
     for b in range(root.shape[0]):
+        m = 0                                    # the rows tree b may predict
         for i in range(n):
-            if sites[i] >= 0 and drawn[b, sites[i]]:
-                continue
-            node = root[b]
-            while left[node] >= 0:
-                lc = left[node]
-                if not full[lc]:
-                    node = lc + 1
-                elif not full[lc + 1]:
-                    node = lc
-                elif X[i, feat[node]] <= thr[node]:
-                    node = lc
-                else:
-                    node = lc + 1
-            for k in range(_STATS):
-                total[i, k] += stats[node, k]
-            used[i] += 1.0
+            rows[m] = i
+            m += sites[i] < 0 or not drawn[b, sites[i]]
+        for i0 in range(0, m, _LANES):
+            lanes = min(_LANES, m - i0)
+            for k in range(lanes):
+                nodes[k] = root[b]
+            for _ in range(depth[b]):
+                for k in range(lanes):
+                    nd = nodes[k]
+                    nodes[k] = child[nd] + (X[rows[i0 + k], feat[nd]] > thr[nd])
+            for k in range(lanes):
+                i = rows[i0 + k]
+                st = stats[nodes[k]]
+                for s in range(_STATS):
+                    total[i, s] += st[s]
+                used[i] += 1.0
     return total, used
