@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 PACKAGES = ("numpy", "pandas", "scipy", "statsmodels", "scikit-learn", "numba", "joblib",
-            "hydra-core", "matplotlib", "econml")
+            "hydra-core", "matplotlib")
 
 
 def version(pkg: str) -> str | None:

@@ -179,7 +179,6 @@ def test_r_grf_causal_forest_beside_simstudys_cf():
     """experiments/r/R-CF.R: grf's causal_forest with site clusters, seeded by simstudy; on the
     tree design its CATE ranks people as simstudy's CF does (Spearman > 0.7) and its rule
     beats the constant rules (accuracy 0.5) by far."""
-    pytest.importorskip("econml")
     from scipy.stats import spearmanr
     from simstudy import register_r
     register_r("R-CF", ROOT / "experiments" / "r" / "R-CF.R")

@@ -263,7 +263,6 @@ def test_the_round_two_study_script_writes_its_five_answers(tmp_path):
     import os
     import subprocess
     from pathlib import Path
-    pytest.importorskip("econml")
     root = Path(__file__).resolve().parents[1]
     subprocess.run(["bash", str(root / "scripts" / "run_beyond2.sh"), "J=[6]", "n_j=[20]",
                     "reps=2", "n_jobs=2", "progress=false", "figures=false"], check=True,
