@@ -117,6 +117,8 @@ def test_pt_cf_scores_are_doubly_robust_scores_of_the_forest():
 def test_ml_options_are_checked():
     with pytest.raises(ConfigError, match="sample_fraction=1.5"):
         make("CF", {"sample_fraction": 1.5})
+    with pytest.raises(ConfigError, match="sample_fraction=0.8"):     # grf: <= 0.5 with ci groups
+        make("PT-CF", {"sample_fraction": 0.8})
     with pytest.raises(ConfigError, match="num_trees=0"):
         make("PT-CF", {"num_trees": 0})
     with pytest.raises(ConfigError, match="final='forest'"):

@@ -35,7 +35,7 @@ class _Forest(Method):
     per replicate)."""
     seed_name = "causal forest"
     OPTIONS = {"num_trees": integer(10), "min_node_size": integer(1),
-               "sample_fraction": number(0.0, 1.0), "crossfit_folds": integer(2),
+               "sample_fraction": number(0.0, 0.5), "crossfit_folds": integer(2),
                "propensity": choice(*PROPENSITIES)}
 
     def __init__(self, covariates=DEFAULT_COVARIATES, num_trees: int = 500,
