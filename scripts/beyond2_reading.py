@@ -75,6 +75,38 @@ def means(m: pd.DataFrame, metrics: list[str], methods: list[str]) -> pd.DataFra
     return pd.DataFrame(rows)
 
 
+HEAD = ["Q-fe", "Q-rs", "PT", "CF"]
+
+
+def headline(same, q1, claims, q5, bias) -> pd.DataFrame:
+    """One row per cell and rule of HEAD: the five answers side by side (strings)."""
+    rows = []
+
+    def pick(t, key):
+        if t is None or not len(t):
+            return None
+        hit = t[(t[CELL + ["method"]] == pd.Series(key, index=CELL + ["method"])).all(axis=1)]
+        return hit.iloc[0] if len(hit) else None
+    for key, g in same[same["method"].isin(HEAD)].groupby(CELL + ["method"], sort=True):
+        row = dict(zip(CELL + ["method"], key))
+        row["accuracy"] = f"{g['accuracy'].mean():.3f}"
+        r = pick(q1, key)
+        row["(1) new - same"] = "" if r is None else f"{r['new - same']:+.3f} ({r['MC SE']:.3f})"
+        r = pick(claims, key)
+        row["(2) coverage"] = "" if r is None else f"{r['coverage']:.3f} ({r['coverage_mcse']:.3f})"
+        row["(3) AUTOC"] = f"{g['autoc'].mean():.3f}"
+        row["(4) worst site"] = f"{g['worst_site_accuracy'].mean():.3f}"
+        if bias is not None:
+            b = [pick(bias[bias["propensity"] == r], key) for r in ("confounded", "estimated")]
+            row["(5) claim bias"] = ("" if any(x is None for x in b) else
+                                     f"{b[0]['bias']:+.3f} -> {b[1]['bias']:+.3f}")
+            r = pick(q5, key)
+            row["(5) accuracy gain"] = ("" if r is None else
+                                        f"{r['estimated - confounded']:+.3f} ({r['MC SE']:.3f})")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def main(folder: Path) -> str:
     store = folder / "store"
     m = read_metrics(store)
@@ -112,6 +144,15 @@ def main(folder: Path) -> str:
                   to_markdown(bias[["propensity"] + CELL + ["method", "reps", "bias",
                                                              "bias_mcse", "coverage"]],
                               digits=3)]
+    head = headline(same, q1, claims, q5, bias if len(q5) else None)
+    parts[2:2] = ["## Headline: the five answers for four rules\n",
+                  "Per cell: accuracy on the trial's sites; (1) accuracy on new sites minus "
+                  "that (paired, MC SE); (2) coverage of the 95% interval of the value the "
+                  "rule claims; (3) AUTOC of its ranking (true Delta); (4) accuracy in the "
+                  "worst test site; (5) under confounding on X1, the bias of the claimed "
+                  "value with the site share -> with estimated propensities, and the "
+                  "accuracy gained by estimating them (paired, MC SE).\n",
+                  to_markdown(head), ""]
     text = "\n".join(parts)
     (folder / "READING.md").write_text(text)
     return text

@@ -269,7 +269,7 @@ def test_the_round_two_study_script_writes_its_five_answers(tmp_path):
                    env={**os.environ, "BEYOND2_OUT": str(tmp_path / "b2")},
                    capture_output=True)
     text = (tmp_path / "b2" / "READING.md").read_text()
-    for section in ("## 1. New sites", "## 2. The value each rule claims", "## 3. A budget",
+    for section in ("## Headline: the five answers", "## 1. New sites", "## 2. The value each rule claims", "## 3. A budget",
                     "## 4. Across sites", "## 5. Treatment that depends on X1"):
         assert section in text
     assert "| tree | 6 | 20 | PT |" in text
