@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The study beyond the paper (issue 24; experiments/beyond.yaml): 7 designs x (J, n_j) in
-# {(25,25), (25,150), (150,25)} x 200 replicates x the 14 estimators + PT + CF, DR, PT-CF + the
+# {(25,25), (25,150), (150,25)} x 500 replicates (the paper's protocol) x the 14 estimators + PT + CF, DR, PT-CF + the
 # references, into one store, then its report (paired differences against Q-fe). Resumable:
 # run it again after an interruption.
 # Extra arguments are Hydra overrides for every part, e.g. `n_jobs=4` or `reps=50`.
