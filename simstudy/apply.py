@@ -694,9 +694,11 @@ def request(options: dict, log=print) -> dict:
         raise DataError(f"--by {by}: {frame[by].nunique()} distinct values; Figs 8-9 draw one "
                         f"group each, so use a column with at most {MAX_GROUPS} (cut a "
                         f"continuous column into bands first)")
+    from .calibrate import check_options
+    sim = check_options(opts, opts["methods"])                     # --simulate, before any fit
     K = 5 if opts["value_folds"] is None else int(opts["value_folds"])
     site_folds(frame[spec["site"]].unique(), K, opts["seed"])      # K vs sites, before any fit
-    return dict(df=frame, outcome=spec["outcome"], treatment=spec["treatment"],
+    return dict(simulate=sim, title=opts["example"] or Path(str(opts["data"])).stem,df=frame, outcome=spec["outcome"], treatment=spec["treatment"],
                 site=spec["site"], cov=cov, mod=mod, methods=opts["methods"], by=by,
                 seed=opts["seed"], depths=depths, value_folds=K, out=out)
 
@@ -727,6 +729,23 @@ OPTIONS = {
                         help="K folds of sites for the cross-fitted values (default 5)"),
     "seed": dict(type=int, default=None, help="default 2024"),
     "out": dict(),
+    "simulate": dict(action="store_true",
+                     help="then calibrate a multisite design to this trial and ask which rule "
+                          "to trust on trials like it (a study per heterogeneity scenario; "
+                          "outputs beside --out in OUT_simulate/ and in the report)"),
+    "scenarios": dict(nargs="+", default=None,
+                      help="--simulate: effect shapes (linear tree smooth none; default all)"),
+    "sim_reps": dict(type=int, default=None,
+                     help="--simulate: replicates per scenario (default 100)"),
+    "plan_sites": dict(nargs="+", type=int, default=None,
+                       help="--simulate: also a sweep over the number of sites J (e.g. 10 25 50 "
+                            "100): accuracy against J and the J each rule needs"),
+    "plan_sizes": dict(nargs="+", type=int, default=None,
+                       help="--simulate --plan-sites: also vary the mean site size (Poisson "
+                            "sizes of each mean, e.g. 20 50 100; default: the trial's sizes)"),
+    "plan_target": dict(type=float, default=None,
+                        help="--simulate: the accuracy the planning asks for (default 0.9)"),
+    "n_jobs": dict(type=int, default=None, help="--simulate: workers (default 2)"),
 }
 
 
@@ -773,7 +792,20 @@ def typed_option(key: str, value, where: str):
     names = ("covariates", "moderators", "methods")
     if key in ("dropna", "drop_sites"):
         return parse_bool(value, f"{where}: {key}")
-    if key in ("value_folds", "seed"):
+    if key in ("simulate",):
+        return parse_bool(value, f"{where}: {key}")
+    if key == "plan_target":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise DataError(f"{where}: {key}: {value!r} must be a number")
+        return float(value)
+    if key in ("scenarios", "plan_sites", "plan_sizes"):
+        value = [value] if not isinstance(value, list) else value
+        kind = int if key in ("plan_sites", "plan_sizes") else str
+        if not all(isinstance(v, kind) and not isinstance(v, bool) for v in value):
+            raise DataError(f"{where}: {key}: {value!r} must be a list of "
+                            f"{'integers' if kind is int else 'names'}")
+        return value
+    if key in ("value_folds", "seed", "sim_reps", "n_jobs"):
         if isinstance(value, bool) or not isinstance(value, int):
             raise DataError(f"{where}: {key}: {value!r} must be an integer")
         return value

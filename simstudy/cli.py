@@ -562,6 +562,7 @@ def _apply(argv) -> int:
     except (ConfigError, OSError, ValueError) as exc:
         print(f"simstudy apply: {exc}", file=sys.stderr)
         return 2
+    sim, title = req.pop("simulate", None), req.pop("title", "")
     res = analyse(**req)
     import pandas as pd
     with pd.option_context("display.width", 250, "display.max_columns", 20):
@@ -573,6 +574,14 @@ def _apply(argv) -> int:
                 "vs_treat_all_crossfit": "vs_all", "se_vs_treat_all": "(SE)  "}
         print(res["values"][list(cols)].rename(columns=cols).to_string(
             index=False, float_format=lambda v: f"{v:.4f}"))
+    if sim:
+        from .calibrate import simulate
+        try:
+            simulate(req, sim, title)
+        except (ConfigError, OSError, ValueError) as exc:
+            print(f"simstudy apply --simulate: {exc} (the apply output above is written)",
+                  file=sys.stderr)
+            return 2
     return 1 if len(res["errors"]) == len(res["values"]) - 2 else 0
 
 

@@ -135,6 +135,12 @@ def _metric_tables(summ: pd.DataFrame, metric: str, order: list[str], tid: str) 
                              sort=False)
         se = s.pivot_table(index="method", columns="(J, n_j)", values=f"{metric}_se",
                            sort=False)
+        name = " ".join(str(x) for x in (label if isinstance(label, tuple) else (label,)) if x)
+        if mean.empty:          # undefined in every fit (rank metrics when Delta is constant)
+            parts.append((f"<h4>{_e(name)}</h4>" if name else "")
+                         + "<p class=\"muted\">not defined on this design (no fit has a value)"
+                         "</p>")
+            continue
         mean = mean.loc[sorted(mean.index, key=lambda m: rank.get(m, len(rank)))]
         se = se.reindex(index=mean.index, columns=mean.columns)
         shown = mean.map(lambda v: f"{v:.3f}") + " (" + se.map(
@@ -142,7 +148,6 @@ def _metric_tables(summ: pd.DataFrame, metric: str, order: list[str], tid: str) 
         shown = shown.reset_index()
         shown.columns.name = None
         sort = pd.concat([pd.Series([None] * len(mean)), mean.reset_index(drop=True)], axis=1)
-        name = " ".join(str(x) for x in (label if isinstance(label, tuple) else (label,)) if x)
         if name:
             parts.append(f"<h4>{_e(name)}</h4>")
         parts.append(_table(shown, f"{tid}_{g}", sort))
@@ -373,9 +378,37 @@ APPLY_CAPTIONS = [
     ("shares", "Share of the trial each rule would treat."),
     ("congruence", "Share of people on whom two rules decide alike (%)."),
     ("tree_depth_", "The policy tree learnt on all rows: its splits and each leaf's action."),
+    ("plan_sites", "Calibrated simulation: accuracy of each rule against the number of sites "
+                   "(bars: MC 95%); the dotted line is the target."),
     ("scores_by_", "Benefit scores by group; each rule has its own scale, its sign is the "
                    "decision."),
 ]
+
+
+SIMULATE_TABLES = [
+    ("simulate_headline.csv", "Per scenario: the leader, the rules indistinguishable from it "
+                              "(paired 95% interval holds 0), the better constant rule",
+     ["scenario", "leader", "leader_mean", "indistinguishable", "constant", "constant_mean"]),
+    ("simulate_answer.csv", "Accuracy, regret and value of each rule per scenario (MC SEs)", None),
+    ("simulate_calibration.csv", "Calibration check: the real trial against simulated trials",
+     None),
+    ("simulate_plan_sites.csv", "Planning: the smallest number of sites reaching the target",
+     None),
+]
+
+
+def _simulate_section(out: Path) -> list[str]:
+    """The calibrated simulation's answer (simulate.md's first paragraphs and its tables)."""
+    md = (out / "simulate.md").read_text()
+    head = md.split("\n### ", 1)[0]
+    parts = ['<h2 id="simulate">Which rule to trust on a trial like this</h2>',
+             '<div class="headline">' + _md_to_html(head) + "</div>"]
+    for k, (name, caption, cols) in enumerate(SIMULATE_TABLES):
+        if (out / name).exists():
+            table = pd.read_csv(out / name)
+            table = table[[c for c in cols if c in table]] if cols else table
+            parts += [f"<h3>{_e(caption)}</h3>", _table(table.round(4), f"simulate{k}")]
+    return parts
 
 
 def write_apply_html(out: Path, title: str, note: str) -> Path:
@@ -397,6 +430,8 @@ def write_apply_html(out: Path, title: str, note: str) -> Path:
         values = pd.read_csv(out / "values.csv")
         big = values.select_dtypes("number").abs().max().max() >= 100
         parts.append(_table(values.round(2 if big else 4), "values"))   # to its precision
+    if (out / "simulate.md").exists():                 # apply --simulate (issue 42)
+        parts += _simulate_section(out)
     for k, f in enumerate(sorted(out.glob("tree_depth*_rules.csv"))):
         parts += [f"<h3>{_e(f.stem.replace('_', ' '))}</h3>",
                   _table(pd.read_csv(f).round(3), f"rules{k}")]
