@@ -500,7 +500,5 @@ def _into_report(out: Path, dest: Path, md: str, title: str, log) -> None:
         if f.exists():
             (out / "figures").mkdir(exist_ok=True)
             shutil.copyfile(f, out / "figures" / f.name)
-    values = (out / "values.md").read_text() if (out / "values.md").exists() else ""
-    from .apply import VALUES_NOTE, headline
-    note = headline(pd.read_csv(out / "values.csv")) + VALUES_NOTE if not values else values
+    note = (out / "values.md").read_text()          # apply's note, then its values table
     write_apply_html(out, title or out.name, note.split("\n|", 1)[0])

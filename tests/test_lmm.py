@@ -202,3 +202,30 @@ def test_lapack_solve_checked_is_numbas_solve():
         with pytest.raises(np.linalg.LinAlgError) as theirs:
             numbas(A, b)
         assert str(ours.value) == str(theirs.value)
+
+
+@pytest.mark.parametrize("reml", [True, False])
+def test_a_column_of_rounding_noise_is_fitted_as_lme4_fits_it(reml):
+    """A kept column whose entries are ~1e-16 (a site-level covariate de-meaned within sites)
+    used to make the profiled deviance undefined; lme4 fits it (checked by hand on a STAR
+    replicate: criterion 5525.19108718, the noise coefficients ~1e15, the others sound). The
+    same data with that column scaled by 1e16 is an ordinary fit: the rescaled fit must give
+    the same theta, sigma and other coefficients, the noise column's coefficient times 1e16,
+    and a REML criterion smaller by 2 log(1e16) (ML: equal). lme4 1.1.31 on these data (by
+    hand): REMLcrit 984.149860176 and 1057.83258315, as here."""
+    rng = np.random.default_rng(3)
+    J, n_j = 12, 30
+    site = np.repeat(np.arange(J), n_j)
+    X = np.column_stack([np.ones(J * n_j), rng.standard_normal(J * n_j),
+                         rng.integers(0, 2, J * n_j)])
+    noise = rng.standard_normal(J * n_j) * 1e-16
+    y = X @ [1.0, 0.5, 0.3] + rng.standard_normal(J)[site] + rng.standard_normal(J * n_j)
+    tiny = fit_lmm(np.column_stack([X, noise]), y, site, reml=reml)
+    big = fit_lmm(np.column_stack([X, noise * 1e16]), y, site, reml=reml)
+    assert tiny.aliased == [] and np.isfinite(tiny.beta).all()
+    np.testing.assert_allclose(tiny.theta, big.theta, rtol=1e-6)
+    np.testing.assert_allclose(tiny.sigma, big.sigma, rtol=1e-8)
+    np.testing.assert_allclose(tiny.beta[:3], big.beta[:3], rtol=1e-8)
+    np.testing.assert_allclose(tiny.beta[3], big.beta[3] * 1e16, rtol=1e-6)
+    shift = 2 * np.log(1e16) if reml else 0.0    # log|X'V^-1 X| loses 2 log c
+    np.testing.assert_allclose(tiny.criterion, big.criterion - shift, rtol=1e-9)

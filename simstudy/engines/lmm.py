@@ -543,6 +543,37 @@ def fit_lmm(X, y, groups, Z=None, *, names=None, re_names=None, reml: bool = Tru
     Xk = X[:, keep]
     if n <= keep.sum():
         raise ValueError(f"n = {n} observations do not exceed p = {keep.sum()} fixed effects")
+    try:
+        fit = _fit_kept(Xk, y, Z, codes, J, reml)
+        scale = np.ones(Xk.shape[1])
+    except np.linalg.LinAlgError:
+        # a kept column of rounding noise (a site-level covariate de-meaned within sites: |x| ~
+        # 1e-16) makes x'V^-1 x = x'x - ... lose every digit; lme4 still fits (absurd
+        # coefficients on such columns, the others sound). Refit on columns scaled to unit
+        # norm, X D^-1: the same theta and fitted model; beta = D^-1 beta_s, and the REML
+        # criterion's log|X'V^-1X| gains 2 sum log D. Fits that succeed above never come here.
+        scale = np.sqrt(np.einsum("ij,ij->j", Xk, Xk))
+        scale[scale == 0] = 1.0
+        fit = _fit_kept(Xk / scale, y, Z, codes, J, reml)
+    theta, dev, beta_k, se_k, sigma2, b, T, converged, iterations, message = fit
+    if reml:
+        dev = dev + 2.0 * np.log(scale).sum()
+    beta = np.full(p_all, np.nan)
+    se = np.full(p_all, np.nan)
+    beta[keep], se[keep] = beta_k / scale, se_k / scale
+    return LMMFit(beta=beta, se=se, names=names, aliased=[nm for nm, kk in zip(names, keep) if not kk],
+                  sigma=float(np.sqrt(sigma2)), theta=theta, re_cov=sigma2 * T @ T.T,
+                  re_names=re_names, ranef_values=b, group_labels=labels,
+                  criterion=float(dev), reml=reml, converged=bool(converged),
+                  message=f"{message} after {iterations} Newton steps",
+                  n=n, n_groups=J)
+
+
+def _fit_kept(Xk, y, Z, codes, J, reml):
+    """The REML / ML fit on full-rank fixed effects: (theta, criterion, beta, se, sigma^2, modes
+    b, T_theta, converged, Newton steps, message); LinAlgError where the profiled deviance is
+    undefined at the optimum."""
+    n, q = Z.shape
     cp = _Crossprods(Xk, y, Z, codes, J)
     k = q * (q + 1) // 2
     theta0 = np.zeros(k)
@@ -555,15 +586,7 @@ def fit_lmm(X, y, groups, Z=None, *, names=None, re_names=None, reml: bool = Tru
     theta, dev0 = _snap_to_boundary(lambda th: cp.objective(th, reml), theta, dev0, lower)
     theta[_diag_positions(q)] = np.maximum(theta[_diag_positions(q)], 0.0)
     dev, grad, beta_k, r2, RX, b, T = cp.evaluate(theta, reml)
-    sigma2 = r2 / (n - keep.sum() if reml else n)
+    sigma2 = r2 / (n - Xk.shape[1] if reml else n)
     RXinv = np.linalg.inv(RX)
     se_k = np.sqrt(sigma2 * np.sum(RXinv * RXinv, axis=0))
-    beta = np.full(p_all, np.nan)
-    se = np.full(p_all, np.nan)
-    beta[keep], se[keep] = beta_k, se_k
-    return LMMFit(beta=beta, se=se, names=names, aliased=[nm for nm, kk in zip(names, keep) if not kk],
-                  sigma=float(np.sqrt(sigma2)), theta=theta, re_cov=sigma2 * T @ T.T,
-                  re_names=re_names, ranef_values=b, group_labels=labels,
-                  criterion=float(dev), reml=reml, converged=bool(converged),
-                  message=f"{message} after {iterations} Newton steps",
-                  n=n, n_groups=J)
+    return theta, dev, beta_k, se_k, sigma2, b, T, converged, iterations, message
