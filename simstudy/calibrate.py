@@ -36,8 +36,8 @@ import pandas as pd
 
 from .errors import DataError
 
-SCENARIOS = ("linear", "tree", "smooth", "none")
-SIM_REPS = 100
+from .designs.calibrated import SCENARIOS
+
 CHECK_REPS = 200          # simulated trials in the calibration table
 STATS = ("mean_Y_control", "sd_Y_control", "mean_Y_treated", "sd_Y_treated",
          "site_intercept_sd", "site_slope_sd", "icc", "share_min", "share_max")
@@ -339,51 +339,6 @@ def plan_figure(curve: pd.DataFrame, target: float, path: Path) -> None:
 
 
 # ------------------------------------------------------------------------- apply --simulate
-def check_options(opts: dict, methods) -> dict | None:
-    """apply's --simulate options, checked before any fit: the settings of `simulate`, or None
-    without --simulate (a simulation option without it is an error, not ignored)."""
-    given = [k for k in ("scenarios", "sim_reps", "plan_sites", "plan_sizes", "plan_target",
-                         "n_jobs")
-             if opts.get(k) is not None]
-    if not opts.get("simulate"):
-        if given:
-            raise DataError(f"--{given[0].replace('_', '-')} is an option of --simulate; add "
-                            f"--simulate (or drop it)")
-        return None
-    scenarios = list(opts.get("scenarios") or SCENARIOS)
-    bad = [s for s in scenarios if s not in SCENARIOS]
-    if bad or len(set(scenarios)) != len(scenarios):
-        raise DataError(f"--scenarios {' '.join(map(str, scenarios))}: choose distinct names "
-                        f"from {', '.join(SCENARIOS)}")
-    reps = SIM_REPS if opts.get("sim_reps") is None else int(opts["sim_reps"])
-    if reps < 2:
-        raise DataError(f"--sim-reps {reps}: at least 2 replicates (MC SEs need them)")
-    plan = [int(j) for j in (opts.get("plan_sites") or [])]
-    if any(j < 2 for j in plan) or len(set(plan)) != len(plan):
-        raise DataError(f"--plan-sites {' '.join(map(str, plan))}: distinct numbers of sites, "
-                        f"each at least 2 (a multisite model needs 2 sites)")
-    sizes = [int(n) for n in (opts.get("plan_sizes") or [])]
-    if sizes and not plan:
-        raise DataError("--plan-sizes needs --plan-sites (the numbers of sites to plan over)")
-    if any(n < 2 for n in sizes) or len(set(sizes)) != len(sizes):
-        raise DataError(f"--plan-sizes {' '.join(map(str, sizes))}: distinct mean site sizes, "
-                        f"each at least 2")
-    target = 0.9 if opts.get("plan_target") is None else float(opts["plan_target"])
-    if not 0 < target < 1:
-        raise DataError(f"--plan-target {target}: an accuracy strictly between 0 and 1")
-    n_jobs = 2 if opts.get("n_jobs") is None else int(opts["n_jobs"])
-    if n_jobs < 1:
-        raise DataError(f"--n-jobs {n_jobs}: at least 1")
-    from .methods import REGISTRY
-    rules = [m for m in methods if m in REGISTRY and m not in ("oracle", "treat-all",
-                                                               "treat-none")]
-    return {"scenarios": scenarios, "reps": reps, "plan_sites": sorted(plan),
-            "plan_sizes": sorted(sizes),
-            "target": target, "n_jobs": n_jobs,
-            "methods": rules + (["PT"] if "PT" not in rules else [])
-            + ["oracle", "treat-all", "treat-none"]}
-
-
 def _fmt(table: pd.DataFrame, digits: int = 3) -> str:
     from .report.tables import to_markdown
     return to_markdown(table, digits=digits)
