@@ -417,12 +417,8 @@ def simulate_md(cal, names, check, table, head, sentence, reach, sim, J, n) -> s
              f"moderation, tree / smooth = the same SD of the X part in another shape, none = "
              f"the average effect for everyone. Covariates: "
              + ", ".join(f"{r.X} = {r.column}" for r in names.itertuples()) + ".", ""]
-    for r in head.itertuples():
-        tied = [m for m in r.indistinguishable.split() if m != r.leader]
-        lines.append(f"- **{r.scenario}**: leader **{r.leader}** (accuracy {r.leader_mean:.3f})"
-                     + (f"; indistinguishable: {', '.join(tied)}" if tied else "")
-                     + (f"; better constant rule {r.constant} {r.constant_mean:.3f}"
-                        if r.constant else ""))
+    from .report.study import headline_text           # the study report's own lines
+    lines += headline_text(head.rename(columns={"scenario": "design"})).splitlines()[2:]
     lines += ["", "### Accuracy, regret and value per scenario (mean, MC SE)", "",
               _fmt(table.round(4), 4), "",
               f"### Calibration check: simulated trials vs this trial ({inside} of {len(check)} "

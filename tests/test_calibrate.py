@@ -85,7 +85,7 @@ def test_scenarios_tree_and_smooth_keep_the_sd_of_the_fitted_moderation(tmp_path
     target = np.std(0.3 * X[:, 0])
     for scenario in ("tree", "smooth"):
         d = _design(path, scenario=scenario, site_slope_sd=0.0)
-        cols, centre, scale = d._moderation()
+        cols, centre, scale = d._moderation
         assert cols.tolist() == ([0, 1] if scenario == "tree" else [0])   # by |delta_k|
         from simstudy.designs.calibrated import smooth_effect, tree_effect
         g = (tree_effect if scenario == "tree" else smooth_effect)(X[:, cols])

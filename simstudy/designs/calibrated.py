@@ -25,7 +25,7 @@ site draw the multisite family calls R_j; here treatment does not use it).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import numpy as np
 import pandas as pd
@@ -102,7 +102,7 @@ class Calibrated(Plasmode):
                               f"site_slope_sd, site_corr); leave it at {self.UNUSED[moved[0]]!r}")
         self._shares()                               # the treatment column, checked first
         if self.scenario in ("tree", "smooth"):
-            self._moderation()
+            self._moderation                       # its columns, checked now
 
     def _shares(self) -> np.ndarray:
         shares = _shares(str(self.data), str(self.site_column), str(self.treatment_column))
@@ -118,6 +118,7 @@ class Calibrated(Plasmode):
         """The covariates by decreasing |fitted delta_k| (ties: in column order)."""
         return sorted(self.covariates, key=lambda c: -abs(float(self.delta.get(c, 0.0))))
 
+    @cached_property
     def _moderation(self) -> tuple[np.ndarray, float, float]:
         """(columns of g, centre, scale) so that scale (g - centre) has the SD of delta'X over
         the trial's people (the `tree` and `smooth` scenarios)."""
@@ -161,7 +162,7 @@ class Calibrated(Plasmode):
             if self.scenario == "linear":
                 delta = self._linear(self.delta, X)
             else:
-                cols, centre, scale = self._moderation()
+                cols, centre, scale = self._moderation
                 g = (tree_effect if self.scenario == "tree" else smooth_effect)(X[:, cols])
                 delta = float(self.delta.get("intercept", 0.0)) + scale * (g - centre)
             delta = delta + u1[site]
