@@ -383,6 +383,10 @@ def simulate(req: dict, sim: dict, title: str = "", log=print) -> Path:
     write_csv(table, dest / "answer.csv", index=False)
     write_csv(head, dest / "headline.csv", index=False)
     curve = reach = None
+    if not sim["plan_sites"]:       # an earlier run's plan tables would outlive its text
+        for f in ("plan_curve.csv", "plan_sites.csv", "figures/plan_sites.png",
+                  "figures/plan_sites.pdf"):
+            (dest / f).unlink(missing_ok=True)
     if sim["plan_sites"]:                       # real sizes and Poisson sizes: two stores
         plan_store = dest / ("plan_sizes" if sim["plan_sizes"] else "plan")
         log(f"--simulate: planning, J in {sim['plan_sites']}"

@@ -206,3 +206,6 @@ def test_apply_simulate_answers_as_the_study_of_the_design_that_made_the_trial(t
     after = read_metrics(dest / "store")
     pd.testing.assert_frame_equal(before.drop(columns="seconds"), after.drop(columns="seconds"))
     assert before["seconds"].equals(after["seconds"])           # not refitted
+    assert _apply(argv[:-5] + argv[-2:]) == 0                   # no planning this time:
+    assert not (dest / "plan_sites.csv").exists()               # no stale plan beside the text
+    assert "### Planning" not in (dest / "simulate.md").read_text()
