@@ -46,3 +46,20 @@ def test_bin_thresholds_equal_scikit_learns():
 def test_a_constant_outcome_is_predicted_exactly():
     X, _, Xt = _data(200, 1)
     np.testing.assert_allclose(Boosting().fit(X, np.full(200, 2.5)).predict(Xt), 2.5, atol=1e-12)
+
+
+@pytest.mark.parametrize("n, leaves, min_leaf", [
+    (50, 31, 20),        # stumps and single leaves: slots the trees never use
+    (300, 15, 40),       # trees that stop before max_leaf_nodes
+    (2000, 64, 3),       # 64 leaves: every bit of the lookup tables' masks
+    (2000, 100, 2),      # more than 64 leaves: walked down instead
+])
+def test_lookup_table_prediction_equals_walking_down_the_trees(n, leaves, min_leaf):
+    from simstudy.engines.boosting import _predict_walk, predict_binned
+    X, y, Xt = _data(n, n + 1)
+    model = Boosting(40, 0.1, leaves, min_leaf).fit(X, y)
+    for Z in (Xt, X):
+        B = np.ascontiguousarray(model._bin(Z))
+        np.testing.assert_array_equal(predict_binned(B, *model.model_),
+                                      _predict_walk(B, *model.model_))
+    np.testing.assert_array_equal(model.fitted_, model.predict(X))   # the fit's own sums

@@ -248,8 +248,7 @@ def test_every_split_is_grfs_split(mns, alpha, penalty):
     k = 2 * m + 1
     nodes = [np.empty(k, np.int32), np.empty(k), np.empty(k, np.int64), np.empty(k, np.int64),
              np.empty(k, np.int64)]
-    scratch = [np.empty(m + 1, np.int32), np.empty(m + 1, np.int32), np.empty(m),
-               np.zeros(m, np.int64), np.zeros(m, np.int64)]
+    scratch = [np.empty(m + 1, np.int32), np.empty((m, 4)), np.zeros(m, np.uint8)]
     count = grf._grow(np.ascontiguousarray(X.T), w, y, m, 1e9, mns, alpha, penalty, S,
                       *scratch, *nodes)
     feat, thr, left = nodes[0][:count], nodes[1][:count], nodes[2][:count]

@@ -37,8 +37,10 @@ def bin_thresholds(col: np.ndarray, max_bins: int = 255) -> np.ndarray:
 
 
 @numba.njit(cache=True)
-def _best_split(hg, hc, nb, G, n, value, is_root, min_leaf):
-    """Best (gain, feature, bin, G_left, n_left) of a node from its histograms."""
+def _best_split(hg, hc, nb, G, n, value, is_root, min_leaf, inv):
+    """Best (gain, feature, bin, G_left, n_left) of a node from its histograms. inv[k] =
+    1 / (k + 1e-15) screens the bins: the exact gain (two divisions) is computed only where the
+    screened one is not below the best so far by more than its rounding."""
     loss = 0.0 if is_root else G * value
     best_gain, best_f, best_b, best_g, best_n = -1.0, -1, -1, 0.0, 0
     for f in range(hg.shape[0]):
@@ -53,6 +55,9 @@ def _best_split(hg, hc, nb, G, n, value, is_root, min_leaf):
             if nr < min_leaf:
                 break
             gr = G - gl
+            s = gl * gl * inv[nl] + gr * gr * inv[nr]
+            if loss + s * (1.0 + 1e-12) <= max(fg, 0.0):
+                continue
             vl = -gl / (nl + 1e-15)
             vr = -gr / (nr + 1e-15)
             gain = loss - gl * vl - gr * vr
@@ -78,7 +83,8 @@ def _hist(B, g, idx, a, b, nbins, hg, hc):
 @numba.njit(cache=True)
 def boost(B, y, nb, max_iter, lr, max_leaf_nodes, min_leaf):
     """Fit on bin codes B (n, p) uint8: (baseline, trees as (iter, nodes) arrays of feature,
-    bin, left child (-1: leaf), value)."""
+    bin, left child (-1: leaf), value), and the fitted values raw (the same sums in the same
+    order as predict_binned on B)."""
     n, p = B.shape
     nbins = 256
     M = 2 * max_leaf_nodes - 1
@@ -101,11 +107,22 @@ def boost(B, y, nb, max_iter, lr, max_leaf_nodes, min_leaf):
     s_gain, s_f, s_b = np.empty(M), np.empty(M, np.int64), np.empty(M, np.int64)
     s_g, s_n = np.empty(M), np.empty(M, np.int64)
     open_ = np.zeros(M, np.bool_)
+    root_count = np.zeros((p, nbins), np.int64)
+    for i in range(n):
+        for f in range(p):
+            root_count[f, B[i, f]] += 1
+    inv = np.empty(n + 1)
+    for k in range(n + 1):
+        inv[k] = 1.0 / (k + 1e-15)
     for it in range(max_iter):
         for i in range(n):
             g[i] = np.float32(raw[i] - y[i])
             idx[i] = i
-        _hist(B, g, idx, 0, n, nbins, hg[0], hc[0])
+        hg[0] = 0.0                          # the root's counts are the same every time
+        for i in range(n):
+            for f in range(p):
+                hg[0, f, B[i, f]] += g[i]
+        hc[0] = root_count
         G0 = 0.0
         for b in range(nbins):
             G0 += hg[0, 0, b]
@@ -114,7 +131,7 @@ def boost(B, y, nb, max_iter, lr, max_leaf_nodes, min_leaf):
         open_[:] = False
         if n >= 2 * min_leaf:
             s_gain[0], s_f[0], s_b[0], s_g[0], s_n[0] = _best_split(hg[0], hc[0], nb, G0, n, 0.0,
-                                                                    True, min_leaf)
+                                                                    True, min_leaf, inv)
             open_[0] = s_gain[0] > 0.0
         if not open_[0]:
             leaves = 1
@@ -128,14 +145,13 @@ def boost(B, y, nb, max_iter, lr, max_leaf_nodes, min_leaf):
             open_[node] = False
             a, b_, f, bb = start[node], stop[node], s_f[node], s_b[node]
             lo, hi = a, a
-            for q in range(a, b_):                   # stable partition: left then right
-                i = idx[q]
-                if B[i, f] <= bb:
-                    idx[lo] = i
-                    lo += 1
-                else:
-                    tmp[hi] = i
-                    hi += 1
+            for q in range(a, b_):                   # stable partition: left then right,
+                i = idx[q]                           # branch-free (the left in place: lo <= q)
+                go = np.int64(B[i, f] <= bb)
+                idx[lo] = i
+                tmp[hi] = i
+                lo += go
+                hi += 1 - go
             idx[lo:b_] = tmp[a:hi]
             L, R = count, count + 1
             count += 2
@@ -162,7 +178,7 @@ def boost(B, y, nb, max_iter, lr, max_leaf_nodes, min_leaf):
             for c, ok in ((L, split_l), (R, split_r)):
                 if ok:
                     s_gain[c], s_f[c], s_b[c], s_g[c], s_n[c] = _best_split(
-                        hg[c], hc[c], nb, G[c], cnt[c], value[c], False, min_leaf)
+                        hg[c], hc[c], nb, G[c], cnt[c], value[c], False, min_leaf, inv)
                     open_[c] = s_gain[c] > 0.0
                 if not open_[c]:
                     leaves += 1
@@ -172,11 +188,63 @@ def boost(B, y, nb, max_iter, lr, max_leaf_nodes, min_leaf):
                 val[it, k] = v
                 for q in range(start[k], stop[k]):
                     raw[idx[q]] += v
-    return base, feat, thr, left, val
+    return base, feat, thr, left, val, raw
+
+
+_DEBRUIJN = np.uint64(0x03F79D71B4CB0A89)   # lowest set bit -> its index (de Bruijn)
+_BIT_INDEX = np.zeros(64, np.int64)
+for _k in range(64):
+    _BIT_INDEX[(((1 << _k) * int(_DEBRUIJN)) % 2 ** 64) >> 58] = _k
 
 
 @numba.njit(cache=True)
-def predict_binned(B, base, feat, thr, left, val):
+def _leaf_masks(f_it, t_it, l_it, v_it, p, lut, leaf_val):
+    """One tree as lookup tables (QuickScorer, Lucchese et al. 2015): its leaves numbered left to
+    right; lut[f, b] has the bits of the leaves a row with bin b of feature f can still reach
+    (going right at a node drops the node's left subtree). A row's leaf is the lowest bit of
+    the AND of its p lookups. Fills leaf_val (value by leaf number)."""
+    M = f_it.shape[0]
+    n_leaves = np.zeros(M, np.int64)
+    first = np.zeros(M, np.int64)
+    reached = np.zeros(M, np.bool_)
+    for k in range(M - 1, -1, -1):               # children come after their parent
+        n_leaves[k] = 1 if l_it[k] < 0 else n_leaves[l_it[k]] + n_leaves[l_it[k] + 1]
+    lut[:, :] = ~np.uint64(0)
+    reached[0] = True
+    for k in range(M):
+        if not reached[k]:                       # a slot the tree did not use
+            continue
+        if l_it[k] < 0:
+            leaf_val[first[k]] = v_it[k]
+            continue
+        L = l_it[k]
+        reached[L] = reached[L + 1] = True
+        first[L], first[L + 1] = first[k], first[k] + n_leaves[L]
+        drop = ~(((np.uint64(1) << np.uint64(n_leaves[L])) - np.uint64(1))
+                 << np.uint64(first[L]))
+        for b in range(t_it[k] + 1, lut.shape[1]):
+            lut[f_it[k], b] &= drop
+
+
+@numba.njit(cache=True)
+def _predict_lut(B, base, feat, thr, left, val, bit_index):
+    n, p = B.shape
+    out = np.full(n, base)
+    lut = np.empty((p, 256), np.uint64)
+    leaf_val = np.zeros(64)
+    for it in range(feat.shape[0]):
+        _leaf_masks(feat[it], thr[it], left[it], val[it], p, lut, leaf_val)
+        for i in range(n):
+            mask = lut[0, B[i, 0]]
+            for f in range(1, p):
+                mask &= lut[f, B[i, f]]
+            low = mask & (~mask + np.uint64(1))
+            out[i] += leaf_val[bit_index[(low * _DEBRUIJN) >> np.uint64(58)]]
+    return out
+
+
+@numba.njit(cache=True)
+def _predict_walk(B, base, feat, thr, left, val):
     n = B.shape[0]
     out = np.full(n, base)
     for it in range(feat.shape[0]):
@@ -186,6 +254,14 @@ def predict_binned(B, base, feat, thr, left, val):
                 k = left[it, k] if B[i, feat[it, k]] <= thr[it, k] else left[it, k] + 1
             out[i] += val[it, k]
     return out
+
+
+def predict_binned(B, base, feat, thr, left, val):
+    """base + the sum over trees of the leaf value of each row of B (bin codes), tree by tree:
+    by lookup tables when a tree has at most 64 leaves, else walking down."""
+    if feat.shape[1] <= 2 * 64 - 1 and B.shape[1] > 0:
+        return _predict_lut(B, base, feat, thr, left, val, _BIT_INDEX)
+    return _predict_walk(B, base, feat, thr, left, val)
 
 
 class Boosting:
@@ -208,8 +284,9 @@ class Boosting:
         self.thresholds_ = [bin_thresholds(X[:, f], self.max_bins) for f in range(X.shape[1])]
         nb = np.array([t.size + 1 for t in self.thresholds_], np.int64)
         B = np.ascontiguousarray(self._bin(X))
-        self.model_ = boost(B, np.asarray(y, np.float64), nb, self.max_iter, self.learning_rate,
-                            self.max_leaf_nodes, self.min_samples_leaf)
+        *self.model_, self.fitted_ = boost(B, np.asarray(y, np.float64), nb, self.max_iter,
+                                           self.learning_rate, self.max_leaf_nodes,
+                                           self.min_samples_leaf)
         return self
 
     def predict(self, X) -> np.ndarray:

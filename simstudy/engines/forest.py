@@ -109,7 +109,7 @@ def outcome_mean(X, y, codes, J: int, folds, seed) -> np.ndarray:
         test = folds == f
         model = boosting(seed).fit(X[~test], y[~test])
         yhat[test] = model.predict(X[test])
-        resid = y[~test] - model.predict(X[~test])
+        resid = y[~test] - model.fitted_            # = model.predict(X[~test]), bit for bit
         s = np.bincount(codes[~test], weights=resid, minlength=J)
         c = np.bincount(codes[~test], minlength=J)
         site = np.divide(s, c, out=np.zeros(J), where=c > 0)

@@ -26,6 +26,7 @@ import numba
 import numpy as np
 
 _STATS = 5      # per-leaf means of (1, w, y, w y, w w)
+_LANES = 16      # rows that go down a tree together (independent chains keep the core busy)
 
 
 @numba.njit(cache=True)
@@ -39,7 +40,7 @@ def _ensure(a, need):
 
 @numba.njit(cache=True)
 def _grow(Xl, wl, yl, m, mtry, min_node_size, alpha, penalty,
-          S, tmp, tmp2, rho, goes, small, t_feat, t_thr, t_left, t_start, t_end):
+          S, tmp, P, goes, t_feat, t_thr, t_left, t_start, t_end):
     """Grow one tree on m rows: Xl (p, m) their features (a copy, by feature), wl, yl their
     centred treatment and outcome, S[f, :m] the rows sorted by feature f. Returns the node
     count; nodes in t_* (t_left = -1 for a leaf; children are consecutive)."""
@@ -70,15 +71,25 @@ def _grow(Xl, wl, yl, m, mtry, min_node_size, alpha, penalty,
             i += 1
             continue
         tau = num / den
-        sum_node, sz, szz, n_small = 0.0, 0.0, 0.0, 0
-        for r in seg:
+        if size < 4 * min_node_size:             # no split can hold min_node_size of each
+            k = min(max(np.random.poisson(mtry), 1), p)    # kind in both children: a leaf,
+            for j in range(k):                   # after the draws a search would make
+                s = j + np.random.randint(p - j)
+                feats[j], feats[s] = feats[s], feats[j]
+            i += 1
+            continue
+        sum_node, sz, szz, n_small = 0.0, 0.0, 0.0, 0.0
+        for r in seg:                            # P[r] = (rho, z, z^2, z < zbar): one line
             z = wl[r]
-            rho[r] = (z - zbar) * ((yl[r] - ybar) - tau * (z - zbar))
-            sum_node += rho[r]
+            rho = (z - zbar) * ((yl[r] - ybar) - tau * (z - zbar))
+            P[r, 0] = rho
+            P[r, 1] = z
+            P[r, 2] = z * z
+            P[r, 3] = 1.0 if z < zbar else 0.0
+            sum_node += rho
             sz += z
             szz += z * z
-            small[r] = z < zbar
-            n_small += small[r]
+            n_small += P[r, 3]
         min_child = alpha * (szz - sz * sz / size)
         k = min(max(np.random.poisson(mtry), 1), p)
         for j in range(k):                       # the first k of a shuffle of the features
@@ -89,16 +100,15 @@ def _grow(Xl, wl, yl, m, mtry, min_node_size, alpha, penalty,
             f = feats[j]
             col = S[f]
             xf = Xl[f]
-            nl, nl_small, sl, zl, zzl = 0, 0, 0.0, 0.0, 0.0
+            nl, nl_small, sl, zl, zzl = 0, 0.0, 0.0, 0.0, 0.0
             x_next = xf[col[a]]
             for q in range(a, b - 1):
                 r = col[q]
-                z = wl[r]
                 nl += 1
-                sl += rho[r]
-                zl += z
-                zzl += z * z
-                nl_small += small[r]          # branch-free: z < zbar is a coin flip
+                sl += P[r, 0]
+                zl += P[r, 1]
+                zzl += P[r, 2]
+                nl_small += P[r, 3]           # branch-free: z < zbar is a coin flip
                 x = x_next
                 x_next = xf[col[q + 1]]
                 if x == x_next:
@@ -109,15 +119,18 @@ def _grow(Xl, wl, yl, m, mtry, min_node_size, alpha, penalty,
                 nr_small = n_small - nl_small
                 if nr_small < min_node_size or nr - nr_small < min_node_size:
                     break
+                sr = sum_node - sl
+                gain = sl * sl / nl + sr * sr / nr
+                if gain <= best:                 # the penalty only lowers it: s_L, s_R are
+                    continue                     # needed for a new best only
                 s_l = zzl - zl * zl / nl
-                if s_l < min_child or (penalty > 0.0 and s_l == 0.0):
+                if s_l < min_child or s_l == 0.0:     # (0: grf's gain is NaN or -inf)
                     continue
                 zr = sz - zl
                 s_r = (szz - zzl) - zr * zr / nr
-                if s_r < min_child or (penalty > 0.0 and s_r == 0.0):
+                if s_r < min_child or s_r == 0.0:
                     continue
-                sr = sum_node - sl
-                gain = sl * sl / nl + sr * sr / nr - penalty * (1.0 / s_l + 1.0 / s_r)
+                gain -= penalty * (1.0 / s_l + 1.0 / s_r)
                 if gain > best:
                     best, best_f, best_v = gain, f, x
         if best_f < 0:
@@ -128,17 +141,18 @@ def _grow(Xl, wl, yl, m, mtry, min_node_size, alpha, penalty,
         for r in seg:
             goes[r] = xf[r] <= best_v
             nl += goes[r]
-        for f in range(p):                       # stable partition of every sorted list,
-            lo, hi = a, a                        # branch-free: write to both, advance one
+        n_sorted = p if max(nl, size - nl) >= 4 * min_node_size else 1   # leaves need 1
+        for f in range(n_sorted):                # stable partition of every sorted list,
+            col = S[f]                           # branch-free: write to both, advance one;
+            lo, hi = a, 0                        # the left rows in place (lo <= q)
             for q in range(a, b):
-                r = S[f, q]
-                g = goes[r]
-                tmp[lo] = r
-                tmp2[hi] = r
+                r = col[q]
+                g = np.int64(goes[r])
+                col[lo] = r
+                tmp[hi] = r
                 lo += g
                 hi += 1 - g
-            S[f, a:a + nl] = tmp[a:a + nl]
-            S[f, a + nl:b] = tmp2[a:a + size - nl]
+            col[a + nl:b] = tmp[:size - nl]
         t_feat[i], t_thr[i], t_left[i] = best_f, best_v, count
         t_start[count], t_end[count] = a, a + nl
         t_start[count + 1], t_end[count + 1] = a + nl, b
@@ -165,10 +179,10 @@ def grow_forest(X, w, y, order, site_start, site_rows, J, num_trees, group_size,
     root = np.empty(num_trees, np.int64)
     depth = np.empty(num_trees, np.int64)
     drawn = np.zeros((num_trees, J), np.bool_)
-    S = np.empty((p, n), np.int32)
-    tmp, tmp2 = np.empty(n + 1, np.int32), np.empty(n + 1, np.int32)   # +1: the dead write
-    pos = np.full(n, -1, np.int64)
-    rho, goes, small = np.empty(n), np.zeros(n, np.int64), np.zeros(n, np.int64)
+    S = np.empty((p, n + 1), np.int32)   # +1: the dead write
+    tmp = np.empty(n + 1, np.int32)      # +1: the dead write
+    pos = np.full(n, -1, np.int32)
+    P, goes = np.empty((n, 4)), np.zeros(n, np.uint8)
     Xl, wl, yl = np.empty((p, n)), np.empty(n), np.empty(n)
     t_feat, t_thr = np.empty(2 * n + 1, np.int32), np.empty(2 * n + 1)
     t_left, t_start, t_end = (np.empty(2 * n + 1, np.int64), np.empty(2 * n + 1, np.int64),
@@ -201,12 +215,12 @@ def grow_forest(X, w, y, order, site_start, site_rows, J, num_trees, group_size,
                     m += 1
         for f in range(p):      # the growing rows sorted by each feature, from the global order
             k = 0
-            for r in order[f]:
-                if pos[r] >= 0:
-                    S[f, k] = pos[r]
-                    k += 1
+            for r in order[f]:                   # branch-free: a row is in or out by chance
+                q = pos[r]
+                S[f, k] = q
+                k += q >= 0
         count = _grow(Xl, wl, yl, m, mtry, min_node_size, alpha, penalty,
-                      S, tmp, tmp2, rho, goes, small, t_feat, t_thr, t_left, t_start, t_end)
+                      S, tmp, P, goes, t_feat, t_thr, t_left, t_start, t_end)
         for s_i in range(n_grow):                # reset the growing flags
             s = sites[s_i]
             for q in range(site_start[s], site_start[s + 1]):
@@ -255,7 +269,6 @@ def grow_forest(X, w, y, order, site_start, site_rows, J, num_trees, group_size,
     return feat[:used], thr[:used], child[:used], stats[:used], full[:used], root, depth, drawn
 
 
-_LANES = 16      # rows that go down a tree together (independent chains keep the core busy)
 
 
 @numba.njit(cache=True)
