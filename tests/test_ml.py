@@ -107,7 +107,10 @@ def test_pt_cf_scores_are_doubly_robust_scores_of_the_forest():
     mu_1 = m + (1 - e) tau (policytree's double_robust_scores of a causal forest)."""
     rep = make_design(preset("tree")).simulate(np.random.default_rng(4), 12, 20)
     pt = make("PT-CF", {"num_trees": 40, "random_state": 2}).fit(rep.train)
-    _, tau, m, e = pt._forest(rep.train)
+    forest, m, e = pt._forest(rep.train)
+    codes = np.unique(rep.train["site"], return_inverse=True)[1]
+    X = rep.train[pt.covariates].to_numpy(float)
+    tau = forest.predict(X, codes)                  # out of bag: the trees that missed the site
     T, y = rep.train["T"].to_numpy(float), rep.train["Y"].to_numpy(float)
     g0 = m - e * tau + (1 - T) * (y - (m - e * tau)) / (1 - e)
     g1 = m + (1 - e) * tau + T * (y - (m + (1 - e) * tau)) / e

@@ -47,14 +47,25 @@ class _Forest(Method):
         self.min_node_size, self.sample_fraction = min_node_size, sample_fraction
         self.crossfit_folds = crossfit_folds
 
+    def _key(self) -> tuple:
+        return (self.site, self.treatment, self.outcome, tuple(self.covariates), self.num_trees,
+                self.min_node_size, self.sample_fraction, self.crossfit_folds, self.propensity,
+                self.random_state)
+
     def _forest(self, train: pd.DataFrame):
-        """(forest, OOB tau, m, e) on the training rows, computed once per frame and options."""
+        """(forest, m, e) on the training rows, computed once per frame and options."""
         self._require(train, dict.fromkeys([self.site, self.treatment, self.outcome]
                                            + self.covariates), "the training frame")
-        key = ("causal forest", self.site, self.treatment, self.outcome, tuple(self.covariates),
-               self.num_trees, self.min_node_size, self.sample_fraction, self.crossfit_folds,
-               self.propensity, self.random_state)
-        return _read(train, key, lambda: self._fit_forest(train))
+        return _read(train, ("causal forest",) + self._key(), lambda: self._fit_forest(train))
+
+    def _oob(self, train: pd.DataFrame):
+        """(OOB tau, m, e): the forest's out-of-bag CATE of the training rows (only trees whose
+        draw missed the row's site), computed once, and only for the rules that use it."""
+        def compute():
+            forest, m, e = self._forest(train)
+            X = self._matrix(train, self.covariates)
+            return forest.predict(X, self._sites(train)[1]), m, e
+        return _read(train, ("causal forest OOB",) + self._key(), compute)
 
     def _fit_forest(self, train):
         labels, codes = self._sites(train)
@@ -68,7 +79,7 @@ class _Forest(Method):
         m = F.outcome_mean(X, y, codes, J, folds, boost_seed)
         forest = F.ClusterCausalForest(self.num_trees, self.sample_fraction, self.min_node_size,
                                        seed=forest_seed).fit(X, T - e, y - m, codes, J)
-        return forest, forest.predict(X, codes), m, e
+        return forest, m, e
 
 
 @register("CF", family=ML, summary="causal forest with site clusters (grf): honest trees on half "
@@ -106,7 +117,7 @@ class PolicyTreeCF(PolicyTree, _Forest):
         self.sample_fraction = sample_fraction
 
     def _scores(self, train, codes, J):
-        _, tau, m, e = self._forest(train)
+        tau, m, e = self._oob(train)
         mu = np.column_stack([m - e * tau, m + (1 - e) * tau])
         return aipw(mu, self._column(train, self.treatment), self._column(train, self.outcome), e)
 
