@@ -198,7 +198,7 @@ for _k in range(64):
 
 
 @numba.njit(cache=True)
-def _leaf_masks(f_it, t_it, l_it, v_it, p, lut, leaf_val):
+def _leaf_masks(f_it, t_it, l_it, v_it, lut, leaf_val):
     """One tree as lookup tables (QuickScorer, Lucchese et al. 2015): its leaves numbered left to
     right; lut[f, b] has the bits of the leaves a row with bin b of feature f can still reach
     (going right at a node drops the node's left subtree). A row's leaf is the lowest bit of
@@ -233,7 +233,7 @@ def _predict_lut(B, base, feat, thr, left, val, bit_index):
     lut = np.empty((p, 256), np.uint64)
     leaf_val = np.zeros(64)
     for it in range(feat.shape[0]):
-        _leaf_masks(feat[it], thr[it], left[it], val[it], p, lut, leaf_val)
+        _leaf_masks(feat[it], thr[it], left[it], val[it], lut, leaf_val)
         for i in range(n):
             mask = lut[0, B[i, 0]]
             for f in range(1, p):
