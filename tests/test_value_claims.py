@@ -31,6 +31,45 @@ def test_the_learning_half_takes_half_of_every_site_and_arm():
     assert np.array_equal(a, learning_half(site, t, np.random.default_rng(2)))
 
 
+def test_a_site_keeps_both_arms_in_the_learning_half():
+    """A cell of one goes to the learning half (whatever the coin); the other cells are split
+    exactly as before, draw for draw (the stored claims of replicates without such cells do
+    not move)."""
+    rng = np.random.default_rng(4)
+    site = np.repeat(np.arange(6), 9)
+    t = (rng.random(site.size) < 0.5).astype(int)
+    t[site == 2] = [1] + [0] * 8                                   # one treated
+    t[site == 4] = [0] + [1] * 8                                   # one control
+    for seed in range(20):
+        a = learning_half(site, t, np.random.default_rng(seed))
+        for s in range(6):
+            assert set(t[(site == s) & a]) == {0, 1}
+        assert a[(site == 2) & (t == 1)].all() and a[(site == 4) & (t == 0)].all()
+        # the same coins as the rule without the exception, cell by cell
+        r = np.random.default_rng(seed)
+        _, cell = np.unique(np.column_stack([site, t]), axis=0, return_inverse=True)
+        cell = cell.ravel()
+        key = r.random(site.size)
+        sizes = np.bincount(cell)
+        coin = r.random(sizes.size) < 0.5
+        for c in np.flatnonzero(sizes > 1):
+            rows = np.flatnonzero(cell == c)
+            take = sizes[c] // 2 + coin[c] * (sizes[c] % 2)
+            assert set(rows[a[rows]]) == set(rows[np.argsort(key[rows], kind="stable")][:take])
+
+
+def test_propensity_rules_claim_a_value_where_a_site_has_one_treated_person(tmp_path):
+    """Design 2 at J=150, n_j=25: replicates 0 and 5 (the default seed) hold a site with one person in an
+    arm. Before the rule above, the coin put that person in the held-out half in about half of
+    such replicates and W-augID's and PT's claims were lost there (a site's propensity 0)."""
+    out = tmp_path / "o"
+    run_study("design2", J=150, n_j=25, reps=6, methods=["PT", "W-augID", "Q-fe"],
+              value_claims="site", out=out, progress=False, n_jobs=1)
+    m = read_metrics(out)
+    assert len(m) == 18 and m["value_hat"].notna().all() and m["value_se"].gt(0).all()
+    assert m["warning"].isna().all() or not m["warning"].str.contains("value claim").any()
+
+
 def test_aipw_and_its_within_site_se_by_brute_force():
     rng = np.random.default_rng(5)
     n = 60
