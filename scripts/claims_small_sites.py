@@ -12,10 +12,12 @@ and W-augID's claims here were missing in 175 of 200 replicates (coverage 1.00 o
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from pathlib import Path
 
 from simstudy.api import run_study
+from simstudy.errors import report
 from simstudy.report.study import value_claims
 from simstudy.report.tables import to_markdown
 from simstudy.store import read_metrics
@@ -32,8 +34,11 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="the study's store (default: a temporary one)")
     args = ap.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="claims_small_sites_"))
-    run_study("unequal", J=args.J, n_j=args.n_j, reps=args.reps, methods=METHODS,
-              value_claims="site", out=out, progress=False, n_jobs=args.n_jobs)
+    try:                                          # a bad value: one line, exit 2
+        run_study("unequal", J=args.J, n_j=args.n_j, reps=args.reps, methods=METHODS,
+                  value_claims="site", out=out, progress=False, n_jobs=args.n_jobs)
+    except (Exception, KeyboardInterrupt) as exc:               # noqa: BLE001
+        sys.exit(report(exc, prog="claims_small_sites.py"))
     table = value_claims(read_metrics(out))
     cols = ["method", "reps", "value_true", "bias", "bias_mcse", "coverage", "coverage_mcse"]
     print(f"unequal design, J={args.J}, n_j={args.n_j}, {args.reps} replicates; store {out}\n")
