@@ -400,8 +400,10 @@ def _plan(argv: list[str]) -> int:
               f"{args.metric} (worst method of each cell), at the stored seconds per replicate "
               f"on {args.n_jobs} worker(s)")
         print(_plain_study(table).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-        print(f"in all: {int(table['more_reps'].sum())} more replicates, about "
-              f"{table['wall_minutes'].sum():.1f} minutes; run them with `simstudy run ... "
+        minutes = table['wall_minutes'].sum()
+        took = f"{minutes:.1f} minutes" if minutes >= 1 else f"{minutes * 60:.0f} s"
+        print(f"in all: {int(table['more_reps'].sum())} more replicates, about {took}; "
+              f"run them with `simstudy run ... "
               f"reps=auto target_mcse={args.target}` (or reps=N)")
     return 0
 

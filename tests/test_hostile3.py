@@ -599,3 +599,14 @@ def test_a_mapping_the_preset_has_empty_is_given_whole_without_a_hydra_dump(tmp_
                        f"out={tmp_path / 'x'}")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "X9" in err
     assert "design.rules.moderators" in err                   # named where the user set it
+
+
+def test_plan_says_a_short_remainder_in_seconds_not_zero_minutes(drawn_store, capsys):
+    """A few seconds of work read 'about 0.0 minutes' (found walking README); under a minute the
+    total is given in seconds, the per-cell table keeps its minutes."""
+    import re
+    code, out, _ = cli(capsys, "plan", str(drawn_store), "--target", "0.05", "--n-jobs", "1")
+    assert code == 0
+    last = out.strip().splitlines()[-1]
+    assert re.search(r"more replicates, about \d+ s; run them", last), last
+    assert "0.0 minutes" not in out
