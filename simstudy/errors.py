@@ -71,7 +71,7 @@ class Interrupted(KeyboardInterrupt):
 # SIGHUP (the terminal closed) 129; each stops cleanly: finished work saved, workers stopped
 EXIT_CODES = {2: 130, 15: 130, 1: 129}          # SIGINT, SIGTERM, SIGHUP
 SIGNAL_WORDS = {2: "interrupted", 15: "terminated", 1: "hung up (SIGHUP)"}
-_SIGNALS = {"defer": 0, "pending": None}
+_SIGNALS = {"defer": 0, "pending": None, "later": 0}
 
 
 # packages whose exceptions come from the machinery that runs a study, never from a fit: a
@@ -169,7 +169,8 @@ def install_sigterm() -> None:
     """SIGINT, SIGTERM and SIGHUP behave alike in every command: `Interrupted` (a
     KeyboardInterrupt) is raised in the main thread, so the runner flushes finished rows and
     workers are stopped; while `signals_deferred` is active (a command's shutdown) a signal is
-    only noted. Outside the main thread (the API in a thread) nothing is installed."""
+    only noted; inside a pool's resource bookkeeping it is delivered again 20 ms later
+    (`_in_bookkeeping`). Outside the main thread (the API in a thread) nothing is installed."""
     import signal
     import threading
     if threading.current_thread() is not threading.main_thread():
@@ -179,6 +180,11 @@ def install_sigterm() -> None:
         if _SIGNALS["defer"]:
             _SIGNALS["pending"] = _SIGNALS["pending"] or signum
             return
+        if _in_bookkeeping(frame) and _SIGNALS["later"] < 100:
+            _SIGNALS["later"] += 1            # raised here, it would tear a cleanup in half:
+            threading.Timer(0.02, os.kill, (os.getpid(), signum)).start()   # again in 20 ms
+            return
+        _SIGNALS["later"] = 0
         raise Interrupted(signum)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         try:
@@ -187,6 +193,25 @@ def install_sigterm() -> None:
             signal.signal(sig, handler)
         except (ValueError, OSError):
             pass
+
+
+# the process pools' resource bookkeeping: a semaphore's finalizer unlinks it and then tells
+# loky's resource tracker; an exception raised between the two (a signal) leaves the tracker
+# to print "There appear to be 1 leaked semlock objects" and the finalizer a traceback.
+_BOOKKEEPING = ("multiprocessing/util.py", "multiprocessing/synchronize.py",
+                "multiprocessing/resource_tracker.py", "loky/backend/synchronize.py",
+                "loky/backend/resource_tracker.py")
+
+
+def _in_bookkeeping(frame) -> bool:
+    """Is the main thread inside a pool's finalizers or resource tracker (`_BOOKKEEPING`)?
+    There a signal is delivered again 20 ms later, once that code has returned (raised anyway
+    after 2 s, so a stop is never lost)."""
+    while frame is not None:
+        if frame.f_code.co_filename.replace("\\", "/").endswith(_BOOKKEEPING):
+            return True
+        frame = frame.f_back
+    return False
 
 
 import contextlib  # noqa: E402

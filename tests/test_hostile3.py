@@ -350,6 +350,44 @@ def test_a_signal_while_the_report_draws_stops_it_and_its_workers(sig, code, dra
     assert not _alive(kids)
 
 
+def test_a_signal_inside_a_semaphores_cleanup_waits_for_it_to_finish():
+    """A signal that lands while a pool's semaphore is cleaned up (unlinked, then unregistered
+    from loky's resource tracker) is delivered once that cleanup has returned: raised inside
+    it, the tracker printed "1 leaked semlock objects" and the finalizer a traceback (CI, the
+    report stopped by SIGTERM while drawing). The signal is sent from inside the unregister."""
+    script = textwrap.dedent("""
+        import os, signal, time
+        from joblib.externals.loky.backend import resource_tracker
+        from joblib.externals.loky.backend.context import get_context
+        from simstudy.errors import Interrupted, install_sigterm
+        install_sigterm()
+        real, done = resource_tracker.unregister, []
+        def unregister(name, rtype):
+            os.kill(os.getpid(), signal.SIGTERM)      # the handler runs on return from kill
+            for _ in range(1000):
+                pass
+            real(name, rtype)
+            done.append(name)
+        resource_tracker.unregister = unregister
+        from multiprocessing import util
+        lock = get_context("loky").Lock()
+        name = lock._semlock.name
+        cleanup, = [f for f in list(util._finalizer_registry.values()) if f._args == (name,)]
+        try:
+            cleanup()                                 # as the executor's shutdown does
+            print("cleanup finished", done == [name])
+            time.sleep(2)
+            print("not interrupted")
+        except Interrupted as e:
+            print("interrupted after", done == [name], e.signum)
+    """)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60)
+    assert run.stdout.split("\n")[:2] == ["cleanup finished True", "interrupted after True 15"], \
+        run.stdout + run.stderr
+    assert "leaked" not in run.stderr and "Traceback" not in run.stderr, run.stderr
+
+
 def test_a_signal_during_the_shutdown_is_a_clean_stop(tmp_path, capsys, monkeypatch):
     """SIGTERM while idle workers are stopped, after the study was stored: no traceback; exit
     130 saying the work was complete."""
