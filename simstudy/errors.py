@@ -182,7 +182,9 @@ def install_sigterm() -> None:
             return
         if _in_bookkeeping(frame) and _SIGNALS["later"] < 100:
             _SIGNALS["later"] += 1            # raised here, it would tear a cleanup in half:
-            threading.Timer(0.02, os.kill, (os.getpid(), signum)).start()   # again in 20 ms
+            again = threading.Timer(0.02, os.kill, (os.getpid(), signum))     # in 20 ms
+            again.daemon = True               # a process that ends first has nothing to stop
+            again.start()
             return
         _SIGNALS["later"] = 0
         raise Interrupted(signum)
